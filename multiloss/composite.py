@@ -1,0 +1,291 @@
+"""The composite loss: ``final_loss = Σ wᵢ·lossᵢ`` over named outputs.
+
+:class:`CompositeLoss` is what ``ml.compile`` installs as the model's loss.
+It speaks the interface Keras's trainer expects of its compiled loss
+(``__call__``, ``build``, ``built``, ``metrics``), so ``fit``, ``evaluate``
+and ``tf.distribute`` work unchanged.  Term weights live in one
+non-trainable variable; per-term values and weights are tracked as exact
+batch-size-weighted epoch means, the same convention as Keras's ``loss``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from . import reduction as red
+from .errors import SpecError
+from .spec import LossSpec, Term, load_spec
+
+
+class LossResult(NamedTuple):
+    """What :meth:`CompositeLoss.compute` returns."""
+
+    total: Any
+    losses: dict[str, Any]
+    weights: dict[str, Any]
+
+
+class TermTracker(keras.metrics.Metric):
+    """Epoch means of every term's loss and weight, in two vector variables.
+
+    Each batch counts in proportion to its size, so the logged ``loss``
+    equals Σ ``<term>_weight``·``<term>_loss`` (plus regularization) even
+    when the last batch is smaller.
+    """
+
+    def __init__(self, term_names, name: str = "multiloss_terms", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.term_names = list(term_names)
+        n = len(self.term_names)
+        self.loss_sums = self.add_variable((n,), "zeros", name="loss_sums")
+        self.weight_sums = self.add_variable((n,), "zeros", name="weight_sums")
+        self.count = self.add_variable((), "zeros", name="count")
+
+    def update_state(self, losses, weights, batch_size):
+        n = ops.cast(batch_size, self.loss_sums.dtype)
+        self.loss_sums.assign_add(ops.cast(losses, self.loss_sums.dtype) * n)
+        self.weight_sums.assign_add(ops.cast(weights, self.weight_sums.dtype) * n)
+        self.count.assign_add(n)
+
+    def result(self):
+        losses = ops.divide_no_nan(self.loss_sums, self.count)
+        weights = ops.divide_no_nan(self.weight_sums, self.count)
+        out = {}
+        for i, name in enumerate(self.term_names):
+            out[f"{name}_loss"] = losses[i]
+            out[f"{name}_weight"] = weights[i]
+        return out
+
+    def get_config(self):
+        return {"name": self.name, "term_names": self.term_names}
+
+
+class CompositeLoss:
+    """Σ wᵢ·lossᵢ over the terms of a :class:`LossSpec`.
+
+    ``y_true`` and ``y_pred`` are dicts keyed by output (or target) name;
+    lists and single tensors are matched to ``output_names``.
+    ``sample_weight`` is one array for every term, or a dict keyed by head
+    (or by a cross-output term's target).
+    """
+
+    def __init__(self, spec: LossSpec | dict | str, output_names=None):
+        self.spec = load_spec(spec)
+        self.terms: list[Term] = self.spec.resolve()
+        self.output_names = list(output_names) if output_names else None
+        self.name = "multiloss"
+        self.dtype = "float32"
+        names = [t.name for t in self.terms]
+        self._index = {n: i for i, n in enumerate(names)}
+        self.weights = keras.Variable(
+            np.array([t.weight for t in self.terms], "float32"),
+            trainable=False, name="multiloss_term_weights",
+        )
+        self.tracker = TermTracker(names)
+        self.built = False
+
+    # --- the interface Keras's trainer uses ----------------------------------
+
+    @property
+    def metrics(self) -> list:
+        return [self.tracker]
+
+    def build(self, y_true, y_pred) -> None:
+        """Check static shapes before the first step (Keras calls this symbolically)."""
+        yt, yp = self._as_dict(y_true, "y_true"), self._as_dict(y_pred, "y_pred")
+        for t in self.terms:
+            self._inputs(t, yt, yp)
+        self.built = True
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        result, values = self._compute(y_true, y_pred, sample_weight)
+        first = next(iter(self._as_dict(y_pred, "y_pred").values()))
+        first = first[0] if isinstance(first, (list, tuple)) else first
+        # Per-replica values are fractions of the global value; scale back as
+        # Keras does for its own `loss` tracker.
+        self.tracker.update_state(values * red.num_replicas(), self.weights, ops.shape(first)[0])
+        return result.total
+
+    # --- public API ------------------------------------------------------------
+
+    def compute(self, y_true, y_pred, sample_weight=None) -> LossResult:
+        """Total, each term's unweighted value, and each term's current weight."""
+        return self._compute(y_true, y_pred, sample_weight)[0]
+
+    @property
+    def term_names(self) -> list[str]:
+        return [t.name for t in self.terms]
+
+    def get_weights(self) -> dict[str, float]:
+        """Current term weights as Python floats."""
+        return dict(zip(self.term_names, map(float, ops.convert_to_numpy(self.weights))))
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Change term weights; takes effect at the next step (no retracing)."""
+        unknown = set(weights) - set(self._index)
+        if unknown:
+            raise KeyError(f"unknown term(s) {sorted(unknown)}; terms: {self.term_names}")
+        vec = ops.convert_to_numpy(self.weights).copy()
+        for name, w in weights.items():
+            if not np.isfinite(w) or w < 0:
+                raise ValueError(f"weight of term {name!r} must be a finite number ≥ 0, got {w!r}")
+            vec[self._index[name]] = w
+        self.weights.assign(vec)
+
+    def get_config(self) -> dict:
+        return {"spec": self.spec.to_dict(), "weights": self.get_weights(),
+                "output_names": self.output_names}
+
+    @classmethod
+    def from_config(cls, config: dict) -> CompositeLoss:
+        obj = cls(load_spec(config["spec"], name="<saved model>"), config.get("output_names"))
+        obj.set_weights(config.get("weights", {}))
+        return obj
+
+    # --- internals ---------------------------------------------------------------
+
+    def _where(self, term: Term, msg: str) -> SpecError:
+        return self.spec.error([(term.path, f"term {term.name!r}: {msg}")])
+
+    def _as_dict(self, y, what: str) -> dict:
+        if isinstance(y, dict):
+            return y
+        names = self.output_names or [h for h in self.spec.outputs]
+        if isinstance(y, (list, tuple)):
+            if len(y) != len(names):
+                raise ValueError(
+                    f"{what} is a list of {len(y)} but the model has {len(names)} outputs "
+                    f"{names}; pass a dict keyed by output name"
+                )
+            return dict(zip(names, y))
+        if len(names) != 1:
+            raise ValueError(f"{what} is a single tensor but there are outputs {names}; "
+                             "pass a dict keyed by output name")
+        return {names[0]: y}
+
+    def _inputs(self, t: Term, y_true: dict, y_pred: dict):
+        missing = [o for o in t.outputs if o not in y_pred]
+        if missing:
+            raise self._where(t, f"the model has no output {missing[0]!r}; outputs: {sorted(y_pred)}")
+        preds = [y_pred[o] for o in t.outputs]
+        pred = preds[0] if len(preds) == 1 else preds
+        target = None
+        if t.target is not None:
+            if t.target not in y_true:
+                raise self._where(t, f"y has no target {t.target!r}; targets given: {sorted(y_true)}")
+            target = y_true[t.target]
+            if target is not None and not isinstance(pred, list):
+                self._check_shapes(t, target, pred)
+        return target, pred
+
+    def _check_shapes(self, t: Term, target, pred) -> None:
+        kind = t.loss.target
+        if kind == "custom":
+            return
+        ts, ps = tuple(target.shape), tuple(pred.shape)
+        if kind == "sparse":
+            want = ps[:-1]
+            ts = ts[:-1] if len(ts) == len(ps) and ts[-1] == 1 else ts
+            rule = f"integer class ids shaped {want} (the prediction without its class axis)"
+        else:
+            want = ps
+            if len(ts) == len(ps) - 1 and ps[-1] == 1:
+                ts = ts + (1,)
+            rule = f"targets shaped like the prediction {ps}"
+        ok = len(ts) == len(want) and all(a is None or b is None or a == b for a, b in zip(ts, want))
+        if not ok:
+            raise self._where(
+                t, f"target shape {tuple(target.shape)} cannot match prediction shape {ps}: "
+                   f"loss {t.loss_label!r} expects {rule}")
+
+    def _check_labels(self, t: Term, ids, n_classes: int):
+        msg = (f"{self.spec.source}: {'.'.join(map(str, t.path))}: term {t.name!r}: label out of "
+               f"range for sparse loss {t.loss_label!r}: valid class ids are 0..{n_classes - 1}")
+        if tf.executing_eagerly():
+            arr = ops.convert_to_numpy(ids)
+            if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+                bad = arr[(arr < 0) | (arr >= n_classes)][0]
+                raise self._where(t, f"label {bad} out of range for sparse loss "
+                                     f"{t.loss_label!r}: valid class ids are 0..{n_classes - 1}")
+            return ids
+        checks = [tf.debugging.assert_non_negative(ids, message=msg),
+                  tf.debugging.assert_less(ids, tf.cast(n_classes, ids.dtype), message=msg)]
+        with tf.control_dependencies(checks):
+            return tf.identity(ids)
+
+    def _term(self, t: Term, y_true: dict, y_pred: dict, sample_weight):
+        """Per-element values L and element weights W (or None) for one term."""
+        target, pred = self._inputs(t, y_true, y_pred)
+        factors, valid = [], None
+        if t.mask_value is not None:
+            target = ops.convert_to_tensor(target)
+            valid = red.valid_mask(target, t.mask_value)
+            # Masked targets are replaced so that no NaN can leak through 0·L.
+            target = ops.where(valid, target, ops.zeros_like(target))
+        sparse = t.loss.target == "sparse"
+        if sparse and "ignore_class" not in t.loss.params and not isinstance(pred, list):
+            ids = self._check_labels(t, red.class_ids(target, pred, True), pred.shape[-1])
+            if not tf.executing_eagerly():
+                target = ops.reshape(ops.cast(ids, target.dtype), ops.shape(target))
+        values = ops.cast(t.loss(target, pred), self.dtype)
+        sw = sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
+        try:
+            if sw is not None:
+                factors.append(("sample weights", red.align(sw, values, "sample_weight")))
+            if t.class_weight:
+                ids = red.class_ids(target, pred, sparse)
+                cw = red.class_weight_map(ids, t.class_weight, values.dtype)
+                factors.append(("class weights", red.align(cw, values, "class_weight")))
+            if valid is not None:
+                valid = red.reduce_axes_to(valid, values)
+                factors.append(("mask_value", red.align(valid, values, "mask")))
+        except ValueError as exc:
+            if len(values.shape) == 0:
+                kinds = " and ".join(k for k, _ in factors) or "element weights"
+                raise self._where(
+                    t, f"its loss returns a scalar, so {kinds} cannot apply; return per-sample "
+                       "values shaped [B] or per-element values [B, d1..dk] instead") from None
+            raise self._where(t, str(exc)) from None
+        if len(values.shape) == 0 and factors:
+            raise self._where(
+                t, f"its loss returns a scalar, so {' and '.join(k for k, _ in factors)} cannot "
+                   "apply; return per-sample values shaped [B] or per-element [B, d1..dk] instead")
+        weights = None
+        for _, f in factors:
+            weights = f if weights is None else weights * f
+        if valid is not None:
+            values = ops.where(ops.cast(weights, "bool"), values, ops.zeros_like(values))
+        return values, weights
+
+    def _compute(self, y_true, y_pred, sample_weight):
+        y_true = self._as_dict(y_true, "y_true")
+        y_pred = self._as_dict(y_pred, "y_pred")
+        replicas = red.num_replicas()
+        nums, dens = [], []
+        for t in self.terms:
+            values, weights = self._term(t, y_true, y_pred, sample_weight)
+            if len(values.shape) == 0:
+                # A scalar loss is a per-replica mean: each replica holds 1/R.
+                num, den = values, ops.ones((), self.dtype)
+            else:
+                num, den = red.numerator_denominator(values, weights, t.reduction)
+                if t.reduction == "sum":
+                    den = den / replicas
+            nums.append(num)
+            dens.append(den)
+        dens = red.cross_replica_sum(ops.stack(dens))
+        values = ops.divide_no_nan(ops.stack(nums), dens)
+        weights = ops.convert_to_tensor(self.weights)
+        total = ops.sum(values * weights)
+        names = self.term_names
+        result = LossResult(
+            total,
+            {n: values[i] for i, n in enumerate(names)},
+            {n: weights[i] for i, n in enumerate(names)},
+        )
+        return result, values

@@ -1,0 +1,163 @@
+"""``ml.compile``: install a composite loss on a Keras model.
+
+Keras's trainer asks its compiled loss for ``__call__``, ``build``,
+``built`` and ``metrics``; :class:`CompositeLoss` answers them, so plain
+``fit``/``evaluate``/``predict`` work.  For ``.keras`` round trips the model
+is given a registered subclass of its own class whose compile config also
+carries the composite loss (spec, params and current weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from . import losses
+from .composite import CompositeLoss
+from .errors import SpecError
+from .spec import LossSpec, load_spec
+
+_SUBCLASSES: dict[type, type] = {}  # registry: model class -> its multiloss subclass
+
+
+class MultilossModel:
+    """Mixin that saves and restores the composite loss with the model."""
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if isinstance(self._compile_loss, CompositeLoss):
+            config["multiloss"] = self._compile_loss.get_config()
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        composite = config.pop("multiloss", None)
+        super().compile_from_config(config)
+        if composite is not None:
+            with self.distribute_strategy.scope():
+                _install(self, CompositeLoss.from_config(composite))
+
+
+def _multiloss_class(cls: type) -> type:
+    if issubclass(cls, MultilossModel):
+        return cls
+    if cls not in _SUBCLASSES:
+        sub = type(cls.__name__, (MultilossModel, cls), {"__module__": __name__})
+        keras.saving.register_keras_serializable("multiloss", cls.__name__)(sub)
+        _SUBCLASSES[cls] = sub
+    return _SUBCLASSES[cls]
+
+
+for _cls in (keras.Model, keras.Sequential, keras.src.models.functional.Functional):
+    _multiloss_class(_cls)
+
+
+def _install(model, composite: CompositeLoss) -> None:
+    model._compile_loss = composite
+    model.loss = composite
+
+
+def _check_outputs(spec: LossSpec, output_names: list[str]) -> None:
+    problems = []
+    for head in spec.outputs:
+        if head not in output_names:
+            problems.append((spec.head_path(head, "loss")[:2] if spec.head_path(head, "loss")[0] == "loss"
+                             else ("outputs", head),
+                             f"the model has no output {head!r}; its outputs are {output_names}"))
+    for i, t in enumerate(spec.terms):
+        for j, o in enumerate(t.outputs):
+            if o not in output_names:
+                problems.append((("terms", i, "outputs", j),
+                                 f"the model has no output {o!r}; its outputs are {output_names}"))
+    if problems:
+        raise spec.error(problems)
+
+
+def build_loss(spec: LossSpec | dict | str, model: keras.Model | None = None) -> CompositeLoss:
+    """Build the composite loss of ``spec``; with ``model``, check its outputs."""
+    spec = load_spec(spec)
+    names = list(model.output_names) if model is not None else None
+    if names is not None:
+        _check_outputs(spec, names)
+    return CompositeLoss(spec, names)
+
+
+def _metric_objects(spec: LossSpec) -> dict[str, list[Any]]:
+    def resolve(m: str):
+        return losses._import(m) if losses.is_import_string(m) else m
+
+    return {h: [resolve(m) for m in ms] for h, ms in spec.head_metrics().items()}
+
+
+def compile(model: keras.Model, spec: LossSpec | dict | str, optimizer: Any = "rmsprop",
+            **compile_kwargs) -> keras.Model:
+    """Compile ``model`` with the composite loss of ``spec``; returns the model.
+
+    Extra keyword arguments go to ``model.compile`` (``jit_compile``,
+    ``steps_per_execution``, ``weighted_metrics``, ...).  ``loss``,
+    ``loss_weights`` and ``metrics`` come from the spec.
+    """
+    for key in ("loss", "loss_weights", "metrics"):
+        if key in compile_kwargs:
+            raise TypeError(f"ml.compile takes `{key}` from the spec, not as an argument")
+    spec = load_spec(spec)
+    scope = model.distribute_strategy.scope() if not tf.distribute.has_strategy() else _null()
+    with scope:
+        composite = build_loss(spec, model)
+        metrics = _metric_objects(spec)
+        model.__class__ = _multiloss_class(type(model))
+        model.compile(optimizer=optimizer, loss=None, metrics=metrics or None, **compile_kwargs)
+        _install(model, composite)
+    return model
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def compile_kwargs(spec: LossSpec | dict | str) -> dict[str, Any]:
+    """Plain ``model.compile`` arguments for a spec that Keras can express.
+
+    Raises :class:`SpecError` naming the feature that prevents it.
+    """
+    spec = load_spec(spec)
+    problems = []
+    for i, _ in enumerate(spec.terms):
+        problems.append((("terms", i), "cross-output terms have no Keras equivalent"))
+    loss, weights = {}, {}
+    for head, h in spec.outputs.items():
+        path = spec.head_path(head, "loss")
+        if isinstance(h.loss, list):
+            problems.append((path, "several terms on one head have no Keras equivalent"))
+        if h.class_weight:
+            problems.append((("outputs", head, "class_weight"),
+                             "Keras's class_weight is for single-output models only"))
+        if h.mask_value is not None:
+            problems.append((("outputs", head, "mask_value"), "Keras has no target mask"))
+        if h.reduction != "sum_over_batch_size":
+            problems.append((("outputs", head, "reduction"),
+                             f"Keras's compiled losses reduce with sum_over_batch_size, not {h.reduction}"))
+    if problems:
+        raise spec.error([(p, f"not expressible with plain model.compile: {m}") for p, m in problems])
+    for term in spec.resolve():
+        head = term.outputs[0]
+        fn = term.loss.fn
+        if term.loss.params:
+            loss[head] = keras.losses.LossFunctionWrapper(fn, name=term.loss_label, **term.loss.params)
+        else:
+            loss[head] = fn
+        weights[head] = term.weight
+    out: dict[str, Any] = {"loss": loss, "loss_weights": weights}
+    metrics = _metric_objects(spec)
+    if metrics:
+        out["metrics"] = metrics
+    return out
+
+
+__all__ = ["compile", "build_loss", "compile_kwargs", "MultilossModel", "SpecError"]

@@ -1,0 +1,256 @@
+"""The loss registry and the losses multiloss adds to Keras's own.
+
+A registered loss is *math only*: ``(y_true, y_pred) -> L`` with L of shape
+``[B]`` or ``[B, d1..dk]`` (never reduced over the batch).  Weighting,
+masking and reduction happen once, in :mod:`multiloss.reduction`.
+
+    >>> import multiloss as ml
+    >>> fn = ml.losses.get("huber", delta=2.0)
+    >>> @ml.register_loss("my_l1")
+    ... def my_l1(y_true, y_pred):
+    ...     return keras.ops.mean(keras.ops.abs(y_true - y_pred), axis=-1)
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import keras
+from keras import ops
+
+#: How a loss relates target to prediction shapes (used for shape checks and
+#: for reading class ids out of y_true): ``same`` (targets shaped like the
+#: prediction), ``sparse`` (integer class ids, prediction has a class axis),
+#: ``custom`` (anything else; not checked).
+TargetKind = Literal["same", "sparse", "custom"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    obj: Callable
+    target: TargetKind
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+@dataclass
+class LossFn:
+    """A resolved loss: a callable plus its parameters; returns unreduced L."""
+
+    name: str
+    fn: Callable
+    params: dict[str, Any] = field(default_factory=dict)
+    target: TargetKind = "custom"
+
+    def __post_init__(self):
+        if inspect.isclass(self.fn):
+            inst = self.fn(**self.params)
+            # A Keras Loss: ``call`` is the unreduced math; its own reduction
+            # and weighting are bypassed so they happen once, in multiloss.
+            self._call = inst.call if isinstance(inst, keras.losses.Loss) else inst
+        else:
+            params = self.params
+            self._call = (lambda t, p: self.fn(t, p, **params)) if params else self.fn
+
+    def __call__(self, y_true, y_pred):
+        return self._call(y_true, y_pred)
+
+
+def register_loss(name: str, *, target: TargetKind = "custom", aliases: tuple[str, ...] = ()):
+    """Decorator: register a loss function or class under ``name``.
+
+    The function takes ``(y_true, y_pred, **params)`` and returns per-sample
+    or per-element values; a class is instantiated with ``params`` and then
+    called with ``(y_true, y_pred)``.
+    """
+
+    def deco(obj):
+        for n in (name, *aliases):
+            _REGISTRY[n] = _Entry(obj, target)
+        return obj
+
+    return deco
+
+
+def names() -> list[str]:
+    """All registered loss names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def is_import_string(ref: str) -> bool:
+    return ":" in ref
+
+
+def _import(ref: str) -> Callable:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or an error inside the module
+        raise LookupError(
+            f"import string {ref!r} does not import: module {module_name!r} "
+            f"raised {type(exc).__name__}: {exc}"
+        ) from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise LookupError(
+                f"import string {ref!r} does not import: {module_name!r} has no "
+                f"attribute {attr!r}"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise LookupError(f"import string {ref!r} names a {type(obj).__name__}, not a function or class")
+    return obj
+
+
+def _check_params(name: str, obj: Callable, params: dict) -> None:
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return
+    ps = list(sig.parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in ps):
+        return
+    skip = 1 if inspect.isclass(obj) else 2  # self | (y_true, y_pred)
+    valid = [p.name for p in ps[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = [v for v in valid if v not in ("name", "reduction", "dtype")] if inspect.isclass(obj) else valid
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"loss {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"valid parameters: {', '.join(valid) or '(none)'}"
+        )
+
+
+def get(name: str, **params) -> LossFn:
+    """Resolve a registered name or a ``module:attr`` import string.
+
+    Raises ``LookupError`` for an unknown name (with a did-you-mean) or an
+    import string that does not import, and ``TypeError`` for unknown params.
+    """
+    if is_import_string(name):
+        obj, target = _import(name), "custom"
+    elif name in _REGISTRY:
+        entry = _REGISTRY[name]
+        obj, target = entry.obj, entry.target
+    else:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise LookupError(
+            f"unknown loss {name!r}; {hint}use a registered name (see "
+            "`multiloss.losses.names()`), or an import string 'package.module:function'"
+        )
+    _check_params(name, obj, params)
+    return LossFn(name, obj, dict(params), target)
+
+
+# --- Keras's built-in losses, under their Keras names and common aliases ----
+
+_KERAS_SAME = [
+    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error", "binary_crossentropy", "categorical_crossentropy",
+    "kl_divergence", "log_cosh", "hinge", "squared_hinge", "categorical_hinge",
+    "poisson", "cosine_similarity", "huber", "binary_focal_crossentropy",
+    "categorical_focal_crossentropy",
+]
+_ALIASES = {
+    "mse": "mean_squared_error", "mae": "mean_absolute_error",
+    "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
+    "bce": "binary_crossentropy", "cce": "categorical_crossentropy",
+    "scce": "sparse_categorical_crossentropy", "kld": "kl_divergence",
+    "kullback_leibler_divergence": "kl_divergence", "logcosh": "log_cosh",
+    "focal": "binary_focal_crossentropy", "binary_focal": "binary_focal_crossentropy",
+    "categorical_focal": "categorical_focal_crossentropy",
+}
+for _n in _KERAS_SAME:
+    register_loss(_n, target="same")(keras.losses.get(_n))
+register_loss("sparse_categorical_crossentropy", target="sparse")(
+    keras.losses.get("sparse_categorical_crossentropy")
+)
+register_loss("ctc")(keras.losses.get("ctc"))
+for _alias, _n in _ALIASES.items():
+    _REGISTRY[_alias] = _REGISTRY[_n]
+
+
+# --- losses multiloss adds ---------------------------------------------------
+
+def _non_batch_axes(x) -> tuple[int, ...]:
+    return tuple(range(1, len(x.shape)))
+
+
+@register_loss("tversky", target="same")
+def tversky(y_true, y_pred, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-6):
+    """Per-sample Tversky loss over all non-batch axes; returns ``[B]``.
+
+    ``1 - (TP + s) / (TP + α·FP + β·FN + s)``; α = β = 0.5 is the Dice loss.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    axes = _non_batch_axes(y_pred)
+    tp = ops.sum(y_true * y_pred, axis=axes)
+    fp = ops.sum((1.0 - y_true) * y_pred, axis=axes)
+    fn = ops.sum(y_true * (1.0 - y_pred), axis=axes)
+    return 1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+
+
+@register_loss("dice", target="same")
+def dice(y_true, y_pred, smooth: float = 1e-6):
+    """Per-sample soft Dice loss ``1 - (2·Σ t·p + s) / (Σ t + Σ p + s)``; ``[B]``."""
+    return tversky(y_true, y_pred, 0.5, 0.5, smooth)
+
+
+def _distance(a, b):
+    return ops.sqrt(ops.maximum(ops.sum(ops.square(a - b), axis=-1), 1e-12))
+
+
+@register_loss("contrastive")
+def contrastive(y_true, y_pred, margin: float = 1.0):
+    """Contrastive loss for Siamese pairs (Hadsell et al. 2006); returns ``[B]``.
+
+    ``y_true`` is 1 for a same pair and 0 for a different pair.  ``y_pred`` is
+    either ``[emb_a, emb_b]`` (two outputs; d is their Euclidean distance) or
+    one output holding the distance d.  L = y·d² + (1 − y)·max(margin − d, 0)².
+    """
+    if isinstance(y_pred, (list, tuple)):
+        d = _distance(y_pred[0], y_pred[1])
+    else:
+        d = ops.reshape(y_pred, (ops.shape(y_pred)[0],)) if len(y_pred.shape) > 1 else y_pred
+    y = ops.cast(ops.reshape(y_true, ops.shape(d)), d.dtype)
+    return y * ops.square(d) + (1.0 - y) * ops.square(ops.maximum(margin - d, 0.0))
+
+
+@register_loss("triplet")
+def triplet(y_true, y_pred, margin: float = 1.0):
+    """Triplet loss (Schroff et al. 2015) on ``[anchor, positive, negative]``.
+
+    L = max(‖a − p‖² − ‖a − n‖² + margin, 0); ``y_true`` is ignored.  ``[B]``.
+    """
+    a, p, n = y_pred
+    d_ap = ops.sum(ops.square(a - p), axis=-1)
+    d_an = ops.sum(ops.square(a - n), axis=-1)
+    return ops.maximum(d_ap - d_an + margin, 0.0)
+
+
+@register_loss("knowledge_distillation", target="custom", aliases=("kd", "distillation"))
+def knowledge_distillation(y_true, y_pred, temperature: float = 2.0):
+    """Hinton et al. (2015) distillation: T² · KL(softmax(t/T) ‖ softmax(s/T)).
+
+    ``y_true`` holds the teacher's logits for C classes; ``y_pred`` the
+    student's logits for C' ≥ C classes, of which the first C are used.
+    Returns per-sample values (the class axis is summed).
+    """
+    teacher = ops.convert_to_tensor(y_true)
+    student = ops.convert_to_tensor(y_pred)[..., : teacher.shape[-1]]
+    t = ops.cast(temperature, student.dtype)
+    teacher = ops.cast(teacher, student.dtype)
+    log_p_t = ops.log_softmax(teacher / t, axis=-1)
+    log_p_s = ops.log_softmax(student / t, axis=-1)
+    kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    return kl * t * t

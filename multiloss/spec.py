@@ -1,0 +1,395 @@
+"""The loss spec: pydantic models, loading, and resolution into terms.
+
+Two forms mean the same thing: the canonical one (``outputs:`` per head,
+``terms:`` across heads) and the Keras compile form (``loss:``,
+``loss_weights:``, ``metrics:``), so a ``model.compile(...)`` call can be
+pasted.  Every problem becomes a :class:`SpecError` naming path and line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Annotated, Any, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from . import losses
+from .errors import SpecError
+from .reduction import Reduction
+from .yamlio import Lines, load_yaml, read_source
+
+Weight = Annotated[float, Field(ge=0, strict=True, description="A non-negative number.")]
+MetricList = list[str]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LossCall(_Model):
+    """A loss with parameters: ``{name: categorical_crossentropy, params: {from_logits: true}}``."""
+
+    name: str = Field(description="A registered loss name or an import string 'package.module:attr'.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _ref_tag(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "loss-name"
+    if isinstance(v, (dict, LossCall)):
+        return "loss-call"
+    return None
+
+
+_REF_ERROR = dict(
+    custom_error_type="loss_ref",
+    custom_error_message="expected a loss name (string) or a mapping {name: ..., params: {...}}",
+)
+LossRef = Annotated[
+    Union[Annotated[str, Tag("loss-name")], Annotated[LossCall, Tag("loss-call")]],
+    Discriminator(_ref_tag, **_REF_ERROR),
+]
+
+
+class TermItem(_Model):
+    """One of several terms on a head: ``{loss: dice, weight: 0.5, name: seg_dice}``."""
+
+    loss: LossRef
+    weight: Weight = 1.0
+    name: str | None = Field(None, description="The term's name; default '<head>_<loss>'.")
+
+
+def _item_tag(v: Any) -> str | None:
+    if isinstance(v, TermItem) or (isinstance(v, dict) and "loss" in v):
+        return "loss-term"
+    return _ref_tag(v)
+
+
+def _head_loss_tag(v: Any) -> str | None:
+    return "loss-list" if isinstance(v, list) else _ref_tag(v)
+
+
+LossItem = Annotated[
+    Union[
+        Annotated[str, Tag("loss-name")],
+        Annotated[LossCall, Tag("loss-call")],
+        Annotated[TermItem, Tag("loss-term")],
+    ],
+    Discriminator(
+        _item_tag,
+        custom_error_type="loss_item",
+        custom_error_message="expected a loss name, {name, params}, or {loss, weight, name}",
+    ),
+]
+HeadLoss = Annotated[
+    Union[
+        Annotated[str, Tag("loss-name")],
+        Annotated[LossCall, Tag("loss-call")],
+        Annotated[list[LossItem], Tag("loss-list")],
+    ],
+    Discriminator(
+        _head_loss_tag,
+        custom_error_type="head_loss",
+        custom_error_message="expected a loss name, {name, params}, or a list of terms",
+    ),
+]
+_TAGS = {"loss-name", "loss-call", "loss-term", "loss-list"}
+
+
+class HeadSpec(_Model):
+    """The losses, weight and metrics of one named model output."""
+
+    loss: HeadLoss | None = None
+    weight: Weight = Field(1.0, description="Multiplies every term of this head.")
+    metrics: MetricList = Field(default_factory=list)
+    class_weight: dict[int, Weight] | None = Field(
+        None, description="Class id -> weight; e.g. {3: 5.0}. Unlisted classes weigh 1."
+    )
+    mask_value: float | None = Field(None, description="Targets equal to this value get weight 0.")
+    reduction: Reduction = "sum_over_batch_size"
+
+
+class TermSpec(_Model):
+    """A loss over one or several outputs, e.g. contrastive over two embeddings."""
+
+    name: str
+    outputs: list[str] = Field(min_length=1)
+    target: str | None = Field(None, description="Key of y_true passed as the term's target.")
+    loss: LossRef
+    weight: Weight = 1.0
+    reduction: Reduction = "sum_over_batch_size"
+
+
+class LossSpec(_Model):
+    """A multi-output loss spec (canonical form, or Keras compile form)."""
+
+    outputs: dict[str, HeadSpec] = Field(default_factory=dict)
+    terms: list[TermSpec] = Field(default_factory=list)
+    metrics: Union[MetricList, dict[str, MetricList]] = Field(
+        default_factory=list, description="Metrics for every head, or {head: [...]} (compile form)."
+    )
+    loss: dict[str, LossRef] | None = Field(None, description="Compile form: {output: loss}.")
+    loss_weights: dict[str, Weight] | None = Field(None, description="Compile form: {output: weight}.")
+
+    _lines: Lines = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr("<spec>")
+    _paths: dict[str, tuple] = PrivateAttr(default_factory=dict)
+    _terms: list["Term"] | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _compile_form_to_outputs(self):
+        """Fold the Keras compile form into ``outputs``; remember source paths."""
+        if self.loss is None and self.loss_weights is None and not isinstance(self.metrics, dict):
+            return self
+        if self.outputs:
+            raise ValueError("use either `outputs:` or the compile form (`loss:`), not both")
+        names = list(self.loss or {})
+        for key in self.loss_weights or {}:
+            if key not in names:
+                raise ValueError(
+                    f"loss_weights names {key!r}, which has no loss; outputs with a loss: {names}"
+                )
+        per_head = self.metrics if isinstance(self.metrics, dict) else {}
+        for key in per_head:
+            if key not in names:
+                names.append(key)
+        for name in names:
+            self.outputs[name] = HeadSpec(
+                loss=(self.loss or {}).get(name),
+                weight=(self.loss_weights or {}).get(name, 1.0),
+                metrics=per_head.get(name, []),
+            )
+            self._paths[name] = ("loss", name)
+        if isinstance(self.metrics, dict):
+            self.metrics = []
+        return self
+
+    # --- resolved view -------------------------------------------------------
+
+    def head_path(self, head: str, field: str) -> tuple:
+        """The YAML path of a head's field, in whichever form the spec was written."""
+        base = self._paths.get(head)
+        if base is None:
+            return ("outputs", head, field)
+        return {"loss": base, "weight": ("loss_weights", head), "metrics": ("metrics", head)}.get(
+            field, base
+        )
+
+    def line(self, path: tuple) -> int | None:
+        """The source line of ``path``, or of its nearest ancestor that has one."""
+        return _line_of(self._lines, path)
+
+    def error(self, problems) -> SpecError:
+        """Make a SpecError for ``[(path, message), ...]`` with source lines."""
+        return SpecError([(p, self.line(p), m) for p, m in problems], self._source)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def head_metrics(self) -> dict[str, list[str]]:
+        """Per-head metric names, top-level metrics applied to every head."""
+        top = list(self.metrics) if isinstance(self.metrics, list) else []
+        out = {}
+        for head, h in self.outputs.items():
+            ms = top + [m for m in h.metrics if m not in top]
+            if ms:
+                out[head] = ms
+        return out
+
+    def resolve(self) -> list["Term"]:
+        """Resolve every term (loss names, params); raise SpecError on any problem."""
+        if self._terms is None:
+            self._terms = _resolve(self)
+        return self._terms
+
+    def to_dict(self) -> dict:
+        """The spec in canonical form, as plain data (for configs and saving)."""
+        data = self.model_dump(mode="json", exclude_defaults=True, exclude={"loss", "loss_weights"})
+        if not data.get("metrics"):
+            data.pop("metrics", None)
+        return data
+
+
+@dataclass(frozen=True)
+class Term:
+    """One resolved term: loss math plus how to feed, weight and reduce it."""
+
+    name: str
+    outputs: tuple[str, ...]
+    target: str | None
+    loss: losses.LossFn
+    loss_label: str
+    weight: float
+    reduction: str
+    class_weight: dict[int, float] | None
+    mask_value: float | None
+    path: tuple
+
+    @property
+    def is_head(self) -> bool:
+        return self.target is not None and self.outputs == (self.target,)
+
+
+_METRIC_EXTRAS = {"acc", "crossentropy", "ce"}
+
+
+def _known_metrics() -> list[str]:
+    from keras.src.metrics import ALL_OBJECTS_DICT
+
+    return sorted(set(ALL_OBJECTS_DICT) | _METRIC_EXTRAS)
+
+
+def _loss_label(ref: str | LossCall) -> str:
+    name = ref if isinstance(ref, str) else ref.name
+    return name.rpartition(":")[2].rpartition(".")[2]
+
+
+def _resolve(spec: LossSpec) -> list[Term]:
+    problems: list[tuple[tuple, str]] = []
+    terms: list[Term] = []
+    seen: dict[str, tuple] = {}
+
+    def make(ref, path) -> losses.LossFn | None:
+        name, params = (ref, {}) if isinstance(ref, str) else (ref.name, ref.params)
+        name_path = path if isinstance(ref, str) else path + ("name",)
+        try:
+            return losses.get(name, **params)
+        except LookupError as exc:
+            problems.append((name_path, str(exc)))
+        except TypeError as exc:
+            problems.append((path + ("params",), str(exc)))
+        return None
+
+    def add(name, outputs, target, ref, weight, reduction, cw, mask, path):
+        fn = make(ref, path)
+        if name in seen:
+            problems.append((path, f"duplicate term name {name!r} (first defined at "
+                                   f"{'.'.join(map(str, seen[name]))}); give each term a unique name"))
+        seen[name] = path
+        if fn is not None:
+            terms.append(Term(name, tuple(outputs), target, fn, _loss_label(ref), float(weight),
+                              reduction, cw, mask, path))
+
+    for head, h in spec.outputs.items():
+        if h.loss is None:
+            continue
+        lpath = spec.head_path(head, "loss")
+        common = dict(outputs=[head], target=head, reduction=h.reduction, cw=h.class_weight,
+                      mask=h.mask_value)
+        if isinstance(h.loss, list):
+            for i, item in enumerate(h.loss):
+                ipath = lpath + (i,)
+                if isinstance(item, TermItem):
+                    ref, w, name, rpath = item.loss, item.weight, item.name, ipath + ("loss",)
+                else:
+                    ref, w, name, rpath = item, 1.0, None, ipath
+                add(name or f"{head}_{_loss_label(ref)}", ref=ref, weight=h.weight * w,
+                    path=rpath, **common)
+        else:
+            add(head, ref=h.loss, weight=h.weight, path=lpath, **common)
+
+    for i, t in enumerate(spec.terms):
+        add(t.name, t.outputs, t.target, t.loss, t.weight, t.reduction, None, None,
+            ("terms", i, "loss"))
+
+    known = _known_metrics()
+    top = spec.metrics if isinstance(spec.metrics, list) else []
+    metric_paths = [(("metrics", i), m) for i, m in enumerate(top)]
+    for head, h in spec.outputs.items():
+        metric_paths += [(spec.head_path(head, "metrics") + (i,), m) for i, m in enumerate(h.metrics)]
+    for path, m in metric_paths:
+        if m in known or losses.is_import_string(m):
+            continue
+        close = difflib.get_close_matches(m, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        problems.append((path, f"unknown metric {m!r}; {hint}use a Keras metric name "
+                               "(e.g. accuracy, mae, auc) or an import string 'package.module:attr'"))
+    if not spec.outputs and not spec.terms:
+        problems.append(((), "the spec defines no loss: add `outputs:` (or the compile form `loss:`)"))
+    if problems:
+        raise spec.error(problems)
+    return terms
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in _TAGS or "[" in p)))
+
+
+def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
+    out, seen = [], set()
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err['input']!r}"
+        elif err["type"] in ("float_type", "float_parsing") and loc and loc[-1] in ("weight",):
+            msg = f"weight must be a non-negative number, got {err['input']!r}"
+        elif err["type"] == "greater_than_equal":
+            msg = f"must be ≥ 0, got {err['input']!r}"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        key = (loc, msg)
+        if key not in seen:
+            seen.add(key)
+            out.append((loc, msg))
+    return out
+
+
+def load_spec(source: "str | os.PathLike | dict | LossSpec", *, name: str | None = None) -> LossSpec:
+    """Load and validate a spec from a path, YAML text, a dict or a LossSpec.
+
+    Raises :class:`SpecError` (a ``ValueError``) naming path and line.
+    """
+    if isinstance(source, LossSpec):
+        return source
+    lines: Lines = {}
+    if isinstance(source, dict):
+        data, src = source, name or "<dict>"
+    else:
+        text, src = read_source(source)
+        data, lines = load_yaml(text, src)
+        src = name or src
+    if not isinstance(data, dict):
+        raise SpecError([((), 1, "a spec must be a mapping with `outputs:` (or `loss:`)")], src)
+    return spec_from_data(data, lines, src)
+
+
+def spec_from_data(data: dict, lines: Lines, source: str, prefix: tuple = ()) -> LossSpec:
+    """Validate plain data into a LossSpec; ``prefix`` locates it in a larger file."""
+    shifted = {k[len(prefix):]: v for k, v in lines.items() if k[: len(prefix)] == prefix}
+    try:
+        spec = LossSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(
+            [(prefix + p, _line_of(shifted, p), m) for p, m in _pydantic_problems(exc)], source
+        ) from None
+    spec._lines, spec._source = shifted, source
+    try:
+        spec.resolve()
+    except SpecError as exc:
+        raise SpecError([(prefix + p, ln, m) for p, ln, m in exc.problems], source) from None
+    return spec
+
+
+def _line_of(lines: Lines, path: tuple) -> int | None:
+    path = tuple(path)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
