@@ -117,6 +117,11 @@ class CompositeLoss:
         """Total, each term's unweighted value, and each term's current weight."""
         return self._compute(y_true, y_pred, sample_weight)[0]
 
+    def elementwise(self, y_true, y_pred, sample_weight=None) -> dict[str, tuple[Any, Any]]:
+        """Each term's per-element values L and element weights W (None: all 1)."""
+        y_true, y_pred = self._as_dict(y_true, "y_true"), self._as_dict(y_pred, "y_pred")
+        return {t.name: self._term(t, y_true, y_pred, sample_weight) for t in self.terms}
+
     @property
     def term_names(self) -> list[str]:
         return [t.name for t in self.terms]

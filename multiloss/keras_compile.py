@@ -14,9 +14,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from . import losses
 from .composite import CompositeLoss
 from .errors import SpecError
+from .imports import import_object, is_import_string
 from .spec import LossSpec, load_spec
 
 _SUBCLASSES: dict[type, type] = {}  # registry: model class -> its multiloss subclass
@@ -63,8 +63,7 @@ def _check_outputs(spec: LossSpec, output_names: list[str]) -> None:
     problems = []
     for head in spec.outputs:
         if head not in output_names:
-            problems.append((spec.head_path(head, "loss")[:2] if spec.head_path(head, "loss")[0] == "loss"
-                             else ("outputs", head),
+            problems.append((spec.head_path(head, "key"),
                              f"the model has no output {head!r}; its outputs are {output_names}"))
     for i, t in enumerate(spec.terms):
         for j, o in enumerate(t.outputs):
@@ -86,7 +85,7 @@ def build_loss(spec: LossSpec | dict | str, model: keras.Model | None = None) ->
 
 def _metric_objects(spec: LossSpec) -> dict[str, list[Any]]:
     def resolve(m: str):
-        return losses._import(m) if losses.is_import_string(m) else m
+        return import_object(m) if is_import_string(m) else m
 
     return {h: [resolve(m) for m in ms] for h, ms in spec.head_metrics().items()}
 

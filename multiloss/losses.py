@@ -14,7 +14,6 @@ masking and reduction happen once, in :mod:`multiloss.reduction`.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Any, Literal
 
 import keras
 from keras import ops
+
+from .imports import import_object, is_import_string
 
 #: How a loss relates target to prediction shapes (used for shape checks and
 #: for reading class ids out of y_true): ``same`` (targets shaped like the
@@ -83,32 +84,6 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def is_import_string(ref: str) -> bool:
-    return ":" in ref
-
-
-def _import(ref: str) -> Callable:
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or an error inside the module
-        raise LookupError(
-            f"import string {ref!r} does not import: module {module_name!r} "
-            f"raised {type(exc).__name__}: {exc}"
-        ) from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise LookupError(
-                f"import string {ref!r} does not import: {module_name!r} has no "
-                f"attribute {attr!r}"
-            )
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise LookupError(f"import string {ref!r} names a {type(obj).__name__}, not a function or class")
-    return obj
-
-
 def _check_params(name: str, obj: Callable, params: dict) -> None:
     target = obj.__init__ if inspect.isclass(obj) else obj
     try:
@@ -136,7 +111,7 @@ def get(name: str, **params) -> LossFn:
     import string that does not import, and ``TypeError`` for unknown params.
     """
     if is_import_string(name):
-        obj, target = _import(name), "custom"
+        obj, target = import_object(name), "custom"
     elif name in _REGISTRY:
         entry = _REGISTRY[name]
         obj, target = entry.obj, entry.target

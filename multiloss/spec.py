@@ -26,6 +26,7 @@ from pydantic import (
 
 from . import losses
 from .errors import SpecError
+from .imports import import_object, is_import_string
 from .reduction import Reduction
 from .yamlio import Lines, load_yaml, read_source
 
@@ -145,7 +146,7 @@ class LossSpec(_Model):
     _lines: Lines = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr("<spec>")
     _paths: dict[str, tuple] = PrivateAttr(default_factory=dict)
-    _terms: list["Term"] | None = PrivateAttr(None)
+    _terms: list[Term] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _compile_form_to_outputs(self):
@@ -178,10 +179,10 @@ class LossSpec(_Model):
     # --- resolved view -------------------------------------------------------
 
     def head_path(self, head: str, field: str) -> tuple:
-        """The YAML path of a head's field, in whichever form the spec was written."""
+        """The YAML path of a head's ``field`` (``key``: the head itself), in either form."""
         base = self._paths.get(head)
         if base is None:
-            return ("outputs", head, field)
+            return ("outputs", head) if field == "key" else ("outputs", head, field)
         return {"loss": base, "weight": ("loss_weights", head), "metrics": ("metrics", head)}.get(
             field, base
         )
@@ -208,7 +209,7 @@ class LossSpec(_Model):
                 out[head] = ms
         return out
 
-    def resolve(self) -> list["Term"]:
+    def resolve(self) -> list[Term]:
         """Resolve every term (loss names, params); raise SpecError on any problem."""
         if self._terms is None:
             self._terms = _resolve(self)
@@ -310,7 +311,13 @@ def _resolve(spec: LossSpec) -> list[Term]:
     for head, h in spec.outputs.items():
         metric_paths += [(spec.head_path(head, "metrics") + (i,), m) for i, m in enumerate(h.metrics)]
     for path, m in metric_paths:
-        if m in known or losses.is_import_string(m):
+        if is_import_string(m):
+            try:
+                import_object(m)
+            except LookupError as exc:
+                problems.append((path, str(exc)))
+            continue
+        if m in known:
             continue
         close = difflib.get_close_matches(m, known, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
@@ -349,7 +356,7 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
     return out
 
 
-def load_spec(source: "str | os.PathLike | dict | LossSpec", *, name: str | None = None) -> LossSpec:
+def load_spec(source: str | os.PathLike | dict | LossSpec, *, name: str | None = None) -> LossSpec:
     """Load and validate a spec from a path, YAML text, a dict or a LossSpec.
 
     Raises :class:`SpecError` (a ``ValueError``) naming path and line.

@@ -1,0 +1,172 @@
+"""Training-step overhead of ``ml.compile`` versus plain ``model.compile``.
+
+What it measures
+----------------
+For each head count N (default 3, 8 and 32) one functional Keras model is
+built: a shared Dense trunk on a 64-feature input and N small Dense heads,
+alternating ``softmax`` + ``categorical_crossentropy`` (10 classes) and
+``linear`` + ``mse`` (4 values), with per-head weights.  Two fresh instances
+with identical initial weights are compiled:
+
+* **native**: ``model.compile(optimizer, loss={head: ...}, loss_weights={head: ...})``
+* **multiloss**: ``ml.compile(model, {"outputs": {head: {"loss": ..., "weight": ...}}}, optimizer)``
+
+Both get the same optimizer settings and train on the same in-memory
+``tf.data`` dataset.  After a warm-up fit (which traces and compiles the
+train function), the two are timed *interleaved* in one process
+(native, multiloss, native, multiloss, ...) so that drift in machine load hits
+both equally.  Each repeat is one ``model.fit`` epoch of ``--steps`` batches;
+its wall time divided by ``--steps`` is one ms/step sample.  The table shows
+the median of the samples of each way and the ratio multiloss/native (target:
+≤ 1.03).  Nothing is asserted; this only prints.
+
+How to run
+----------
+From the repository root::
+
+    .venv/bin/python benchmarks/overhead.py
+    .venv/bin/python benchmarks/overhead.py --heads 3 8 32 --repeats 5 --steps 100
+    .venv/bin/python benchmarks/overhead.py --jit          # XLA-compile both train steps
+
+The defaults finish in a few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import multiloss as ml  # noqa: E402
+
+N_FEATURES = 64
+N_CLASSES = 10
+N_REGRESS = 4
+
+
+def head_kinds(n_heads: int) -> list[tuple[str, str, int, str, float]]:
+    """(name, activation, units, loss, weight) for each head; classification and regression alternate."""
+    out = []
+    for i in range(n_heads):
+        weight = (1.0, 0.5, 0.25)[i % 3]
+        if i % 2 == 0:
+            out.append((f"cls_{i}", "softmax", N_CLASSES, "categorical_crossentropy", weight))
+        else:
+            out.append((f"reg_{i}", "linear", N_REGRESS, "mse", weight))
+    return out
+
+
+def build_model(n_heads: int, width: int) -> keras.Model:
+    inp = keras.Input((N_FEATURES,), name="x")
+    h = keras.layers.Dense(width, activation="relu", name="trunk_1")(inp)
+    h = keras.layers.Dense(width, activation="relu", name="trunk_2")(h)
+    outputs = {
+        name: keras.layers.Dense(units, activation=act, name=name)(h)
+        for name, act, units, _, _ in head_kinds(n_heads)
+    }
+    return keras.Model(inp, outputs, name=f"heads_{n_heads}")
+
+
+def make_dataset(n_heads: int, batch_size: int, steps: int, seed: int) -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
+    n = batch_size * steps
+    x = rng.standard_normal((n, N_FEATURES)).astype("float32")
+    y = {}
+    for name, _, units, _, _ in head_kinds(n_heads):
+        if units == N_CLASSES:
+            y[name] = np.eye(N_CLASSES, dtype="float32")[rng.integers(0, N_CLASSES, n)]
+        else:
+            y[name] = rng.standard_normal((n, units)).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True).cache()
+
+
+def compiled_pair(n_heads: int, width: int, lr: float, jit: bool) -> tuple[keras.Model, keras.Model]:
+    """Two fresh models with identical initial weights: (native, multiloss)."""
+    reference = build_model(n_heads, width)
+    weights = reference.get_weights()
+    kinds = head_kinds(n_heads)
+
+    native = build_model(n_heads, width)
+    native.set_weights(weights)
+    native.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss={name: loss for name, _, _, loss, _ in kinds},
+        loss_weights={name: w for name, _, _, _, w in kinds},
+        jit_compile=jit,
+    )
+
+    multi = build_model(n_heads, width)
+    multi.set_weights(weights)
+    spec = ml.load_spec({"outputs": {name: {"loss": loss, "weight": w} for name, _, _, loss, w in kinds}})
+    ml.compile(multi, spec, optimizer=keras.optimizers.Adam(lr), jit_compile=jit)
+    return native, multi
+
+
+def time_fit(model: keras.Model, ds: tf.data.Dataset, steps: int) -> float:
+    """Milliseconds per step of one ``fit`` epoch over ``steps`` batches."""
+    start = time.perf_counter()
+    model.fit(ds, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    return (time.perf_counter() - start) * 1000.0 / steps
+
+
+def bench(n_heads: int, args) -> tuple[float, float, list[float], list[float], float]:
+    native, multi = compiled_pair(n_heads, args.width, args.lr, args.jit)
+    ds = make_dataset(n_heads, args.batch_size, args.steps, args.seed)
+    # Sanity check: from the same weights both ways give the same total loss.
+    x, y = next(iter(ds))
+    lo_n = float(native.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+    lo_m = float(multi.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+    # Warm-up: trace/compile the train function, fill the dataset cache.
+    for model in (native, multi):
+        model.fit(ds, epochs=1, steps_per_epoch=args.warmup, shuffle=False, verbose=0)
+    t_native, t_multi = [], []
+    for _ in range(args.repeats):  # interleaved: A, B, A, B, ...
+        t_native.append(time_fit(native, ds, args.steps))
+        t_multi.append(time_fit(multi, ds, args.steps))
+    return statistics.median(t_native), statistics.median(t_multi), t_native, t_multi, abs(lo_n - lo_m)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--heads", type=int, nargs="+", default=[3, 8, 32], help="head counts (default 3 8 32)")
+    p.add_argument("--repeats", type=int, default=9, help="timed fits per way and head count (default 9)")
+    p.add_argument("--steps", type=int, default=200, help="training steps per timed fit (default 200)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up steps per model (default 10)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--width", type=int, default=128, help="units of each trunk layer (default 128)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jit", action="store_true", help="compile both train steps with XLA (jit_compile=True)")
+    p.add_argument("--verbose", action="store_true", help="also print every sample")
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.steps < 1:
+        p.error("--repeats and --steps must be ≥ 1")
+
+    keras.utils.set_random_seed(args.seed)
+    print(f"keras {keras.__version__}, tensorflow {tf.__version__}, backend {keras.backend.backend()}, "
+          f"jit_compile={args.jit}, batch {args.batch_size}, width {args.width}, "
+          f"{args.repeats} repeats × {args.steps} steps, CPU threads {os.cpu_count()}")
+    print(f"{'heads':>5}  {'native ms/step':>14}  {'multiloss ms/step':>17}  {'ratio':>6}  {'|Δloss|':>8}")
+    t0 = time.perf_counter()
+    for n in args.heads:
+        keras.utils.set_random_seed(args.seed)
+        med_n, med_m, t_native, t_multi, dloss = bench(n, args)
+        print(f"{n:>5}  {med_n:>14.3f}  {med_m:>17.3f}  {med_m / med_n:>6.3f}  {dloss:>8.1e}", flush=True)
+        if args.verbose:
+            print("       native   :", " ".join(f"{t:.3f}" for t in t_native))
+            print("       multiloss:", " ".join(f"{t:.3f}" for t in t_multi))
+        keras.backend.clear_session()
+    print(f"target ratio ≤ 1.03; total {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
