@@ -22,6 +22,21 @@ from .errors import SpecError
 from .spec import LossSpec, Term, load_spec
 
 
+def as_output_dict(y, names: list[str], what: str) -> dict:
+    """Key ``y`` (a dict, a list in output order, or one tensor) by output name."""
+    if isinstance(y, dict):
+        return y
+    if isinstance(y, (list, tuple)):
+        if len(y) != len(names):
+            raise ValueError(f"{what} is a list of {len(y)} but the model has {len(names)} outputs "
+                             f"{names}; pass a dict keyed by output name")
+        return dict(zip(names, y))
+    if len(names) != 1:
+        raise ValueError(f"{what} is a single tensor but there are outputs {names}; "
+                         "pass a dict keyed by output name")
+    return {names[0]: y}
+
+
 class LossResult(NamedTuple):
     """What :meth:`CompositeLoss.compute` returns."""
 
@@ -158,20 +173,7 @@ class CompositeLoss:
         return self.spec.error([(term.path, f"term {term.name!r}: {msg}")])
 
     def _as_dict(self, y, what: str) -> dict:
-        if isinstance(y, dict):
-            return y
-        names = self.output_names or [h for h in self.spec.outputs]
-        if isinstance(y, (list, tuple)):
-            if len(y) != len(names):
-                raise ValueError(
-                    f"{what} is a list of {len(y)} but the model has {len(names)} outputs "
-                    f"{names}; pass a dict keyed by output name"
-                )
-            return dict(zip(names, y))
-        if len(names) != 1:
-            raise ValueError(f"{what} is a single tensor but there are outputs {names}; "
-                             "pass a dict keyed by output name")
-        return {names[0]: y}
+        return as_output_dict(y, self.output_names or list(self.spec.outputs), what)
 
     def _inputs(self, t: Term, y_true: dict, y_pred: dict):
         missing = [o for o in t.outputs if o not in y_pred]
@@ -239,27 +241,21 @@ class CompositeLoss:
                 target = ops.reshape(ops.cast(ids, target.dtype), ops.shape(target))
         values = ops.cast(t.loss(target, pred), self.dtype)
         sw = sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
-        try:
-            if sw is not None:
-                factors.append(("sample weights", red.align(sw, values, "sample_weight")))
-            if t.class_weight:
-                ids = red.class_ids(target, pred, sparse)
-                cw = red.class_weight_map(ids, t.class_weight, values.dtype)
-                factors.append(("class weights", red.align(cw, values, "class_weight")))
-            if valid is not None:
-                valid = red.reduce_axes_to(valid, values)
-                factors.append(("mask_value", red.align(valid, values, "mask")))
-        except ValueError as exc:
-            if len(values.shape) == 0:
-                kinds = " and ".join(k for k, _ in factors) or "element weights"
-                raise self._where(
-                    t, f"its loss returns a scalar, so {kinds} cannot apply; return per-sample "
-                       "values shaped [B] or per-element values [B, d1..dk] instead") from None
-            raise self._where(t, str(exc)) from None
+        if sw is not None:
+            factors.append(("sample_weight", sw))
+        if t.class_weight:
+            ids = red.class_ids(target, pred, sparse)
+            factors.append(("class_weight", red.class_weight_map(ids, t.class_weight, values.dtype)))
+        if valid is not None:
+            factors.append(("mask_value", red.reduce_axes_to(valid, values)))
         if len(values.shape) == 0 and factors:
             raise self._where(
-                t, f"its loss returns a scalar, so {' and '.join(k for k, _ in factors)} cannot "
-                   "apply; return per-sample values shaped [B] or per-element [B, d1..dk] instead")
+                t, f"its loss returns a scalar, so {' and '.join(k for k, _ in factors)} cannot apply; "
+                   "return per-sample values shaped [B] or per-element values [B, d1..dk] instead")
+        try:
+            factors = [(k, red.align(f, values, k)) for k, f in factors]
+        except ValueError as exc:
+            raise self._where(t, str(exc)) from None
         weights = None
         for _, f in factors:
             weights = f if weights is None else weights * f

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from .composite import CompositeLoss
+from .metrics import HeadMetrics
 from .errors import SpecError
 from .imports import import_object, is_import_string
 from .spec import LossSpec, load_spec
@@ -57,6 +58,8 @@ for _cls in (keras.Model, keras.Sequential, keras.src.models.functional.Function
 def _install(model, composite: CompositeLoss) -> None:
     model._compile_loss = composite
     model.loss = composite
+    metrics = HeadMetrics(composite.spec, composite.output_names)
+    model._compile_metrics = metrics if metrics.names else None
 
 
 def _check_outputs(spec: LossSpec, output_names: list[str]) -> None:
@@ -83,13 +86,6 @@ def build_loss(spec: LossSpec | dict | str, model: keras.Model | None = None) ->
     return CompositeLoss(spec, names)
 
 
-def _metric_objects(spec: LossSpec) -> dict[str, list[Any]]:
-    def resolve(m: str):
-        return import_object(m) if is_import_string(m) else m
-
-    return {h: [resolve(m) for m in ms] for h, ms in spec.head_metrics().items()}
-
-
 def compile(model: keras.Model, spec: LossSpec | dict | str, optimizer: Any = "rmsprop",
             **compile_kwargs) -> keras.Model:
     """Compile ``model`` with the composite loss of ``spec``; returns the model.
@@ -105,9 +101,8 @@ def compile(model: keras.Model, spec: LossSpec | dict | str, optimizer: Any = "r
     scope = model.distribute_strategy.scope() if not tf.distribute.has_strategy() else _null()
     with scope:
         composite = build_loss(spec, model)
-        metrics = _metric_objects(spec)
         model.__class__ = _multiloss_class(type(model))
-        model.compile(optimizer=optimizer, loss=None, metrics=metrics or None, **compile_kwargs)
+        model.compile(optimizer=optimizer, loss=None, **compile_kwargs)
         _install(model, composite)
     return model
 
@@ -118,6 +113,39 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def _keras_loss_classes() -> dict:
+    """Map each Keras loss function to its public Loss class (built once)."""
+    if not _KERAS_CLASSES:
+        for name in dir(keras.losses):
+            cls = getattr(keras.losses, name)
+            if isinstance(cls, type) and issubclass(cls, keras.losses.Loss):
+                try:
+                    fn = getattr(cls(), "fn", None)
+                except TypeError:
+                    continue
+                if fn is not None:
+                    _KERAS_CLASSES.setdefault(fn, cls)
+    return _KERAS_CLASSES
+
+
+_KERAS_CLASSES: dict = {}  # registry: Keras loss function -> Loss class
+
+
+def _plain_keras_loss(loss):
+    """A ``model.compile``-ready loss for a resolved LossFn."""
+    if not loss.params:
+        return loss.fn
+    cls = _keras_loss_classes().get(loss.fn)
+    if cls is not None:
+        return cls(**loss.params)
+
+    def with_params(y_true, y_pred):
+        return loss(y_true, y_pred)
+
+    with_params.__name__ = loss.name
+    return with_params
 
 
 def compile_kwargs(spec: LossSpec | dict | str) -> dict[str, Any]:
@@ -146,14 +174,11 @@ def compile_kwargs(spec: LossSpec | dict | str) -> dict[str, Any]:
         raise spec.error([(p, f"not expressible with plain model.compile: {m}") for p, m in problems])
     for term in spec.resolve():
         head = term.outputs[0]
-        fn = term.loss.fn
-        if term.loss.params:
-            loss[head] = keras.losses.LossFunctionWrapper(fn, name=term.loss_label, **term.loss.params)
-        else:
-            loss[head] = fn
+        loss[head] = _plain_keras_loss(term.loss)
         weights[head] = term.weight
     out: dict[str, Any] = {"loss": loss, "loss_weights": weights}
-    metrics = _metric_objects(spec)
+    metrics = {h: [import_object(m) if is_import_string(m) else m for m in ms]
+               for h, ms in spec.head_metrics().items()}
     if metrics:
         out["metrics"] = metrics
     return out

@@ -1,0 +1,146 @@
+"""Loss semantics against numpy: shapes, element weights, masks, reductions."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+import multiloss as ml
+
+
+@ml.register_loss("_identity_for_tests")
+def _identity(y_true, y_pred):
+    """L = y_pred: lets a test choose the per-element values directly."""
+    return y_pred
+
+
+@ml.register_loss("_scalar_for_tests")
+def _scalar(y_true, y_pred):
+    return ops.mean(ops.square(y_true - y_pred))
+
+
+def _total(spec, y_true, y_pred, sample_weight=None):
+    res = ml.build_loss(spec).compute(y_true, y_pred, sample_weight)
+    return float(res.total), {k: float(v) for k, v in res.losses.items()}
+
+
+VALUES = np.array([4.0, 1.0, 2.0, 3.0], "float32")
+
+
+@pytest.mark.parametrize(
+    "reduction, weights, expected",
+    [
+        ("sum_by_nonzero_weights", [1, 0.5, 3, 9], 37.5 / 4),
+        ("sum_by_nonzero_weights", [1, 0, 3, 9], 37.0 / 3),
+        ("sum_over_batch_size", [1, 0, 3, 9], 37.0 / 4),
+        ("weighted_mean", [1, 0.5, 3, 9], 37.5 / 13.5),
+        ("sum", [1, 0.5, 3, 9], 37.5),
+        ("sum_over_batch_size", None, 10.0 / 4),
+        ("weighted_mean", None, 10.0 / 4),
+        ("sum", None, 10.0),
+    ],
+)
+def test_reductions_match_hand_values(reduction, weights, expected):
+    spec = {"outputs": {"a": {"loss": "_identity_for_tests", "reduction": reduction}}}
+    sw = None if weights is None else np.array(weights, "float32")
+    total, _ = _total(spec, {"a": np.zeros(4)}, {"a": VALUES}, sw)
+    assert total == pytest.approx(expected, rel=1e-6)
+
+
+def test_dense_output_loss_shape_per_pixel_weights_and_mask():
+    """[B,H,W,C] MSE gives L [B,H,W]; W = sample_weight × per-pixel × mask."""
+    rng = np.random.default_rng(0)
+    B, H, W, C = 3, 5, 4, 3
+    y_pred = rng.normal(size=(B, H, W, C)).astype("float32")
+    y_true = rng.normal(size=(B, H, W, C)).astype("float32")
+    y_true[0, 1, 2, :] = 0.0  # missing pixel: every channel equals the mask value
+    y_true[2, 0, 0, 1] = 0.0  # one channel missing masks the whole pixel too
+    spec = {"outputs": {"img": {"loss": "mse", "mask_value": 0.0, "reduction": "weighted_mean"}}}
+    composite = ml.build_loss(spec)
+    (values, weights), = composite.elementwise({"img": y_true}, {"img": y_pred}).values()
+    assert tuple(values.shape) == (B, H, W)
+
+    L = ((y_true - y_pred) ** 2).mean(-1)
+    mask = (y_true != 0).all(-1).astype("float32")
+    per_pixel = rng.uniform(0.5, 2.0, size=(B, H, W)).astype("float32")
+    for sw, w in [(None, mask), (np.array([1.0, 2.0, 0.5], "float32"),
+                                 mask * np.array([1.0, 2.0, 0.5])[:, None, None]),
+                  (per_pixel, mask * per_pixel)]:
+        total, _ = _total(spec, {"img": y_true}, {"img": y_pred}, sw)
+        assert total == pytest.approx((w * L).sum() / w.sum(), rel=1e-5)
+
+
+def test_masked_targets_cannot_leak_nan():
+    spec = {"outputs": {"d": {"loss": "msle", "mask_value": -1.0}}}
+    y_true = np.array([[1.0], [-1.0], [2.0]], "float32")  # log(1 + -1) would be -inf
+    y_pred = np.array([[0.5], [0.3], [1.0]], "float32")
+    total, _ = _total(spec, {"d": y_true}, {"d": y_pred})
+    ref = np.array([(np.log1p(0.5) - np.log1p(1.0)) ** 2, 0.0, (np.log1p(1.0) - np.log1p(2.0)) ** 2])
+    assert np.isfinite(total)
+    assert total == pytest.approx(ref.sum() / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_class_weight_counts_class_three_five_times(sparse):
+    rng = np.random.default_rng(1)
+    labels = np.array([3, 0, 3, 1, 2, 3], "int32")
+    probs = rng.dirichlet(np.ones(5), size=6).astype("float32")
+    per_sample = -np.log(probs[np.arange(6), labels])
+    w = np.where(labels == 3, 5.0, 1.0)
+    loss = "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy"
+    y = labels if sparse else np.eye(5, dtype="float32")[labels]
+    for reduction, expected in [("sum_over_batch_size", (w * per_sample).sum() / 6),
+                                ("weighted_mean", (w * per_sample).sum() / w.sum())]:
+        spec = {"outputs": {"c": {"loss": loss, "class_weight": {3: 5.0}, "reduction": reduction}}}
+        total, _ = _total(spec, {"c": y}, {"c": probs})
+        assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_weighted_sum_of_terms_and_per_head_sample_weights():
+    rng = np.random.default_rng(2)
+    a_t, a_p = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))
+    b_t, b_p = rng.normal(size=(4, 1)), rng.normal(size=(4, 1))
+    spec = {"outputs": {"a": {"loss": "mse", "weight": 0.3}, "b": {"loss": "mae", "weight": 2.0}}}
+    sw = {"a": np.array([1, 1, 0, 0], "float32")}  # b has no weights: all count
+    total, terms = _total(spec, {"a": a_t, "b": b_t}, {"a": a_p, "b": b_p}, sw)
+    la = ((a_t - a_p) ** 2).mean(-1) * sw["a"]
+    lb = np.abs(b_t - b_p).mean(-1)
+    assert terms["a"] == pytest.approx(la.sum() / 4, rel=1e-5)
+    assert terms["b"] == pytest.approx(lb.mean(), rel=1e-5)
+    assert total == pytest.approx(0.3 * la.sum() / 4 + 2.0 * lb.mean(), rel=1e-5)
+
+
+def test_scalar_loss_works_unweighted_and_refuses_weights():
+    spec = {"outputs": {"a": {"loss": "_scalar_for_tests"}}}
+    t, p = np.array([[1.0], [3.0]], "float32"), np.zeros((2, 1), "float32")
+    total, _ = _total(spec, {"a": t}, {"a": p})
+    assert total == pytest.approx(5.0)
+    with pytest.raises(ml.SpecError, match=r"term 'a': its loss returns a scalar, so sample_weight cannot"):
+        _total(spec, {"a": t}, {"a": p}, np.ones(2, "float32"))
+    masked = {"outputs": {"a": {"loss": "_scalar_for_tests", "mask_value": 0.0}}}
+    with pytest.raises(ml.SpecError, match="mask_value cannot apply"):
+        _total(masked, {"a": t}, {"a": p})
+
+
+def test_label_out_of_range_is_a_spec_error():
+    spec = {"outputs": {"c": {"loss": "sparse_categorical_crossentropy"}}}
+    probs = np.full((3, 4), 0.25, "float32")
+    with pytest.raises(ml.SpecError, match=r"outputs\.c\.loss: term 'c': label 7 out of range .* 0\.\.3"):
+        _total(spec, {"c": np.array([0, 7, 1])}, {"c": probs})
+
+
+def test_target_and_prediction_shapes_that_cannot_match():
+    spec = ml.load_spec("outputs:\n  c:\n    loss: categorical_crossentropy\n")
+    with pytest.raises(ml.SpecError) as info:
+        ml.build_loss(spec).compute({"c": np.zeros((3, 5))}, {"c": np.full((3, 4), 0.25)})
+    assert info.value.problems[0][:2] == (("outputs", "c", "loss"), 3)
+    assert "target shape (3, 5) cannot match prediction shape (3, 4)" in str(info.value)
+    sparse = ml.build_loss({"outputs": {"c": {"loss": "sparse_categorical_crossentropy"}}})
+    with pytest.raises(ml.SpecError, match="integer class ids shaped"):
+        sparse.compute({"c": np.zeros((3, 4))}, {"c": np.full((3, 4), 0.25)})
+
+
+def test_per_pixel_weights_cannot_apply_to_per_sample_loss():
+    spec = {"outputs": {"s": {"loss": "dice"}}}
+    y = np.ones((2, 4, 4, 1), "float32")
+    with pytest.raises(ml.SpecError, match=r"term 's': sample_weight of shape \(2, 4, 4\) cannot weight"):
+        _total(spec, {"s": y}, {"s": y}, np.ones((2, 4, 4), "float32"))

@@ -1,0 +1,172 @@
+"""ml.compile with plain Keras fit/evaluate: logging, exactness, variables, saving."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import multiloss as ml
+
+SPEC = """
+metrics: [accuracy]
+outputs:
+  cls: {loss: {name: categorical_crossentropy, params: {label_smoothing: 0.1}}, weight: 1.0}
+  reg: {loss: mse, weight: 0.5, metrics: [mae]}
+"""
+
+
+def _model(l2=0.0, seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((6,), name="x")
+    h = keras.layers.Dense(8, activation="tanh", kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)(x)
+    cls = keras.layers.Dense(3, activation="softmax", name="cls")(h)
+    reg = keras.layers.Dense(2, name="reg")(h)
+    return keras.Model(x, {"cls": cls, "reg": reg})
+
+
+def _data(n=50, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = {"cls": np.eye(3, dtype="float32")[rng.integers(0, 3, n)],
+         "reg": rng.normal(size=(n, 2)).astype("float32")}
+    return x, y
+
+
+def _per_sample(model, x, y):
+    p = model.predict(x, verbose=0)
+    smooth = y["cls"] * 0.9 + 0.1 / 3
+    ce = -(smooth * np.log(np.clip(p["cls"], 1e-7, 1 - 1e-7))).sum(-1)
+    mse = ((y["reg"] - p["reg"]) ** 2).mean(-1)
+    return ce, mse
+
+
+def test_history_keys_and_exact_epoch_means_with_a_short_last_batch():
+    model = _model(l2=0.01)
+    ml.compile(model, SPEC, optimizer=keras.optimizers.SGD(0.0))  # lr 0: the model stays fixed
+    x, y = _data(50)
+    hist = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history  # batches 16,16,16,2
+    assert set(hist) == {"loss", "cls_loss", "cls_weight", "reg_loss", "reg_weight",
+                         "cls_accuracy", "reg_accuracy", "reg_mae"}
+    ce, mse = _per_sample(model, x, y)
+    assert hist["cls_loss"][0] == pytest.approx(ce.mean(), rel=1e-5)
+    assert hist["reg_loss"][0] == pytest.approx(mse.mean(), rel=1e-5)
+    assert (hist["cls_weight"][0], hist["reg_weight"][0]) == (1.0, 0.5)
+    kernel = model.layers[1].kernel.numpy()
+    reg_penalty = 0.01 * (kernel ** 2).sum()
+    assert hist["loss"][0] == pytest.approx(ce.mean() + 0.5 * mse.mean() + reg_penalty, rel=1e-5)
+
+
+def test_weights_are_variables_changed_between_steps():
+    model = _model()
+    ml.compile(model, SPEC, optimizer="sgd")
+    x, y = _data(32)
+    before = model.evaluate(x, y, verbose=0, return_dict=True)
+    traced = model.test_function
+    model.loss.set_weights({"cls": 0.0, "reg": 3.0})
+    after = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert model.test_function is traced
+    assert after["reg_weight"] == 3.0 and after["cls_weight"] == 0.0
+    assert after["loss"] == pytest.approx(3.0 * before["reg_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="finite number ≥ 0"):
+        model.loss.set_weights({"reg": -1.0})
+    with pytest.raises(KeyError, match="unknown term"):
+        model.loss.set_weights({"nope": 1.0})
+
+
+def test_jit_compile_gives_the_same_training():
+    x, y = _data(48)
+    runs = []
+    for jit in (False, True):
+        model = _model(seed=3)
+        ml.compile(model, SPEC, optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
+        runs.append(model.fit(x, y, batch_size=16, epochs=2, verbose=0).history)
+    for key in runs[0]:
+        np.testing.assert_allclose(runs[0][key], runs[1][key], rtol=1e-4, err_msg=key)
+
+
+def test_compile_form_trains_like_the_canonical_form():
+    compile_form = """
+    loss: {cls: {name: categorical_crossentropy, params: {label_smoothing: 0.1}}, reg: mse}
+    loss_weights: {cls: 1.0, reg: 0.5}
+    metrics: {cls: [accuracy], reg: [accuracy, mae]}
+    """
+    x, y = _data(40)
+    runs = []
+    for spec in (SPEC, textwrap.dedent(compile_form)):
+        model = _model(seed=5)
+        ml.compile(model, spec, optimizer=keras.optimizers.SGD(0.1))
+        runs.append(model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False).history)
+    assert runs[0].keys() == runs[1].keys()
+    for key in runs[0]:
+        np.testing.assert_allclose(runs[0][key], runs[1][key], rtol=1e-6, err_msg=key)
+
+
+def test_compile_kwargs_reproduce_the_spec_in_plain_keras():
+    x, y = _data(40)
+    a, b = _model(seed=7), _model(seed=7)
+    ml.compile(a, SPEC, optimizer="sgd")
+    b.compile(optimizer="sgd", **ml.compile_kwargs(SPEC))
+    ra = a.evaluate(x, y, verbose=0, return_dict=True)
+    rb = b.evaluate(x, y, verbose=0, return_dict=True)
+    assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6)
+    assert ra["cls_accuracy"] == rb["cls_accuracy"]
+    with pytest.raises(ml.SpecError, match="class_weight.*single-output"):
+        ml.compile_kwargs({"outputs": {"c": {"loss": "mse", "class_weight": {3: 5.0}}}})
+    with pytest.raises(ml.SpecError, match="cross-output terms"):
+        ml.compile_kwargs("configs/siamese.yaml")
+
+
+def test_compile_refuses_a_loss_argument():
+    with pytest.raises(TypeError, match="from the spec"):
+        ml.compile(_model(), SPEC, optimizer="sgd", loss="mse")
+
+
+def test_siamese_example_with_cross_output_term_trains():
+    from multiloss.examples import siamese_model
+
+    rng = np.random.default_rng(0)
+    n = 24
+    xa, xb = rng.random((n, 8, 8, 1), "float32"), rng.random((n, 8, 8, 1), "float32")
+    ca, cb = rng.integers(0, 10, n), rng.integers(0, 10, n)
+    same = (ca == cb).astype("float32")
+    y = {"ctg_out_1": np.eye(10)[ca], "ctg_out_2": np.eye(10)[cb],
+         "bin_out": np.eye(2)[same.astype(int)], "same": same}
+    model = siamese_model()
+    ml.compile(model, "configs/siamese.yaml", optimizer="adam")
+    hist = model.fit({"image_a": xa, "image_b": xb}, y, batch_size=8, epochs=1, verbose=0).history
+    assert {"contrastive_loss", "contrastive_weight", "bin_out_accuracy", "ctg_out_1_accuracy"} <= set(hist)
+    total = sum(hist[f"{t}_weight"][0] * hist[f"{t}_loss"][0] for t in model.loss.term_names)
+    assert hist["loss"][0] == pytest.approx(total, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_saved_model_loads_in_a_fresh_process_with_loss_params(tmp_path):
+    model = _model(seed=11)
+    ml.compile(model, SPEC, optimizer="adam")
+    x, y = _data(30)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.loss.set_weights({"reg": 0.25})
+    expected = model.evaluate(x, y, verbose=0, return_dict=True)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.savez(tmp_path / "data.npz", x=x, cls=y["cls"], reg=y["reg"])
+    script = textwrap.dedent(f"""
+        import json, numpy as np, keras, multiloss
+        m = keras.saving.load_model({str(path)!r})
+        d = np.load({str(tmp_path / 'data.npz')!r})
+        r = m.evaluate(d["x"], {{"cls": d["cls"], "reg": d["reg"]}}, verbose=0, return_dict=True)
+        params = [t.loss.params for t in m.loss.terms]
+        m.fit(d["x"], {{"cls": d["cls"], "reg": d["reg"]}}, epochs=1, verbose=0)
+        print(json.dumps({{"result": r, "params": params}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    import json
+
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["params"] == [{"label_smoothing": 0.1}, {}]
+    for key, value in expected.items():
+        assert got["result"][key] == pytest.approx(value, rel=1e-6), key
+    assert got["result"]["reg_weight"] == 0.25
