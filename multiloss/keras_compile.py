@@ -15,9 +15,9 @@ import keras
 import tensorflow as tf
 
 from .composite import CompositeLoss
-from .metrics import HeadMetrics
 from .errors import SpecError
 from .imports import import_object, is_import_string
+from .metrics import HeadMetrics
 from .spec import LossSpec, load_spec
 
 _SUBCLASSES: dict[type, type] = {}  # registry: model class -> its multiloss subclass
