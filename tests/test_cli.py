@@ -1,0 +1,70 @@
+"""The multiloss command line: validate, describe, schema, check."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from multiloss.cli import main
+
+
+def test_validate_ok_and_error_exit_codes(tmp_path, capsys):
+    assert main(["validate", "configs/siamese.yaml"]) == 0
+    assert "OK (4 terms" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("outputs:\n  a: {loss: mse}\n  b: {loss: crossentropy}\n")
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:3: outputs.b.loss: unknown loss 'crossentropy'" in err
+    assert "Traceback" not in err
+
+
+def test_validate_with_model_checks_output_names(capsys):
+    rc = main(["validate", "configs/siamese.yaml", "--model", "multiloss.examples:depth_model"])
+    assert rc == 1
+    assert "the model has no output 'ctg_out_1'; its outputs are ['depth', 'segmentation']" in capsys.readouterr().err
+    rc = main(["validate", "configs/siamese.yaml", "--model", "nosuch.module:fn"])
+    assert rc == 1 and "does not import" in capsys.readouterr().err
+
+
+def test_describe_table(capsys):
+    assert main(["describe", "configs/depth_segmentation.yaml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["term", "outputs", "loss", "weight", "reduction", "metrics", "weights"]
+    rows = {line.split()[0]: line.split() for line in out[2:]}
+    assert rows["depth"][1:5] == ["depth", "huber(delta=1.0)", "1", "weighted_mean"]
+    assert rows["segmentation_dice"][3] == "0.5"
+    assert "class_weight={3:" in " ".join(rows["segmentation"])
+
+
+def test_schema_is_valid_json_and_names_fields(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "multiloss loss spec"
+    assert "reduction" in schema["$defs"]["HeadSpec"]["properties"]
+    assert schema["$defs"]["HeadSpec"]["properties"]["reduction"]["enum"] == [
+        "sum_over_batch_size", "sum_by_nonzero_weights", "weighted_mean", "sum"]
+
+
+def test_check_prints_loss_shapes_and_values(capsys):
+    assert main(["check", "configs/depth_segmentation.yaml", "--model", "multiloss.examples:depth_model",
+                 "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith("total")}
+    assert "(3, 16, 16, 1)  (3, 16, 16)" in rows["depth"]
+    assert "(3, 16, 16, 4)  (3, 16, 16)" in rows["segmentation"]
+    assert "(3, 16, 16, 4)  (3,)" in rows["segmentation_dice"]
+    values = {k: float(v.split()[-1]) for k, v in rows.items()}
+    total = float(out.split("total = Σ weight·value = ")[1].split()[0])
+    assert total == pytest.approx(values["depth"] + values["segmentation"] + 0.5 * values["segmentation_dice"],
+                                  rel=1e-4)
+    assert np.isfinite(total)
+
+
+@pytest.mark.slow
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "multiloss.cli", "describe", "configs/siamese.yaml"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "contrastive(margin=1.0)" in out.stdout
