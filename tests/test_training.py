@@ -170,3 +170,29 @@ def test_saved_model_loads_in_a_fresh_process_with_loss_params(tmp_path):
     for key, value in expected.items():
         assert got["result"][key] == pytest.approx(value, rel=1e-6), key
     assert got["result"]["reg_weight"] == 0.25
+
+
+def test_masked_head_metrics_skip_missing_pixels_and_missing_target_is_named():
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((4, 4, 2))
+    depth = keras.layers.Conv2D(1, 1, name="depth")(x_in)
+    model = keras.Model(x_in, {"depth": depth})
+    spec = "outputs:\n  depth: {loss: mae, mask_value: 0.0, reduction: weighted_mean, metrics: [mae]}\n"
+    ml.compile(model, spec, optimizer=keras.optimizers.SGD(0.0))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4, 4, 2)).astype("float32")
+    y = rng.uniform(1, 2, size=(6, 4, 4, 1)).astype("float32")
+    y[rng.random((6, 4, 4)) < 0.4] = 0.0  # missing depth
+    res = model.evaluate(x, {"depth": y}, batch_size=6, verbose=0, return_dict=True)
+    err = np.abs(model.predict(x, verbose=0)["depth"] - y)[..., 0]
+    valid = y[..., 0] != 0
+    assert res["depth_mae"] == pytest.approx(err[valid].mean(), rel=1e-5)
+    assert res["depth_loss"] == pytest.approx(err[valid].mean(), rel=1e-5)
+    siamese = ml.build_loss("configs/siamese.yaml")
+    from multiloss.examples import siamese_model
+
+    preds = siamese_model()({"image_a": x[:, :, :, :1].repeat(2, 1).repeat(2, 2)[:, :8, :8],
+                             "image_b": x[:, :, :, 1:].repeat(2, 1).repeat(2, 2)[:, :8, :8]})
+    y_no_same = {k: np.eye(preds[k].shape[-1])[np.zeros(6, int)] for k in ("ctg_out_1", "ctg_out_2", "bin_out")}
+    with pytest.raises(ml.SpecError, match=r"terms\.0\.loss: term 'contrastive': y has no target 'same'"):
+        siamese.compute(y_no_same, preds)
