@@ -6,41 +6,14 @@
 from __future__ import annotations
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 
 def siamese_model(image_shape=(8, 8, 1), num_classes: int = 10, embedding: int = 16) -> keras.Model:
-    """Two images -> one shared CNN -> two category heads and a same/different head.
+    """The Siamese network of :func:`multiloss.models.siamese_cnn` for 8×8 digits."""
+    from .models import siamese_cnn
 
-    Outputs: ``ctg_out_1``, ``ctg_out_2`` (softmax over classes), ``bin_out``
-    (softmax over {different, same}) and the embeddings ``emb_a``/``emb_b``.
-    """
-    trunk = keras.Sequential(
-        [
-            layers.Input(image_shape),
-            layers.Conv2D(16, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(32, 3, padding="same", activation="relu"),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(embedding, activation="relu"),
-        ],
-        name="shared_cnn",
-    )
-    a = keras.Input(image_shape, name="image_a")
-    b = keras.Input(image_shape, name="image_b")
-    ea, eb = trunk(a), trunk(b)
-    classify = layers.Dense(num_classes, activation="softmax", name="classifier")
-    out1 = layers.Identity(name="ctg_out_1")(classify(ea))
-    out2 = layers.Identity(name="ctg_out_2")(classify(eb))
-    dist = layers.Lambda(lambda t: ops.abs(t[0] - t[1]), name="abs_diff")([ea, eb])
-    bin_out = layers.Dense(2, activation="softmax", name="bin_out")(dist)
-    emb_a = layers.Identity(name="emb_a")(ea)
-    emb_b = layers.Identity(name="emb_b")(eb)
-    return keras.Model(
-        {"image_a": a, "image_b": b},
-        {"ctg_out_1": out1, "ctg_out_2": out2, "bin_out": bin_out, "emb_a": emb_a, "emb_b": emb_b},
-        name="siamese",
-    )
+    return siamese_cnn({"input_shape": image_shape, "num_classes": num_classes}, embedding=embedding)
 
 
 def depth_model(height: int = 16, width: int = 16, classes: int = 4) -> keras.Model:

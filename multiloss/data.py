@@ -1,0 +1,308 @@
+"""Built-in data sources and the one interface they share.
+
+A data source is a function ``(seed, **params) -> Splits``: inputs and a dict
+of named targets for the train, validation and test parts, split
+deterministically from the seed.  Register one with ``@register_data(name)``;
+a user's ``package.module:function`` may return a :class:`Splits`, or a dict
+``{"train": ..., "val": ..., "test": ...}`` of ``(x, y)`` arrays or
+``tf.data`` datasets.
+
+Targets every image source provides: ``class`` (int id), ``image`` (the
+input, for reconstruction), and for Fashion-MNIST ``group`` (a coarse group:
+tops, bottoms & dresses, footwear, bags); pair sources provide ``class_a``,
+``class_b`` and ``same`` (1 for a same-class pair).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_GROUPS = ["tops", "bottoms & dresses", "footwear", "bags"]
+FASHION_GROUP_OF_CLASS = np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2], "int32")
+
+
+@dataclass
+class Part:
+    """Inputs and named targets of one split (arrays), or a ``tf.data`` dataset."""
+
+    x: Any
+    y: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        first = next(iter(self.x.values())) if isinstance(self.x, dict) else self.x
+        return len(first)
+
+    def take(self, index) -> Part:
+        """The rows at ``index`` (arrays only)."""
+        x = {k: v[index] for k, v in self.x.items()} if isinstance(self.x, dict) else self.x[index]
+        return Part(x, {k: v[index] for k, v in self.y.items()})
+
+    @property
+    def is_dataset(self) -> bool:
+        return self.y is None
+
+
+@dataclass
+class Splits:
+    """Train, validation and test parts plus what a model builder needs to know."""
+
+    train: Part
+    val: Part | None
+    test: Part | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+DataSource = Callable[..., Splits]
+_SOURCES: dict[str, DataSource] = {}
+
+
+def register_data(name: str):
+    """Decorator: register a data source ``(seed, **params) -> Splits``."""
+
+    def deco(fn: DataSource) -> DataSource:
+        _SOURCES[name] = fn
+        return fn
+
+    return deco
+
+
+def data_names() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def get_source(name: str) -> DataSource:
+    """A registered source, or a ``module:function`` (normalised to return Splits)."""
+    from .imports import import_object, is_import_string
+
+    if is_import_string(name):
+        fn = import_object(name)
+
+        def user_source(seed: int, **params) -> Splits:
+            return _normalise(fn(seed=seed, **params) if _takes_seed(fn) else fn(**params))
+
+        return user_source
+    if name not in _SOURCES:
+        import difflib
+
+        close = difflib.get_close_matches(name, _SOURCES, n=2)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise LookupError(f"unknown data source {name!r}; {hint}built-in sources: {', '.join(data_names())}; "
+                          "or give an import string 'package.module:function'")
+    return _SOURCES[name]
+
+
+def _takes_seed(fn) -> bool:
+    import inspect
+
+    try:
+        return "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _normalise(result) -> Splits:
+    if isinstance(result, Splits):
+        return result
+    if isinstance(result, dict) and "train" in result:
+        def part(v):
+            if v is None or isinstance(v, Part):
+                return v
+            if isinstance(v, (tuple, list)) and len(v) == 2:
+                return Part(v[0], dict(v[1]))
+            return Part(v)  # a tf.data dataset yielding (x, y) batches
+
+        return Splits(part(result["train"]), part(result.get("val")), part(result.get("test")),
+                      dict(result.get("info", {})))
+    raise TypeError("a data source must return multiloss.data.Splits or "
+                    "{'train': (x, y) | tf.data.Dataset, 'val': ..., 'test': ...}")
+
+
+def split_indices(n: int, seed: int, fractions: tuple[float, ...]) -> list[np.ndarray]:
+    """Deterministic disjoint index sets of the given fractions (the rest is first)."""
+    order = np.random.default_rng(seed).permutation(n)
+    sizes = [int(round(f * n)) for f in fractions]
+    cuts = np.cumsum([n - sum(sizes), *sizes])
+    return np.split(order, cuts[:-1])
+
+
+def _image_splits(images, labels, test: tuple | None, seed: int, val_fraction: float,
+                  test_fraction: float, info: dict, extra_targets: Callable | None = None) -> Splits:
+    def part(x, c):
+        y = {"class": c.astype("int32"), "image": x}
+        if extra_targets:
+            y.update(extra_targets(c))
+        return Part(x, y)
+
+    if test is None:
+        rest, val_idx, test_idx = split_indices(len(images), seed, (val_fraction, test_fraction))
+        test_part = part(images[test_idx], labels[test_idx])
+    else:
+        rest, val_idx = split_indices(len(images), seed, (val_fraction,))
+        test_part = part(*test)
+    return Splits(part(images[rest], labels[rest]),
+                  part(images[val_idx], labels[val_idx]) if len(val_idx) else None, test_part, info)
+
+
+@register_data("digits")
+def digits(seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Splits:
+    """scikit-learn's bundled 8×8 digits (1,797 images), scaled to [0, 1]: x is [N, 8, 8, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype("float32")[..., None]
+    info = {"input_shape": (8, 8, 1), "num_classes": 10, "class_names": [str(i) for i in range(10)]}
+    return _image_splits(x, d.target, None, seed, val_fraction, test_fraction, info,
+                         lambda c: {"parity": (c % 2).astype("int32")})
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) as a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file")
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[data[2]]
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _fashion_file(directory: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (directory / name).exists():
+            return directory / name
+    raise FileNotFoundError(
+        f"Fashion-MNIST file {stem}[.gz] not found in {directory}. Install it with "
+        "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download the four IDX files "
+        "from https://github.com/zalandoresearch/fashion-mnist and pass `path: <their folder>`."
+    )
+
+
+def load_fashion_mnist(path: str | os.PathLike | None = None):
+    """``(x_train, y_train), (x_test, y_test)`` with images as float32 [N, 28, 28, 1] in [0, 1]."""
+    directory = Path(path or FASHION_MNIST_DIR)
+
+    def load(kind):
+        x = read_idx(_fashion_file(directory, f"{kind}-images-idx3-ubyte"))
+        y = read_idx(_fashion_file(directory, f"{kind}-labels-idx1-ubyte"))
+        return (x.astype("float32") / 255.0)[..., None], y.astype("int32")
+
+    return load("train"), load("t10k")
+
+
+def _limit(x, y, n: int | None, seed: int):
+    if n is None or n >= len(x):
+        return x, y
+    idx = np.sort(np.random.default_rng(seed + 7919).permutation(len(x))[:n])
+    return x[idx], y[idx]
+
+
+@register_data("fashion_mnist")
+def fashion_mnist(seed: int = 0, path: str | None = None, val_fraction: float = 0.1,
+                  train_limit: int | None = None, test_limit: int | None = None) -> Splits:
+    """Fashion-MNIST from the Debian package's IDX files (or ``path``); official test set.
+
+    ``train_limit``/``test_limit`` take a seeded subset (for quick runs).
+    """
+    (x, y), (xt, yt) = load_fashion_mnist(path)
+    x, y = _limit(x, y, train_limit, seed)
+    xt, yt = _limit(xt, yt, test_limit, seed + 1)
+    info = {"input_shape": (28, 28, 1), "num_classes": 10, "class_names": FASHION_CLASSES,
+            "num_groups": 4, "group_names": FASHION_GROUPS}
+    return _image_splits(x, y, (xt, yt), seed, val_fraction, 0.0, info,
+                         lambda c: {"group": FASHION_GROUP_OF_CLASS[c]})
+
+
+def make_pairs(part: Part, seed: int, pairs_per_image: float = 1.0, same_fraction: float = 0.5) -> Part:
+    """Pairs of images from one split: ``same_fraction`` of them from the same class."""
+    rng = np.random.default_rng(seed)
+    x, labels = part.x, part.y["class"]
+    n = int(round(len(labels) * pairs_per_image))
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    a = rng.integers(0, len(labels), n)
+    same = rng.random(n) < same_fraction
+    b = rng.integers(0, len(labels), n)
+    for c, members in by_class.items():  # same pairs: a partner from a's class
+        rows = np.flatnonzero(same & (labels[a] == c))
+        b[rows] = members[rng.integers(0, len(members), len(rows))]
+    clash = ~same & (labels[b] == labels[a])
+    while clash.any():  # different pairs: redraw partners of the same class
+        b[clash] = rng.integers(0, len(labels), int(clash.sum()))
+        clash = ~same & (labels[b] == labels[a])
+    ca, cb = labels[a], labels[b]
+    return Part({"image_a": x[a], "image_b": x[b]},
+                {"class_a": ca, "class_b": cb, "same": (ca == cb).astype("int32")})
+
+
+def _pairs(splits: Splits, seed: int, pairs_per_image: float, same_fraction: float) -> Splits:
+    def pairs(part, offset):
+        return None if part is None else make_pairs(part, seed + offset, pairs_per_image, same_fraction)
+
+    info = dict(splits.info, pairs=True)
+    return Splits(pairs(splits.train, 1), pairs(splits.val, 2), pairs(splits.test, 3), info)
+
+
+@register_data("digits_pairs")
+def digits_pairs(seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 pairs_per_image: float = 2.0, same_fraction: float = 0.5) -> Splits:
+    """Pairs of digits: inputs ``image_a``, ``image_b``; targets ``class_a``, ``class_b``, ``same``.
+
+    Images are split first, so no image appears in two splits.
+    """
+    return _pairs(digits(seed, val_fraction, test_fraction), seed, pairs_per_image, same_fraction)
+
+
+@register_data("fashion_mnist_pairs")
+def fashion_mnist_pairs(seed: int = 0, path: str | None = None, val_fraction: float = 0.1,
+                        train_limit: int | None = None, test_limit: int | None = None,
+                        pairs_per_image: float = 1.0, same_fraction: float = 0.5) -> Splits:
+    """Pairs of Fashion-MNIST images, as ``digits_pairs``."""
+    base = fashion_mnist(seed, path, val_fraction, train_limit, test_limit)
+    return _pairs(base, seed, pairs_per_image, same_fraction)
+
+
+@register_data("npz")
+def npz(seed: int = 0, path: str = "", inputs: list[str] | None = None,
+        val_fraction: float = 0.1, test_fraction: float = 0.2) -> Splits:
+    """Named arrays from a ``.npz``: ``inputs`` names the model inputs, every other array a target.
+
+    Arrays named ``train/<name>``, ``val/<name>``, ``test/<name>`` give the split
+    explicitly; otherwise it is drawn from the seed.
+    """
+    if not path:
+        raise ValueError("npz source needs `path: <file.npz>`")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    inputs = list(inputs or [])
+
+    def part(prefix: str, index=None) -> Part | None:
+        sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)} if prefix else arrays
+        if not sub:
+            return None
+        if index is not None:
+            sub = {k: v[index] for k, v in sub.items()}
+        missing = [i for i in inputs if i not in sub]
+        if missing or not inputs:
+            raise ValueError(f"npz {path}: `inputs` must name arrays in the file; missing {missing or inputs}; "
+                             f"arrays: {sorted(sub)}")
+        x = sub[inputs[0]] if len(inputs) == 1 else {i: sub[i] for i in inputs}
+        return Part(x, {k: v for k, v in sub.items() if k not in inputs})
+
+    if any(k.startswith("train/") for k in arrays):
+        return Splits(part("train/"), part("val/"), part("test/"), {})
+    n = len(next(iter(arrays.values())))
+    rest, val_idx, test_idx = split_indices(n, seed, (val_fraction, test_fraction))
+    return Splits(part("", rest), part("", val_idx) if len(val_idx) else None,
+                  part("", test_idx) if len(test_idx) else None, {})
