@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/multiloss quickstart
+	$(VENV)/bin/multiloss train
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

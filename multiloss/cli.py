@@ -136,6 +136,28 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .runner import default_config_path, train
+
+    config = args.config or str(default_config_path())
+    train(config, args.set, resume=args.resume)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .runner import evaluate_run
+
+    evaluate_run(args.run_dir)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .runner import plot_run
+
+    plot_run(args.run_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="multiloss", description="Multi-task loss composition for Keras 3.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -154,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", help="module:function returning (x, y); default: random data")
     c.add_argument("--batch", type=int, default=2)
     c.set_defaults(fn=cmd_check)
+    t = sub.add_parser("train", help="train from a run config (default: the packaged Siamese digits run)")
+    t.add_argument("config", nargs="?", help="run config YAML; omitted: the packaged default")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config field (repeatable), e.g. --set train.epochs=3")
+    t.set_defaults(fn=cmd_train)
+    e = sub.add_parser("evaluate", help="re-evaluate a saved run on its test split")
+    e.add_argument("run_dir")
+    e.set_defaults(fn=cmd_evaluate)
+    pl = sub.add_parser("plot", help="redraw a run's figures from its history")
+    pl.add_argument("run_dir")
+    pl.set_defaults(fn=cmd_plot)
     q = sub.add_parser("quickstart", help="train the three-head digits example end to end")
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--epochs", type=int, default=15)
@@ -170,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except LookupError as exc:
+    except (LookupError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; `multiloss train CONFIG --resume` continues from the last checkpoint",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -69,11 +69,12 @@ class TermTracker(keras.metrics.Metric):
 
     def result(self):
         losses = ops.divide_no_nan(self.loss_sums, self.count)
-        weights = ops.divide_no_nan(self.weight_sums, self.count)
-        out = {}
-        for i, name in enumerate(self.term_names):
-            out[f"{name}_loss"] = losses[i]
-            out[f"{name}_weight"] = weights[i]
+        out = {f"{name}_loss": losses[i] for i, name in enumerate(self.term_names)}
+        if tf.executing_eagerly():
+            # Weights are read at epoch end only: as per-step outputs of the
+            # compiled step they cost more than the loss itself on small models.
+            weights = ops.divide_no_nan(self.weight_sums, self.count)
+            out.update({f"{name}_weight": weights[i] for i, name in enumerate(self.term_names)})
         return out
 
     def get_config(self):

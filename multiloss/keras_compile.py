@@ -32,6 +32,14 @@ class MultilossModel:
             config["multiloss"] = self._compile_loss.get_config()
         return config
 
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras keeps the last step's logs unless their keys equal a fresh read;
+        # ours lack the per-epoch `<term>_weight` keys, so prefer the fresh read.
+        metric_logs = self.get_metrics_result()
+        if isinstance(logs, dict) and set(logs) <= set(metric_logs):
+            return metric_logs
+        return logs
+
     def compile_from_config(self, config):
         config = dict(config)
         composite = config.pop("multiloss", None)

@@ -334,6 +334,10 @@ def _clean_loc(loc: tuple) -> tuple:
     return tuple(p for p in loc if not (isinstance(p, str) and (p in _TAGS or "[" in p)))
 
 
+_BOUNDS = {"greater_than_equal": ("≥", "ge"), "greater_than": (">", "gt"),
+           "less_than": ("<", "lt"), "less_than_equal": ("≤", "le")}
+
+
 def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
     out, seen = [], set()
     for err in exc.errors(include_url=False):
@@ -345,8 +349,9 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
             msg = f"{msg}, got {err['input']!r}"
         elif err["type"] in ("float_type", "float_parsing") and loc and loc[-1] in ("weight",):
             msg = f"weight must be a non-negative number, got {err['input']!r}"
-        elif err["type"] == "greater_than_equal":
-            msg = f"must be ≥ 0, got {err['input']!r}"
+        elif err["type"] in _BOUNDS:
+            symbol, key = _BOUNDS[err["type"]]
+            msg = f"must be {symbol} {err['ctx'][key]}, got {err['input']!r}"
         elif err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
         key = (loc, msg)
