@@ -20,6 +20,13 @@ its wall time divided by ``--steps`` is one ms/step sample.  The table shows
 the median of the samples of each way and the ratio multiloss/native (target:
 ≤ 1.03).  Nothing is asserted; this only prints.
 
+Extra columns: ``cpu ratio`` is the same ratio measured with process CPU time
+(``time.process_time``), which is steadier than wall time on small VMs whose
+wall-clock samples can be bimodal (idle-vCPU wake-up latency); ``logs/step``
+is how many values each way logs per step (Keras converts every one to a
+Python float after each batch); ``|Δloss|`` is the difference of the two
+ways' ``evaluate`` loss from the shared initial weights (should be ~0).
+
 How to run
 ----------
 From the repository root::
@@ -111,14 +118,14 @@ def compiled_pair(n_heads: int, width: int, lr: float, jit: bool) -> tuple[keras
     return native, multi
 
 
-def time_fit(model: keras.Model, ds: tf.data.Dataset, steps: int) -> float:
-    """Milliseconds per step of one ``fit`` epoch over ``steps`` batches."""
-    start = time.perf_counter()
+def time_fit(model: keras.Model, ds: tf.data.Dataset, steps: int) -> tuple[float, float]:
+    """Wall and process-CPU milliseconds per step of one ``fit`` epoch over ``steps`` batches."""
+    wall, cpu = time.perf_counter(), time.process_time()
     model.fit(ds, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-    return (time.perf_counter() - start) * 1000.0 / steps
+    return (time.perf_counter() - wall) * 1000.0 / steps, (time.process_time() - cpu) * 1000.0 / steps
 
 
-def bench(n_heads: int, args) -> tuple[float, float, list[float], list[float], float]:
+def bench(n_heads: int, args) -> dict:
     native, multi = compiled_pair(n_heads, args.width, args.lr, args.jit)
     ds = make_dataset(n_heads, args.batch_size, args.steps, args.seed)
     # Sanity check: from the same weights both ways give the same total loss.
@@ -128,11 +135,16 @@ def bench(n_heads: int, args) -> tuple[float, float, list[float], list[float], f
     # Warm-up: trace/compile the train function, fill the dataset cache.
     for model in (native, multi):
         model.fit(ds, epochs=1, steps_per_epoch=args.warmup, shuffle=False, verbose=0)
-    t_native, t_multi = [], []
+    native_samples, multi_samples = [], []
     for _ in range(args.repeats):  # interleaved: A, B, A, B, ...
-        t_native.append(time_fit(native, ds, args.steps))
-        t_multi.append(time_fit(multi, ds, args.steps))
-    return statistics.median(t_native), statistics.median(t_multi), t_native, t_multi, abs(lo_n - lo_m)
+        native_samples.append(time_fit(native, ds, args.steps))
+        multi_samples.append(time_fit(multi, ds, args.steps))
+    return {
+        "wall": ([w for w, _ in native_samples], [w for w, _ in multi_samples]),
+        "cpu": ([c for _, c in native_samples], [c for _, c in multi_samples]),
+        "logs": (len(native.get_metrics_result()), len(multi.get_metrics_result())),
+        "dloss": abs(lo_n - lo_m),
+    }
 
 
 def main(argv=None) -> None:
@@ -155,17 +167,25 @@ def main(argv=None) -> None:
     print(f"keras {keras.__version__}, tensorflow {tf.__version__}, backend {keras.backend.backend()}, "
           f"jit_compile={args.jit}, batch {args.batch_size}, width {args.width}, "
           f"{args.repeats} repeats × {args.steps} steps, CPU threads {os.cpu_count()}")
-    print(f"{'heads':>5}  {'native ms/step':>14}  {'multiloss ms/step':>17}  {'ratio':>6}  {'|Δloss|':>8}")
+    print(f"{'heads':>5}  {'native ms/step':>14}  {'multiloss ms/step':>17}  {'ratio':>6}  "
+          f"{'cpu ratio':>9}  {'logs/step':>9}  {'|Δloss|':>8}")
     t0 = time.perf_counter()
     for n in args.heads:
         keras.utils.set_random_seed(args.seed)
-        med_n, med_m, t_native, t_multi, dloss = bench(n, args)
-        print(f"{n:>5}  {med_n:>14.3f}  {med_m:>17.3f}  {med_m / med_n:>6.3f}  {dloss:>8.1e}", flush=True)
+        r = bench(n, args)
+        med_n, med_m = map(statistics.median, r["wall"])
+        cpu_n, cpu_m = map(statistics.median, r["cpu"])
+        logs = "{}/{}".format(*r["logs"])
+        print(f"{n:>5}  {med_n:>14.3f}  {med_m:>17.3f}  {med_m / med_n:>6.3f}  {cpu_m / cpu_n:>9.3f}  "
+              f"{logs:>9}  {r['dloss']:>8.1e}", flush=True)
         if args.verbose:
-            print("       native   :", " ".join(f"{t:.3f}" for t in t_native))
-            print("       multiloss:", " ".join(f"{t:.3f}" for t in t_multi))
+            for clock in ("wall", "cpu"):
+                for way, samples in zip(("native", "multiloss"), r[clock], strict=True):
+                    print(f"       {clock:4} {way:9}:", " ".join(f"{t:.3f}" for t in samples))
         keras.backend.clear_session()
-    print(f"target ratio ≤ 1.03; total {time.perf_counter() - t0:.1f} s")
+    print(f"ratio = median multiloss / median native wall ms/step (target ≤ 1.03); cpu ratio: the same "
+          f"with process CPU time; logs/step: native/multiloss values logged per step. "
+          f"Total {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":
