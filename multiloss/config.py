@@ -193,11 +193,14 @@ def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | Non
         problems.append((("model", "builder"), str(exc)))
     import keras
 
-    try:
-        keras.optimizers.get(cfg.optimizer.name)
-    except ValueError:
-        problems.append((("optimizer", "name"), f"unknown optimizer {cfg.optimizer.name!r}; e.g. adam, sgd, "
-                                                "rmsprop, adamw, nadam, adagrad"))
+    # Looked up without instantiating: a multi-worker strategy must be created
+    # before TensorFlow's runtime starts.
+    optimizers = {n.lower(): n for n in dir(keras.optimizers)
+                  if isinstance(getattr(keras.optimizers, n), type)
+                  and issubclass(getattr(keras.optimizers, n), keras.optimizers.Optimizer)}
+    if cfg.optimizer.name.lower() not in optimizers:
+        problems.append((("optimizer", "name"), f"unknown optimizer {cfg.optimizer.name!r}; valid: "
+                                                f"{', '.join(sorted(optimizers))}"))
     sched = cfg.optimizer.schedule
     if sched is not None and not hasattr(keras.optimizers.schedules, sched.name):
         names = [n for n in dir(keras.optimizers.schedules) if n[0].isupper() and n != "LearningRateSchedule"]

@@ -40,6 +40,24 @@ class MultilossModel:
             return metric_logs
         return logs
 
+    def train_step(self, data):
+        return _multi_worker_logs(super().train_step(data))
+
+    def test_step(self, data):
+        return _multi_worker_logs(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras first reduces a whole batch across replicas to build things
+        # symbolically; that fails under MultiWorkerMirroredStrategy.  When the
+        # model, loss and metrics are built already there is nothing to build.
+        built = all(layer.built for layer in self._flatten_layers()) and all(
+            obj is None or obj.built for obj in (self._compile_loss, self._compile_metrics))
+        if not built:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
     def compile_from_config(self, config):
         config = dict(config)
         composite = config.pop("multiloss", None)
@@ -47,6 +65,21 @@ class MultilossModel:
         if composite is not None:
             with self.distribute_strategy.scope():
                 _install(self, CompositeLoss.from_config(composite))
+
+
+def _multi_worker_logs(logs):
+    """Give step logs a length-1 axis under a multi-worker strategy.
+
+    Keras 3.15 reduces each step log across workers with
+    ``strategy.reduce("MEAN", v, axis=0)``, which fails for scalars.  Epoch
+    values are unaffected: they come from the metrics' cross-worker read.
+    """
+    strategy = tf.distribute.get_strategy()
+    extended = getattr(strategy, "extended", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and getattr(
+            extended, "_in_multi_worker_mode", lambda: False)():
+        return {k: tf.reshape(v, (1,)) for k, v in logs.items()}
+    return logs
 
 
 def _multiloss_class(cls: type) -> type:

@@ -60,7 +60,19 @@ class LossFn:
             self._call = (lambda t, p: self.fn(t, p, **params)) if params else self.fn
 
     def __call__(self, y_true, y_pred):
+        if self.target == "same" and y_true is not None and not isinstance(y_pred, (list, tuple)):
+            y_true, y_pred = same_rank(y_true, y_pred)
         return self._call(y_true, y_pred)
+
+
+def same_rank(y_true, y_pred):
+    """Targets ``[B]`` against predictions ``[B, 1]`` (or the reverse) get a matching rank."""
+    y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    if len(y_true.shape) == len(y_pred.shape) - 1 and y_pred.shape[-1] == 1:
+        y_true = ops.expand_dims(y_true, -1)
+    elif len(y_true.shape) == len(y_pred.shape) + 1 and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, -1)
+    return y_true, y_pred
 
 
 def register_loss(name: str, *, target: TargetKind = "custom", aliases: tuple[str, ...] = ()):

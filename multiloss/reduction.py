@@ -53,10 +53,10 @@ def align(weight, values, what: str):
 def class_ids(y_true, y_pred, sparse: bool):
     """Integer class ids from targets: sparse ids, one-hot/probabilities, or binary."""
     y_true = ops.convert_to_tensor(y_true)
-    if sparse:
+    if sparse or len(y_true.shape) < len(y_pred.shape):
         if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
             y_true = ops.squeeze(y_true, axis=-1)
-        return ops.cast(y_true, "int32")
+        return ops.cast(ops.round(y_true), "int32")
     if y_true.shape[-1] == 1:
         return ops.cast(ops.round(ops.squeeze(y_true, axis=-1)), "int32")
     return ops.cast(ops.argmax(y_true, axis=-1), "int32")

@@ -56,7 +56,8 @@ def make_optimizer(cfg: RunConfig) -> keras.optimizers.Optimizer:
     if cfg.optimizer.schedule is not None:
         cls = getattr(keras.optimizers.schedules, cfg.optimizer.schedule.name)
         params["learning_rate"] = cls(**cfg.optimizer.schedule.params)
-    return keras.optimizers.get({"class_name": cfg.optimizer.name, "config": params})
+    names = {n.lower(): n for n in dir(keras.optimizers)}
+    return getattr(keras.optimizers, names[cfg.optimizer.name.lower()])(**params)
 
 
 def load_splits(cfg: RunConfig) -> Splits:
@@ -133,6 +134,21 @@ def read_state(run_dir: Path) -> dict | None:
     return state if (run_dir / "checkpoints" / state["checkpoint"]).exists() else None
 
 
+def prebuild(model, xy) -> None:
+    """Build the compiled loss and metrics from two real samples.
+
+    Keras otherwise builds them symbolically from the first distributed batch,
+    which fails for the per-replica values of a multi-worker strategy.
+    """
+    x, y = xy
+    head = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
+    y = {k: v[:2] for k, v in y.items()}
+    y_pred = model(head, training=False)
+    for obj in (model._compile_loss, model._compile_metrics):
+        if obj is not None and not obj.built:
+            obj.build(y, y_pred)
+
+
 def evaluate_splits(model, data: dict[str, Any], batch_size: int) -> dict[str, dict[str, float]]:
     out = {}
     for split, xy in data.items():
@@ -170,6 +186,7 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
         print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.remove_stale_temporaries(run_dir)
         atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
 
     splits = load_splits(cfg)
@@ -181,6 +198,8 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
         else:
             model = get_builder(cfg.model.builder)(splits.info, **cfg.model.params)
             ml_compile(model, cfg.spec, optimizer=make_optimizer(cfg), jit_compile=cfg.train.jit_compile)
+        if isinstance(train_xy, tuple):
+            prebuild(model, train_xy)
     history: list[dict] = list(state["history"]) if state else []
     initial_epoch = state["epoch"] if state else 0
 

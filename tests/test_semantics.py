@@ -144,3 +144,15 @@ def test_per_pixel_weights_cannot_apply_to_per_sample_loss():
     y = np.ones((2, 4, 4, 1), "float32")
     with pytest.raises(ml.SpecError, match=r"term 's': sample_weight of shape \(2, 4, 4\) cannot weight"):
         _total(spec, {"s": y}, {"s": y}, np.ones((2, 4, 4), "float32"))
+
+
+def test_binary_targets_without_class_axis_and_their_class_weights():
+    """Targets [B] against a sigmoid output [B, 1] (as Keras allows); class 1 weighs 4."""
+    p = np.array([[0.9], [0.2], [0.6], [0.3]], "float32")
+    t = np.array([1.0, 0.0, 0.0, 1.0], "float32")
+    bce = -(t * np.log(p[:, 0]) + (1 - t) * np.log(1 - p[:, 0]))
+    w = np.where(t == 1, 4.0, 1.0)
+    spec = {"outputs": {"b": {"loss": "binary_crossentropy", "class_weight": {1: 4.0},
+                              "reduction": "weighted_mean"}}}
+    total, _ = _total(spec, {"b": t}, {"b": p})
+    assert total == pytest.approx((w * bce).sum() / w.sum(), rel=1e-5)
