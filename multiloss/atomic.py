@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-
 TMP_PREFIX = ".tmp-"
 
 
