@@ -82,7 +82,7 @@ def _head(name: str, cfg: dict, features, info: dict):
 @register_model("multihead_cnn")
 def multihead_cnn(info: dict, heads: dict[str, dict], filters=(32, 64), dense: int = 128) -> keras.Model:
     """One CNN trunk with a head per entry of ``heads`` (``{name: {kind, units}}``)."""
-    x = keras.Input(tuple(info["input_shape"]), name="image")
+    x = keras.Input(tuple(info["input_shape"]), name="inputs")
     features = _cnn_trunk(info["input_shape"], filters, dense, "trunk")(x)
     return keras.Model(x, {n: _head(n, dict(c or {}), features, info) for n, c in heads.items()},
                        name="multihead_cnn")
@@ -92,7 +92,7 @@ def multihead_cnn(info: dict, heads: dict[str, dict], filters=(32, 64), dense: i
 def mlp(info: dict, heads: dict[str, dict] | None = None, hidden=(128, 64)) -> keras.Model:
     """A multilayer perceptron on the flattened input, with the given heads."""
     heads = heads or {"class": {"kind": "classification"}}
-    x = keras.Input(tuple(info["input_shape"]), name="image")
+    x = keras.Input(tuple(info["input_shape"]), name="inputs")
     h = layers.Flatten()(x)
     for units in hidden:
         h = layers.Dense(units, activation="relu")(h)

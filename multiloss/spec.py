@@ -354,6 +354,8 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
             msg = f"must be {symbol} {err['ctx'][key]}, got {err['input']!r}"
         elif err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
+        elif err["type"].endswith(("_type", "_parsing")) and isinstance(err["input"], (str, int, float, bool)):
+            msg = f"{msg}, got {err['input']!r}"
         key = (loc, msg)
         if key not in seen:
             seen.add(key)

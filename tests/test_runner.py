@@ -1,0 +1,186 @@
+"""`multiloss train` runs: artifacts, overrides, evaluate/plot, resume after SIGKILL, multi-worker."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from multiloss import runner
+from multiloss.config import load_run_config
+from multiloss.errors import SpecError
+
+CONFIG = textwrap.dedent("""
+    name: digits_mt
+    seed: 0
+    data: {source: digits}
+    model:
+      builder: mlp
+      params:
+        hidden: [32]
+        heads: {class: {kind: classification}, parity: {kind: binary}, image: {kind: reconstruction, hidden: 16}}
+    loss:
+      metrics: [accuracy]
+      outputs:
+        class: {loss: sparse_categorical_crossentropy}
+        parity: {loss: binary_crossentropy, weight: 0.5}
+        image: {loss: mse, weight: 2.0, metrics: [mae]}
+    optimizer: {name: adam, params: {learning_rate: 3e-3}}
+    train: {epochs: 3, batch_size: 64, verbose: 0}
+""")
+
+
+def _config(tmp_path, text=CONFIG, **extra):
+    data = yaml.safe_load(text)
+    data["output_dir"] = str(tmp_path / "runs")
+    data.update(extra)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_train_writes_every_artifact_and_figures_are_right(tmp_path):
+    cfg_path = _config(tmp_path)
+    metrics = runner.train(cfg_path)
+    run = tmp_path / "runs" / "digits_mt"
+    for name in ("config.yaml", "history.csv", "history.json", "metrics.json", "model.keras",
+                 "checkpoints/state.json", "plots/terms.png", "plots/metrics.png", "plots/total.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not list(run.rglob(".tmp-*"))
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    for key in ("loss", "class_loss", "class_weight", "parity_weight", "image_loss", "image_mae",
+                "class_accuracy", "val_loss", "val_class_loss", "val_image_weight"):
+        assert key in header, key
+    for row in history:
+        total = row["class_loss"] + 0.5 * row["parity_loss"] + 2.0 * row["image_loss"]
+        assert row["loss"] == pytest.approx(total, rel=1e-5)
+    assert (run / "plots/terms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The saved test figures against an independent numpy computation on the test split.
+    model = keras.saving.load_model(run / "model.keras")
+    cfg = load_run_config(run / "config.yaml")
+    test = runner.load_splits(cfg).test
+    pred = model.predict(test.x, verbose=0)
+    acc = (pred["class"].argmax(-1) == test.y["class"]).mean()
+    mae = np.abs(pred["image"] - test.x).mean()
+    saved = json.loads((run / "metrics.json").read_text())["splits"]
+    assert saved["test"]["class_accuracy"] == pytest.approx(acc, abs=1e-6)
+    assert saved["test"]["image_mae"] == pytest.approx(mae, rel=1e-4)
+    assert metrics["test"]["class_accuracy"] == saved["test"]["class_accuracy"]
+    assert saved["test"]["class_accuracy"] > 0.5
+    # evaluate and plot re-derive the same figures and files.
+    again = runner.evaluate_run(run)
+    assert again["test"]["loss"] == pytest.approx(saved["test"]["loss"], rel=1e-6)
+    (run / "plots/terms.png").unlink()
+    runner.plot_run(run)
+    assert (run / "plots/terms.png").exists()
+
+
+def test_overrides_and_config_errors(tmp_path):
+    path = _config(tmp_path)
+    cfg = load_run_config(path, ["train.epochs=7", "optimizer.params.learning_rate=1e-2", "name=other"])
+    assert (cfg.train.epochs, cfg.optimizer.params["learning_rate"], cfg.name) == (7, 0.01, "other")
+    with pytest.raises(SpecError, match=r"train\.batch_size: .*got 'big' \(from --set train.batch_size=big\)"):
+        load_run_config(path, ["train.batch_size=big"])
+    bad = CONFIG.replace("source: digits", "source: digitz").replace("weight: 0.5", "weight: -0.5")
+    bad_path = _config(tmp_path, bad)
+    lines = bad_path.read_text().splitlines()
+    source_line = 1 + next(i for i, t in enumerate(lines) if "digitz" in t)
+    weight_line = 1 + next(i for i, t in enumerate(lines) if "-0.5" in t)
+    with pytest.raises(SpecError) as info:
+        load_run_config(bad_path)
+    msg = str(info.value)
+    assert f":{source_line}: data.source: unknown data source 'digitz'; did you mean 'digits'" in msg
+    assert f":{weight_line}: loss.outputs.parity.weight: must be ≥ 0" in msg
+    with pytest.raises(SpecError, match=r"optimizer\.name: unknown optimizer 'adamm'"):
+        load_run_config(path, ["optimizer.name=adamm"])
+    with pytest.raises(SpecError, match=r"model\.params\.hiden: unknown parameter 'hiden'; valid: heads, hidden"):
+        load_run_config(path, ["model.params.hiden=3"])
+
+
+def test_missing_data_target_is_named(tmp_path):
+    cfg = load_run_config(_config(tmp_path), ["loss.outputs.class.loss=mse"])
+    text = CONFIG.replace("class: {loss: sparse", "klass: {loss: sparse")
+    cfg = load_run_config(_config(tmp_path, text))
+    with pytest.raises(SpecError, match=r"targets\.klass: the train data has no target 'klass'"):
+        runner.prepare(runner.load_splits(cfg).train, cfg, "train")
+
+
+def _cli(*args, env=None, **kw):
+    return [sys.executable, "-m", "multiloss.cli", *args]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_mid_epoch_gives_unbroken_history(tmp_path):
+    path = _config(tmp_path, CONFIG.replace("epochs: 3, batch_size: 64", "epochs: 6, batch_size: 8"))
+    run = tmp_path / "runs" / "digits_mt"
+    state = run / "checkpoints" / "state.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(_cli("train", str(path)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 2 <= killed_at < 6, "the run should have been killed mid-run"
+    assert not (run / "metrics.json").exists()
+    out = subprocess.run(_cli("train", str(path), "--resume"), env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+    csv_rows = (run / "history.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 7
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["resumed_from_epoch"] == killed_at and summary["epochs"] == 6
+    keras.saving.load_model(run / "model.keras")
+    assert not list(run.rglob(".tmp-*"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_process_first_epoch(tmp_path):
+    """Two local workers (MultiWorkerMirroredStrategy over 127.0.0.1) see the same global
+    batches (no shuffling) as one process; first-epoch losses agree to a relative 1e-5."""
+    path = _config(tmp_path, CONFIG.replace("epochs: 3", "epochs: 1").replace("verbose: 0", "verbose: 0, shuffle: false"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    procs = []
+    for i in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        args = _cli("train", str(path), "--set", "distribute=multi_worker", "--set", f"name=worker{i}")
+        procs.append(subprocess.Popen(args, env=dict(env, TF_CONFIG=tf_config), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    one = subprocess.run(_cli("train", str(path), "--set", "name=single"), env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    runs = tmp_path / "runs"
+    assert not (runs / "worker1" / "history.json").exists()  # only the chief writes
+    single = json.loads((runs / "single" / "history.json").read_text())[0]
+    multi = json.loads((runs / "worker0" / "history.json").read_text())[0]
+    assert single.keys() == multi.keys()
+    for key in single:
+        assert multi[key] == pytest.approx(single[key], rel=1e-5), key
