@@ -99,6 +99,18 @@ def mlp(info: dict, heads: dict[str, dict] | None = None, hidden=(128, 64)) -> k
     return keras.Model(x, {n: _head(n, dict(c or {}), h, info) for n, c in heads.items()}, name="mlp")
 
 
+@keras.saving.register_keras_serializable("multiloss")
+class AbsDifference(layers.Layer):
+    """|a − b| of two embeddings (a named layer, so saved models load safely)."""
+
+    def call(self, inputs):
+        a, b = inputs
+        return ops.abs(a - b)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
 @register_model("siamese_cnn")
 def siamese_cnn(info: dict, filters=(16, 32), embedding: int = 32) -> keras.Model:
     """Two images -> one shared CNN -> two category heads and a same/different head.
@@ -116,7 +128,7 @@ def siamese_cnn(info: dict, filters=(16, 32), embedding: int = 32) -> keras.Mode
     a, b = keras.Input(shape, name="image_a"), keras.Input(shape, name="image_b")
     ea, eb = trunk(a), trunk(b)
     classify = layers.Dense(info["num_classes"], activation="softmax", name="classifier")
-    dist = layers.Lambda(lambda t: ops.abs(t[0] - t[1]), name="abs_diff")([ea, eb])
+    dist = AbsDifference(name="abs_diff")([ea, eb])
     return keras.Model(
         {"image_a": a, "image_b": b},
         {"ctg_out_1": layers.Identity(name="ctg_out_1")(classify(ea)),
