@@ -183,3 +183,30 @@ def test_two_workers_match_one_process_first_epoch(tmp_path):
     assert single.keys() == multi.keys()
     for key in single:
         assert multi[key] == pytest.approx(single[key], rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_mirrored_run_matches_plain_run(tmp_path):
+    """`distribute: mirrored` (MirroredStrategy over the visible devices) trains like `none`.
+
+    Per-step exactness is tested in test_distributed.py (1e-5); over a whole Adam epoch
+    the replicas' different summation order compounds, hence 1e-3 here."""
+    path = _config(tmp_path, CONFIG.replace("epochs: 3", "epochs: 1").replace("verbose: 0", "verbose: 0, shuffle: false"))
+    plain = runner.train(path, ["name=plain"])
+    mirrored = runner.train(path, ["name=mirrored", "distribute=mirrored"])
+    for key, value in plain["test"].items():
+        assert mirrored["test"][key] == pytest.approx(value, rel=1e-3), key
+
+
+@pytest.mark.slow
+@pytest.mark.fashion_mnist
+def test_fashion_mnist_siamese_config_runs_on_real_pairs(tmp_path):
+    cfg = load_run_config("configs/fashion_mnist_siamese.yaml", [
+        f"output_dir={tmp_path}", "train.epochs=2", "train.verbose=0", "optimizer.params.learning_rate=3e-3",
+        "data.params.train_limit=4000", "data.params.test_limit=1000"])
+    metrics = runner.train(cfg)
+    assert {"ctg_out_1_accuracy", "bin_out_accuracy", "contrastive_loss"} <= set(metrics["test"])
+    assert metrics["test"]["ctg_out_1_accuracy"] > 0.3  # far above chance (0.1) after two epochs
+    splits = runner.load_splits(cfg)
+    y = splits.test.y
+    np.testing.assert_array_equal(y["same"], (y["class_a"] == y["class_b"]).astype(int))
