@@ -77,7 +77,7 @@ class TrainConfig(_Model):
         "(passed to the source as val_fraction); default: the source's own.")
     shuffle: bool = True
     jit_compile: bool = False
-    verbose: Literal[0, 1, 2] = 2
+    verbose: Literal[0, 1, 2] = Field(1, description="1: a Keras progress bar per epoch; 2: one line per epoch.")
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
 
 

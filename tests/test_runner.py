@@ -55,7 +55,13 @@ def test_train_writes_every_artifact_and_figures_are_right(tmp_path):
     for name in ("config.yaml", "history.csv", "history.json", "metrics.json", "model.keras",
                  "checkpoints/state.json", "plots/terms.png", "plots/metrics.png", "plots/total.png"):
         assert (run / name).is_file(), name
-    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    import tensorflow as tf
+
+    tags = set()
+    for events in (run / "tensorboard" / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            tags |= {v.tag for v in event.summary.value}
+    assert {"epoch_class_loss", "epoch_class_weight", "epoch_image_weight", "epoch_loss"} <= tags
     assert not list(run.rglob(".tmp-*"))
     history = json.loads((run / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2, 3]
