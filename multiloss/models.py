@@ -112,18 +112,22 @@ class AbsDifference(layers.Layer):
 
 
 @register_model("siamese_cnn")
-def siamese_cnn(info: dict, filters=(16, 32), embedding: int = 32) -> keras.Model:
+def siamese_cnn(info: dict, filters=(16, 32), embedding: int = 32, pooling: str = "average") -> keras.Model:
     """Two images -> one shared CNN -> two category heads and a same/different head.
 
     Outputs: ``ctg_out_1`` and ``ctg_out_2`` (softmax over classes, one shared
     classifier), ``bin_out`` (softmax over {different, same}, on |e_a − e_b|),
-    and the embeddings ``emb_a`` and ``emb_b``.
+    and the embeddings ``emb_a`` and ``emb_b``.  ``pooling``: ``average`` (global
+    average pooling) or ``flatten`` (keeps the spatial layout; better on 28×28).
     """
+    if pooling not in ("average", "flatten"):
+        raise ValueError(f"siamese_cnn: pooling must be 'average' or 'flatten', got {pooling!r}")
     shape = tuple(info["input_shape"])
     stack: list[Any] = [layers.Input(shape)]
     for f in filters:
         stack += [layers.Conv2D(f, 3, padding="same", activation="relu"), layers.MaxPooling2D()]
-    stack += [layers.GlobalAveragePooling2D(), layers.Dense(embedding, activation="relu")]
+    stack += [layers.GlobalAveragePooling2D() if pooling == "average" else layers.Flatten(),
+              layers.Dense(embedding, activation="relu")]
     trunk = keras.Sequential(stack, name="shared_cnn")
     a, b = keras.Input(shape, name="image_a"), keras.Input(shape, name="image_b")
     ea, eb = trunk(a), trunk(b)
