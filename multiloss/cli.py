@@ -158,6 +158,12 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_incremental(args) -> int:
+    from .incremental import main as incremental_main
+
+    return incremental_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="multiloss", description="Multi-task loss composition for Keras 3.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -188,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="redraw a run's figures from its history")
     pl.add_argument("run_dir")
     pl.set_defaults(fn=cmd_plot)
+    inc = sub.add_parser("incremental", help="run a class-incremental scenario from a config",
+                         description="multiloss incremental CONFIG [--resume] [--set key.path=value ...]")
+    inc.add_argument("rest", nargs=argparse.REMAINDER, help="CONFIG [--resume] [--set k=v ...]")
+    inc.set_defaults(fn=cmd_incremental)
     q = sub.add_parser("quickstart", help="train the three-head digits example end to end")
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--epochs", type=int, default=15)
