@@ -6,17 +6,20 @@
     model.fit(x, y)
 """
 
-from . import losses
+from . import diagnostics, losses, schedules, weighting
 from .composite import CompositeLoss, LossResult
+from .diagnostics import GradientDiagnostics
 from .errors import SpecError
 from .keras_compile import build_loss, compile, compile_kwargs
 from .losses import register_loss
 from .reduction import REDUCTIONS
 from .spec import LossSpec, load_spec
+from .weighting import STRATEGIES, WeightLogger
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompositeLoss", "LossResult", "LossSpec", "REDUCTIONS", "SpecError", "build_loss",
-    "compile", "compile_kwargs", "load_spec", "losses", "register_loss",
+    "CompositeLoss", "GradientDiagnostics", "LossResult", "LossSpec", "REDUCTIONS", "STRATEGIES", "SpecError",
+    "WeightLogger", "build_loss", "compile", "compile_kwargs", "diagnostics", "load_spec", "losses",
+    "register_loss", "schedules", "weighting",
 ]

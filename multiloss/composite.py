@@ -98,12 +98,22 @@ class CompositeLoss:
         self.dtype = "float32"
         names = [t.name for t in self.terms]
         self._index = {n: i for i, n in enumerate(names)}
+        dynamic = _is_dynamic(self.spec)
         self.weights = keras.Variable(
             np.array([t.weight for t in self.terms], "float32"),
             trainable=False, name="multiloss_term_weights",
+            # Dynamic weights are written inside the (replica) train step.
+            **({"aggregation": "only_first_replica"} if dynamic else {}),
         )
         self.tracker = TermTracker(names)
         self.built = False
+        #: The weighting controller (strategy and schedules), or None for static weights.
+        self.weighting = None
+        if dynamic:
+            from .weighting.controller import Weighting
+
+            self.weighting = Weighting(self)
+            self.weighting.refresh()
 
     # --- the interface Keras's trainer uses ----------------------------------
 
@@ -143,29 +153,46 @@ class CompositeLoss:
         return [t.name for t in self.terms]
 
     def get_weights(self) -> dict[str, float]:
-        """Current term weights as Python floats."""
+        """Current term weights as Python floats.
+
+        With a ``weighting:`` strategy or ``schedules:`` these are the effective
+        weights (static × schedule × strategy) of the latest step.
+        """
         return dict(zip(self.term_names, map(float, ops.convert_to_numpy(self.weights))))
 
     def set_weights(self, weights: dict[str, float]) -> None:
-        """Change term weights; takes effect at the next step (no retracing)."""
+        """Change term weights; takes effect at the next step (no retracing).
+
+        With a ``weighting:`` strategy or ``schedules:`` this sets the static
+        weights, which multiply the schedule and strategy weights.
+        """
         unknown = set(weights) - set(self._index)
         if unknown:
             raise KeyError(f"unknown term(s) {sorted(unknown)}; terms: {self.term_names}")
-        vec = ops.convert_to_numpy(self.weights).copy()
+        target = self.weights if self.weighting is None else self.weighting.base
+        vec = ops.convert_to_numpy(target).copy()
         for name, w in weights.items():
             if not np.isfinite(w) or w < 0:
                 raise ValueError(f"weight of term {name!r} must be a finite number ≥ 0, got {w!r}")
             vec[self._index[name]] = w
-        self.weights.assign(vec)
+        if self.weighting is None:
+            self.weights.assign(vec)
+        else:
+            self.weighting.set_base(vec)
 
     def get_config(self) -> dict:
-        return {"spec": self.spec.to_dict(), "weights": self.get_weights(),
-                "output_names": self.output_names}
+        if self.weighting is None:
+            return {"spec": self.spec.to_dict(), "weights": self.get_weights(),
+                    "output_names": self.output_names}
+        return {"spec": self.spec.to_dict(), "weights": self.weighting.get_base(),
+                "output_names": self.output_names, "weighting": self.weighting.get_config()}
 
     @classmethod
     def from_config(cls, config: dict) -> CompositeLoss:
         obj = cls(load_spec(config["spec"], name="<saved model>"), config.get("output_names"))
         obj.set_weights(config.get("weights", {}))
+        if obj.weighting is not None and "weighting" in config:
+            obj.weighting.set_config(config["weighting"])
         return obj
 
     # --- internals ---------------------------------------------------------------
@@ -264,11 +291,13 @@ class CompositeLoss:
             values = ops.where(ops.cast(weights, "bool"), values, ops.zeros_like(values))
         return values, weights
 
-    def _compute(self, y_true, y_pred, sample_weight):
+    def _parts(self, y_true, y_pred, sample_weight, counts: bool = False):
+        """Per-term numerators, cross-replica denominators ``[T]`` and (optionally)
+        cross-replica counts of elements with a nonzero weight ``[T]``."""
         y_true = self._as_dict(y_true, "y_true")
         y_pred = self._as_dict(y_pred, "y_pred")
         replicas = red.num_replicas()
-        nums, dens = [], []
+        nums, dens, nonzero = [], [], []
         for t in self.terms:
             values, weights = self._term(t, y_true, y_pred, sample_weight)
             if len(values.shape) == 0:
@@ -280,10 +309,36 @@ class CompositeLoss:
                     den = den / replicas
             nums.append(num)
             dens.append(den)
-        dens = red.cross_replica_sum(ops.stack(dens))
-        values = ops.divide_no_nan(ops.stack(nums), dens)
-        weights = ops.convert_to_tensor(self.weights)
-        total = ops.sum(values * weights)
+            if counts:
+                nonzero.append(_nonzero_count(values, weights, self.dtype))
+        if not counts:
+            return nums, red.cross_replica_sum(ops.stack(dens)), None
+        both = red.cross_replica_sum(ops.stack([ops.stack(dens), ops.stack(nonzero)]))
+        return nums, both[0], both[1]
+
+    def _values(self, y_true, y_pred, sample_weight):
+        """``(per-term scalar values, present [T])`` for the weighting strategies.
+
+        Each value is its own scalar (not a slice of a stacked vector), so the
+        gradient of one term touches only that term's part of the graph.  A
+        term is *present* when at least one of its elements (in any replica)
+        has a nonzero weight.
+        """
+        nums, dens, nonzero = self._parts(y_true, y_pred, sample_weight, counts=True)
+        values = [ops.divide_no_nan(nums[i], dens[i]) for i in range(len(nums))]
+        present = ops.cast(nonzero > 0, self.dtype)
+        return values, present
+
+    def _compute(self, y_true, y_pred, sample_weight):
+        if self.weighting is None:
+            nums, dens, _ = self._parts(y_true, y_pred, sample_weight)
+            values = ops.divide_no_nan(ops.stack(nums), dens)
+            weights = ops.convert_to_tensor(self.weights)
+            total = ops.sum(values * weights)
+        else:
+            per_term, present = self._values(y_true, y_pred, sample_weight)
+            values = ops.stack(per_term)
+            total, weights = self.weighting.objective(values, present)
         names = self.term_names
         result = LossResult(
             total,
@@ -291,3 +346,15 @@ class CompositeLoss:
             {n: weights[i] for i, n in enumerate(names)},
         )
         return result, values
+
+
+def _nonzero_count(values, weights, dtype):
+    """How many elements of L carry a nonzero weight (all of them when W is None)."""
+    if weights is None:
+        return ops.cast(ops.size(values), dtype)
+    return ops.sum(ops.cast(ops.not_equal(weights, 0), dtype))
+
+
+def _is_dynamic(spec: LossSpec) -> bool:
+    """Whether a spec needs the weighting controller (a strategy other than static, or schedules)."""
+    return bool(spec.schedules) or (spec.weighting is not None and spec.weighting.strategy != "static")

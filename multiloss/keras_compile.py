@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from keras.src.saving import serialization_lib
 
 from .composite import CompositeLoss
 from .errors import SpecError
@@ -41,7 +42,39 @@ class MultilossModel:
         return logs
 
     def train_step(self, data):
-        return _multi_worker_logs(super().train_step(data))
+        weighting = _weighting(self)
+        if weighting is None:
+            return _multi_worker_logs(super().train_step(data))
+        with weighting.in_training():
+            if weighting.strategy.gradients:
+                from .weighting.step import gradient_train_step
+
+                logs = gradient_train_step(self, data, weighting)
+            else:
+                logs = super().train_step(data)
+        return _multi_worker_logs(logs)
+
+    @property
+    def trainable_weights(self):
+        # Learned strategy parameters (uncertainty's log-variances) train with the network.
+        return super().trainable_weights + _strategy_trainables(self)
+
+    @property
+    def trainable_variables(self):
+        return super().trainable_variables + _strategy_trainables(self)
+
+    def fit(self, *args, **kwargs):
+        index = 5  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+        callbacks = args[index] if len(args) > index else kwargs.get("callbacks")
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            return super().fit(*args, **kwargs)   # assembled by the caller: left as it is
+        ordered = _fit_callbacks(self, list(callbacks or []))
+        if ordered is not None:
+            if len(args) > index:
+                args = (*args[:index], ordered, *args[index + 1:])
+            else:
+                kwargs["callbacks"] = ordered
+        return super().fit(*args, **kwargs)
 
     def test_step(self, data):
         return _multi_worker_logs(super().test_step(data))
@@ -61,10 +94,43 @@ class MultilossModel:
     def compile_from_config(self, config):
         config = dict(config)
         composite = config.pop("multiloss", None)
-        super().compile_from_config(config)
-        if composite is not None:
-            with self.distribute_strategy.scope():
-                _install(self, CompositeLoss.from_config(composite))
+        if composite is None or "weighting" not in composite:
+            super().compile_from_config(config)
+            if composite is not None:
+                with self.distribute_strategy.scope():
+                    _install(self, CompositeLoss.from_config(composite))
+            return
+        # With a weighting strategy the composite is installed before the
+        # optimizer is built: its learned parameters (if any) need slots too.
+        self.compile(**serialization_lib.deserialize_keras_object(config))
+        with self.distribute_strategy.scope():
+            _install(self, CompositeLoss.from_config(composite))
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+
+def _weighting(model):
+    loss = getattr(model, "_compile_loss", None)
+    return loss.weighting if isinstance(loss, CompositeLoss) else None
+
+
+def _strategy_trainables(model) -> list:
+    weighting = _weighting(model)
+    return weighting.strategy.trainable_variables if weighting is not None else []
+
+
+def _fit_callbacks(model, callbacks: list) -> list | None:
+    """multiloss's callbacks first (their logs reach History and TensorBoard), plus the
+    weighting's own; None when there is nothing to change."""
+    weighting = _weighting(model)
+    if weighting is not None:
+        return weighting.fit_callbacks(callbacks)
+    from .diagnostics import GradientDiagnostics
+
+    ours = [c for c in callbacks if isinstance(c, GradientDiagnostics)]
+    if not ours:
+        return None
+    return ours + [c for c in callbacks if not isinstance(c, GradientDiagnostics)]
 
 
 def _multi_worker_logs(logs):
@@ -97,6 +163,8 @@ for _cls in (keras.Model, keras.Sequential, keras.src.models.functional.Function
 
 
 def _install(model, composite: CompositeLoss) -> None:
+    if composite.weighting is not None:
+        composite.weighting.bind(model)   # the training step, the shared parameters (SpecError)
     model._compile_loss = composite
     model.loss = composite
     metrics = HeadMetrics(composite.spec, composite.output_names)

@@ -28,6 +28,7 @@ from . import losses
 from .errors import SpecError
 from .imports import import_object, is_import_string
 from .reduction import Reduction
+from .schedules import ScheduleSpec
 from .yamlio import Lines, load_yaml, read_source
 
 Weight = Annotated[float, Field(ge=0, strict=True, description="A non-negative number.")]
@@ -132,6 +133,20 @@ class TermSpec(_Model):
     reduction: Reduction = "sum_over_batch_size"
 
 
+class WeightingSpec(_Model):
+    """Dynamic or learned weighting: ``{strategy: gradnorm, params: {alpha: 1.5, lr: 0.025}}``."""
+
+    strategy: str = Field("static", description="static | uncertainty | dwa | gradnorm | pcgrad | rlw | mgda | "
+                                                "cagrad")
+    params: dict[str, Any] = Field(default_factory=dict, description="The strategy's parameters.")
+    shared: list[str] | None = Field(
+        None, description="Gradient strategies: the layers whose variables are the shared parameters "
+                          "(default: inferred from the model).")
+    vectorize: bool = Field(
+        False, description="gradnorm, pcgrad, mgda, cagrad: per-task gradients in one vectorized "
+                           "jacobian instead of one backward pass per term.")
+
+
 class LossSpec(_Model):
     """A multi-output loss spec (canonical form, or Keras compile form)."""
 
@@ -142,6 +157,9 @@ class LossSpec(_Model):
     )
     loss: dict[str, LossRef] | None = Field(None, description="Compile form: {output: loss}.")
     loss_weights: dict[str, Weight] | None = Field(None, description="Compile form: {output: weight}.")
+    weighting: WeightingSpec | None = Field(None, description="Dynamic or learned weighting strategy.")
+    schedules: dict[str, ScheduleSpec] = Field(
+        default_factory=dict, description="Term -> schedule of a factor multiplying its weight.")
 
     _lines: Lines = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr("<spec>")
@@ -325,6 +343,10 @@ def _resolve(spec: LossSpec) -> list[Term]:
                                "(e.g. accuracy, mae, auc) or an import string 'package.module:attr'"))
     if not spec.outputs and not spec.terms:
         problems.append(((), "the spec defines no loss: add `outputs:` (or the compile form `loss:`)"))
+    if spec.weighting is not None or spec.schedules:
+        from .weighting.registry import check_spec
+
+        problems += check_spec(spec, terms, list(seen))
     if problems:
         raise spec.error(problems)
     return terms

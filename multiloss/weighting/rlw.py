@@ -5,11 +5,12 @@ onto the simplex (they sum to 1):
 
 * ``normal`` (default, as in the paper and LibMTL): λ = softmax(z), z ~ N(0, I)
 * ``uniform``:   λ = u / Σu, u ~ U(0, 1)
-* ``dirichlet``: λ ~ Dir(α·1) (``params.concentration`` = α)
+* ``dirichlet``: λ ~ Dir(1, …, 1), uniform on the simplex
 
-The draw is a stateless function of ``(params.seed, step)``, so a run is
-reproducible, every replica draws the same weights, and XLA can compile it.
-Evaluation uses the last training draw.
+The draw is a pure function of ``(params.seed, step)`` (see
+:mod:`multiloss.weighting.rng`), so a run is reproducible, every replica
+draws the same weights, and eager, graph and XLA runs agree.  Evaluation
+uses the last training draw.
 """
 
 from __future__ import annotations
@@ -21,25 +22,26 @@ import tensorflow as tf
 from keras import ops
 from pydantic import Field
 
+from . import rng
 from .base import Params, Strategy, state_variable
 
 
 class RLWParams(Params):
     distribution: Literal["normal", "uniform", "dirichlet"] = "normal"
     seed: int = Field(0, ge=0)
-    concentration: float = Field(1.0, gt=0, description="Dirichlet α (distribution: dirichlet).")
 
 
-def rlw_sample(num: int, seed: int, step, distribution: str = "normal", concentration: float = 1.0):
-    """The weights of ``step`` (deterministic in ``(seed, step)``)."""
-    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+def rlw_sample(num: int, seed: int, step, distribution: str = "normal"):
+    """The weights of ``step`` (a deterministic function of ``(seed, step)``), float32."""
     if distribution == "normal":
-        return tf.nn.softmax(tf.random.stateless_normal([num], key))
-    if distribution == "uniform":
-        u = tf.random.stateless_uniform([num], key, minval=1e-6, maxval=1.0)
-        return u / tf.reduce_sum(u)
-    g = tf.random.stateless_gamma([num], key, alpha=tf.fill([num], float(concentration)))
-    return g / tf.reduce_sum(g)
+        lam = tf.nn.softmax(rng.normal(num, seed, step))
+    elif distribution == "uniform":
+        u = rng.uniform(num, seed, step)
+        lam = u / tf.reduce_sum(u)
+    else:  # Dir(1, ..., 1): normalised standard exponentials
+        e = -tf.math.log(rng.uniform(num, seed, step))
+        lam = e / tf.reduce_sum(e)
+    return tf.cast(lam, tf.float32)
 
 
 class RLW(Strategy):
@@ -55,6 +57,6 @@ class RLW(Strategy):
         if not ctx.training:
             return ops.convert_to_tensor(self.current)
         p = self.params
-        lam = rlw_sample(self.num_terms, p.seed, ctx.step, p.distribution, p.concentration)
+        lam = rlw_sample(self.num_terms, p.seed, ctx.step, p.distribution)
         self.current.assign(lam)
         return lam

@@ -11,8 +11,9 @@ the per-task gradients (never on the gradients themselves), in float64.
 the KKT equations restricted to S in one batched linear solve, and keeps the
 best feasible candidate: no loop, exact up to round-off, cheap for T ≤ 8
 (255 systems of size ≤ 9).  ``frank_wolfe`` is the iterative solver of
-Sener & Koltun (2018, Algorithm 2) with exact line search, in a
-``tf.while_loop``; ``auto`` picks ``exact`` for T ≤ 8.  ``present`` (0/1 per
+Sener & Koltun (2018, Algorithm 2: Frank-Wolfe with exact line search), with
+away steps so that it converges linearly, in a ``tf.while_loop``; it stops
+at a relative duality gap of ``tol``.  ``auto`` picks ``exact`` for T ≤ 8.  ``present`` (0/1 per
 task) restricts the simplex to the tasks present in the batch.
 """
 
@@ -80,30 +81,55 @@ def min_norm_exact(gram, present):
     return _normalise(_pick(sol, value, feasible), p)
 
 
-def min_norm_frank_wolfe(gram, present, max_iter: int = 250, tol: float = 1e-6):
-    """Sener & Koltun (2018), Algorithm 2: Frank-Wolfe with exact line search."""
-    m, p = _prepare(gram, present)
-    n = m.shape[0]
-    alpha0 = p / tf.maximum(tf.reduce_sum(p), 1.0)
+def _frank_wolfe(grad_fn, line_fn, gap_scale_fn, p, max_iter: int, tol: float):
+    """Frank-Wolfe on the simplex of present tasks, with away steps.
+
+    Each iteration moves toward the vertex with the smallest gradient (a
+    Frank-Wolfe step, as in Sener & Koltun's Algorithm 2) or away from the
+    vertex in use with the largest gradient, whichever gap is larger, with an
+    exact line search; away steps make it converge linearly (Lacoste-Julien &
+    Jaggi, 2015).  Stops when the Frank-Wolfe duality gap is below
+    ``tol × gap_scale_fn(w)`` or after ``max_iter`` iterations.
+    """
+    n = p.shape[0]
+    w0 = p / tf.maximum(tf.reduce_sum(p), 1.0)
     inf = tf.constant(np.inf, _F64)
 
-    def body(i, alpha, _):
-        ma = tf.linalg.matvec(m, alpha)
-        t = tf.argmin(tf.where(p > 0, ma, inf))
-        v1v1 = tf.tensordot(alpha, ma, 1)          # ‖θ‖², θ = Σ α g
-        v1v2 = tf.gather(ma, t)                    # θ·g_t
-        v2v2 = tf.gather(tf.linalg.diag_part(m), t)
-        # Algorithm 1: min over γ of ‖(1-γ)θ + γ g_t‖².
-        den = v1v1 + v2v2 - 2.0 * v1v2
-        gamma = tf.where(v1v2 >= v1v1, tf.constant(0.0, _F64),
-                         tf.where(v1v2 >= v2v2, tf.constant(1.0, _F64),
-                                  (v1v1 - v1v2) / tf.maximum(den, 1e-300)))
-        new = (1.0 - gamma) * alpha + gamma * tf.one_hot(t, n, dtype=_F64)
-        return i + 1, new, tf.reduce_sum(tf.abs(new - alpha)) < tol
+    def body(i, w, _):
+        grad = grad_fn(w)
+        t = tf.argmin(tf.where(p > 0, grad, inf))
+        a = tf.argmax(tf.where(w > 0, grad, -inf))
+        gw = tf.tensordot(grad, w, 1)
+        gap_fw = gw - tf.gather(grad, t)
+        gap_away = tf.gather(grad, a) - gw
+        use_fw = gap_fw >= gap_away
+        w_a = tf.gather(w, a)
+        u = tf.where(use_fw, tf.one_hot(t, n, dtype=_F64) - w, w - tf.one_hot(a, n, dtype=_F64))
+        gamma_max = tf.where(use_fw, tf.constant(1.0, _F64), w_a / tf.maximum(1.0 - w_a, 1e-300))
+        gamma = line_fn(w, u, gamma_max)
+        new = tf.maximum(w + gamma * u, 0.0) * p
+        new = new / tf.maximum(tf.reduce_sum(new), 1e-300)
+        return i + 1, new, gap_fw <= tol * gap_scale_fn(w)
 
-    _, alpha, _ = tf.while_loop(lambda i, a, done: tf.logical_and(i < max_iter, tf.logical_not(done)),
-                                body, [tf.constant(0), alpha0, tf.constant(False)])
-    return _normalise(alpha, p)
+    _, w, _ = tf.while_loop(lambda i, w, done: tf.logical_and(i < max_iter, tf.logical_not(done)),
+                            body, [tf.constant(0), w0, tf.constant(False)])
+    return _normalise(w, p)
+
+
+def min_norm_frank_wolfe(gram, present, max_iter: int = 250, tol: float = 1e-6):
+    """Sener & Koltun (2018), Algorithm 2 (Frank-Wolfe, exact line search), with away steps."""
+    m, p = _prepare(gram, present)
+
+    def line(w, u, gamma_max):
+        # min over γ of (w + γu)ᵀM(w + γu): γ = −uᵀMw / uᵀMu (Algorithm 1 for a segment).
+        mu = tf.linalg.matvec(m, u)
+        curv, slope = tf.tensordot(u, mu, 1), tf.tensordot(mu, w, 1)
+        best = tf.where(curv > 0, -slope / tf.maximum(curv, 1e-300),
+                        tf.where(slope < 0, gamma_max, tf.constant(0.0, _F64)))
+        return tf.clip_by_value(best, 0.0, gamma_max)
+
+    return _frank_wolfe(lambda w: tf.linalg.matvec(m, w), line,
+                        lambda w: tf.einsum("i,ij,j->", w, m, w), p, max_iter, tol)
 
 
 def min_norm(gram, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6):
@@ -155,35 +181,33 @@ def cagrad_exact(gram, b, rho, present):
 
 
 def cagrad_frank_wolfe(gram, b, rho, present, max_iter: int = 250, tol: float = 1e-6):
-    """Frank-Wolfe on CAGrad's dual with an exact (closed-form) line search."""
+    """Frank-Wolfe (with away steps) on CAGrad's dual, with a closed-form line search."""
     m, p = _prepare(gram, present)
-    n = m.shape[0]
     a = tf.linalg.matvec(m, tf.cast(b, _F64))
     rho = tf.cast(rho, _F64)
-    w0 = p / tf.maximum(tf.reduce_sum(p), 1.0)
-    inf = tf.constant(np.inf, _F64)
-    zero, one = tf.constant(0.0, _F64), tf.constant(1.0, _F64)
+    zero = tf.constant(0.0, _F64)
 
-    def body(i, w, _):
+    def grad(w):
         mw = tf.linalg.matvec(m, w)
-        c = tf.tensordot(w, mw, 1)
-        grad = a + rho * mw / tf.sqrt(tf.maximum(c, 1e-300))
-        t = tf.argmin(tf.where(p > 0, grad, inf))
-        u = tf.one_hot(t, n, dtype=_F64) - w
-        mu_ = tf.linalg.matvec(m, u)
-        big_a, big_b, k = tf.tensordot(u, mu_, 1), tf.tensordot(u, mw, 1), tf.tensordot(u, a, 1)
-        # F(γ) = const + kγ + ρ√(Aγ² + 2Bγ + C), convex; F'(γ) = 0 solved in closed form.
-        d = rho ** 2 * big_a - k ** 2
-        interior = (-big_b - k * tf.sqrt(tf.maximum(big_a * c - big_b ** 2, 0.0) / tf.maximum(d, 1e-300))) \
-            / tf.maximum(big_a, 1e-300)
-        gamma = tf.where(tf.logical_and(d > 0, big_a > 0), tf.clip_by_value(interior, 0.0, 1.0),
-                         tf.where(k < 0, one, zero))
-        new = w + gamma * u
-        return i + 1, new, tf.reduce_sum(tf.abs(new - w)) < tol
+        return a + rho * mw / tf.sqrt(tf.maximum(tf.tensordot(w, mw, 1), 1e-300))
 
-    _, w, _ = tf.while_loop(lambda i, w, done: tf.logical_and(i < max_iter, tf.logical_not(done)),
-                            body, [tf.constant(0), w0, tf.constant(False)])
-    return _normalise(w, p)
+    def line(w, u, gamma_max):
+        # F(w + γu) = const + kγ + ρ√(Aγ² + 2Bγ + C) is convex in γ; F'(γ) = 0 in closed form.
+        mw, mu = tf.linalg.matvec(m, w), tf.linalg.matvec(m, u)
+        big_a, big_b, c = tf.tensordot(u, mu, 1), tf.tensordot(u, mw, 1), tf.tensordot(w, mw, 1)
+        k = tf.tensordot(u, a, 1)
+        d = rho ** 2 * big_a - k ** 2
+        root = (-big_b - k * tf.sqrt(tf.maximum(big_a * c - big_b ** 2, 0.0) / tf.maximum(d, 1e-300))) \
+            / tf.maximum(big_a, 1e-300)
+        # Without an interior root F is monotone along u: go to the end where it is smaller.
+        edge = tf.where(k < 0, gamma_max, zero)
+        return tf.clip_by_value(tf.where(tf.logical_and(d > 0, big_a > 0), root, edge), 0.0, gamma_max)
+
+    def scale(w):
+        mw = tf.linalg.matvec(m, w)
+        return tf.abs(tf.tensordot(w, a, 1)) + rho * tf.sqrt(tf.maximum(tf.tensordot(w, mw, 1), 0.0)) + 1e-300
+
+    return _frank_wolfe(grad, line, scale, p, max_iter, tol)
 
 
 def cagrad_weights(gram, b, rho, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6):

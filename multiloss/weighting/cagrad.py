@@ -1,0 +1,75 @@
+"""CAGrad, conflict-averse gradient descent (Liu, Liu, Jin, Stone & Liu, NeurIPS 2021).
+
+With g_0 the mean gradient of the K tasks present in the batch, CAGrad
+takes the direction within a ball around g_0 that maximises the worst task's
+improvement:
+
+    max_d min_i ⟨g_i, d⟩   s.t.  ‖d − g_0‖ ≤ c‖g_0‖.
+
+Its dual is  min_{w∈Δ} g_wᵀg_0 + c‖g_0‖·‖g_w‖  (g_w = Σ w_i g_i), and
+
+    d = g_0 + (c‖g_0‖ / ‖g_w‖) g_w,
+
+so ‖d − g_0‖ = c‖g_0‖ and c = 0 gives the mean gradient.  As in the
+authors' code the update is d / (1 + c²) (``rescale: 1``; ``0``: d;
+``2``: d / (1 + c)) times K, "to match the sum loss".  The strategy weights
+λ_k = K (1/K + c‖g_0‖ w_k / ‖g_w‖) / rescale are the coefficients of the
+g_k in that update.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from pydantic import Field
+
+from . import solvers
+from .base import Params, Strategy, state_variable
+
+
+class CAGradParams(Params):
+    c: float = Field(0.5, ge=0, description="Radius of the ball around the mean gradient, in units of ‖g_0‖.")
+    rescale: Literal[0, 1, 2] = 1
+    solver: Literal["auto", "exact", "frank_wolfe"] = "auto"
+    max_iter: int = Field(250, gt=0)
+    tol: float = Field(1e-6, gt=0)
+
+
+def cagrad_coefficients(gram, present, c: float, rescale: int = 1, solver: str = "auto",
+                        max_iter: int = 250, tol: float = 1e-6):
+    """``(λ, w)``: the update Σ λ_k g_k and the dual weights w (float64)."""
+    gram = tf.cast(gram, tf.float64)
+    p = tf.cast(present, tf.float64)
+    k = tf.maximum(tf.reduce_sum(p), 1.0)
+    b = p / k
+    g0_norm = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", b, gram, b), 0.0))
+    rho = c * g0_norm
+    w = solvers.cagrad_weights(gram, b, rho, p, solver, max_iter, tol)
+    gw_norm = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", w, gram, w), 0.0))
+    lam = b + tf.math.divide_no_nan(rho, gw_norm) * w
+    div = {0: 1.0, 1: 1.0 + c ** 2, 2: 1.0 + c}[rescale]
+    return k * lam / div, w
+
+
+class CAGrad(Strategy):
+    name = "cagrad"
+    Params = CAGradParams
+    gradients = "shared"
+    reference = "Liu, Liu, Jin, Stone & Liu, NeurIPS 2021 (arXiv:2110.14048)"
+
+    def build(self):
+        self.current = state_variable(np.ones(self.num_terms), "multiloss_cagrad_weights")
+        self.state = {"current": self.current}
+
+    def weights(self, values, present, ctx):
+        return ops.convert_to_tensor(self.current)
+
+    def combine(self, gram, values, present, ctx):
+        p = self.params
+        lam, _ = cagrad_coefficients(gram, present, p.c, p.rescale, p.solver, p.max_iter, p.tol)
+        lam = tf.cast(lam, tf.float32)
+        self.current.assign(lam)
+        return lam

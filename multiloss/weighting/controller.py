@@ -1,0 +1,178 @@
+"""The weighting controller: static weights × schedules × strategy, in one place.
+
+:class:`CompositeLoss` owns one :class:`Weighting` when its spec has a
+``weighting:`` other than static or any ``schedules:``; without them it has
+none and its step is exactly as before.  The controller keeps the static
+spec weights in ``base`` (what ``set_weights`` changes), asks the strategy
+for λ, and writes the effective weights ``base × schedule × λ`` into the
+composite's one weights variable, so that the composite's ``TermTracker``
+logs them as ``<term>_weight``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from keras import ops
+
+from .. import reduction as red
+from .. import schedules as sched
+from .base import Context, Strategy, state_variable
+from .registry import STRATEGIES
+
+
+class Weighting:
+    """Static weights × schedule factors × strategy weights for one composite loss."""
+
+    def __init__(self, composite):
+        spec = composite.spec
+        ws = spec.weighting
+        cls = STRATEGIES[ws.strategy if ws else "static"]
+        self.composite = composite
+        self.strategy: Strategy = cls(cls.Params(**(ws.params if ws else {})), composite.terms)
+        self.strategy.build()
+        self.schedules = {composite._index[k]: v for k, v in spec.schedules.items()}
+        self.base = state_variable([t.weight for t in composite.terms], "multiloss_static_weights")
+        self.shared_names = list(ws.shared) if ws and ws.shared is not None else None
+        self.vectorize = bool(ws and ws.vectorize)
+        self.shared: list | None = None     # shared variables (None: from gradient connectivity)
+        self.layer: list | None = None      # GradNorm's W
+        self._step = None
+        self._own_step = None
+        self.training = False
+
+    # --- binding to a model ------------------------------------------------------
+
+    def bind(self, model) -> None:
+        """Read the step from the model's optimizer; resolve the shared variables."""
+        from .shared import infer_shared, last_layer, variables_of
+
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None:
+            self._step = optimizer.iterations
+        if not self.strategy.gradients:
+            return
+        spec = self.composite.spec
+        problems = []
+        if self.shared_names is not None:
+            self.shared, bad = variables_of(model, self.shared_names)
+            problems += [(("weighting", "shared", i), msg) for i, msg in bad]
+        else:
+            self.shared = infer_shared(model, self.composite.terms)
+        if self.strategy.gradients == "layer":
+            layer = getattr(self.strategy.params, "layer", None)
+            if layer is not None:
+                self.layer, bad = variables_of(model, [layer])
+                problems += [(("weighting", "params", "layer"), msg) for _, msg in bad]
+            elif self.shared is None:
+                problems.append((("weighting", "params", "layer"),
+                                 "GradNorm needs its layer W, and the shared layers of a subclassed model "
+                                 "cannot be read from its graph: name W here (or list the shared layers "
+                                 "in weighting.shared)"))
+            else:
+                self.layer = last_layer(self.shared)
+                if not self.layer:
+                    problems.append((("weighting", "strategy"),
+                                     "GradNorm balances the gradients of shared parameters, but no trainable "
+                                     "variable is used by two or more terms; name W in weighting.params.layer"))
+        if self.vectorize and self.shared is None:
+            problems.append((("weighting", "vectorize"),
+                             "vectorized per-task gradients need the shared layers, which cannot be read "
+                             "from a subclassed model: list them in weighting.shared"))
+        if problems:
+            raise spec.error(problems)
+
+    @property
+    def step(self):
+        """The training step (the optimizer's ``iterations``; a variable of its own if unbound)."""
+        if self._step is None:
+            if self._own_step is None:
+                self._own_step = state_variable(0, "multiloss_step", dtype="int64")
+            return self._own_step
+        return self._step
+
+    @contextlib.contextmanager
+    def in_training(self):
+        """Mark the train step being traced (strategies update their state only there)."""
+        previous, self.training = self.training, True
+        try:
+            yield
+        finally:
+            self.training = previous
+
+    def context(self) -> Context:
+        return Context(step=ops.convert_to_tensor(self.step), training=self.training,
+                       replicas=red.num_replicas())
+
+    # --- the weights ---------------------------------------------------------------
+
+    def scale(self):
+        """Static weights × schedule factors, ``[T]``."""
+        base = ops.convert_to_tensor(self.base)
+        if not self.schedules:
+            return base
+        return base * sched.factors(self.schedules, len(self.composite.terms), self.step)
+
+    def objective(self, values, present):
+        """``(total, effective weights)`` for per-replica term values (loss-weighting path)."""
+        ctx = self.context()
+        s = self.scale()
+        seen = red.cross_replica_sum(values) if self.strategy.uses_values else values
+        lam = self.strategy.weights(seen, present, ctx)
+        eff = s * lam
+        total = ops.sum(eff * values)
+        reg = self.strategy.regularizer(s, present, ctx)
+        if reg is not None:
+            total = total + reg / ctx.replicas
+        self.composite.weights.assign(eff)
+        return total, eff
+
+    def refresh(self) -> None:
+        """Recompute the effective weights eagerly (after ``set_weights``, loading, an epoch end)."""
+        n = len(self.composite.terms)
+        ctx = Context(step=ops.convert_to_tensor(self.step), training=False, replicas=1)
+        zeros, ones = ops.zeros((n,), "float32"), ops.ones((n,), "float32")
+        lam = self.strategy.weights(zeros, ones, ctx)
+        self.composite.weights.assign(ops.convert_to_numpy(self.scale() * lam))
+
+    def set_base(self, vec) -> None:
+        self.base.assign(np.asarray(vec, "float32"))
+        self.refresh()
+
+    def get_base(self) -> dict[str, float]:
+        vec = ops.convert_to_numpy(self.base)
+        return {t.name: float(w) for t, w in zip(self.composite.terms, vec)}
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self.strategy.on_epoch_end(epoch)
+        self.refresh()
+
+    # --- fit integration -----------------------------------------------------------
+
+    def fit_callbacks(self, callbacks: list) -> list:
+        """The user's callbacks with multiloss's own in front (so their logs reach History/TensorBoard)."""
+        import keras
+
+        from ..diagnostics import GradientDiagnostics
+        from .callbacks import EpochHook, WeightLogger
+
+        ours = [EpochHook(self)]
+        mine = [c for c in callbacks if isinstance(c, (WeightLogger, GradientDiagnostics))]
+        rest = [c for c in callbacks if not isinstance(c, (WeightLogger, GradientDiagnostics))]
+        if not any(isinstance(c, WeightLogger) for c in mine):
+            for c in rest:
+                if isinstance(c, keras.callbacks.TensorBoard):
+                    ours.append(WeightLogger(c.log_dir))
+                    break
+        return ours + mine + rest
+
+    # --- saving -------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        return {"strategy": self.strategy.name, "state": self.strategy.get_state()}
+
+    def set_config(self, config: dict) -> None:
+        if config.get("strategy") == self.strategy.name:
+            self.strategy.set_state(config.get("state", {}))
+        self.refresh()

@@ -1,0 +1,117 @@
+"""Which trainable variables are *shared*: those that two or more terms depend on.
+
+* Named in the spec: ``weighting.shared: [layer, ...]`` — the variables of
+  those layers (a layer nested in a sub-model is named by its own name).
+* Functional and Sequential models: read from the Keras layer graph when
+  ``ml.compile`` runs.  Walking back from the output tensors of each term
+  (its ``outputs``) to the inputs collects the layers on its path; a
+  variable is shared when the layers of two or more terms hold it.  A nested
+  model met on a path counts as a whole (all its variables).
+* Other (subclassed) models: from gradient connectivity inside the traced
+  train step — the per-task gradient of a term is ``None`` for a variable
+  its loss does not depend on — so the shared variables are those with two
+  or more non-``None`` per-task gradients.  (This needs the per-task
+  gradients of every variable, which PCGrad, MGDA and CAGrad compute anyway;
+  GradNorm then needs ``params.layer`` or ``weighting.shared``.)
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import keras
+
+
+def _output_tensors(model) -> dict | None:
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs:
+        return None
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        return dict(struct)
+    return dict(zip(model.output_names, outputs))
+
+
+def _layers_on_path(tensors) -> list:
+    seen, layers, stack = set(), [], list(tensors)
+    while stack:
+        t = stack.pop()
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            continue
+        op, node_index, _ = history
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        node = op._inbound_nodes[node_index]
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if id(op) not in {id(x) for x in layers}:
+            layers.append(op)
+        stack.extend(node.input_tensors)
+    return layers
+
+
+def term_variables(model, terms) -> dict[str, set[int]] | None:
+    """``{term: ids of the trainable variables on its path}``, or None if the graph is unknown."""
+    outputs = _output_tensors(model)
+    if outputs is None:
+        return None
+    found = {}
+    for t in terms:
+        tensors = [outputs[o] for o in t.outputs if o in outputs]
+        ids = set()
+        for layer in _layers_on_path(tensors):
+            ids.update(id(v) for v in getattr(layer, "trainable_variables", []))
+        found[t.name] = ids
+    return found
+
+
+def layer_names(model) -> list[str]:
+    """Names of every layer with trainable variables, nested ones included."""
+    names = []
+    for v in model.trainable_variables:
+        for part in v.path.split("/")[:-1]:
+            if part not in names:
+                names.append(part)
+    return names
+
+
+def variables_of(model, names: list[str]) -> tuple[list, list[tuple[int, str]]]:
+    """The trainable variables of the named layers, and ``[(index, problem)]``."""
+    known = layer_names(model)
+    problems, chosen = [], []
+    for i, name in enumerate(names):
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            problems.append((i, f"the model has no layer {name!r} with trainable variables; {hint}"
+                                f"layers: {known}"))
+            continue
+        for v in model.trainable_variables:
+            if name in v.path.split("/")[:-1] and all(v is not c for c in chosen):
+                chosen.append(v)
+    return chosen, problems
+
+
+def infer_shared(model, terms) -> list | None:
+    """The shared variables from the layer graph (model order), or None if it is unknown."""
+    per_term = term_variables(model, terms)
+    if per_term is None:
+        return None
+    counts: dict[int, int] = {}
+    for ids in per_term.values():
+        for i in ids:
+            counts[i] = counts.get(i, 0) + 1
+    return [v for v in model.trainable_variables if counts.get(id(v), 0) >= 2]
+
+
+def last_layer(variables: list) -> list:
+    """The variables of the last layer (by variable path) among ``variables``."""
+    if not variables:
+        return []
+    owner = variables[-1].path.rsplit("/", 1)[0]
+    return [v for v in variables if v.path.rsplit("/", 1)[0] == owner]

@@ -1,0 +1,172 @@
+"""The train step of the gradient strategies (GradNorm, PCGrad, MGDA, CAGrad).
+
+It replaces Keras's ``train_step`` only when such a strategy is configured;
+everything else (static, schedules, uncertainty, DWA, RLW) keeps Keras's own
+step with one backward pass.  Per step:
+
+1. One forward pass under a persistent tape; the composite gives each term's
+   value L_i (per replica; exact global values are their cross-replica sum)
+   and whether the term is present in the batch.
+2. Per-task gradients, only where the strategy needs them:
+
+   * GradNorm: ∇_W L_i for its layer W only (T short backward passes, each
+     through one head to W; or one ``tape.jacobian`` with ``vectorize``), then
+     one full backward pass of Σ s_i w_i L_i.
+   * PCGrad / MGDA / CAGrad: ∇L_i for every trainable variable, in T
+     backward passes — or, with ``weighting.vectorize: true``, in one
+     vectorised ``tape.jacobian`` (``pfor``).  The gradients of the shared
+     variables are stacked into G (``[T, P]``, all-reduced across replicas)
+     and only the Gram matrix G Gᵀ reaches the strategy.
+
+3. The strategy returns λ; the shared variables get Σ_i s_i λ_i ∇L_i (local
+   per-replica gradients, so the optimizer's cross-replica sum is exact), the
+   task-specific ones s_i ∇L_i (GradNorm: s_i w_i ∇L_i for every variable),
+   plus the gradient of the model's regularization losses.
+4. The effective weights s·λ go into the composite's weights variable, and the
+   loss tracker, the term tracker and the metrics are updated as in Keras.
+
+Terms absent from the batch, and terms whose scaled weight s_i is 0, are
+left out of the strategy (``present`` = 0).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from keras import ops
+from keras.src.losses import loss as loss_module
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from .. import reduction as red
+
+
+def _dense(g):
+    return tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+
+
+def _stack_rows(per_task, shape, dtype):
+    rows = [tf.zeros(shape, dtype) if g is None else _dense(g) for g in per_task]
+    return tf.stack(rows)
+
+
+def _batch_size(x):
+    flat = [t for t in tf.nest.flatten(x) if t is not None]
+    return tf.shape(flat[0])[0]
+
+
+def _all_reduce(values, jac):
+    """Global term values and per-task gradients, in ONE all-reduce.
+
+    (Independent collectives may run in a different order on each replica.)
+    """
+    if red.num_replicas() == 1:
+        return values, jac
+    n = values.shape[0]
+    packed = red.cross_replica_sum(tf.concat([values, tf.reshape(tf.cast(jac, values.dtype), [-1])], 0))
+    return packed[:n], tf.reshape(packed[n:], tf.shape(jac))
+
+
+def gradient_train_step(model, data, weighting):
+    """One training step of a gradient strategy (see the module docstring)."""
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    composite = model._compile_loss
+    strategy = weighting.strategy
+    num = len(composite.terms)
+    trainable = model.trainable_weights
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        per_term, present = composite._values(y, y_pred, sample_weight)
+        values = ops.stack(per_term)
+        reg = None
+        if model.losses:
+            reg = ops.sum(ops.stack([model._aggregate_additional_loss(extra) for extra in model.losses]))
+        loss_scale = ops.convert_to_tensor(model.optimizer.scale_loss(ops.ones((), values.dtype)))
+        # Each term's (scaled) value is its own scalar: its gradient touches only its subgraph.
+        per_task_losses = [v * loss_scale for v in per_term]
+        scaled = ops.stack(per_task_losses)
+        scaled_reg = reg * loss_scale if reg is not None else None
+    ctx = weighting.context()
+    s = weighting.scale()
+    active = present * ops.cast(s > 0, "float32")
+
+    if strategy.gradients == "layer":                       # GradNorm
+        layer = weighting.layer
+        if weighting.vectorize:
+            jac = tape.jacobian(scaled, layer, experimental_use_pfor=True)
+            rows = tf.concat([tf.reshape(tf.zeros((num, *v.shape), v.dtype) if g is None else g, [num, -1])
+                              for g, v in zip(jac, layer)], 1)
+            global_values, jac = _all_reduce(values, rows)
+            jac = jac / loss_scale
+            sq = tf.reduce_sum(tf.square(jac), 1)
+        elif ctx.replicas == 1:
+            sq = []
+            for i in range(num):
+                grads = tape.gradient(per_task_losses[i], layer)
+                sq.append(tf.add_n([tf.reduce_sum(tf.square(_dense(g))) for g in grads if g is not None]
+                                   or [tf.zeros(())]))
+            sq = tf.stack(sq) / tf.square(loss_scale)
+            global_values = values
+        else:
+            rows = []
+            for i in range(num):
+                grads = tape.gradient(per_task_losses[i], layer)
+                rows.append(tf.concat([tf.reshape(tf.zeros_like(v) if g is None else _dense(g), [-1])
+                                       for g, v in zip(grads, layer)], 0))
+            global_values, jac = _all_reduce(values, tf.stack(rows))
+            jac = jac / loss_scale
+            sq = tf.reduce_sum(tf.square(jac), 1)
+        lam = tf.stop_gradient(strategy.combine(tf.linalg.diag(sq), global_values, active, ctx))
+        eff = s * lam
+        if reg is None:
+            grads = tape.gradient(scaled, trainable, output_gradients=eff)
+        else:
+            grads = tape.gradient([scaled, scaled_reg], trainable,
+                                  output_gradients=[eff, tf.ones_like(scaled_reg)])
+    else:                                                     # PCGrad, MGDA, CAGrad
+        if weighting.vectorize:
+            jac = tape.jacobian(scaled, trainable, experimental_use_pfor=True)
+            per_var = [None if j is None else _dense(j) for j in jac]
+            connected = None
+        else:
+            per_task = [tape.gradient(per_task_losses[i], trainable) for i in range(num)]
+            per_var = []
+            connected = []
+            for k, v in enumerate(trainable):
+                col = [per_task[i][k] for i in range(num)]
+                connected.append(sum(g is not None for g in col))
+                per_var.append(None if connected[-1] == 0 else _stack_rows(col, v.shape, v.dtype))
+        if weighting.shared is not None:
+            ids = {id(v) for v in weighting.shared}
+            is_shared = [id(v) in ids for v in trainable]
+        else:
+            is_shared = [c >= 2 for c in connected]
+        shared_rows = [tf.reshape(g, [num, -1]) for g, sh in zip(per_var, is_shared) if sh and g is not None]
+        s_col = s[:, None]
+        if shared_rows:
+            global_values, jac = _all_reduce(values, tf.concat(shared_rows, 1))
+            jac = jac * s_col / loss_scale
+            gram = tf.matmul(jac, jac, transpose_b=True)
+            lam = tf.stop_gradient(strategy.combine(gram, global_values * s, active, ctx))
+        else:
+            lam = tf.ones([num], "float32")
+        eff = s * lam
+        grads = []
+        for g, sh in zip(per_var, is_shared):
+            if g is None:
+                grads.append(None)
+                continue
+            coef = eff if sh else s
+            grads.append(tf.tensordot(coef, g, 1))
+        if reg is not None:
+            reg_grads = tape.gradient(scaled_reg, trainable)
+            grads = [r if g is None else (g if r is None else g + _dense(r)) for g, r in zip(grads, reg_grads)]
+    del tape
+
+    pairs = [(g, v) for g, v in zip(grads, trainable) if g is not None]
+    if pairs:
+        model.optimizer.apply_gradients(pairs)
+    composite.weights.assign(eff)
+    total = ops.sum(eff * values) + (reg if reg is not None else 0.0)
+    batch = _batch_size(x)
+    composite.tracker.update_state(values * ctx.replicas, composite.weights, batch)
+    model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(total), sample_weight=batch)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

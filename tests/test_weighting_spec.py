@@ -1,0 +1,133 @@
+"""`weighting:` in the spec: every strategy selectable from YAML, errors that name the YAML path."""
+
+import keras
+import numpy as np
+import pytest
+
+import multiloss as ml
+from multiloss.weighting import STRATEGIES
+
+HEADS = "outputs:\n  cls: {loss: categorical_crossentropy}\n  reg: {loss: mse, weight: 0.5}\n"
+
+
+def _model():
+    x = keras.Input((4,))
+    h = keras.layers.Dense(5, name="trunk")(x)
+    return keras.Model(x, {"cls": keras.layers.Dense(3, activation="softmax", name="cls")(h),
+                           "reg": keras.layers.Dense(2, name="reg")(h)})
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ml.SpecError) as info:
+        ml.load_spec(text)
+    return str(info.value)
+
+
+def test_the_eight_strategies_are_registered_and_load_from_yaml():
+    assert sorted(STRATEGIES) == sorted(["static", "uncertainty", "dwa", "gradnorm", "pcgrad", "rlw",
+                                         "mgda", "cagrad"])
+    for name in STRATEGIES:
+        spec = ml.load_spec(HEADS + f"weighting: {{strategy: {name}}}\n")
+        composite = ml.build_loss(spec)
+        if name == "static":
+            assert composite.weighting is None          # nothing dynamic: the plain static path
+        else:
+            assert composite.weighting.strategy.name == name
+        assert ml.load_spec(spec.to_dict()).weighting.strategy == name
+
+
+def test_a_spec_without_weighting_keeps_the_static_path():
+    composite = ml.build_loss(HEADS)
+    assert composite.weighting is None
+    assert composite.spec.to_dict().keys() == {"outputs"}
+
+
+@pytest.mark.parametrize("tail,where,message", [
+    ("weighting: {strategy: gradnrom}", "weighting.strategy",
+     "unknown strategy 'gradnrom'; did you mean 'gradnorm'? valid: static, uncertainty, dwa, gradnorm, "
+     "pcgrad, rlw, mgda, cagrad"),
+    ("weighting: {strategy: gradnorm, params: {alph: 1.5}}", "weighting.params.alph",
+     "strategy 'gradnorm' has no parameter 'alph'; valid: alpha, lr, layer"),
+    ("weighting: {strategy: static, params: {x: 1}}", "weighting.params.x",
+     "strategy 'static' has no parameter 'x'; valid: none (it takes no params)"),
+    ("weighting: {strategy: gradnorm, params: {alpha: -1}}", "weighting.params.alpha",
+     "greater than or equal to 0"),
+    ("weighting: {strategy: dwa, params: {temperature: hot}}", "weighting.params.temperature",
+     "valid number"),
+    ("weighting: {strategy: mgda, params: {solver: newton}}", "weighting.params.solver",
+     "'auto', 'exact' or 'frank_wolfe'"),
+    ("weighting: {strategy: uncertainty, params: {kinds: {clss: classification}}}",
+     "weighting.params.kinds.clss", "no term named 'clss'; terms: ['cls', 'reg']"),
+    ("weighting: {strategy: uncertainty, params: {kinds: {cls: ordinal}}}",
+     "weighting.params.kinds.cls", "'regression' or 'classification'"),
+    ("weighting: {strategy: dwa, vectorize: true}", "weighting.vectorize", "'dwa' has nothing to vectorize"),
+    ("weighting: {strategy: rlw, shared: [trunk]}", "weighting.shared", "has no use for shared parameters"),
+    ("weighting: {strategy: pcgrad, params: {seed: 1}, sharde: [trunk]}", "weighting.sharde", "unknown key"),
+])
+def test_weighting_errors_name_the_yaml_path_and_the_valid_choices(tail, where, message):
+    rendered = _error(HEADS + tail + "\n")
+    assert f":4: {where}:" in rendered, rendered
+    assert message in rendered, rendered
+
+
+def test_shared_layers_and_gradnorm_layer_are_checked_against_the_model():
+    with pytest.raises(ml.SpecError, match=r"weighting\.shared\.0: the model has no layer 'trunc'.*"
+                                           r"did you mean 'trunk'\?.*layers: \['trunk', 'cls', 'reg'\]"):
+        ml.compile(_model(), HEADS + "weighting: {strategy: pcgrad, shared: [trunc]}\n")
+    with pytest.raises(ml.SpecError, match=r"weighting\.params\.layer: the model has no layer 'trnk'"):
+        ml.compile(_model(), HEADS + "weighting: {strategy: gradnorm, params: {layer: trnk}}\n")
+    model = ml.compile(_model(), HEADS + "weighting: {strategy: gradnorm, params: {layer: trunk}}\n")
+    assert [v.path for v in model.loss.weighting.layer] == ["trunk/kernel", "trunk/bias"]
+
+
+def test_shared_parameters_are_inferred_from_the_layer_graph():
+    from multiloss.examples import siamese_model
+
+    model = ml.compile(siamese_model(), "configs/siamese.yaml", optimizer="sgd")
+    assert model.loss.weighting is None
+    from multiloss.weighting import infer_shared
+
+    shared = {v.path for v in infer_shared(model, model.loss.terms)}
+    # The CNN feeds every term; the classifier feeds ctg_out_1 and ctg_out_2; bin_out's Dense only bin_out.
+    want = {v.path for v in model.get_layer("shared_cnn").trainable_variables}
+    want |= {v.path for v in model.get_layer("classifier").trainable_variables}
+    assert shared == want
+    spec = ml.load_spec("configs/siamese.yaml").to_dict()
+    spec["weighting"] = {"strategy": "gradnorm"}
+    model = ml.compile(siamese_model(), spec, optimizer="sgd")
+    # GradNorm's W: the last layer holding shared variables.
+    assert [v.path for v in model.loss.weighting.layer] == ["classifier/kernel", "classifier/bias"]
+
+
+class SubclassedTwoHeads(keras.Model):
+    """A subclassed model: no layer graph to read (it names its outputs for ml.compile)."""
+
+    def __init__(self):
+        super().__init__()
+        self.output_names = ["a", "b"]
+        self.trunk = keras.layers.Dense(5)
+        self.a = keras.layers.Dense(1)
+        self.b = keras.layers.Dense(1)
+
+    def call(self, x):
+        h = self.trunk(x)
+        return {"a": self.a(h), "b": self.b(h)}
+
+
+def test_subclassed_models_use_gradient_connectivity_or_named_layers():
+    spec = "outputs: {a: {loss: mse}, b: {loss: mse}}\nweighting: {strategy: gradnorm}\n"
+    model = SubclassedTwoHeads()
+    model(np.zeros((2, 3), "float32"))
+    with pytest.raises(ml.SpecError, match=r"weighting\.params\.layer: GradNorm needs its layer W"):
+        ml.compile(model, spec, optimizer="sgd")
+    # PCGrad finds the shared variables from which per-task gradients are not None.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = {"a": rng.normal(size=(8, 1)).astype("float32"), "b": rng.normal(size=(8, 1)).astype("float32")}
+    model = SubclassedTwoHeads()
+    model(x)
+    ml.compile(model, "outputs: {a: {loss: mse}, b: {loss: mse}}\nweighting: {strategy: pcgrad}\n",
+               optimizer="sgd")
+    assert model.loss.weighting.shared is None
+    hist = model.fit(x, y, epochs=1, batch_size=8, verbose=0).history
+    assert {"a_weight", "b_weight"} <= set(hist)
