@@ -196,3 +196,11 @@ def test_masked_head_metrics_skip_missing_pixels_and_missing_target_is_named():
     y_no_same = {k: np.eye(preds[k].shape[-1])[np.zeros(6, int)] for k in ("ctg_out_1", "ctg_out_2", "bin_out")}
     with pytest.raises(ml.SpecError, match=r"terms\.0\.loss: term 'contrastive': y has no target 'same'"):
         siamese.compute(y_no_same, preds)
+
+
+def test_out_of_range_label_inside_fit_names_the_term():
+    model = _model()
+    ml.compile(model, "outputs:\n  cls: {loss: sparse_categorical_crossentropy}\n", optimizer="sgd")
+    x, _ = _data(16)
+    with pytest.raises(Exception, match=r"outputs\.cls\.loss: term 'cls': label out of range .* 0\.\.2"):
+        model.fit(x, {"cls": np.array([0, 1, 2, 5] * 4)}, verbose=0)
