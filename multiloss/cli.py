@@ -208,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .errors import SpecError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["incremental"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Its own parser takes the rest (argparse's REMAINDER refuses a leading option).
+        args = argparse.Namespace(fn=cmd_incremental, rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except SpecError as exc:

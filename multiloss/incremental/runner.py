@@ -1,0 +1,315 @@
+"""``multiloss incremental CONFIG``: a whole class-incremental scenario from a config.
+
+Artifacts in ``output_dir/<name>``, each written atomically:
+
+* ``config.yaml``: the resolved config;
+* ``metrics.json``: accuracy on all seen classes after each step, each
+  task's accuracy (the accuracy matrix), average incremental accuracy, last
+  accuracy, forgetting (Chaudhry et al. 2018), the same on the validation
+  split, the last step's confusion matrix, minutes;
+* ``history.json`` / ``history.csv``: every stage's epochs with each loss
+  term and weight;
+* ``accuracy.png`` and ``confusion.png``;
+* ``checkpoints/``: the network's weights and the exemplar memory after the
+  last completed step, then ``state.json`` (written last).  ``--resume``
+  continues at the step after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .. import atomic
+from ..data import Part, get_source
+from ..errors import SpecError
+from ..runner import write_history
+from .config import IncrementalConfig, load_incremental_config, make_optimizer
+from .learner import ClassData, Learner
+from .memory import ExemplarMemory
+from .methods import Method, Step
+from .metrics import (
+    average_incremental_accuracy,
+    class_order,
+    confusion_matrix,
+    forgetting,
+    task_accuracies,
+)
+from .network import IncrementalNet, get_backbone
+from .plots import plot_accuracy, plot_confusion
+
+STATE = "state.json"
+
+
+# --- the scenario -------------------------------------------------------------
+
+class Scenario:
+    """Data of a config as class positions, the class order and the steps' group sizes."""
+
+    def __init__(self, cfg: IncrementalConfig):
+        splits = get_source(cfg.data.source)(seed=cfg.seed, **cfg.data.params)
+        parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+        for split, part in parts.items():
+            if part is not None and (part.is_dataset or "class" not in (part.y or {})):
+                raise cfg.error([(("data", "source"), f"the {split} split must be arrays with a `class` "
+                                                      "target (class ids) for an incremental run")])
+        if splits.test is None:
+            raise cfg.error([(("data", "source"), "an incremental run needs a test split")])
+        labels = np.concatenate([p.y["class"] for p in parts.values() if p is not None])
+        num_classes = int(splits.info.get("num_classes") or labels.max() + 1)
+        sc = cfg.scenario
+        order = list(sc.class_order) if sc.class_order is not None else class_order(num_classes, sc.order_seed)
+        if sorted(order) != list(range(num_classes)):
+            raise cfg.error([(("scenario", "class_order"), f"must be a permutation of the {num_classes} "
+                                                           f"class ids 0..{num_classes - 1}")])
+        if sc.initial > num_classes:
+            raise cfg.error([(("scenario", "initial"), f"{sc.initial} initial classes, but the data has "
+                                                       f"{num_classes}")])
+        if sc.steps is None:
+            if (num_classes - sc.initial) % sc.increment:
+                raise cfg.error([(("scenario", "increment"), f"the {num_classes - sc.initial} classes after "
+                                  f"the first step do not split into steps of {sc.increment}; change "
+                                  "`increment` or set `steps`")])
+            n_steps = 1 + (num_classes - sc.initial) // sc.increment
+        else:
+            n_steps = sc.steps
+            if sc.initial + (n_steps - 1) * sc.increment > num_classes:
+                raise cfg.error([(("scenario", "steps"), f"{n_steps} steps need {sc.initial} + "
+                                  f"{n_steps - 1}×{sc.increment} classes; the data has {num_classes}")])
+        self.order = order
+        self.groups = [sc.initial] + [sc.increment] * (n_steps - 1)
+        names = splits.info.get("class_names") or [str(i) for i in range(num_classes)]
+        self.class_names = [str(names[c]) for c in order]
+        self.info = splits.info
+        position = np.empty(num_classes, "int64")
+        position[np.asarray(order)] = np.arange(num_classes)
+        self.parts = {k: None if p is None else self._positions(p, position) for k, p in parts.items()}
+
+    @staticmethod
+    def _positions(part: Part, position: np.ndarray) -> ClassData:
+        return ClassData(np.asarray(part.x), position[np.asarray(part.y["class"])].astype("int32"))
+
+    def step(self, index: int) -> Step:
+        return Step(index, tuple(self.groups[: index + 1]))
+
+
+def build_net(cfg: IncrementalConfig, info: dict, method: Method) -> IncrementalNet:
+    backbone = get_backbone(cfg.model.builder)(info, **cfg.model.params)
+    return IncrementalNet(backbone, nonnegative_head=method.head["nonnegative"], head_bias=method.head["bias"])
+
+
+def evaluate(method: Method, learner: Learner, data: ClassData, step: Step) -> dict:
+    """Accuracy on every seen class, per task, and the predictions (class positions)."""
+    x, y = data.of(range(step.num_total))
+    pred = method.predict(learner, x)
+    out = {"accuracy": float((pred == y).mean()), "task_accuracy": task_accuracies(y, pred, step.groups),
+           "y": y, "pred": pred}
+    if method.classifier != "cnn":
+        out["accuracy_cnn"] = float((learner.net.logits(x).argmax(-1) == y).mean())
+    return out
+
+
+# --- checkpoints ----------------------------------------------------------------
+
+def read_state(run_dir: Path) -> dict | None:
+    path = run_dir / "checkpoints" / STATE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    files = [state["weights"]] + ([state["memory"]] if state.get("memory") else [])
+    return state if all((run_dir / "checkpoints" / f).exists() for f in files) else None
+
+
+def save_checkpoint(run_dir: Path, step: int, learner: Learner, state: dict) -> None:
+    ckpt = run_dir / "checkpoints"
+    weights = f"step-{step:02d}-weights.npz"
+    arrays = {f"w{i:03d}": w for i, w in enumerate(learner.net.get_weights())}
+    atomic.write_with(ckpt / weights, lambda tmp: np.savez(tmp, **arrays))
+    memory = None
+    if learner.memory is not None:
+        memory = f"step-{step:02d}-memory.npz"
+        learner.memory.save(ckpt / memory)
+    state = {**state, "weights": weights, "memory": memory}
+    atomic.write_text(ckpt / STATE, json.dumps(state, indent=1))
+    for old in ckpt.glob("step-*.npz"):
+        if old.name not in (weights, memory):
+            old.unlink()
+
+
+def load_checkpoint(run_dir: Path, state: dict, learner: Learner) -> None:
+    ckpt = run_dir / "checkpoints"
+    learner.net.expand(state["num_classes"])
+    with np.load(ckpt / state["weights"], allow_pickle=False) as f:
+        learner.net.set_weights([f[k] for k in sorted(f.files)])
+    if state.get("memory"):
+        learner.memory = ExemplarMemory.load(ckpt / state["memory"])
+
+
+# --- the summary ----------------------------------------------------------------
+
+def summarize(cfg: IncrementalConfig, scenario: Scenario, method: Method, steps: list[dict],
+              confusion: np.ndarray | None) -> dict:
+    n = len(scenario.groups)
+    matrix = np.full((len(steps), n), np.nan)
+    for t, s in enumerate(steps):
+        matrix[t, : len(s["task_accuracy"])] = s["task_accuracy"]
+    acc = [s["accuracy"] for s in steps]
+    out = {
+        "name": cfg.name, "method": method.name, "method_params": method.params.model_dump(),
+        "class_order": scenario.order, "class_names": scenario.class_names, "groups": scenario.groups,
+        "complete": len(steps) == n, "steps": steps, "accuracy": acc,
+        "average_incremental_accuracy": average_incremental_accuracy(acc) if acc else None,
+        "last_accuracy": acc[-1] if acc else None,
+        "forgetting": forgetting(matrix) if len(steps) else None,
+        "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
+        "minutes": round(sum(s["seconds"] for s in steps) / 60, 3),
+    }
+    if steps and "val_accuracy" in steps[0]:
+        val = [s["val_accuracy"] for s in steps]
+        out["val"] = {"accuracy": val, "average_incremental_accuracy": average_incremental_accuracy(val),
+                      "last_accuracy": val[-1]}
+    if confusion is not None:
+        out["confusion_matrix"] = confusion.tolist()
+    return out
+
+
+def write_artifacts(run_dir: Path, summary: dict, history: list[dict]) -> None:
+    atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
+    if history:
+        write_history(run_dir, history)
+    if summary["steps"]:
+        who = summary["name"] if summary["name"] == summary["method"] else f"{summary['name']} ({summary['method']})"
+        plot_accuracy(summary["steps"], run_dir / "accuracy.png", f"{who}: accuracy after each step")
+    if "confusion_matrix" in summary:
+        k = len(summary["confusion_matrix"])
+        plot_confusion(np.asarray(summary["confusion_matrix"]), summary["class_names"][:k],
+                       run_dir / "confusion.png",
+                       f"{summary['method']}: confusion after step {len(summary['steps']) - 1} (test)")
+
+
+def format_summary(summary: dict) -> str:
+    from ..quickstart import format_table
+
+    rows = []
+    for s in summary["steps"]:
+        tasks = " ".join(f"{a:.3f}" for a in s["task_accuracy"])
+        rows.append([str(s["step"]), str(s["num_classes"]), f"{s['accuracy']:.4f}", tasks,
+                     f"{s['seconds']:.1f}"])
+    table = format_table(rows, ["step", "classes", "accuracy", "per task", "seconds"])
+    f = summary["forgetting"]
+    return (f"{table}\naverage incremental accuracy {summary['average_incremental_accuracy']:.4f}, "
+            f"last accuracy {summary['last_accuracy']:.4f}, forgetting "
+            f"{'n/a' if f is None else f'{f:.4f}'}, {summary['minutes']:.2f} min")
+
+
+# --- the run ----------------------------------------------------------------------
+
+def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overrides: list[str] | None = None,
+                    resume: bool = False, quiet: bool = False) -> dict:
+    """Run a class-incremental scenario end to end; returns the summary (``metrics.json``)."""
+    cfg = config if isinstance(config, IncrementalConfig) else load_incremental_config(config, overrides)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    method = cfg.make_method()
+    run_dir = cfg.run_dir
+    state = read_state(run_dir) if resume else None
+    if resume and state is None:
+        say(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
+    if state is not None and state["fingerprint"] != cfg.fingerprint():
+        changed = sorted(k for k in cfg.fingerprint() if state["fingerprint"].get(k) != cfg.fingerprint()[k])
+        raise cfg.error([((k,), f"differs from the run being resumed in {run_dir}; resume with the same "
+                                "config, or give the run another `name`") for k in changed])
+    scenario = Scenario(cfg)  # loads the data and checks the scenario against it
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_temporaries(run_dir)
+    atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
+    keras.utils.set_random_seed(cfg.seed)
+    net = build_net(cfg, scenario.info, method)
+    memory = None
+    if method.replay and cfg.memory is not None:
+        memory = ExemplarMemory(cfg.memory.budget, cfg.memory.selection, cfg.memory.per_class, seed=cfg.seed)
+    learner = Learner(net, memory, scenario.parts["train"], epochs=cfg.train.epochs,
+                      batch_size=cfg.train.batch_size, verbose=cfg.train.verbose,
+                      optimizer=lambda scale, steps: make_optimizer(
+                          cfg.optimizer, scale, steps if cfg.train.lr_schedule == "cosine" else None))
+    steps: list[dict] = []
+    confusion = None
+    if state is not None:
+        load_checkpoint(run_dir, state, learner)
+        steps, learner.history = list(state["steps"]), list(state["history"])
+        confusion = np.asarray(state["confusion"]) if state.get("confusion") else None
+        say(f"resuming {cfg.name} after step {state['step']}")
+    say(f"{cfg.name}: {method!r}, class order {scenario.order}, steps of {scenario.groups} classes")
+    if cfg.memory is not None and not method.replay:
+        say(f"note: {method.name} keeps no exemplars; `memory` is not used")
+
+    for t in range(len(steps), len(scenario.groups)):
+        step = scenario.step(t)
+        start = time.perf_counter()
+        keras.utils.set_random_seed(cfg.seed * 7919 + t)  # each step alike, resumed or not
+        learner.run_step(method, step)
+        test = evaluate(method, learner, scenario.parts["test"], step)
+        record = {"step": t, "num_classes": step.num_total,
+                  "classes": scenario.class_names[step.num_old: step.num_total],
+                  "accuracy": test["accuracy"], "task_accuracy": test["task_accuracy"]}
+        if "accuracy_cnn" in test:
+            record["accuracy_cnn"] = test["accuracy_cnn"]
+        if scenario.parts["val"] is not None:
+            val = evaluate(method, learner, scenario.parts["val"], step)
+            record.update(val_accuracy=val["accuracy"], val_task_accuracy=val["task_accuracy"])
+        if learner.memory is not None:
+            record["memory"] = list(learner.memory.counts().values())
+        record.update(learner.notes)
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        steps.append(record)
+        confusion = confusion_matrix(test["y"], test["pred"], step.num_total)
+        summary = summarize(cfg, scenario, method, steps, confusion)
+        save_checkpoint(run_dir, t, learner, {
+            "step": t, "num_classes": step.num_total, "steps": steps, "history": learner.history,
+            "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint()})
+        write_artifacts(run_dir, summary, learner.history)
+        say(f"step {t}: {step.num_total} classes, accuracy {record['accuracy']:.4f} "
+            f"(tasks {' '.join(f'{a:.3f}' for a in record['task_accuracy'])}), {record['seconds']:.1f} s")
+
+    summary = summarize(cfg, scenario, method, steps, confusion)
+    write_artifacts(run_dir, summary, learner.history)
+    say(format_summary(summary))
+    say(f"artifacts: {run_dir}")
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="multiloss incremental",
+                                description="Run a class-incremental scenario from a config.")
+    p.add_argument("config", help="incremental config YAML (see configs/incremental_*.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue after the last completed step")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config field (repeatable), e.g. --set method.name=lwf")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``multiloss incremental CONFIG [--resume] [--set k.path=v ...]``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        run_incremental(args.config, args.set, resume=args.resume)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (LookupError, FileNotFoundError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; `multiloss incremental CONFIG --resume` continues after the last completed step",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = ["run_incremental", "main", "Scenario", "evaluate", "summarize", "format_summary"]
