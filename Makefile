@@ -4,7 +4,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench bench-weighting bench-incremental clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
+
+bench-weighting: $(STAMP)
+	$(PY) benchmarks/weighting.py
+	$(PY) benchmarks/weighting_real.py
+
+bench-incremental: $(STAMP)
+	$(PY) benchmarks/incremental.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
