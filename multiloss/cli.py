@@ -206,16 +206,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import SpecError
-
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["incremental"] and argv[1:2] not in (["-h"], ["--help"]):
         # Its own parser takes the rest (argparse's REMAINDER refuses a leading option).
         args = argparse.Namespace(fn=cmd_incremental, rest=argv[1:])
     else:
         args = build_parser().parse_args(argv)
+    return run_guarded(lambda: args.fn(args),
+                       "`multiloss train CONFIG --resume` continues from the last checkpoint")
+
+
+def run_guarded(call, resume_hint: str) -> int:
+    """Run a command; report user errors as one message (no traceback) and an exit status."""
+    from .errors import SpecError
+
     try:
-        return args.fn(args)
+        status = call()
+        return status if isinstance(status, int) else 0
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -223,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; `multiloss train CONFIG --resume` continues from the last checkpoint",
-              file=sys.stderr)
+        print(f"interrupted; {resume_hint}", file=sys.stderr)
         return 130
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import numpy as np
 
 from .. import atomic
 from ..data import Part, get_source
-from ..errors import SpecError
 from ..runner import write_history
 from .config import IncrementalConfig, load_incremental_config, make_optimizer
 from .learner import ClassData, Learner
@@ -296,20 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``multiloss incremental CONFIG [--resume] [--set k.path=v ...]``; returns the exit status."""
+    from ..cli import run_guarded
+
     args = build_parser().parse_args(argv)
-    try:
-        run_incremental(args.config, args.set, resume=args.resume)
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (LookupError, FileNotFoundError) as exc:
-        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; `multiloss incremental CONFIG --resume` continues after the last completed step",
-              file=sys.stderr)
-        return 130
-    return 0
+    return run_guarded(lambda: run_incremental(args.config, args.set, resume=args.resume),
+                       "`multiloss incremental CONFIG --resume` continues after the last completed step")
 
 
 __all__ = ["run_incremental", "main", "Scenario", "evaluate", "summarize", "format_summary"]
