@@ -238,7 +238,7 @@ class CompositeLoss:
                 t, f"target shape {tuple(target.shape)} cannot match prediction shape {ps}: "
                    f"loss {t.loss_label!r} expects {rule}")
 
-    def _check_labels(self, t: Term, ids, n_classes: int) -> None:
+    def _check_labels(self, t: Term, ids, n_classes: int):
         msg = (f"{self.spec.source}: {'.'.join(map(str, t.path))}: term {t.name!r}: label out of "
                f"range for sparse loss {t.loss_label!r}: valid class ids are 0..{n_classes - 1}")
         if tf.executing_eagerly():
@@ -247,10 +247,11 @@ class CompositeLoss:
                 bad = arr[(arr < 0) | (arr >= n_classes)][0]
                 raise self._where(t, f"label {bad} out of range for sparse loss "
                                      f"{t.loss_label!r}: valid class ids are 0..{n_classes - 1}")
-            return
-        # In a tf.function these stateful asserts run without being wired in.
-        tf.debugging.assert_non_negative(ids, message=msg)
-        tf.debugging.assert_less(ids, tf.cast(n_classes, ids.dtype), message=msg)
+            return ids
+        checks = [tf.debugging.assert_non_negative(ids, message=msg),
+                  tf.debugging.assert_less(ids, tf.cast(n_classes, ids.dtype), message=msg)]
+        with tf.control_dependencies(checks):
+            return tf.identity(ids)
 
     def _term(self, t: Term, y_true: dict, y_pred: dict, sample_weight):
         """Per-element values L and element weights W (or None) for one term."""
@@ -263,7 +264,11 @@ class CompositeLoss:
             target = ops.where(valid, target, ops.zeros_like(target))
         sparse = t.loss.target == "sparse"
         if sparse and "ignore_class" not in t.loss.params and not isinstance(pred, list):
-            self._check_labels(t, red.class_ids(target, pred, True), pred.shape[-1])
+            ids = self._check_labels(t, red.class_ids(target, pred, True), pred.shape[-1])
+            if not tf.executing_eagerly():
+                # The loss must consume the checked ids: otherwise TensorFlow may run
+                # the loss first and fail with its own message about the label.
+                target = ops.reshape(ops.cast(ids, target.dtype), ops.shape(target))
         values = ops.cast(t.loss(target, pred), self.dtype)
         sw = sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
         if sw is not None:
