@@ -82,23 +82,16 @@ def data_names() -> list[str]:
 
 def get_source(name: str) -> DataSource:
     """A registered source, or a ``module:function`` (normalised to return Splits)."""
-    from .imports import import_object, is_import_string
+    from .imports import is_import_string, lookup
 
-    if is_import_string(name):
-        fn = import_object(name)
+    fn = lookup(name, _SOURCES, "data source")
+    if not is_import_string(name):
+        return fn
 
-        def user_source(seed: int, **params) -> Splits:
-            return _normalise(fn(seed=seed, **params) if _takes_seed(fn) else fn(**params))
+    def user_source(seed: int, **params) -> Splits:
+        return _normalise(fn(seed=seed, **params) if _takes_seed(fn) else fn(**params))
 
-        return user_source
-    if name not in _SOURCES:
-        import difflib
-
-        close = difflib.get_close_matches(name, _SOURCES, n=2)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise LookupError(f"unknown data source {name!r}; {hint}built-in sources: {', '.join(data_names())}; "
-                          "or give an import string 'package.module:function'")
-    return _SOURCES[name]
+    return user_source
 
 
 def _takes_seed(fn) -> bool:

@@ -28,3 +28,20 @@ def import_object(ref: str) -> Callable:
     if not callable(obj):
         raise LookupError(f"import string {ref!r} names a {type(obj).__name__}, not a function or class")
     return obj
+
+
+def lookup(name: str, registry: dict, kind: str, hint: str = "") -> Callable:
+    """A registry entry by name, or the object an import string names.
+
+    An unknown name raises ``LookupError`` with a did-you-mean and the valid names.
+    """
+    import difflib
+
+    if is_import_string(name):
+        return import_object(name)
+    if name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(name, registry, n=2)
+    maybe = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise LookupError(f"unknown {kind} {name!r}; {maybe}built-in: {', '.join(sorted(registry))}; "
+                      f"or give an import string 'package.module:function'{hint}")

@@ -38,18 +38,10 @@ def model_names() -> list[str]:
 
 
 def get_builder(name: str) -> ModelBuilder:
-    from .imports import import_object, is_import_string
+    """A registered builder, or the function a ``module:function`` names."""
+    from .imports import lookup
 
-    if is_import_string(name):
-        return import_object(name)
-    if name not in _BUILDERS:
-        import difflib
-
-        close = difflib.get_close_matches(name, _BUILDERS, n=2)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise LookupError(f"unknown model {name!r}; {hint}built-in models: {', '.join(model_names())}; "
-                          "or give an import string 'package.module:function'")
-    return _BUILDERS[name]
+    return lookup(name, _BUILDERS, "model")
 
 
 def _cnn_trunk(input_shape, filters, dense: int, name: str) -> keras.Sequential:

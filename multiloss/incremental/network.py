@@ -41,19 +41,10 @@ BACKBONES: dict[str, BackboneBuilder] = {"cnn": cnn, "mlp": mlp}
 
 def get_backbone(name: str) -> BackboneBuilder:
     """A built-in backbone builder or a ``package.module:function``."""
-    from ..imports import import_object, is_import_string
+    from ..imports import lookup
 
-    if is_import_string(name):
-        return import_object(name)
-    if name not in BACKBONES:
-        import difflib
-
-        close = difflib.get_close_matches(name, BACKBONES, n=2)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise LookupError(f"unknown backbone {name!r}; {hint}built-in backbones: {', '.join(BACKBONES)}; "
-                          "or give an import string 'package.module:function' returning a Keras model "
-                          "from the inputs to a feature vector")
-    return BACKBONES[name]
+    return lookup(name, BACKBONES, "backbone",
+                  " returning a Keras model from the inputs to a feature vector")
 
 
 def expand_classifier(old: layers.Dense | None, units: int, in_dim: int, *,
