@@ -6,20 +6,25 @@
     model.fit(x, y)
 """
 
-from . import diagnostics, losses, schedules, weighting
+# `models` and `incremental` register their layers and losses with Keras, so that every
+# model multiloss saves loads after `import multiloss` alone.
+from . import diagnostics, incremental, losses, models, schedules, weighting
 from .composite import CompositeLoss, LossResult
 from .diagnostics import GradientDiagnostics
-from .errors import SpecError
+from .errors import NonFiniteError, RunError, SpecError
+from .imports import allow_import
 from .keras_compile import build_loss, compile, compile_kwargs
 from .losses import register_loss
 from .reduction import REDUCTIONS
 from .spec import LossSpec, load_spec
 from .weighting import STRATEGIES, WeightLogger
+from .weighting import register_strategy as register_strategy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompositeLoss", "GradientDiagnostics", "LossResult", "LossSpec", "REDUCTIONS", "STRATEGIES", "SpecError",
-    "WeightLogger", "build_loss", "compile", "compile_kwargs", "diagnostics", "load_spec", "losses",
-    "register_loss", "schedules", "weighting",
+    "CompositeLoss", "GradientDiagnostics", "LossResult", "LossSpec", "NonFiniteError", "REDUCTIONS", "RunError",
+    "STRATEGIES", "SpecError", "WeightLogger", "allow_import", "build_loss", "compile", "compile_kwargs",
+    "diagnostics", "incremental", "load_spec", "losses", "models", "register_loss", "register_strategy",
+    "schedules", "weighting",
 ]

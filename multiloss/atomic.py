@@ -1,12 +1,20 @@
-"""Atomic file writes: write beside the target, then rename over it."""
+"""Atomic, durable file writes: write beside the target, fsync, then rename over it.
+
+A crash (even SIGKILL) leaves the old file or the new one, never a half-written
+one.  Files get the permissions the umask gives (like ``open(path, "w")``).
+A write that fails (read-only folder, full disk) raises :class:`RunError`
+naming the file, and the previous version stays in place.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from .errors import RunError
 
 TMP_PREFIX = ".tmp-"
 
@@ -15,28 +23,59 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete temporaries a killed process left behind under ``directory``."""
     stale = [p for p in Path(directory).rglob(f"{TMP_PREFIX}*") if p.is_file()]
     for p in stale:
-        p.unlink()
+        with contextlib.suppress(OSError):
+            p.unlink()
     return stale
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:   # some file systems do not open folders; the rename is still atomic
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_error(path: Path, exc: OSError) -> RunError:
+    reason = exc.strerror or str(exc)
+    return RunError(f"cannot write {path}: {reason}; the previous version of the file (if any) is intact. "
+                    "Free space or choose a writable `output_dir`.")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-    The temporary name keeps the suffix (Keras insists on ``.keras``).  A crash
-    leaves the old file, or nothing, never a half-written one.
+    The temporary name keeps the suffix (Keras insists on ``.keras``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = path.parent / f"{TMP_PREFIX}{path.stem}.{secrets.token_hex(4)}{path.suffix}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # 0o666 & ~umask, as for any file the user creates.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         yield tmp
+        _fsync_path(tmp)
         os.replace(tmp, path)
+        _fsync_path(path.parent, directory=True)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -23,13 +23,34 @@ def _model(ref: str):
 
 
 def cmd_validate(args) -> int:
-    from .keras_compile import build_loss
+    """A loss spec, a run config or an incremental config, each checked fully without training."""
+    from pathlib import Path
 
-    spec = _load(args.spec)
-    terms = spec.resolve()
-    if args.model:
-        build_loss(spec, _model(args.model))
-    print(f"{args.spec}: OK ({len(terms)} terms: {', '.join(t.name for t in terms)})")
+    from .configfile import config_kind, read_config
+
+    path = Path(args.file)
+    data, _ = read_config(path, what="YAML file")
+    kind = config_kind(data)
+    if kind == "spec":
+        spec = _load(path)
+        terms = spec.resolve()
+        detail = f"loss spec, {len(terms)} terms: {', '.join(t.name for t in terms)}"
+        if args.model:
+            from .keras_compile import compile as ml_compile
+
+            ml_compile(_model(args.model), spec)   # outputs, class ids, shared layers
+            detail += f"; matches the model of {args.model}"
+    elif kind == "run":
+        from .runner import check_run
+
+        detail = check_run(path, args.set)
+    else:
+        from .incremental.runner import check_incremental
+
+        detail = check_incremental(path, args.set)
+    if args.model and kind != "spec":
+        print(f"note: --model is for loss specs; a {kind} config names its own model", file=sys.stderr)
+    print(f"{path}: OK ({detail})")
     return 0
 
 
@@ -39,21 +60,43 @@ def _loss_text(term) -> str:
 
 
 def cmd_describe(args) -> int:
-    from .quickstart import format_table
+    from .console import round_weight, table
 
     spec = _load(args.spec)
     metrics = spec.head_metrics()
     rows = []
-    for t in spec.resolve():
+    terms = spec.resolve()
+    for t in terms:
         ms = sorted({m for o in t.outputs for m in metrics.get(o, [])})
         extras = []
         if t.class_weight:
             extras.append(f"class_weight={t.class_weight}")
         if t.mask_value is not None:
             extras.append(f"mask_value={t.mask_value:g}")
-        rows.append([t.name, ",".join(t.outputs), _loss_text(t), f"{t.weight:g}", t.reduction,
+        rows.append([t.name, ",".join(t.outputs), _loss_text(t), f"{round_weight(t.weight):g}", t.reduction,
                      ",".join(ms) or "-", " ".join(extras) or "-"])
-    print(format_table(rows, ["term", "outputs", "loss", "weight", "reduction", "metrics", "weights"]))
+    print(table(rows, ["term", "outputs", "loss", "weight", "reduction", "metrics", "weights"]))
+    w = spec.weighting
+    strategy = "static" if w is None else w.strategy
+    params = "" if w is None or not w.params else "(" + ", ".join(f"{k}={v}" for k, v in w.params.items()) + ")"
+    shared = "" if w is None or not w.shared else f"; shared layers: {', '.join(w.shared)}"
+    note = ("weights fixed" if strategy == "static" and not spec.schedules else
+            "weights follow the schedules" if strategy == "static" else
+            f"it multiplies each {'effective ' if spec.schedules else ''}weight during training")
+    print(f"weighting: {strategy}{params}{shared} ({note})")
+    if spec.schedules:
+        srows = []
+        for t in terms:
+            s = spec.schedules.get(t.name)
+            if s is None:
+                srows.append([t.name, f"{round_weight(t.weight):g}", "-", f"{round_weight(t.weight):g}",
+                              f"{round_weight(t.weight):g}"])
+                continue
+            ramp = f"{s.kind} {s.start:g}→{s.end:g} over steps {s.warmup}–{s.warmup + s.steps}"
+            ramp += f" in {s.stages} stages" if s.stages != 1 else ""
+            srows.append([t.name, f"{round_weight(t.weight):g}", ramp, f"{round_weight(t.weight * s.start):g}",
+                          f"{round_weight(t.weight * s.end):g}"])
+        print(table(srows, ["effective weight", "static", "schedule (factor)", "at step 0", "after the ramp"]))
     return 0
 
 
@@ -68,33 +111,18 @@ def cmd_schema(args) -> int:
 
 
 def _synthetic_targets(composite, y_pred: dict, batch: int, rng) -> dict:
-    import numpy as np
+    from .synthetic import synthetic_targets
 
-    y = {}
-    for t in composite.terms:
-        if t.target is None or t.target in y:
-            continue
-        pred = y_pred[t.outputs[0]]
-        shape = tuple(pred.shape)
-        if t.loss.target == "sparse":
-            y[t.target] = rng.integers(0, shape[-1], size=shape[:-1]).astype("int32")
-        elif t.loss.target == "same" and len(t.outputs) == 1:
-            if shape[-1] > 1:
-                y[t.target] = np.eye(shape[-1], dtype="float32")[rng.integers(0, shape[-1], size=shape[:-1])]
-            else:
-                y[t.target] = rng.integers(0, 2, size=shape).astype("float32")
-        else:
-            y[t.target] = rng.integers(0, 2, size=(batch,)).astype("float32")
-    return y
+    return synthetic_targets(composite, y_pred, batch, rng)
 
 
 def cmd_check(args) -> int:
     import numpy as np
     from keras import ops
 
+    from .console import table
     from .imports import import_object
     from .keras_compile import build_loss
-    from .quickstart import format_table
 
     spec = _load(args.spec)
     model = _model(args.model)
@@ -111,7 +139,20 @@ def cmd_check(args) -> int:
         x = {t.name.split(":")[0]: rand(t) for t in model.inputs} if len(model.inputs) > 1 \
             else rand(model.inputs[0])
         y = None
-    y_pred = model(x, training=False)
+    try:
+        y_pred = model(x, training=False)
+    except Exception as exc:  # a model that random float inputs cannot feed (e.g. token ids)
+        if args.data:
+            raise
+        import re
+
+        from .errors import RunError
+
+        shapes = {k: v.shape for k, v in x.items()} if isinstance(x, dict) else x.shape
+        lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
+        why = next((ln for ln in lines if ln and not ln.startswith("Exception encountered")), type(exc).__name__)
+        raise RunError(f"{args.model}: the model does not run on random inputs shaped {shapes} ({why[:200]}); "
+                       "pass real data with `--data package.module:function` returning (x, y)") from None
     y_pred = y_pred if isinstance(y_pred, dict) else composite._as_dict(y_pred, "y_pred")
     if y is None:
         y = _synthetic_targets(composite, y_pred, args.batch, rng)
@@ -123,7 +164,7 @@ def cmd_check(args) -> int:
         pshape = " ".join(str(tuple(y_pred[o].shape)) for o in t.outputs)
         rows.append([t.name, pshape, str(tuple(values.shape)), t.reduction,
                      f"{t.weight:g}", f"{float(ops.convert_to_numpy(result.losses[t.name])):.6g}"])
-    print(format_table(rows, ["term", "y_pred shape", "loss shape (L)", "reduction", "weight", "value"]))
+    print(table(rows, ["term", "y_pred shape", "loss shape (L)", "reduction", "weight", "value"]))
     print(f"total = Σ weight·value = {float(ops.convert_to_numpy(result.total)):.6g}"
           + ("" if args.data else "  (random inputs and synthetic targets; pass --data for real ones)"))
     return 0
@@ -137,14 +178,39 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .runner import default_config_path, train
+    from pathlib import Path
 
-    config = args.config or str(default_config_path())
-    train(config, args.set, resume=args.resume)
+    from .config import load_run_config
+    from .runner import default_config_path, dry_run, train
+
+    cfg = load_run_config(Path(args.config) if args.config else default_config_path(), args.set)
+    if args.dry_run:
+        dry_run(cfg)
+        return 0
+    train(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
+def _run_kind(run_dir: str) -> str:
+    """``"run"`` or ``"incremental"``: what made the run folder (from its config.yaml)."""
+    from pathlib import Path
+
+    from .configfile import config_kind, read_config
+    from .errors import RunError
+
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        raise RunError(f"{run_dir} is not a run folder: it has no config.yaml (give the folder that "
+                       "`multiloss train` or `multiloss incremental` wrote, e.g. runs/NAME)")
+    return config_kind(read_config(config)[0])
+
+
 def cmd_evaluate(args) -> int:
+    if _run_kind(args.run_dir) == "incremental":
+        from .incremental.runner import evaluate_incremental
+
+        evaluate_incremental(args.run_dir)
+        return 0
     from .runner import evaluate_run
 
     evaluate_run(args.run_dir)
@@ -152,24 +218,54 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    if _run_kind(args.run_dir) == "incremental":
+        from .incremental.runner import plot_incremental
+
+        plot_incremental(args.run_dir)
+        return 0
     from .runner import plot_run
 
     plot_run(args.run_dir)
     return 0
 
 
-def cmd_incremental(args) -> int:
-    from .incremental import main as incremental_main
+def cmd_compare(args) -> int:
+    from .compare import compare_runs
 
-    return incremental_main(args.rest)
+    png, md = compare_runs(args.run_dirs, args.out)
+    print(md.read_text().split("\n\n![")[0])
+    print(f"wrote {png} and {md}")
+    return 0
+
+
+def cmd_incremental(args) -> int:
+    from pathlib import Path
+
+    from .incremental.runner import run_incremental
+
+    run_incremental(Path(args.config), args.set, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def _run_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--resume", action="store_true", help=f"continue the run in its folder after its last {what}")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run that already exists in the folder (without it, or --resume, an "
+                        "existing run is never touched)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config field (repeatable), e.g. --set train.epochs=3")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="multiloss", description="Multi-task loss composition for Keras 3.")
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("validate", help="validate a spec; exit 0 if valid, 1 if not")
-    v.add_argument("spec")
-    v.add_argument("--model", help="module:function returning the Keras model, to check output names")
+    v = sub.add_parser("validate", help="check a loss spec, run config or incremental config; exit 0 if valid, "
+                                        "1 if not")
+    v.add_argument("file", metavar="FILE", help="a loss spec, a run config or an incremental config (YAML)")
+    v.add_argument("--model", help="loss specs: module:function returning the Keras model, to check output "
+                                   "names, class ids and shared layers")
+    v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="configs: override a field before checking (repeatable)")
     v.set_defaults(fn=cmd_validate)
     d = sub.add_parser("describe", help="print a table of the spec's terms")
     d.add_argument("spec")
@@ -184,9 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_check)
     t = sub.add_parser("train", help="train from a run config (default: the packaged Siamese digits run)")
     t.add_argument("config", nargs="?", help="run config YAML; omitted: the packaged default")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    t.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config field (repeatable), e.g. --set train.epochs=3")
+    _run_options(t, "checkpoint")
+    t.add_argument("--dry-run", action="store_true",
+                   help="build data, model and loss, run one batch through the loss, and exit")
     t.set_defaults(fn=cmd_train)
     e = sub.add_parser("evaluate", help="re-evaluate a saved run on its test split")
     e.add_argument("run_dir")
@@ -194,9 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="redraw a run's figures from its history")
     pl.add_argument("run_dir")
     pl.set_defaults(fn=cmd_plot)
+    cmp = sub.add_parser("compare", help="overlay several runs' losses and metrics: one PNG, one Markdown table")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--out", default="compare",
+                     help="output path stem (writes STEM.png and STEM.md) or a folder; default: ./compare")
+    cmp.set_defaults(fn=cmd_compare)
     inc = sub.add_parser("incremental", help="run a class-incremental scenario from a config",
-                         description="multiloss incremental CONFIG [--resume] [--set key.path=value ...]")
-    inc.add_argument("rest", nargs=argparse.REMAINDER, help="CONFIG [--resume] [--set k=v ...]")
+                         description="Run a class-incremental scenario from a config.")
+    inc.add_argument("config", help="incremental config YAML (see configs/incremental_*.yaml)")
+    _run_options(inc, "completed step")
     inc.set_defaults(fn=cmd_incremental)
     q = sub.add_parser("quickstart", help="train the three-head digits example end to end")
     q.add_argument("--out", default="runs/quickstart")
@@ -206,32 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import run_guarded
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["incremental"] and argv[1:2] not in (["-h"], ["--help"]):
-        # Its own parser takes the rest (argparse's REMAINDER refuses a leading option).
-        args = argparse.Namespace(fn=cmd_incremental, rest=argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
-    return run_guarded(lambda: args.fn(args),
-                       "`multiloss train CONFIG --resume` continues from the last checkpoint")
-
-
-def run_guarded(call, resume_hint: str) -> int:
-    """Run a command; report user errors as one message (no traceback) and an exit status."""
-    from .errors import SpecError
-
-    try:
-        status = call()
-        return status if isinstance(status, int) else 0
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (LookupError, FileNotFoundError) as exc:
-        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"interrupted; {resume_hint}", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)
+    hint = {"train": "`multiloss train CONFIG --resume` continues from the last checkpoint",
+            "incremental": "`multiloss incremental CONFIG --resume` continues after the last completed step"}
+    return run_guarded(lambda: args.fn(args), hint.get(args.command, ""))
 
 
 if __name__ == "__main__":

@@ -107,6 +107,10 @@ class CompositeLoss:
         )
         self.tracker = TermTracker(names)
         self.built = False
+        #: The term values [T] of the latest call, for the train step's guard (same trace).
+        self.last_values = None
+        #: The non-finite guard's state (installed by ``ml.compile``).
+        self.guard = None
         #: The weighting controller (strategy and schedules), or None for static weights.
         self.weighting = None
         if dynamic:
@@ -132,6 +136,7 @@ class CompositeLoss:
         result, values = self._compute(y_true, y_pred, sample_weight)
         first = next(iter(self._as_dict(y_pred, "y_pred").values()))
         first = first[0] if isinstance(first, (list, tuple)) else first
+        self.last_values = values
         # Per-replica values are fractions of the global value; scale back as
         # Keras does for its own `loss` tracker.
         self.tracker.update_state(values * red.num_replicas(), self.weights, ops.shape(first)[0])
@@ -239,18 +244,21 @@ class CompositeLoss:
                    f"loss {t.loss_label!r} expects {rule}")
 
     def _check_labels(self, t: Term, ids, n_classes: int):
-        msg = (f"{self.spec.source}: {'.'.join(map(str, t.path))}: term {t.name!r}: label out of "
-               f"range for sparse loss {t.loss_label!r}: valid class ids are 0..{n_classes - 1}")
+        rule = f"out of range for sparse loss {t.loss_label!r}: valid class ids are 0..{n_classes - 1}"
         if tf.executing_eagerly():
             arr = ops.convert_to_numpy(ids)
             if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
                 bad = arr[(arr < 0) | (arr >= n_classes)][0]
-                raise self._where(t, f"label {bad} out of range for sparse loss "
-                                     f"{t.loss_label!r}: valid class ids are 0..{n_classes - 1}")
+                raise self._where(t, f"label {bad} {rule}")
             return ids
-        checks = [tf.debugging.assert_non_negative(ids, message=msg),
-                  tf.debugging.assert_less(ids, tf.cast(n_classes, ids.dtype), message=msg)]
-        with tf.control_dependencies(checks):
+        # In a graph the check is an assert whose message keras_compile.guard_labels
+        # turns back into one SpecError line (with the first bad label).
+        flat = tf.reshape(ids, [-1])
+        ok = tf.logical_and(flat >= 0, flat < tf.cast(n_classes, flat.dtype))
+        msg = label_check_message(*self.spec.locate(t.path), f"term {t.name!r}: label {{}} {rule}")
+        check = tf.debugging.Assert(tf.reduce_all(ok), [msg, tf.boolean_mask(flat, tf.logical_not(ok))[:1]],
+                                    summarize=1)
+        with tf.control_dependencies([check]):
             return tf.identity(ids)
 
     def _term(self, t: Term, y_true: dict, y_pred: dict, sample_weight):
@@ -348,6 +356,14 @@ class CompositeLoss:
             {n: weights[i] for i, n in enumerate(names)},
         )
         return result, values
+
+
+LABEL_CHECK = "multiloss label check"
+
+
+def label_check_message(source: str, path: tuple, message: str) -> str:
+    """The text of a graph-mode label assert: parsed back by ``keras_compile.guard_labels``."""
+    return f"{LABEL_CHECK}|{source}|{'.'.join(map(str, path))}|{message}"
 
 
 def _nonzero_count(values, weights, dtype):

@@ -6,18 +6,21 @@ the YAML path and line (or the ``--set`` override it came from).
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from .configfile import ConfigFile, read_config, validate
 from .data import get_source
 from .errors import SpecError
+from .guard import MODES
 from .models import get_builder
-from .spec import LossSpec, _line_of, _pydantic_problems, load_spec, spec_from_data
-from .yamlio import Lines, dump_yaml, load_yaml, read_source
+from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
+from .spec import LossSpec, load_spec, spec_from_data
+from .validation import Problems, check_params
+from .yamlio import dump_yaml
 
 
 class _Model(BaseModel):
@@ -37,19 +40,6 @@ class ModelConfig(_Model):
 
     builder: str
     params: dict[str, Any] = Field(default_factory=dict)
-
-
-class ScheduleConfig(_Model):
-    """A ``keras.optimizers.schedules`` class, e.g. ``{name: CosineDecay, params: {decay_steps: 1000}}``."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class OptimizerConfig(_Model):
-    name: str = Field("adam", description="A Keras optimizer name: adam, sgd, rmsprop, adamw, ...")
-    params: dict[str, Any] = Field(default_factory=dict)
-    schedule: ScheduleConfig | None = Field(None, description="Learning-rate schedule.")
 
 
 class EarlyStoppingConfig(_Model):
@@ -78,6 +68,9 @@ class TrainConfig(_Model):
     shuffle: bool = True
     jit_compile: bool = False
     verbose: Literal[0, 1, 2] = Field(1, description="1: a Keras progress bar per epoch; 2: one line per epoch.")
+    nonfinite: Literal[MODES] = Field(
+        "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "
+                            "checkpoint intact) or skip that batch (counted and reported).")
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
 
 
@@ -98,7 +91,7 @@ class RunConfig(_Model):
     output_dir: str = "runs"
 
     _spec: LossSpec | None = None
-    _base: Path = Path(".")
+    _file: ConfigFile = ConfigFile()
 
     @property
     def spec(self) -> LossSpec:
@@ -108,6 +101,18 @@ class RunConfig(_Model):
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
+    def error(self, problems: Problems) -> SpecError:
+        """A SpecError for ``[(path, message)]`` with source lines (or the ``--set`` they came from)."""
+        return self._file.error(problems)
+
+    def fingerprint(self) -> dict:
+        """What a resumed run must share with the run it continues (all but epochs and reporting)."""
+        skip = {"name": True, "output_dir": True, "distribute": True, "loss": True,
+                "train": {"epochs", "verbose", "nonfinite", "callbacks"}}
+        data = self.model_dump(mode="json", exclude=skip)
+        data["loss"] = self.spec.to_dict()
+        return data
+
     def to_yaml(self) -> str:
         """The resolved config, with the loss spec inlined in canonical form."""
         data = self.model_dump(mode="json")
@@ -115,108 +120,79 @@ class RunConfig(_Model):
         return dump_yaml(data)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``train.epochs=3`` -> (["train", "epochs"], 3); values are read as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise SpecError([(("--set",), None, f"expected key.path=value, got {text!r}")], "--set")
-    parsed, _ = load_yaml(value, f"--set {key}") if value.strip() else ("", {})
-    return key.split("."), parsed
+def component_problems(cfg, get_model=get_builder) -> Problems:
+    """Problems of the ``data``, ``model`` and ``optimizer`` blocks every run config shares.
 
-
-def apply_overrides(data: dict, overrides: list[str], lines: Lines) -> dict[tuple, str]:
-    """Set each ``key.path=value`` in ``data``; return {path: override text}."""
-    applied = {}
-    for text in overrides:
-        path, value = parse_override(text)
-        applied[tuple(path)] = text
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[path[-1]] = value
-        lines.pop(tuple(path), None)
-    return applied
-
-
-def _check_params(fn, params: dict, path: tuple, problems: list, skip: tuple = ()) -> None:
+    ``get_model`` looks up ``model.builder`` (model builders; incremental runs: backbones).
+    """
+    problems: Problems = []
     try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    valid = [n for n in sig.parameters if n not in skip]
-    for key in params:
-        if key not in valid:
-            problems.append((path + (key,), f"unknown parameter {key!r}; valid: {', '.join(valid)}"))
+        problems += check_params(get_source(cfg.data.source), cfg.data.params, ("data", "params"),
+                                 skip=("seed",))
+    except LookupError as exc:
+        problems.append((("data", "source"), str(exc)))
+    try:
+        problems += check_params(get_model(cfg.model.builder), cfg.model.params, ("model", "params"),
+                                 skip=("info",))
+    except LookupError as exc:
+        problems.append((("model", "builder"), str(exc)))
+    problems += optimizer_problems(cfg.optimizer)
+    return problems
+
+
+def load_data(cfg, **params):
+    """The splits of ``cfg.data`` (any run config); a source that fails is named at ``data``."""
+    try:
+        return get_source(cfg.data.source)(seed=cfg.seed, **{**cfg.data.params, **params})
+    except SpecError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else exc
+        raise cfg.error([(("data",), f"data source {cfg.data.source!r} failed: {reason}")]) from None
+
+
+def early_stopping_problems(cfg: RunConfig) -> Problems:
+    """The monitored key must be one the run logs."""
+    es = cfg.train.callbacks.early_stopping
+    if es is None:
+        return []
+    keys = ["loss"] + [f"{t.name}_loss" for t in cfg.spec.resolve()]
+    keys += [f"{head}_{m}" for head, ms in cfg.spec.head_metrics().items() for m in ms]
+    valid = keys + [f"val_{k}" for k in keys]
+    if es.monitor in valid:
+        return []
+    from .validation import did_you_mean
+
+    return [(("train", "callbacks", "early_stopping", "monitor"),
+             f"{es.monitor!r} is not a logged key; {did_you_mean(es.monitor, valid)}valid: {', '.join(valid)}")]
 
 
 def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | None = None) -> RunConfig:
     """Load, override and validate a run config; raise SpecError naming path and line."""
-    lines: Lines = {}
-    base = Path(".")
-    if isinstance(source, dict):
-        data, name = dict(source), "<dict>"
-    else:
-        text, name = read_source(source)
-        data, lines = load_yaml(text, name)
-        if name != "<string>":
-            base = Path(name).parent
-    if not isinstance(data, dict):
-        raise SpecError([((), 1, "a run config must be a mapping")], name)
-    applied = apply_overrides(data, overrides or [], lines)
-
-    def fail(problems):
-        out = []
-        for p, m in problems:
-            origin = next((t for k, t in applied.items() if tuple(p[: len(k)]) == k), None)
-            out.append((p, None, f"{m} (from --set {origin})") if origin else (p, _line_of(lines, p), m))
-        raise SpecError(out, name)
-
+    data, cf = read_config(source, overrides, "run config")
+    cfg = validate(RunConfig, data, cf)
+    problems = component_problems(cfg)
+    spec_file = cf.resolve_path(cfg.loss) if isinstance(cfg.loss, str) else None
     try:
-        cfg = RunConfig.model_validate(data)
-    except ValidationError as exc:
-        fail(_pydantic_problems(exc))
-    problems: list[tuple[tuple, str]] = []
-    try:
-        source_fn = get_source(cfg.data.source)
-        _check_params(source_fn, cfg.data.params, ("data", "params"), problems, skip=("seed",))
-    except LookupError as exc:
-        problems.append((("data", "source"), str(exc)))
-    try:
-        builder = get_builder(cfg.model.builder)
-        _check_params(builder, cfg.model.params, ("model", "params"), problems, skip=("info",))
-    except LookupError as exc:
-        problems.append((("model", "builder"), str(exc)))
-    import keras
-
-    # Looked up without instantiating: a multi-worker strategy must be created
-    # before TensorFlow's runtime starts.
-    optimizers = {n.lower(): n for n in dir(keras.optimizers)
-                  if isinstance(getattr(keras.optimizers, n), type)
-                  and issubclass(getattr(keras.optimizers, n), keras.optimizers.Optimizer)}
-    if cfg.optimizer.name.lower() not in optimizers:
-        problems.append((("optimizer", "name"), f"unknown optimizer {cfg.optimizer.name!r}; valid: "
-                                                f"{', '.join(sorted(optimizers))}"))
-    sched = cfg.optimizer.schedule
-    if sched is not None and not hasattr(keras.optimizers.schedules, sched.name):
-        names = [n for n in dir(keras.optimizers.schedules) if n[0].isupper() and n != "LearningRateSchedule"]
-        problems.append((("optimizer", "schedule", "name"),
-                         f"unknown schedule {sched.name!r}; valid: {', '.join(names)}"))
-    try:
-        if isinstance(cfg.loss, str):
-            path = Path(cfg.loss)
-            cfg._spec = load_spec(path if path.is_absolute() or path.exists() else base / path)
+        if spec_file is None:
+            cfg._spec = spec_from_data(cfg.loss, cf.lines, cf.name, prefix=("loss",))
+        elif not spec_file.is_file():
+            problems.append((("loss",), f"the loss spec file {spec_file} does not exist; give a spec file "
+                                        "(relative to the working folder or to this config) or an inline "
+                                        "spec"))
         else:
-            cfg._spec = spec_from_data(cfg.loss, lines, name, prefix=("loss",))
+            cfg._spec = load_spec(spec_file)
     except SpecError as exc:
-        if isinstance(cfg.loss, str) or not problems:
+        if spec_file is not None:
             raise
         problems += [(p, m) for p, _, m in exc.problems]
+    if cfg._spec is not None:
+        problems += early_stopping_problems(cfg)
     if problems:
-        fail(problems)
-    cfg._base = base
+        raise cf.error(problems)
+    cfg._file = cf
     return cfg
+
+
+__all__ = ["RunConfig", "DataConfig", "ModelConfig", "OptimizerConfig", "ScheduleConfig", "TrainConfig",
+           "load_run_config", "component_problems", "load_data", "ConfigFile"]

@@ -294,8 +294,64 @@ def npz(seed: int = 0, path: str = "", inputs: list[str] | None = None,
         return Part(x, {k: v for k, v in sub.items() if k not in inputs})
 
     if any(k.startswith("train/") for k in arrays):
-        return Splits(part("train/"), part("val/"), part("test/"), {})
-    n = len(next(iter(arrays.values())))
-    rest, val_idx, test_idx = split_indices(n, seed, (val_fraction, test_fraction))
-    return Splits(part("", rest), part("", val_idx) if len(val_idx) else None,
-                  part("", test_idx) if len(test_idx) else None, {})
+        splits = Splits(part("train/"), part("val/"), part("test/"), {})
+    else:
+        n = len(next(iter(arrays.values())))
+        rest, val_idx, test_idx = split_indices(n, seed, (val_fraction, test_fraction))
+        splits = Splits(part("", rest), part("", val_idx) if len(val_idx) else None,
+                        part("", test_idx) if len(test_idx) else None, {})
+    x = splits.train.x
+    if isinstance(x, np.ndarray):   # what the built-in model builders read
+        splits.info["input_shape"] = tuple(int(d) for d in x.shape[1:])
+    return splits
+
+
+# --- Multi-Fashion (Lin et al., NeurIPS 2019) -------------------------------------------------
+
+
+MULTI_SIZE = 36       # the canvas: a 28×28 item top-left, another shifted by 8 px to the bottom-right
+MULTI_SHIFT = 8
+
+
+def overlay_pairs(images: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Canvases [N, 36, 36, 1]: ``images[first]`` at the top-left, ``images[second]`` shifted by 8 px
+    right and down, overlaid by the pixel-wise maximum."""
+    n = len(first)
+    out = np.zeros((n, MULTI_SIZE, MULTI_SIZE, 1), "float32")
+    out[:, :28, :28] = images[first]
+    s = MULTI_SHIFT
+    out[:, s:s + 28, s:s + 28] = np.maximum(out[:, s:s + 28, s:s + 28], images[second])
+    return out
+
+
+@register_data("multi_fashion")
+def multi_fashion(seed: int = 0, path: str | None = None, train_size: int = 60000, test_size: int = 10000,
+                  val_fraction: float = 0.0) -> Splits:
+    """Multi-Fashion (Lin, Zhen, Li, Zhang & Kwong, *Pareto multi-task learning*, NeurIPS 2019).
+
+    Two Fashion-MNIST items on one 36×36 canvas — one at the top-left, one
+    shifted 8 px to the bottom-right, overlaid by the pixel-wise maximum — and
+    two 10-class tasks: ``left`` (the top-left item's class) and ``right``
+    (the bottom-right item's).  Training canvases pair images of the official
+    training set, test canvases images of the official test set; the pairs are
+    drawn from the seed (``train_size``/``test_size`` canvases; the first
+    ``min(size, N)`` use every image once at the top-left).  x is float32
+    [N, 36, 36, 1] in [0, 1].
+    """
+    (x, y), (xt, yt) = load_fashion_mnist(path)
+    r = np.random.default_rng(seed + 104729)
+
+    def canvases(images, labels, size):
+        first = np.concatenate([r.permutation(len(images)) for _ in range(-(-size // len(images)))])[:size]
+        second = r.integers(0, len(images), size)
+        return Part(overlay_pairs(images, first, second),
+                    {"left": labels[first].astype("int32"), "right": labels[second].astype("int32")})
+
+    train = canvases(x, y, train_size)
+    val = None
+    if val_fraction:
+        rest, val_idx = split_indices(len(train), seed, (val_fraction,))
+        train, val = train.take(np.sort(rest)), train.take(np.sort(val_idx))
+    info = {"input_shape": (MULTI_SIZE, MULTI_SIZE, 1), "num_classes": 10, "class_names": FASHION_CLASSES,
+            "tasks": ["left", "right"]}
+    return Splits(train, val, canvases(xt, yt, test_size), info)

@@ -30,7 +30,52 @@ class SpecError(ValueError):
         lines = []
         for path, line, msg in self.problems:
             where = f"{self.source}:{line}" if line else self.source
-            lines.append(f"{where}: {format_path(path)}: {msg}")
+            lines.append(f"{where}: {format_path(path)}: {msg}" if path else f"{where}: {msg}")
         if len(lines) == 1:
             return lines[0]
         return f"{len(lines)} problems:\n" + "\n".join("  " + x for x in lines)
+
+
+class RunError(RuntimeError):
+    """A run cannot go on (a folder it may not touch, a disk that is full, a NaN).
+
+    The message says what happened and what to do; ``exit_status`` is the
+    command's exit status.
+    """
+
+    exit_status = 1
+
+
+class NonFiniteError(RunError):
+    """Training produced a NaN or infinite term, total or gradient."""
+
+    exit_status = 3
+
+
+def run_guarded(call, resume_hint: str = "") -> int:
+    """Run a command; report user errors as one message (no traceback) and an exit status.
+
+    ``SpecError``/``LookupError``/missing files: 1; :class:`RunError`: its
+    ``exit_status``; an ``OSError`` (unwritable or full disk): 1; Ctrl-C: 130.
+    """
+    import sys
+
+    try:
+        status = call()
+        return status if isinstance(status, int) else 0
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except (LookupError, FileNotFoundError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted{'; ' + resume_hint if resume_hint else ''}", file=sys.stderr)
+        return 130

@@ -9,15 +9,20 @@ carries the composite loss (spec, params and current weights).
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Any
 
 import keras
 import tensorflow as tf
+from keras.src.losses import loss as loss_module
 from keras.src.saving import serialization_lib
+from keras.src.trainers.data_adapters import data_adapter_utils
 
-from .composite import CompositeLoss
+from . import guard
+from .composite import LABEL_CHECK, CompositeLoss
 from .errors import SpecError
-from .imports import import_object, is_import_string
+from .imports import import_object, is_import_string, restricted
 from .metrics import HeadMetrics
 from .spec import LossSpec, load_spec
 
@@ -42,17 +47,26 @@ class MultilossModel:
         return logs
 
     def train_step(self, data):
+        if not isinstance(self._compile_loss, CompositeLoss) or self._compile_loss.guard is None:
+            return super().train_step(data)
         weighting = _weighting(self)
         if weighting is None:
-            return _multi_worker_logs(super().train_step(data))
+            return _multi_worker_logs(_guarded_train_step(self, data))
         with weighting.in_training():
             if weighting.strategy.gradients:
                 from .weighting.step import gradient_train_step
 
                 logs = gradient_train_step(self, data, weighting)
             else:
-                logs = super().train_step(data)
+                logs = _guarded_train_step(self, data)
         return _multi_worker_logs(logs)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras calls compile_from_config outside its safe-mode scope: remember it here.
+        model = super().from_config(config, custom_objects=custom_objects)
+        model._multiloss_safe_mode = serialization_lib.in_safe_mode() is not False
+        return model
 
     @property
     def trainable_weights(self):
@@ -67,14 +81,20 @@ class MultilossModel:
         index = 5  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
         callbacks = args[index] if len(args) > index else kwargs.get("callbacks")
         if isinstance(callbacks, keras.callbacks.CallbackList):
-            return super().fit(*args, **kwargs)   # assembled by the caller: left as it is
+            with guard_labels():
+                return super().fit(*args, **kwargs)   # assembled by the caller: left as it is
         ordered = _fit_callbacks(self, list(callbacks or []))
         if ordered is not None:
             if len(args) > index:
                 args = (*args[:index], ordered, *args[index + 1:])
             else:
                 kwargs["callbacks"] = ordered
-        return super().fit(*args, **kwargs)
+        with guard_labels():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with guard_labels():
+            return super().evaluate(*args, **kwargs)
 
     def test_step(self, data):
         return _multi_worker_logs(super().test_step(data))
@@ -94,19 +114,65 @@ class MultilossModel:
     def compile_from_config(self, config):
         config = dict(config)
         composite = config.pop("multiloss", None)
-        if composite is None or "weighting" not in composite:
+        if composite is not None:
+            # Safe mode: import strings in the file resolve only to registered or trusted code.
+            with restricted(getattr(self, "_multiloss_safe_mode", True)):
+                composite = CompositeLoss.from_config(composite)
+        if composite is None or composite.weighting is None:
             super().compile_from_config(config)
             if composite is not None:
                 with self.distribute_strategy.scope():
-                    _install(self, CompositeLoss.from_config(composite))
+                    _install(self, composite)
             return
         # With a weighting strategy the composite is installed before the
         # optimizer is built: its learned parameters (if any) need slots too.
         self.compile(**serialization_lib.deserialize_keras_object(config))
         with self.distribute_strategy.scope():
-            _install(self, CompositeLoss.from_config(composite))
+            _install(self, composite)
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
+
+
+_LABEL = re.compile(re.escape(LABEL_CHECK) + r"\|(?P<source>[^|]*)\|(?P<path>[^|]*)\|(?P<msg>[^\]]*)\]"
+                    r"\s*\[(?P<value>-?\d+)")
+
+
+@contextlib.contextmanager
+def guard_labels():
+    """Turn TensorFlow's failed label assert (a long traceback) into one SpecError line."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        found = _LABEL.search(exc.message or "")
+        if found is None:
+            raise
+        msg = found["msg"].replace("\\'", "'").replace("{}", found["value"], 1)
+        path = tuple(found["path"].split(".")) if found["path"] else ()
+        raise SpecError([(path, None, msg)], found["source"]) from None
+
+
+def _guarded_train_step(model, data):
+    """Keras's TensorFlow train step, with the non-finite guard of :mod:`multiloss.guard`.
+
+    The epoch means still see a skipped batch's values (a NaN shows as NaN in the
+    logs); only the update is withheld.
+    """
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    composite = model._compile_loss
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        model._loss_tracker.update_state(
+            loss_module.unscale_loss_for_distribution(loss),
+            sample_weight=tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[0])
+        scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
+    trainable = model.trainable_weights
+    grads = tape.gradient(scaled, trainable) if trainable else []
+    ok = composite.guard.update(composite.last_values, loss, grads)
+    pairs = [(g, v) for g, v in zip(grads, trainable) if g is not None]
+    if pairs:
+        guard.apply_if_finite(model.optimizer, pairs, ok)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 def _weighting(model):
@@ -120,17 +186,20 @@ def _strategy_trainables(model) -> list:
 
 
 def _fit_callbacks(model, callbacks: list) -> list | None:
-    """multiloss's callbacks first (their logs reach History and TensorBoard), plus the
-    weighting's own; None when there is nothing to change."""
+    """multiloss's callbacks first (their logs reach History and TensorBoard): the
+    non-finite guard, the weighting's own and gradient diagnostics."""
+    composite = model._compile_loss
+    if not isinstance(composite, CompositeLoss):
+        return None
+    if not any(isinstance(c, guard.NonFiniteGuard) for c in callbacks):
+        callbacks = [guard.NonFiniteGuard(composite.guard, composite.term_names)] + callbacks
     weighting = _weighting(model)
     if weighting is not None:
         return weighting.fit_callbacks(callbacks)
     from .diagnostics import GradientDiagnostics
 
-    ours = [c for c in callbacks if isinstance(c, GradientDiagnostics)]
-    if not ours:
-        return None
-    return ours + [c for c in callbacks if not isinstance(c, GradientDiagnostics)]
+    ours = [c for c in callbacks if isinstance(c, (guard.NonFiniteGuard, GradientDiagnostics))]
+    return ours + [c for c in callbacks if c not in ours]
 
 
 def _multi_worker_logs(logs):
@@ -162,7 +231,8 @@ for _cls in (keras.Model, keras.Sequential, keras.src.models.functional.Function
     _multiloss_class(_cls)
 
 
-def _install(model, composite: CompositeLoss) -> None:
+def _install(model, composite: CompositeLoss, nonfinite: str = "stop") -> None:
+    composite.guard = guard.GuardState(len(composite.terms), nonfinite)
     if composite.weighting is not None:
         composite.weighting.bind(model)   # the training step, the shared parameters (SpecError)
     model._compile_loss = composite
@@ -171,12 +241,21 @@ def _install(model, composite: CompositeLoss) -> None:
     model._compile_metrics = metrics if metrics.names else None
 
 
-def _check_outputs(spec: LossSpec, output_names: list[str]) -> None:
+def _check_outputs(spec: LossSpec, output_names: list[str], model=None) -> None:
     problems = []
-    for head in spec.outputs:
+    for head, h in spec.outputs.items():
         if head not in output_names:
             problems.append((spec.head_path(head, "key"),
                              f"the model has no output {head!r}; its outputs are {output_names}"))
+        elif h.class_weight and model is not None:
+            shape = _output_shape(model, output_names.index(head))
+            n = shape[-1] if shape else None
+            if n and n > 1:
+                bad = sorted(c for c in h.class_weight if not 0 <= c < n)
+                if bad:
+                    problems.append((("outputs", head, "class_weight"),
+                                     f"class id(s) {bad} out of range: output {head!r} has {n} classes "
+                                     f"(ids 0..{n - 1})"))
     for i, t in enumerate(spec.terms):
         for j, o in enumerate(t.outputs):
             if o not in output_names:
@@ -186,23 +265,39 @@ def _check_outputs(spec: LossSpec, output_names: list[str]) -> None:
         raise spec.error(problems)
 
 
+def _output_shape(model, index: int) -> tuple | None:
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or index >= len(outputs):
+        return None
+    return tuple(outputs[index].shape)
+
+
 def build_loss(spec: LossSpec | dict | str, model: keras.Model | None = None) -> CompositeLoss:
     """Build the composite loss of ``spec``; with ``model``, check its outputs."""
     spec = load_spec(spec)
     names = list(model.output_names) if model is not None else None
     if names is not None:
-        _check_outputs(spec, names)
+        _check_outputs(spec, names, model)
     return CompositeLoss(spec, names)
 
 
 def compile(model: keras.Model, spec: LossSpec | dict | str, optimizer: Any = "rmsprop",
-            **compile_kwargs) -> keras.Model:
+            nonfinite: str = "stop", **compile_kwargs) -> keras.Model:
     """Compile ``model`` with the composite loss of ``spec``; returns the model.
 
-    Extra keyword arguments go to ``model.compile`` (``jit_compile``,
-    ``steps_per_execution``, ``weighted_metrics``, ...).  ``loss``,
-    ``loss_weights`` and ``metrics`` come from the spec.
+    ``nonfinite``: what ``fit`` does at a step whose terms, total or gradients
+    hold a NaN or Inf (the update is never applied): ``"stop"`` raises
+    :class:`~multiloss.errors.NonFiniteError` naming them, ``"skip"`` goes on
+    and counts the batches skipped.  Extra keyword arguments go to
+    ``model.compile`` (``jit_compile``, ``steps_per_execution``,
+    ``weighted_metrics``, ...).  ``loss``, ``loss_weights`` and ``metrics``
+    come from the spec.
     """
+    if nonfinite not in guard.MODES:
+        raise ValueError(f"nonfinite must be one of {guard.MODES}, got {nonfinite!r}")
     for key in ("loss", "loss_weights", "metrics"):
         if key in compile_kwargs:
             raise TypeError(f"ml.compile takes `{key}` from the spec, not as an argument")
@@ -212,7 +307,7 @@ def compile(model: keras.Model, spec: LossSpec | dict | str, optimizer: Any = "r
         composite = build_loss(spec, model)
         model.__class__ = _multiloss_class(type(model))
         model.compile(optimizer=optimizer, loss=None, **compile_kwargs)
-        _install(model, composite)
+        _install(model, composite, nonfinite)
     return model
 
 

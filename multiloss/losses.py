@@ -91,6 +91,11 @@ def register_loss(name: str, *, target: TargetKind = "custom", aliases: tuple[st
     return deco
 
 
+def is_registered(obj: object) -> bool:
+    """Whether ``obj`` is a loss registered with :func:`register_loss` (trusted by safe loading)."""
+    return any(entry.obj is obj for entry in _REGISTRY.values())
+
+
 def names() -> list[str]:
     """All registered loss names, sorted."""
     return sorted(_REGISTRY)
@@ -110,23 +115,29 @@ def _check_params(name: str, obj: Callable, params: dict) -> None:
     valid = [v for v in valid if v not in ("name", "reduction", "dtype")] if inspect.isclass(obj) else valid
     unknown = sorted(set(params) - set(valid))
     if unknown:
+        hint = ("; the reduction is set on the head or term (`reduction: sum`), not in the loss's params"
+                if "reduction" in unknown else "")
         raise TypeError(
             f"loss {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"valid parameters: {', '.join(valid) or '(none)'}"
+            f"valid parameters: {', '.join(valid) or '(none)'}{hint}"
         )
 
 
-def get(name: str, **params) -> LossFn:
+def get(name: str, /, **params) -> LossFn:
     """Resolve a registered name or a ``module:attr`` import string.
 
     Raises ``LookupError`` for an unknown name (with a did-you-mean) or an
     import string that does not import, and ``TypeError`` for unknown params.
     """
     if is_import_string(name):
-        obj, target = import_object(name), "custom"
+        obj = import_object(name)
+        known = _CANONICAL.get(obj) if _hashable(obj) else None
+        target = _REGISTRY[known].target if known else "custom"
     elif name in _REGISTRY:
         entry = _REGISTRY[name]
         obj, target = entry.obj, entry.target
+        if name in KERAS_CLASSES:  # a Keras class's name and dtype do not change its math
+            params = {k: v for k, v in params.items() if k not in ("name", "dtype")}
     else:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
@@ -139,14 +150,42 @@ def get(name: str, **params) -> LossFn:
 
 
 # --- Keras's built-in losses, under their Keras names and common aliases ----
+#
+# Every loss of ``keras.losses`` resolves by its function name and by its class
+# name (``MeanSquaredError``), to the same math: a Keras loss class is its
+# function with the class's parameters (``reduction``, ``name`` and ``dtype``
+# are the term's business: ``reduction:`` on the head or term).
+# tests/test_keras_parity.py enumerates ``keras.losses``: a loss that a future
+# Keras adds fails the suite until it is mapped here.
 
-_KERAS_SAME = [
-    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
-    "mean_squared_logarithmic_error", "binary_crossentropy", "categorical_crossentropy",
-    "kl_divergence", "log_cosh", "hinge", "squared_hinge", "categorical_hinge",
-    "poisson", "cosine_similarity", "huber", "binary_focal_crossentropy",
-    "categorical_focal_crossentropy",
-]
+#: Keras function name -> how its targets relate to the prediction.
+KERAS_FUNCTIONS: dict[str, TargetKind] = {
+    "mean_squared_error": "same", "mean_absolute_error": "same",
+    "mean_absolute_percentage_error": "same", "mean_squared_logarithmic_error": "same",
+    "binary_crossentropy": "same", "categorical_crossentropy": "same", "kl_divergence": "same",
+    "log_cosh": "same", "hinge": "same", "squared_hinge": "same", "categorical_hinge": "same",
+    "poisson": "same", "cosine_similarity": "same", "huber": "same",
+    "binary_focal_crossentropy": "same", "categorical_focal_crossentropy": "same",
+    "sparse_categorical_crossentropy": "sparse", "categorical_generalized_cross_entropy": "sparse",
+    "ctc": "custom", "circle": "custom",
+    # multiloss's own versions (below): per-sample, see README "Names shared with Keras"
+    "dice": "same", "tversky": "same",
+}
+#: Keras class name -> the function name it wraps.
+KERAS_CLASSES: dict[str, str] = {
+    "MeanSquaredError": "mean_squared_error", "MeanAbsoluteError": "mean_absolute_error",
+    "MeanAbsolutePercentageError": "mean_absolute_percentage_error",
+    "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error",
+    "BinaryCrossentropy": "binary_crossentropy", "CategoricalCrossentropy": "categorical_crossentropy",
+    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+    "KLDivergence": "kl_divergence", "LogCosh": "log_cosh", "Hinge": "hinge",
+    "SquaredHinge": "squared_hinge", "CategoricalHinge": "categorical_hinge", "Poisson": "poisson",
+    "CosineSimilarity": "cosine_similarity", "Huber": "huber",
+    "BinaryFocalCrossentropy": "binary_focal_crossentropy",
+    "CategoricalFocalCrossentropy": "categorical_focal_crossentropy",
+    "CategoricalGeneralizedCrossEntropy": "categorical_generalized_cross_entropy",
+    "CTC": "ctc", "Circle": "circle", "Dice": "dice", "Tversky": "tversky",
+}
 _ALIASES = {
     "mse": "mean_squared_error", "mae": "mean_absolute_error",
     "mape": "mean_absolute_percentage_error", "msle": "mean_squared_logarithmic_error",
@@ -155,15 +194,46 @@ _ALIASES = {
     "kullback_leibler_divergence": "kl_divergence", "logcosh": "log_cosh",
     "focal": "binary_focal_crossentropy", "binary_focal": "binary_focal_crossentropy",
     "categorical_focal": "categorical_focal_crossentropy",
+    # Keras's upper-case aliases (keras.losses.get("MSE") works)
+    "MSE": "mean_squared_error", "MAE": "mean_absolute_error",
+    "MAPE": "mean_absolute_percentage_error", "MSLE": "mean_squared_logarithmic_error",
+    "BCE": "binary_crossentropy", "KLD": "kl_divergence",
 }
-for _n in _KERAS_SAME:
-    register_loss(_n, target="same")(keras.losses.get(_n))
-register_loss("sparse_categorical_crossentropy", target="sparse")(
-    keras.losses.get("sparse_categorical_crossentropy")
-)
-register_loss("ctc")(keras.losses.get("ctc"))
-for _alias, _n in _ALIASES.items():
-    _REGISTRY[_alias] = _REGISTRY[_n]
+#: Loss objects (Keras's functions and classes, multiloss's functions) ->
+#: canonical name, so that an import string like ``keras.losses:MeanSquaredError``
+#: gets its target kind, and :func:`canonical_name` can say what a loss is.
+_CANONICAL: dict[Any, str] = {}
+
+
+def _hashable(obj) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def canonical_name(loss: LossFn) -> str | None:
+    """The canonical name of a resolved loss: ``MeanSquaredError``, ``mse`` and
+    ``keras.losses:MeanSquaredError`` all give ``mean_squared_error``; a
+    multiloss loss gives its registered name; a user's own loss gives None."""
+    return _CANONICAL.get(loss.fn) if _hashable(loss.fn) else None
+
+
+def _register_keras() -> None:
+    for fname, kind in KERAS_FUNCTIONS.items():
+        if fname in _REGISTRY:  # multiloss's own version (dice, tversky, GCE)
+            _REGISTRY[fname] = _Entry(_REGISTRY[fname].obj, kind)
+        else:
+            register_loss(fname, target=kind)(getattr(keras.losses, fname))
+        _CANONICAL[_REGISTRY[fname].obj] = fname
+    for cname, fname in KERAS_CLASSES.items():
+        _REGISTRY[cname] = _REGISTRY[fname]
+        _CANONICAL[getattr(keras.losses, cname)] = fname
+    for alias, fname in _ALIASES.items():
+        _REGISTRY[alias] = _REGISTRY[fname]
+    for own in _OWN_NAMES:
+        _CANONICAL[_REGISTRY[own].obj] = own
 
 
 # --- losses multiloss adds ---------------------------------------------------
@@ -172,15 +242,24 @@ def _non_batch_axes(x) -> tuple[int, ...]:
     return tuple(range(1, len(x.shape)))
 
 
-@register_loss("tversky", target="same")
-def tversky(y_true, y_pred, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-6):
-    """Per-sample Tversky loss over all non-batch axes; returns ``[B]``.
+def _axes(y_pred, axis) -> tuple[int, ...] | int:
+    if axis is None:
+        return _non_batch_axes(y_pred)
+    return tuple(axis) if isinstance(axis, (list, tuple)) else axis
 
-    ``1 - (TP + s) / (TP + α·FP + β·FN + s)``; α = β = 0.5 is the Dice loss.
+
+@register_loss("tversky", target="same")
+def tversky(y_true, y_pred, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-6, axis=None):
+    """Per-sample Tversky loss (Salehi et al. 2017) over all non-batch axes; ``[B]``.
+
+    ``1 - (TP + s) / (TP + α·FP + β·FN + s)`` with FP = Σ (1 − t)·p and
+    FN = Σ t·(1 − p); α = β = 0.5 is the Dice loss.  ``axis`` (as Keras's)
+    names the summed axes instead; its default here is every non-batch axis
+    (Keras's ``tversky`` sums over the batch too, and weights FN by α).
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
-    axes = _non_batch_axes(y_pred)
+    axes = _axes(y_pred, axis)
     tp = ops.sum(y_true * y_pred, axis=axes)
     fp = ops.sum((1.0 - y_true) * y_pred, axis=axes)
     fn = ops.sum(y_true * (1.0 - y_pred), axis=axes)
@@ -188,9 +267,26 @@ def tversky(y_true, y_pred, alpha: float = 0.5, beta: float = 0.5, smooth: float
 
 
 @register_loss("dice", target="same")
-def dice(y_true, y_pred, smooth: float = 1e-6):
-    """Per-sample soft Dice loss ``1 - (2·Σ t·p + s) / (Σ t + Σ p + s)``; ``[B]``."""
-    return tversky(y_true, y_pred, 0.5, 0.5, smooth)
+def dice(y_true, y_pred, smooth: float = 1e-6, axis=None):
+    """Per-sample soft Dice loss ``1 - (2·Σ t·p + s) / (Σ t + Σ p + s)``; ``[B]``.
+
+    Sums over every non-batch axis, or over ``axis`` (as Keras's ``dice``, whose
+    default sums over the batch too and returns a scalar).
+    """
+    return tversky(y_true, y_pred, 0.5, 0.5, smooth, axis)
+
+
+@register_loss("categorical_generalized_cross_entropy", target="sparse")
+def categorical_generalized_cross_entropy(y_true, y_pred, q: float = 0.5):
+    """Keras's generalized cross entropy ``(1 − p_y^q) / q`` (Zhang & Sabuncu 2018); ``[B]``.
+
+    As ``keras.losses.categorical_generalized_cross_entropy``, with ``q``
+    defaulting to 0.5 (its class's default) and labels ``[B, 1]`` read as ``[B]``.
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    return keras.losses.categorical_generalized_cross_entropy(y_true, y_pred, q)
 
 
 def _distance(a, b):
@@ -241,3 +337,8 @@ def knowledge_distillation(y_true, y_pred, temperature: float = 2.0):
     log_p_s = ops.log_softmax(student / t, axis=-1)
     kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
     return kl * t * t
+
+
+_OWN_NAMES = {"dice", "tversky", "contrastive", "triplet", "knowledge_distillation",
+              "categorical_generalized_cross_entropy"}
+_register_keras()

@@ -44,7 +44,7 @@ def get_builder(name: str) -> ModelBuilder:
     return lookup(name, _BUILDERS, "model")
 
 
-def _cnn_trunk(input_shape, filters, dense: int, name: str) -> keras.Sequential:
+def cnn_trunk(input_shape, filters, dense: int, name: str) -> keras.Sequential:
     stack: list[Any] = [layers.Input(input_shape)]
     for f in filters:
         stack += [layers.Conv2D(f, 3, padding="same", activation="relu"), layers.MaxPooling2D()]
@@ -75,7 +75,7 @@ def _head(name: str, cfg: dict, features, info: dict):
 def multihead_cnn(info: dict, heads: dict[str, dict], filters=(32, 64), dense: int = 128) -> keras.Model:
     """One CNN trunk with a head per entry of ``heads`` (``{name: {kind, units}}``)."""
     x = keras.Input(tuple(info["input_shape"]), name="inputs")
-    features = _cnn_trunk(info["input_shape"], filters, dense, "trunk")(x)
+    features = cnn_trunk(info["input_shape"], filters, dense, "trunk")(x)
     return keras.Model(x, {n: _head(n, dict(c or {}), features, info) for n, c in heads.items()},
                        name="multihead_cnn")
 

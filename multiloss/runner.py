@@ -9,8 +9,6 @@ checkpoint, so a run killed at any moment resumes from a consistent state.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import time
@@ -18,18 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from . import atomic
-from .config import RunConfig, load_run_config
-from .data import Part, Splits, get_source
+from .config import RunConfig, load_data, load_run_config
+from .data import Part, Splits
 from .errors import SpecError
 from .keras_compile import compile as ml_compile
 from .models import get_builder
+from .optim import build_optimizer
 from .plots import plot_history
-
-STATE = "state.json"
+from .rundir import RunDir
 
 
 def make_strategy(kind: str) -> tf.distribute.Strategy:
@@ -51,20 +47,10 @@ def is_chief() -> bool:
         and "chief" not in tf_config.get("cluster", {}))
 
 
-def make_optimizer(cfg: RunConfig) -> keras.optimizers.Optimizer:
-    params = dict(cfg.optimizer.params)
-    if cfg.optimizer.schedule is not None:
-        cls = getattr(keras.optimizers.schedules, cfg.optimizer.schedule.name)
-        params["learning_rate"] = cls(**cfg.optimizer.schedule.params)
-    names = {n.lower(): n for n in dir(keras.optimizers)}
-    return getattr(keras.optimizers, names[cfg.optimizer.name.lower()])(**params)
-
-
 def load_splits(cfg: RunConfig) -> Splits:
-    params = dict(cfg.data.params)
     if cfg.train.validation_split is not None:
-        params["val_fraction"] = cfg.train.validation_split
-    return get_source(cfg.data.source)(seed=cfg.seed, **params)
+        return load_data(cfg, val_fraction=cfg.train.validation_split)
+    return load_data(cfg)
 
 
 def target_keys(cfg: RunConfig) -> list[str]:
@@ -91,47 +77,24 @@ def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Each epoch: history files; every N epochs: a checkpoint, then ``state.json``."""
+    """Each epoch: the history files; every N epochs: a checkpoint (the model, then ``state.json``)."""
 
-    def __init__(self, run_dir: Path, history: list[dict], every: int, keep: int, write: bool):
+    def __init__(self, run: RunDir, history: list[dict], every: int, keep: int, fingerprint: dict):
         super().__init__()
-        self.run_dir, self.history, self.every, self.keep, self.write = run_dir, history, every, keep, write
+        self.run, self.history, self.every, self.keep = run, history, every, keep
+        self.fingerprint = fingerprint
 
     def on_epoch_end(self, epoch: int, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         self.history[:] = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]
-        if not self.write:
-            return
-        write_history(self.run_dir, self.history)
+        self.run.write_history(self.history)
         if (epoch + 1) % self.every == 0:
             self.checkpoint(epoch + 1)
 
     def checkpoint(self, epoch: int) -> None:
-        ckpt_dir = self.run_dir / "checkpoints"
-        name = f"epoch-{epoch:04d}.keras"
-        atomic.write_with(ckpt_dir / name, self.model.save)
-        state = {"epoch": epoch, "checkpoint": name, "history": self.history}
-        atomic.write_text(ckpt_dir / STATE, json.dumps(state, indent=1))
-        for old in sorted(ckpt_dir.glob("epoch-*.keras"))[: -self.keep]:
-            old.unlink()
-
-
-def write_history(run_dir: Path, history: list[dict]) -> None:
-    keys = ["epoch"] + sorted({k for row in history for k in row} - {"epoch"})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    atomic.write_text(run_dir / "history.csv", buf.getvalue())
-    atomic.write_text(run_dir / "history.json", json.dumps(history, indent=1))
-
-
-def read_state(run_dir: Path) -> dict | None:
-    path = run_dir / "checkpoints" / STATE
-    if not path.exists():
-        return None
-    state = json.loads(path.read_text())
-    return state if (run_dir / "checkpoints" / state["checkpoint"]).exists() else None
+        self.run.save_checkpoint(epoch, {f"epoch-{epoch:04d}.keras": self.model.save},
+                                 {"epoch": epoch, "history": self.history, "fingerprint": self.fingerprint},
+                                 keep=self.keep)
 
 
 def prebuild(model, xy) -> None:
@@ -173,31 +136,89 @@ def summary_table(metrics: dict[str, dict[str, float]], terms: list[str]) -> str
     return format_table(rows, ["", *splits])
 
 
+def build_model(cfg: RunConfig, info: dict) -> keras.Model:
+    """The configured model, compiled with the run's loss spec and optimizer."""
+    try:
+        model = get_builder(cfg.model.builder)(info, **cfg.model.params)
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"the data gives no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+        raise cfg.error([(("model", "builder"), f"model builder {cfg.model.builder!r} failed: {detail} "
+                                               f"(data info: {sorted(info)})")]) from None
+    if not isinstance(model, keras.Model):
+        raise cfg.error([(("model", "builder"), f"{cfg.model.builder!r} returned a "
+                                               f"{type(model).__name__}, not a keras.Model")])
+    return ml_compile(model, cfg.spec, optimizer=build_optimizer(cfg.optimizer),
+                      jit_compile=cfg.train.jit_compile, nonfinite=cfg.train.nonfinite)
+
+
+def check_run(config: str | os.PathLike | dict, overrides: list[str] | None = None) -> str:
+    """Everything ``train`` checks before it trains (config, data, model, loss, targets); writes nothing."""
+    cfg = load_run_config(config, overrides)
+    splits = load_splits(cfg)
+    model = build_model(cfg, splits.info)
+    for split in ("train", "val", "test"):
+        prepare(getattr(splits, split), cfg, split)
+    terms = model.loss.term_names
+    return (f"run config {cfg.name!r}: data {cfg.data.source!r}, model {cfg.model.builder!r} with outputs "
+            f"{', '.join(model.output_names)}; {len(terms)} terms: {', '.join(terms)}")
+
+
+def dry_run(cfg: RunConfig) -> dict[str, float]:
+    """Build data, model and loss; run one training batch through the loss; train nothing."""
+    splits = load_splits(cfg)
+    model = build_model(cfg, splits.info)
+    xy = prepare(splits.train, cfg, "train")
+    if not isinstance(xy, tuple):
+        x, y = next(iter(xy))[:2]
+    else:
+        n = min(cfg.train.batch_size, len(next(iter(xy[1].values()))))
+        x = {k: v[:n] for k, v in xy[0].items()} if isinstance(xy[0], dict) else xy[0][:n]
+        y = {k: v[:n] for k, v in xy[1].items()}
+    result = model.loss.compute(y, model(x, training=False))
+    values = {name: float(v) for name, v in result.losses.items()}
+    total = float(result.total)
+    for name, v in values.items():
+        print(f"  {name:<24} {v:.6g}  (weight {float(result.weights[name]):g})")
+    print(f"{cfg.name}: dry run OK: one batch of the train split through {len(values)} terms, "
+          f"total {total:.6g}; nothing was trained or written")
+    return {"total": total, **values}
+
+
 def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | None = None,
-          resume: bool = False) -> dict:
-    """Run a config end to end; returns the final metrics."""
+          resume: bool = False, overwrite: bool = False) -> dict:
+    """Run a config end to end; returns the final metrics.
+
+    An existing run folder is continued only with ``resume`` and replaced only
+    with ``overwrite``; otherwise :class:`RunError` is raised and nothing is touched.
+    """
     cfg = config if isinstance(config, RunConfig) else load_run_config(config, overrides)
-    run_dir = cfg.run_dir
     chief = is_chief()
+    run = RunDir(cfg.run_dir, resume=resume, overwrite=overwrite, writer=chief)
+    state = run.open()
     strategy = make_strategy(cfg.distribute)
     keras.utils.set_random_seed(cfg.seed)
-    state = read_state(run_dir) if resume else None
     if resume and state is None:
-        print(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic.remove_stale_temporaries(run_dir)
-        atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
+        print(f"no checkpoint in {run.checkpoints}; starting from scratch")
+    if state is not None and state.get("fingerprint") not in (None, cfg.fingerprint()):
+        old, new = state["fingerprint"], cfg.fingerprint()
+        changed = [k for k in new if old.get(k) != new[k]]
+        raise cfg.error([((k,), f"differs from the run being resumed in {run.path}; resume with the same "
+                                "config (only train.epochs, verbose, nonfinite and callbacks may change), or "
+                                "start another run (--set name=...)") for k in changed])
+    run.write_text("config.yaml", cfg.to_yaml())
 
     splits = load_splits(cfg)
+    with strategy.scope():
+        if state is not None:
+            model = keras.saving.load_model(run.checkpoints / state["files"][0])
+            model.loss.guard.mode = cfg.train.nonfinite
+        else:
+            model = build_model(cfg, splits.info)
     train_xy, val_xy, test_xy = (prepare(splits.train, cfg, "train"), prepare(splits.val, cfg, "val"),
                                  prepare(splits.test, cfg, "test"))
     with strategy.scope():
-        if state is not None:
-            model = keras.saving.load_model(run_dir / "checkpoints" / state["checkpoint"])
-        else:
-            model = get_builder(cfg.model.builder)(splits.info, **cfg.model.params)
-            ml_compile(model, cfg.spec, optimizer=make_optimizer(cfg), jit_compile=cfg.train.jit_compile)
         if isinstance(train_xy, tuple):
             prebuild(model, train_xy)
     history: list[dict] = list(state["history"]) if state else []
@@ -205,9 +226,9 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
 
     ckpt = cfg.train.callbacks.checkpoint
     callbacks: list[keras.callbacks.Callback] = [
-        RunRecorder(run_dir, history, ckpt.every, ckpt.keep, chief)]
+        RunRecorder(run, history, ckpt.every, ckpt.keep, cfg.fingerprint())]
     if chief:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard"))))
     es = cfg.train.callbacks.early_stopping
     if es is not None:
         callbacks.append(keras.callbacks.EarlyStopping(**es.model_dump()))
@@ -228,26 +249,28 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
                               cfg.train.batch_size)
     terms = model.loss.term_names
     if chief:
-        atomic.write_with(run_dir / "model.keras", model.save)
-        write_history(run_dir, history)
+        run.write_with("model.keras", model.save)
+        run.write_history(history)
+        skipped = sum(int(row.get("nonfinite_skipped", 0)) for row in history)
         summary = {"splits": metrics, "epochs": len(history), "train_seconds": round(seconds, 2),
-                   "resumed_from_epoch": initial_epoch or None}
-        atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
-        plot_history(history, terms, run_dir / "plots")
-        print(f"\n{cfg.name}: {len(history)} epochs, {seconds:.1f}s training")
+                   "resumed_from_epoch": initial_epoch or None, "nonfinite_skipped_batches": skipped}
+        run.write_json("metrics.json", summary)
+        plot_history(history, terms, run.file("plots"))
+        print(f"\n{cfg.name}: {len(history)} epochs, {seconds:.1f}s training"
+              + (f", {skipped} batch(es) skipped (non-finite)" if skipped else ""))
         print(summary_table(metrics, terms))
-        print(f"artifacts: {run_dir}")
+        print(f"artifacts: {run.path}")
     return metrics
 
 
 def evaluate_run(run_dir: str | os.PathLike) -> dict:
     """Re-evaluate a saved run on its test split (rebuilt from the saved config and seed)."""
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir / "config.yaml")
-    model = keras.saving.load_model(run_dir / "model.keras")
+    run = RunDir(run_dir, resume=True)
+    cfg = load_run_config(run.file("config.yaml"))
+    model = keras.saving.load_model(run.file("model.keras"))
     splits = load_splits(cfg)
     metrics = evaluate_splits(model, {"test": prepare(splits.test, cfg, "test")}, cfg.train.batch_size)
-    atomic.write_text(run_dir / "evaluation.json", json.dumps(metrics, indent=1))
+    run.write_json("evaluation.json", metrics)
     print(summary_table(metrics, model.loss.term_names))
     return metrics
 
@@ -269,4 +292,4 @@ def default_config_path() -> Path:
     return Path(str(resources.files("multiloss") / "configs" / "siamese_digits.yaml"))
 
 
-__all__ = ["train", "evaluate_run", "plot_run", "np"]
+__all__ = ["train", "dry_run", "evaluate_run", "plot_run", "build_model"]

@@ -29,9 +29,10 @@ from .errors import SpecError
 from .imports import import_object, is_import_string
 from .reduction import Reduction
 from .schedules import ScheduleSpec
-from .yamlio import Lines, load_yaml, read_source
+from .validation import nonfinite_paths, pydantic_problems
+from .yamlio import Lines, line_of, load_yaml, read_source
 
-Weight = Annotated[float, Field(ge=0, strict=True, description="A non-negative number.")]
+Weight = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False, description="A finite number ≥ 0.")]
 MetricList = list[str]
 
 
@@ -145,6 +146,12 @@ class WeightingSpec(_Model):
     vectorize: bool = Field(
         False, description="gradnorm, pcgrad, mgda, cagrad: per-task gradients in one vectorized "
                            "jacobian instead of one backward pass per term.")
+    gradients: str = Field(
+        "parameters", description="Gradient strategies: per-task gradients of the shared `parameters`, or of "
+                                  "the shared `representation` (MGDA-UB: one backward pass through the trunk).")
+    representation: list[str] | None = Field(
+        None, description="gradients: representation — the layers whose outputs the heads read "
+                          "(default: inferred from the layer graph).")
 
 
 class LossSpec(_Model):
@@ -163,6 +170,7 @@ class LossSpec(_Model):
 
     _lines: Lines = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr("<spec>")
+    _prefix: tuple = PrivateAttr(())  # where the spec sits in a larger file (a run config's `loss:`)
     _paths: dict[str, tuple] = PrivateAttr(default_factory=dict)
     _terms: list[Term] | None = PrivateAttr(None)
 
@@ -207,11 +215,16 @@ class LossSpec(_Model):
 
     def line(self, path: tuple) -> int | None:
         """The source line of ``path``, or of its nearest ancestor that has one."""
-        return _line_of(self._lines, path)
+        return line_of(self._lines, path)
+
+    def locate(self, path: tuple) -> tuple[str, tuple]:
+        """``("file:line", full YAML path)`` of ``path`` (the path within a run config, if embedded)."""
+        line = self.line(path)
+        return (f"{self._source}:{line}" if line else self._source), self._prefix + tuple(path)
 
     def error(self, problems) -> SpecError:
         """Make a SpecError for ``[(path, message), ...]`` with source lines."""
-        return SpecError([(p, self.line(p), m) for p, m in problems], self._source)
+        return SpecError([(self._prefix + tuple(p), self.line(p), m) for p, m in problems], self._source)
 
     @property
     def source(self) -> str:
@@ -283,6 +296,10 @@ def _resolve(spec: LossSpec) -> list[Term]:
     def make(ref, path) -> losses.LossFn | None:
         name, params = (ref, {}) if isinstance(ref, str) else (ref.name, ref.params)
         name_path = path if isinstance(ref, str) else path + ("name",)
+        bad = nonfinite_paths(params)
+        if bad:
+            problems.extend((path + ("params",) + p, "must be a finite number") for p in bad)
+            return None
         try:
             return losses.get(name, **params)
         except LookupError as exc:
@@ -301,8 +318,17 @@ def _resolve(spec: LossSpec) -> list[Term]:
             terms.append(Term(name, tuple(outputs), target, fn, _loss_label(ref), float(weight),
                               reduction, cw, mask, path))
 
+    head_metrics = spec.head_metrics()
     for head, h in spec.outputs.items():
         if h.loss is None:
+            if not head_metrics.get(head):
+                problems.append((spec.head_path(head, "key"),
+                                 f"head {head!r} has neither `loss` nor `metrics`: add a loss (or metrics "
+                                 "to watch it), or remove the head"))
+            elif "weight" in h.model_fields_set and head not in spec._paths:
+                problems.append((spec.head_path(head, "weight"),
+                                 f"head {head!r} has a weight but no loss, so the weight has no effect: "
+                                 "add `loss:` or remove `weight:`"))
             continue
         lpath = spec.head_path(head, "loss")
         common = dict(outputs=[head], target=head, reduction=h.reduction, cw=h.class_weight,
@@ -343,6 +369,12 @@ def _resolve(spec: LossSpec) -> list[Term]:
                                "(e.g. accuracy, mae, auc) or an import string 'package.module:attr'"))
     if not spec.outputs and not spec.terms:
         problems.append(((), "the spec defines no loss: add `outputs:` (or the compile form `loss:`)"))
+    if spec.weighting is not None:
+        problems += [(("weighting", "params") + p, "must be a finite number")
+                     for p in nonfinite_paths(spec.weighting.params)]
+    for key, sched in spec.schedules.items():
+        problems += [(("schedules", key) + p, "must be a finite number")
+                     for p in nonfinite_paths(sched.model_dump())]
     if spec.weighting is not None or spec.schedules:
         from .weighting.registry import check_spec
 
@@ -352,37 +384,8 @@ def _resolve(spec: LossSpec) -> list[Term]:
     return terms
 
 
-def _clean_loc(loc: tuple) -> tuple:
-    return tuple(p for p in loc if not (isinstance(p, str) and (p in _TAGS or "[" in p)))
-
-
-_BOUNDS = {"greater_than_equal": ("≥", "ge"), "greater_than": (">", "gt"),
-           "less_than": ("<", "lt"), "less_than_equal": ("≤", "le")}
-
-
 def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
-    out, seen = [], set()
-    for err in exc.errors(include_url=False):
-        loc = _clean_loc(err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"
-        elif err["type"] == "literal_error":
-            msg = f"{msg}, got {err['input']!r}"
-        elif err["type"] in ("float_type", "float_parsing") and loc and loc[-1] in ("weight",):
-            msg = f"weight must be a non-negative number, got {err['input']!r}"
-        elif err["type"] in _BOUNDS:
-            symbol, key = _BOUNDS[err["type"]]
-            msg = f"must be {symbol} {err['ctx'][key]}, got {err['input']!r}"
-        elif err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        elif err["type"].endswith(("_type", "_parsing")) and isinstance(err["input"], (str, int, float, bool)):
-            msg = f"{msg}, got {err['input']!r}"
-        key = (loc, msg)
-        if key not in seen:
-            seen.add(key)
-            out.append((loc, msg))
-    return out
+    return pydantic_problems(exc, LossSpec, _TAGS)
 
 
 def load_spec(source: str | os.PathLike | dict | LossSpec, *, name: str | None = None) -> LossSpec:
@@ -411,21 +414,8 @@ def spec_from_data(data: dict, lines: Lines, source: str, prefix: tuple = ()) ->
         spec = LossSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(
-            [(prefix + p, _line_of(shifted, p), m) for p, m in _pydantic_problems(exc)], source
+            [(prefix + p, line_of(shifted, p), m) for p, m in _pydantic_problems(exc)], source
         ) from None
-    spec._lines, spec._source = shifted, source
-    try:
-        spec.resolve()
-    except SpecError as exc:
-        raise SpecError([(prefix + p, ln, m) for p, ln, m in exc.problems], source) from None
+    spec._lines, spec._source, spec._prefix = shifted, source, tuple(prefix)
+    spec.resolve()
     return spec
-
-
-def _line_of(lines: Lines, path: tuple) -> int | None:
-    path = tuple(path)
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get(())
-

@@ -59,18 +59,62 @@ def _line_map(node: yaml.Node, path: tuple, out: Lines) -> None:
             _line_map(item, path + (i,), out)
 
 
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def read_source(source: str | os.PathLike) -> tuple[str, str]:
-    """Return ``(text, name)`` for a path or for literal YAML text."""
+    """Return ``(text, name)`` for a path or for literal YAML text.
+
+    A ``Path`` (or a one-line string ending in ``.yaml``/``.yml``) is a file;
+    it must exist, be a file and have a YAML suffix.
+    """
     if isinstance(source, os.PathLike):
         path = Path(source)
-    elif "\n" not in source and source.strip().endswith((".yaml", ".yml")):
-        path = Path(source)
+    elif "\n" not in source and source.strip().endswith(SUFFIXES):
+        path = Path(source.strip())
     else:
         return source, "<string>"
+    if path.is_dir():
+        raise SpecError([((), None, "is a directory; give a YAML file (e.g. configs/siamese.yaml)")],
+                        str(path))
+    if not path.exists():
+        raise SpecError([((), None, "no such file")], str(path))
+    if path.suffix.lower() not in SUFFIXES:
+        raise SpecError([((), None, f"not a YAML file: the name must end in {', '.join(SUFFIXES)}")],
+                        str(path))
     try:
         return path.read_text(encoding="utf-8"), str(path)
-    except OSError as exc:
-        raise SpecError([((), None, f"cannot read file: {exc.strerror}")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SpecError([((), None, f"cannot read file: {reason}")], str(path)) from None
+
+
+def _duplicates(node: yaml.Node, path: tuple, out: list) -> None:
+    """``(path, line, message)`` for every key given twice in one mapping."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key, value in node.value:
+            k = key.value
+            line = key.start_mark.line + 1
+            if k in first:
+                out.append((path + (k,), line, f"duplicate key {k!r} (first at line {first[k]}); YAML "
+                                                "would silently keep only the last one: remove one"))
+            else:
+                first[k] = line
+            _duplicates(value, path + (k,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicates(item, path + (i,), out)
+
+
+def line_of(lines: Lines, path: tuple) -> int | None:
+    """The line of ``path``, or of its nearest ancestor that has one."""
+    path = tuple(path)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
 
 
 def load_yaml(text: str, name: str = "<string>") -> tuple[Any, Lines]:
@@ -80,6 +124,10 @@ def load_yaml(text: str, name: str = "<string>") -> tuple[Any, Lines]:
         node = loader.get_single_node()
         if node is None:
             return None, {}
+        duplicates: list = []
+        _duplicates(node, (), duplicates)
+        if duplicates:
+            raise SpecError(duplicates, name)
         data = loader.construct_document(node)
     except yaml.constructor.ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None

@@ -12,7 +12,7 @@ from multiloss.cli import main
 
 def test_validate_ok_and_error_exit_codes(tmp_path, capsys):
     assert main(["validate", "configs/siamese.yaml"]) == 0
-    assert "OK (4 terms" in capsys.readouterr().out
+    assert "OK (loss spec, 4 terms" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text("outputs:\n  a: {loss: mse}\n  b: {loss: crossentropy}\n")
     assert main(["validate", str(bad)]) == 1

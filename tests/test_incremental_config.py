@@ -7,7 +7,7 @@ import pytest
 
 from multiloss.errors import SpecError
 from multiloss.incremental import load_incremental_config
-from multiloss.incremental.config import make_optimizer
+from multiloss.optim import build_optimizer
 
 CONFIG = textwrap.dedent("""\
     name: inc
@@ -56,11 +56,12 @@ def test_errors_name_path_and_line(tmp_path):
     with pytest.raises(SpecError, match=rf":{_line(bad, 'temperature')}: method.params.temperature: must be > 0"):
         load_incremental_config(_write(tmp_path, bad))
     bad = CONFIG.replace("temperature: 2.0", "temprature: 2.0")
-    with pytest.raises(SpecError, match=r"method.params.temprature: unknown key 'temprature'"):
+    with pytest.raises(SpecError, match=r"method.params.temprature: unknown key 'temprature'; did you mean "
+                                        r"'temperature'\? valid: "):
         load_incremental_config(_write(tmp_path, bad))
     bad = CONFIG.replace("filters: [8]", "filter: [8]")
     with pytest.raises(SpecError, match=rf":{_line(bad, 'filter:')}: model.params.filter: unknown parameter "
-                                        r"'filter'; valid: filters, dense"):
+                                        r"'filter'; did you mean 'filters'\? valid: filters, dense"):
         load_incremental_config(_write(tmp_path, bad))
     bad = CONFIG.replace("builder: cnn", "builder: resnet")
     with pytest.raises(SpecError, match=r"model.builder: unknown backbone 'resnet'"):
@@ -91,19 +92,20 @@ def test_override_errors_name_the_override(tmp_path):
 
 def test_learning_rate_scale(tmp_path):
     cfg = load_incremental_config(_write(tmp_path, CONFIG), ["optimizer.params={learning_rate: 0.01}"])
-    assert float(make_optimizer(cfg.optimizer, 0.1).learning_rate) == pytest.approx(1e-3)
-    assert float(make_optimizer(cfg.optimizer).learning_rate) == pytest.approx(1e-2)
+    assert float(build_optimizer(cfg.optimizer, 0.1).learning_rate) == pytest.approx(1e-3)
+    assert float(build_optimizer(cfg.optimizer).learning_rate) == pytest.approx(1e-2)
 
 
 def test_optimizer_parameters_are_checked_at_load(tmp_path):
-    with pytest.raises(SpecError, match=r"optimizer.params: .*not recognized.*momentun"):
+    with pytest.raises(SpecError, match=r"optimizer.params.momentun: unknown parameter 'momentun'; did you mean "
+                                        r"'momentum' or 'ema_momentum'\? valid: learning_rate, momentum, nesterov"):
         load_incremental_config(_write(tmp_path, CONFIG), ["optimizer={name: sgd, params: {momentun: 0.9}}"])
 
 
 def test_cosine_schedule_per_stage(tmp_path):
     cfg = load_incremental_config(_write(tmp_path, CONFIG), ["optimizer={name: sgd, params: {learning_rate: 0.1}}",
                                                               "train.lr_schedule=cosine"])
-    opt = make_optimizer(cfg.optimizer, 0.5, cosine_steps=10)
+    opt = build_optimizer(cfg.optimizer, 0.5, cosine_steps=10)
     schedule = opt.learning_rate if callable(opt.learning_rate) else opt._learning_rate
     # cos decay: lr_t = 0.05 · ½(1 + cos(π t / 10))
     for t in (0, 5, 10):

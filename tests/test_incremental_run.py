@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
+from multiloss.cli import main
 from multiloss.errors import SpecError
-from multiloss.incremental import ExemplarMemory, IncrementalNet, main, run_incremental
+from multiloss.incremental import ExemplarMemory, IncrementalNet, run_incremental
 from multiloss.incremental import learner as learner_module
 from multiloss.incremental.config import load_incremental_config
 from multiloss.incremental.network import cnn
@@ -167,12 +168,12 @@ def test_scenario_errors_and_exit_codes(tmp_path, capsys):
         run_incremental(path, ["scenario.class_order=[0, 1, 2]", "scenario.increment=2"], quiet=True)
     with pytest.raises(SpecError, match=r"scenario.steps: 9 steps need 2 \+ 8×3 classes"):
         run_incremental(path, ["scenario.steps=9"], quiet=True)
-    assert main([str(path), "--set", "method.name=icarll"]) == 1
+    assert main(["incremental", str(path), "--set", "method.name=icarll"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "method.name: unknown method 'icarll'; did you mean 'icarl'" in err
     assert err.rstrip().endswith("(from --set method.name=icarll)")
     bad = tmp_path / "bad.yaml"
     bad.write_text(CONFIG.replace("budget: 40", "budget: -4"))
-    assert main([str(bad)]) == 1
+    assert main(["incremental", str(bad)]) == 1
     assert f"bad.yaml:{1 + CONFIG.splitlines().index('memory: {budget: 40}')}: memory.budget: must be ≥ 1" in \
         capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_train_writes_every_artifact_and_figures_are_right(tmp_path):
     saved = json.loads((run / "metrics.json").read_text())["splits"]
     assert saved["test"]["class_accuracy"] == pytest.approx(acc, abs=1e-6)
     assert saved["test"]["image_mae"] == pytest.approx(mae, rel=1e-4)
-    assert metrics["test"]["class_accuracy"] == saved["test"]["class_accuracy"]
+    assert metrics["test"]["class_accuracy"] == pytest.approx(saved["test"]["class_accuracy"], rel=1e-6)
     assert saved["test"]["class_accuracy"] > 0.5
     # evaluate and plot re-derive the same figures and files.
     again = runner.evaluate_run(run)
@@ -111,7 +111,8 @@ def test_overrides_and_config_errors(tmp_path):
     assert f":{weight_line}: loss.outputs.parity.weight: must be ≥ 0" in msg
     with pytest.raises(SpecError, match=r"optimizer\.name: unknown optimizer 'adamm'"):
         load_run_config(path, ["optimizer.name=adamm"])
-    with pytest.raises(SpecError, match=r"model\.params\.hiden: unknown parameter 'hiden'; valid: heads, hidden"):
+    with pytest.raises(SpecError, match=r"model\.params\.hiden: unknown parameter 'hiden'; did you mean 'hidden'\? "
+                                         r"valid: heads, hidden \(from --set model.params.hiden=3\)"):
         load_run_config(path, ["model.params.hiden=3"])
 
 

@@ -19,11 +19,12 @@ from .memory import ExemplarMemory, herding_order
 from .methods import EEIL, METHODS, WA, FineTune, ICaRL, Joint, LwF, Method, Step
 from .metrics import average_incremental_accuracy, class_order, forgetting
 from .network import IncrementalNet, align_weights, expand_classifier
-from .runner import main, run_incremental
+from .runner import check_incremental, evaluate_incremental, plot_incremental, run_incremental
 
 __all__ = [
     "distillation_loss", "incremental_targets", "icarl_targets", "ExemplarMemory", "herding_order",
     "IncrementalNet", "expand_classifier", "align_weights", "Method", "Step", "METHODS", "FineTune",
     "Joint", "LwF", "ICaRL", "EEIL", "WA", "class_order", "average_incremental_accuracy", "forgetting",
-    "IncrementalConfig", "load_incremental_config", "run_incremental", "main",
+    "IncrementalConfig", "load_incremental_config", "run_incremental", "check_incremental",
+    "evaluate_incremental", "plot_incremental",
 ]

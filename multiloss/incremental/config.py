@@ -12,14 +12,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import keras
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from ..config import DataConfig, ModelConfig, OptimizerConfig, _check_params, apply_overrides
-from ..data import get_source
+from ..config import DataConfig, ModelConfig, component_problems
+from ..configfile import ConfigFile, read_config, validate
 from ..errors import SpecError
-from ..spec import _line_of, _pydantic_problems
-from ..yamlio import Lines, dump_yaml, load_yaml, read_source
+from ..guard import MODES
+from ..optim import OptimizerConfig
+from ..validation import pydantic_problems
+from ..yamlio import dump_yaml
 from .methods import Method, get_method
 from .network import get_backbone
 
@@ -66,6 +67,9 @@ class StepTrainConfig(_Model):
         "constant", description="cosine: the learning rate decays to 0 over each training stage "
                                 "(a fresh schedule per stage, as the fresh optimizer).")
     verbose: Literal[0, 1, 2] = 0
+    nonfinite: Literal[MODES] = Field(
+        "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "
+                            "completed step intact) or skip that batch (counted and reported).")
 
 
 class IncrementalConfig(_Model):
@@ -83,9 +87,7 @@ class IncrementalConfig(_Model):
     train: StepTrainConfig = Field(default_factory=StepTrainConfig)
     output_dir: str = "runs"
 
-    _lines: Lines = PrivateAttr(default_factory=dict)
-    _source: str = PrivateAttr("<config>")
-    _applied: dict = PrivateAttr(default_factory=dict)
+    _file: ConfigFile = PrivateAttr(default_factory=ConfigFile)
 
     @property
     def run_dir(self) -> Path:
@@ -96,7 +98,7 @@ class IncrementalConfig(_Model):
 
     def error(self, problems: list[tuple[tuple, str]]) -> SpecError:
         """A SpecError for ``[(path, message)]`` with source lines (or the ``--set`` they came from)."""
-        return _error(problems, self._lines, self._source, self._applied)
+        return self._file.error(problems)
 
     def to_yaml(self) -> str:
         return dump_yaml(self.model_dump(mode="json"))
@@ -105,95 +107,16 @@ class IncrementalConfig(_Model):
         """What a resumed run must share with the run it continues."""
         return self.model_dump(mode="json", include={"seed", "data", "model", "scenario", "memory", "method",
                                                      "optimizer", "train"},
-                               exclude={"train": {"verbose"}})
-
-
-def _error(problems, lines: Lines, source: str, applied: dict) -> SpecError:
-    out = []
-    for p, m in problems:
-        origin = next((t for k, t in applied.items() if tuple(p[: len(k)]) == k), None)
-        out.append((p, None, f"{m} (from --set {origin})") if origin else (p, _line_of(lines, p), m))
-    return SpecError(out, source)
-
-
-def _optimizer_problems(opt: OptimizerConfig) -> list[tuple[tuple, str]]:
-    problems = []
-    names = {n.lower(): n for n in dir(keras.optimizers)
-             if isinstance(getattr(keras.optimizers, n), type)
-             and issubclass(getattr(keras.optimizers, n), keras.optimizers.Optimizer)}
-    if opt.name.lower() not in names:
-        problems.append((("optimizer", "name"), f"unknown optimizer {opt.name!r}; valid: "
-                                                f"{', '.join(sorted(names))}"))
-    if opt.schedule is not None and not hasattr(keras.optimizers.schedules, opt.schedule.name):
-        problems.append((("optimizer", "schedule", "name"), f"unknown schedule {opt.schedule.name!r}"))
-    if not problems and opt.schedule is not None:
-        try:
-            getattr(keras.optimizers.schedules, opt.schedule.name)(**opt.schedule.params)
-        except (TypeError, ValueError) as exc:
-            problems.append((("optimizer", "schedule", "params"), str(exc)))
-    if not problems:  # the parameters, by building one (cheap; Keras names what it does not know)
-        try:
-            make_optimizer(opt)
-        except (TypeError, ValueError) as exc:
-            problems.append((("optimizer", "params"), str(exc)))
-    return problems
-
-
-def make_optimizer(opt: OptimizerConfig, lr_scale: float = 1.0,
-                   cosine_steps: int | None = None) -> keras.optimizers.Optimizer:
-    """A fresh optimizer from the config; ``lr_scale`` multiplies its learning rate;
-    ``cosine_steps``: the rate decays to 0 over that many steps (cosine)."""
-    names = {n.lower(): n for n in dir(keras.optimizers)}
-    cls = getattr(keras.optimizers, names[opt.name.lower()])
-    params = dict(opt.params)
-    if cosine_steps is not None:
-        base = float(cls(**params).learning_rate) * lr_scale
-        params["learning_rate"] = keras.optimizers.schedules.CosineDecay(base, max(1, int(cosine_steps)))
-        return cls(**params)
-    if opt.schedule is not None:
-        sched = dict(opt.schedule.params)
-        if lr_scale != 1.0:
-            if "initial_learning_rate" not in sched:
-                raise SpecError([(("optimizer", "schedule"), None, "a learning-rate scale needs the "
-                                  "schedule's `initial_learning_rate` parameter")], "config")
-            sched["initial_learning_rate"] = sched["initial_learning_rate"] * lr_scale
-        params["learning_rate"] = getattr(keras.optimizers.schedules, opt.schedule.name)(**sched)
-        return cls(**params)
-    optimizer = cls(**params)
-    if lr_scale != 1.0:
-        optimizer.learning_rate = float(optimizer.learning_rate) * lr_scale
-    return optimizer
+                               exclude={"train": {"verbose", "nonfinite"}})
 
 
 def load_incremental_config(source: str | os.PathLike | dict,
                             overrides: list[str] | None = None) -> IncrementalConfig:
     """Load, override and validate an incremental config; raise SpecError naming path and line."""
-    lines: Lines = {}
-    if isinstance(source, dict):
-        data, name = dict(source), "<dict>"
-    else:
-        text, name = read_source(source)
-        data, lines = load_yaml(text, name)
-    if not isinstance(data, dict):
-        raise SpecError([((), 1, "an incremental config must be a mapping")], name)
-    applied = apply_overrides(data, overrides or [], lines)
-
-    try:
-        cfg = IncrementalConfig.model_validate(data)
-    except ValidationError as exc:
-        raise _error(_pydantic_problems(exc), lines, name, applied) from None
-    cfg._lines, cfg._source, cfg._applied = lines, name, applied
-    problems: list[tuple[tuple, str]] = []
-    try:
-        _check_params(get_source(cfg.data.source), cfg.data.params, ("data", "params"), problems, skip=("seed",))
-    except LookupError as exc:
-        problems.append((("data", "source"), str(exc)))
-    try:
-        _check_params(get_backbone(cfg.model.builder), cfg.model.params, ("model", "params"), problems,
-                      skip=("info",))
-    except LookupError as exc:
-        problems.append((("model", "builder"), str(exc)))
-    problems += _optimizer_problems(cfg.optimizer)
+    data, cf = read_config(source, overrides, "incremental config")
+    cfg = validate(IncrementalConfig, data, cf)
+    cfg._file = cf
+    problems = component_problems(cfg, get_backbone)
     try:
         method_cls = get_method(cfg.method.name)
     except LookupError as exc:
@@ -202,7 +125,7 @@ def load_incremental_config(source: str | os.PathLike | dict,
         try:
             method_cls.Params(**cfg.method.params)
         except ValidationError as exc:
-            problems += [(("method", "params") + p, m) for p, m in _pydantic_problems(exc)]
+            problems += [(("method", "params") + p, m) for p, m in pydantic_problems(exc, method_cls.Params)]
         if method_cls.replay and cfg.memory is None:
             problems.append((("method", "name"), f"method {method_cls.name!r} keeps exemplars: add "
                                                  "`memory: {budget: K}` or `memory: {per_class: m}`"))
@@ -218,4 +141,4 @@ def load_incremental_config(source: str | os.PathLike | dict,
 
 
 __all__ = ["IncrementalConfig", "ScenarioConfig", "MemoryConfig", "MethodConfig", "StepTrainConfig",
-           "load_incremental_config", "make_optimizer"]
+           "load_incremental_config"]

@@ -40,9 +40,11 @@ class Learner:
 
     def __init__(self, net: IncrementalNet, memory: ExemplarMemory | None, train: ClassData, *,
                  epochs: int, batch_size: int,
-                 optimizer: Callable[[float, int], keras.optimizers.Optimizer], verbose: int = 0):
+                 optimizer: Callable[[float, int], keras.optimizers.Optimizer], verbose: int = 0,
+                 nonfinite: str = "stop"):
         self.net, self.memory, self.train = net, memory, train
         self.epochs, self.batch_size, self.verbose = epochs, batch_size, verbose
+        self.nonfinite = nonfinite  # see ml.compile
         self.optimizer = optimizer  # (lr_scale, steps of the stage) -> a fresh optimizer
         self.history: list[dict] = []  # one row per stage epoch
         self.notes: dict[str, float] = {}  # figures of the current step (WA's gamma, ...)
@@ -75,7 +77,7 @@ class Learner:
         model = self.net.model()
         epochs = self.epochs if epochs is None else epochs
         steps = -(-len(x) // self.batch_size) * epochs
-        ml_compile(model, spec, optimizer=self.optimizer(lr_scale, steps))
+        ml_compile(model, spec, optimizer=self.optimizer(lr_scale, steps), nonfinite=self.nonfinite)
         logs = model.fit(x, y, epochs=epochs, batch_size=self.batch_size, shuffle=True,
                          verbose=self.verbose).history
         rows = [{"step": step.index, "stage": stage, "epoch": e + 1,

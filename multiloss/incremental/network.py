@@ -19,14 +19,14 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..models import _cnn_trunk
+from ..models import cnn_trunk
 
 BackboneBuilder = Callable[..., keras.Model]
 
 
 def cnn(info: dict, filters: Sequence[int] = (16, 32), dense: int = 64) -> keras.Model:
     """Conv(3×3, ReLU) + max-pool per entry of ``filters``, flatten, Dense(``dense``, ReLU)."""
-    return _cnn_trunk(tuple(info["input_shape"]), tuple(filters), int(dense), "features")
+    return cnn_trunk(tuple(info["input_shape"]), tuple(filters), int(dense), "features")
 
 
 def mlp(info: dict, hidden: Sequence[int] = (128, 64)) -> keras.Model:

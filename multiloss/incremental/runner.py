@@ -13,12 +13,14 @@ Artifacts in ``output_dir/<name>``, each written atomically:
 * ``checkpoints/``: the network's weights and the exemplar memory after the
   last completed step, then ``state.json`` (written last).  ``--resume``
   continues at the step after it.
+
+The folder is a :class:`~multiloss.rundir.RunDir`, as for ``multiloss train``:
+an existing run is continued only with ``--resume`` and replaced only with
+``--overwrite``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -26,10 +28,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .. import atomic
-from ..data import Part, get_source
-from ..runner import write_history
-from .config import IncrementalConfig, load_incremental_config, make_optimizer
+from ..config import load_data
+from ..console import table
+from ..data import Part
+from ..optim import build_optimizer
+from ..rundir import RunDir
+from .config import IncrementalConfig, load_incremental_config
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
 from .methods import Method, Step
@@ -43,16 +47,13 @@ from .metrics import (
 from .network import IncrementalNet, get_backbone
 from .plots import plot_accuracy, plot_confusion
 
-STATE = "state.json"
-
-
 # --- the scenario -------------------------------------------------------------
 
 class Scenario:
     """Data of a config as class positions, the class order and the steps' group sizes."""
 
     def __init__(self, cfg: IncrementalConfig):
-        splits = get_source(cfg.data.source)(seed=cfg.seed, **cfg.data.params)
+        splits = load_data(cfg)
         parts = {"train": splits.train, "val": splits.val, "test": splits.test}
         for split, part in parts.items():
             if part is not None and (part.is_dataset or "class" not in (part.y or {})):
@@ -116,38 +117,24 @@ def evaluate(method: Method, learner: Learner, data: ClassData, step: Step) -> d
 
 # --- checkpoints ----------------------------------------------------------------
 
-def read_state(run_dir: Path) -> dict | None:
-    path = run_dir / "checkpoints" / STATE
-    if not path.exists():
-        return None
-    state = json.loads(path.read_text())
-    files = [state["weights"]] + ([state["memory"]] if state.get("memory") else [])
-    return state if all((run_dir / "checkpoints" / f).exists() for f in files) else None
-
-
-def save_checkpoint(run_dir: Path, step: int, learner: Learner, state: dict) -> None:
-    ckpt = run_dir / "checkpoints"
-    weights = f"step-{step:02d}-weights.npz"
+def save_checkpoint(run: RunDir, step: int, learner: Learner, state: dict) -> None:
+    """The network's weights and the memory after ``step``, then ``state.json``."""
+    weights = f"step-{step:04d}-weights.npz"
     arrays = {f"w{i:03d}": w for i, w in enumerate(learner.net.get_weights())}
-    atomic.write_with(ckpt / weights, lambda tmp: np.savez(tmp, **arrays))
+    files = {weights: lambda tmp: np.savez(tmp, **arrays)}
     memory = None
     if learner.memory is not None:
-        memory = f"step-{step:02d}-memory.npz"
-        learner.memory.save(ckpt / memory)
-    state = {**state, "weights": weights, "memory": memory}
-    atomic.write_text(ckpt / STATE, json.dumps(state, indent=1))
-    for old in ckpt.glob("step-*.npz"):
-        if old.name not in (weights, memory):
-            old.unlink()
+        memory = f"step-{step:04d}-memory.npz"
+        files[memory] = learner.memory.save
+    run.save_checkpoint(step, files, {**state, "weights": weights, "memory": memory})
 
 
-def load_checkpoint(run_dir: Path, state: dict, learner: Learner) -> None:
-    ckpt = run_dir / "checkpoints"
+def load_checkpoint(run: RunDir, state: dict, learner: Learner) -> None:
     learner.net.expand(state["num_classes"])
-    with np.load(ckpt / state["weights"], allow_pickle=False) as f:
+    with np.load(run.checkpoints / state["weights"], allow_pickle=False) as f:
         learner.net.set_weights([f[k] for k in sorted(f.files)])
     if state.get("memory"):
-        learner.memory = ExemplarMemory.load(ckpt / state["memory"])
+        learner.memory = ExemplarMemory.load(run.checkpoints / state["memory"])
 
 
 # --- the summary ----------------------------------------------------------------
@@ -178,68 +165,93 @@ def summarize(cfg: IncrementalConfig, scenario: Scenario, method: Method, steps:
     return out
 
 
-def write_artifacts(run_dir: Path, summary: dict, history: list[dict]) -> None:
-    atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
+def write_artifacts(run: RunDir, summary: dict, history: list[dict]) -> None:
+    run.write_json("metrics.json", summary)
     if history:
-        write_history(run_dir, history)
+        run.write_history(history)
+    write_plots(run.path, summary)
+
+
+def write_plots(run_dir: Path, summary: dict) -> list[Path]:
+    """``accuracy.png`` and ``confusion.png`` from a run's summary (``metrics.json``)."""
+    files = []
     if summary["steps"]:
         who = summary["name"] if summary["name"] == summary["method"] else f"{summary['name']} ({summary['method']})"
         plot_accuracy(summary["steps"], run_dir / "accuracy.png", f"{who}: accuracy after each step")
+        files.append(run_dir / "accuracy.png")
     if "confusion_matrix" in summary:
         k = len(summary["confusion_matrix"])
         plot_confusion(np.asarray(summary["confusion_matrix"]), summary["class_names"][:k],
                        run_dir / "confusion.png",
                        f"{summary['method']}: confusion after step {len(summary['steps']) - 1} (test)")
+        files.append(run_dir / "confusion.png")
+    return files
 
 
 def format_summary(summary: dict) -> str:
-    from ..quickstart import format_table
-
     rows = []
     for s in summary["steps"]:
         tasks = " ".join(f"{a:.3f}" for a in s["task_accuracy"])
         rows.append([str(s["step"]), str(s["num_classes"]), f"{s['accuracy']:.4f}", tasks,
                      f"{s['seconds']:.1f}"])
-    table = format_table(rows, ["step", "classes", "accuracy", "per task", "seconds"])
+    text = table(rows, ["step", "classes", "accuracy", "per task", "seconds"])
     f = summary["forgetting"]
-    return (f"{table}\naverage incremental accuracy {summary['average_incremental_accuracy']:.4f}, "
+    return (f"{text}\naverage incremental accuracy {summary['average_incremental_accuracy']:.4f}, "
             f"last accuracy {summary['last_accuracy']:.4f}, forgetting "
             f"{'n/a' if f is None else f'{f:.4f}'}, {summary['minutes']:.2f} min")
 
 
 # --- the run ----------------------------------------------------------------------
 
-def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overrides: list[str] | None = None,
-                    resume: bool = False, quiet: bool = False) -> dict:
-    """Run a class-incremental scenario end to end; returns the summary (``metrics.json``)."""
-    cfg = config if isinstance(config, IncrementalConfig) else load_incremental_config(config, overrides)
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+def check_incremental(config: str | os.PathLike | dict, overrides: list[str] | None = None) -> str:
+    """Everything ``multiloss incremental`` checks before training (config, data, scenario, network)."""
+    cfg = load_incremental_config(config, overrides)
     method = cfg.make_method()
-    run_dir = cfg.run_dir
-    state = read_state(run_dir) if resume else None
-    if resume and state is None:
-        say(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
-    if state is not None and state["fingerprint"] != cfg.fingerprint():
-        changed = sorted(k for k in cfg.fingerprint() if state["fingerprint"].get(k) != cfg.fingerprint()[k])
-        raise cfg.error([((k,), f"differs from the run being resumed in {run_dir}; resume with the same "
-                                "config, or give the run another `name`") for k in changed])
-    scenario = Scenario(cfg)  # loads the data and checks the scenario against it
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale_temporaries(run_dir)
-    atomic.write_text(run_dir / "config.yaml", cfg.to_yaml())
-    keras.utils.set_random_seed(cfg.seed)
+    scenario = Scenario(cfg)
+    build_net(cfg, scenario.info, method)
+    return (f"incremental config {cfg.name!r}: method {method.name!r}, {len(scenario.groups)} steps of "
+            f"{scenario.groups} classes, class order {scenario.order}")
+
+
+def make_learner(cfg: IncrementalConfig, scenario: Scenario, method: Method) -> Learner:
+    """The network, memory and training settings of a run (weights as initialised)."""
     net = build_net(cfg, scenario.info, method)
     memory = None
     if method.replay and cfg.memory is not None:
         memory = ExemplarMemory(cfg.memory.budget, cfg.memory.selection, cfg.memory.per_class, seed=cfg.seed)
-    learner = Learner(net, memory, scenario.parts["train"], epochs=cfg.train.epochs,
-                      batch_size=cfg.train.batch_size, verbose=cfg.train.verbose,
-                      optimizer=lambda scale, steps: make_optimizer(
-                          cfg.optimizer, scale, steps if cfg.train.lr_schedule == "cosine" else None))
+    return Learner(net, memory, scenario.parts["train"], epochs=cfg.train.epochs,
+                   batch_size=cfg.train.batch_size, verbose=cfg.train.verbose, nonfinite=cfg.train.nonfinite,
+                   optimizer=lambda scale, steps: build_optimizer(
+                       cfg.optimizer, scale, steps if cfg.train.lr_schedule == "cosine" else None))
+
+
+def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overrides: list[str] | None = None,
+                    resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Run a class-incremental scenario end to end; returns the summary (``metrics.json``).
+
+    An existing run folder is continued only with ``resume`` and replaced only with ``overwrite``.
+    """
+    cfg = config if isinstance(config, IncrementalConfig) else load_incremental_config(config, overrides)
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    method = cfg.make_method()
+    run = RunDir(cfg.run_dir, resume=resume, overwrite=overwrite, hint="multiloss incremental CONFIG")
+    if resume and run.holds_run():
+        state = run.read_state()
+        if state is not None and state["fingerprint"] != cfg.fingerprint():
+            changed = sorted(k for k in cfg.fingerprint() if state["fingerprint"].get(k) != cfg.fingerprint()[k])
+            raise cfg.error([((k,), f"differs from the run being resumed in {run.path}; resume with the same "
+                                    "config, or give the run another `name`") for k in changed])
+    scenario = Scenario(cfg)  # loads the data and checks the scenario against it
+    state = run.open()
+    if resume and state is None:
+        say(f"no checkpoint in {run.checkpoints}; starting from scratch")
+    run.write_text("config.yaml", cfg.to_yaml())
+    keras.utils.set_random_seed(cfg.seed)
+    learner = make_learner(cfg, scenario, method)
     steps: list[dict] = []
     confusion = None
     if state is not None:
-        load_checkpoint(run_dir, state, learner)
+        load_checkpoint(run, state, learner)
         steps, learner.history = list(state["steps"]), list(state["history"])
         confusion = np.asarray(state["confusion"]) if state.get("confusion") else None
         say(f"resuming {cfg.name} after step {state['step']}")
@@ -268,37 +280,49 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
         steps.append(record)
         confusion = confusion_matrix(test["y"], test["pred"], step.num_total)
         summary = summarize(cfg, scenario, method, steps, confusion)
-        save_checkpoint(run_dir, t, learner, {
+        save_checkpoint(run, t, learner, {
             "step": t, "num_classes": step.num_total, "steps": steps, "history": learner.history,
             "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint()})
-        write_artifacts(run_dir, summary, learner.history)
+        write_artifacts(run, summary, learner.history)
         say(f"step {t}: {step.num_total} classes, accuracy {record['accuracy']:.4f} "
             f"(tasks {' '.join(f'{a:.3f}' for a in record['task_accuracy'])}), {record['seconds']:.1f} s")
 
     summary = summarize(cfg, scenario, method, steps, confusion)
-    write_artifacts(run_dir, summary, learner.history)
+    write_artifacts(run, summary, learner.history)
     say(format_summary(summary))
-    say(f"artifacts: {run_dir}")
+    say(f"artifacts: {run.path}")
     return summary
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="multiloss incremental",
-                                description="Run a class-incremental scenario from a config.")
-    p.add_argument("config", help="incremental config YAML (see configs/incremental_*.yaml)")
-    p.add_argument("--resume", action="store_true", help="continue after the last completed step")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config field (repeatable), e.g. --set method.name=lwf")
-    return p
+def evaluate_incremental(run_dir: str | os.PathLike) -> dict:
+    """Re-evaluate a run's last completed step on its test split (``evaluation.json``)."""
+    run = RunDir(run_dir, resume=True)
+    cfg = load_incremental_config(run.file("config.yaml"))
+    state = run.read_state()
+    if state is None:
+        raise cfg.error([((), f"{run.path} holds no completed step to evaluate")])
+    method = cfg.make_method()
+    scenario = Scenario(cfg)
+    learner = make_learner(cfg, scenario, method)
+    load_checkpoint(run, state, learner)
+    step = scenario.step(state["step"])
+    test = evaluate(method, learner, scenario.parts["test"], step)
+    out = {"step": state["step"], "num_classes": step.num_total, "accuracy": test["accuracy"],
+           "task_accuracy": test["task_accuracy"]}
+    run.write_json("evaluation.json", out)
+    print(f"{cfg.name}: after step {state['step']} ({step.num_total} classes): test accuracy "
+          f"{out['accuracy']:.4f} (tasks {' '.join(f'{a:.3f}' for a in out['task_accuracy'])})")
+    return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``multiloss incremental CONFIG [--resume] [--set k.path=v ...]``; returns the exit status."""
-    from ..cli import run_guarded
+def plot_incremental(run_dir: str | os.PathLike) -> list[Path]:
+    """Redraw a run's figures from its ``metrics.json``."""
+    run = RunDir(run_dir, resume=True)
+    files = write_plots(run.path, run.read_json("metrics.json"))
+    for f in files:
+        print(f)
+    return files
 
-    args = build_parser().parse_args(argv)
-    return run_guarded(lambda: run_incremental(args.config, args.set, resume=args.resume),
-                       "`multiloss incremental CONFIG --resume` continues after the last completed step")
 
-
-__all__ = ["run_incremental", "main", "Scenario", "evaluate", "summarize", "format_summary"]
+__all__ = ["run_incremental", "check_incremental", "evaluate_incremental", "plot_incremental", "Scenario",
+           "evaluate", "summarize", "format_summary"]

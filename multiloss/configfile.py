@@ -1,0 +1,127 @@
+"""The one config loader: a YAML file (or text, or a dict), ``--set`` overrides, validation.
+
+Every kind of run config (``multiloss train``, ``multiloss incremental``) is
+read here, so every problem is reported the same way: the file and line of
+the YAML path, or the ``--set`` override that caused it, with a did-you-mean
+for misspelt keys.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import SpecError
+from .validation import Problems, pydantic_problems
+from .yamlio import Lines, line_of, load_yaml, read_source
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class ConfigFile:
+    """Where a config came from: its name, the line of every YAML path, the overrides applied."""
+
+    name: str = "<config>"
+    lines: Lines = field(default_factory=dict)
+    applied: dict[tuple, str] = field(default_factory=dict)
+    base: Path = Path(".")
+
+    def origin(self, path: tuple) -> str | None:
+        """The ``--set`` text that set ``path`` (or a parent or child of it), if any."""
+        path = tuple(path)
+        for key, text in self.applied.items():
+            n = min(len(key), len(path))
+            if n and key[:n] == path[:n]:
+                return text
+        return None
+
+    def error(self, problems: Problems) -> SpecError:
+        """A SpecError for ``[(path, message)]``: each with its line, or the ``--set`` it came from."""
+        out = []
+        for p, m in problems:
+            origin = self.origin(p)
+            out.append((p, None, f"{m} (from --set {origin})") if origin else (p, line_of(self.lines, p), m))
+        return SpecError(out, self.name)
+
+    def resolve_path(self, path: str) -> Path:
+        """A file named in the config: absolute, relative to the working folder, or to the config."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or p.exists() else self.base / p
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=3`` -> (["train", "epochs"], 3); values are read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError([(("--set",), None, f"expected key.path=value, got {text!r}")], "--set")
+    parsed, _ = load_yaml(value, f"--set {key}") if value.strip() else ("", {})
+    return key.split("."), parsed
+
+
+def apply_overrides(data: dict, overrides: list[str], lines: Lines) -> dict[tuple, str]:
+    """Set each ``key.path=value`` in ``data``; return {path: override text}."""
+    applied = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        applied[tuple(path)] = text
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise SpecError([(tuple(path[: i + 1]), None,
+                                  f"is {type(child).__name__} {child!r}, not a mapping, so --set {text} "
+                                  "cannot set a key inside it")], "--set")
+            node = child
+        node[path[-1]] = value
+        for key in [k for k in lines if k[: len(path)] == tuple(path)]:
+            lines.pop(key)
+    return applied
+
+
+def read_config(source: str | os.PathLike | dict, overrides: list[str] | None = None,
+                what: str = "config") -> tuple[dict, ConfigFile]:
+    """Read a config's plain data and apply ``--set`` overrides; no validation yet."""
+    cf = ConfigFile()
+    if isinstance(source, dict):
+        data, cf.name = dict(source), "<dict>"
+    else:
+        text, cf.name = read_source(source)
+        data, cf.lines = load_yaml(text, cf.name)
+        if cf.name != "<string>":
+            cf.base = Path(cf.name).parent
+    if data is None:
+        raise SpecError([((), None, f"the {what} is empty")], cf.name)
+    if not isinstance(data, dict):
+        raise SpecError([((), 1, f"a {what} must be a mapping of keys to values, "
+                                 f"got a {type(data).__name__}")], cf.name)
+    cf.applied = apply_overrides(data, list(overrides or []), cf.lines)
+    return data, cf
+
+
+def validate(model: type[M], data: dict, cf: ConfigFile) -> M:
+    """``model.model_validate(data)``, with every problem named by path and line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise cf.error(pydantic_problems(exc, model)) from None
+
+
+def config_kind(data: Any) -> str:
+    """What a YAML document is: ``"spec"``, ``"run"`` or ``"incremental"`` (by its keys)."""
+    if isinstance(data, dict):
+        keys = set(data)
+        if "scenario" in keys or "method" in keys:
+            return "incremental"
+        if keys & {"model", "data", "optimizer", "train", "output_dir"}:
+            return "run"
+    return "spec"
+
+
+__all__ = ["ConfigFile", "parse_override", "apply_overrides", "read_config", "validate", "config_kind"]

@@ -1,0 +1,141 @@
+"""The non-finite guard: a NaN or Inf never reaches the weights.
+
+Inside every multiloss train step (Keras's own and the gradient strategies'),
+each term's value, the total and the gradients are checked; when any is not
+finite the optimizer update of that step is skipped on every replica, the
+step is counted and what was non-finite is recorded.  :class:`NonFiniteGuard`
+(added to ``fit`` automatically) then either stops training with a
+:class:`NonFiniteError` naming the terms, epoch and step (``"stop"``, the
+default), or lets training go on and reports how many batches were skipped
+(``"skip"``).  The weights always stay those of the last finite step.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from . import reduction as red
+from .errors import NonFiniteError
+
+Mode = Literal["stop", "skip"]
+MODES = ("stop", "skip")
+
+
+class GuardState:
+    """What the train step records: batches skipped, and the flags of the latest bad one.
+
+    ``flags`` holds one entry per term, then the total, then the gradients
+    (1 = not finite).
+    """
+
+    def __init__(self, num_terms: int, mode: Mode = "stop"):
+        if mode not in MODES:
+            raise ValueError(f"nonfinite must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        first = {"aggregation": "only_first_replica"}
+        self.skipped = keras.Variable(0.0, trainable=False, name="multiloss_nonfinite_skipped", **first)
+        self.flags = keras.Variable(np.zeros(num_terms + 2, "float32"), trainable=False,
+                                    name="multiloss_nonfinite_flags", **first)
+
+    def update(self, values, total, grads) -> tf.Tensor:
+        """Record this step's flags (summed over replicas); return whether the step is finite."""
+        term_bad = ops.cast(ops.logical_not(ops.isfinite(values)), "float32")
+        total_bad = ops.cast(ops.logical_not(ops.all(ops.isfinite(total))), "float32")
+        grad_ok = [ops.all(ops.isfinite(tf.convert_to_tensor(g))) for g in grads if g is not None]
+        grad_bad = ops.cast(ops.logical_not(ops.all(ops.stack(grad_ok))), "float32") if grad_ok \
+            else ops.zeros((), "float32")
+        flags = ops.concatenate([term_bad, ops.reshape(total_bad, (1,)), ops.reshape(grad_bad, (1,))])
+        flags = ops.minimum(red.cross_replica_sum(flags), 1.0)   # every replica decides alike
+        bad = ops.max(flags)
+        self.skipped.assign_add(bad)
+        self.flags.assign(ops.where(bad > 0, flags, self.flags))
+        return bad == 0
+
+
+def apply_if_finite(optimizer, grads_and_vars: list, ok) -> None:
+    """``optimizer.apply_gradients(grads_and_vars)`` only when ``ok`` (the same on every replica)."""
+    grads = [g for g, _ in grads_and_vars]
+    variables = [v for _, v in grads_and_vars]
+    if not optimizer.built:
+        optimizer.build(variables)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or not tf.distribute.has_strategy():
+        def apply_here():
+            optimizer.apply_gradients(zip(grads, variables))
+
+        tf.cond(ok, apply_here, lambda: None)
+        return
+
+    # Under a distribution strategy the update synchronises replicas, which a
+    # cond in replica context cannot hold: decide once, in cross-replica context.
+    def merged(distribution, grads, ok):
+        decided = distribution.experimental_local_results(ok)[0]
+
+        def apply():
+            distribution.extended.call_for_each_replica(
+                lambda g: optimizer.apply_gradients(zip(g, variables)), args=(grads,))
+
+        tf.cond(decided, apply, lambda: None)
+
+    ctx.merge_call(merged, args=(grads, ok))
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops ``fit`` at the first non-finite step (``"stop"``), or counts skipped batches (``"skip"``)."""
+
+    def __init__(self, state: GuardState, term_names: list[str]):
+        super().__init__()
+        self.state = state
+        self.term_names = list(term_names)
+        self._supports_tf_logs = True   # batch logs stay tensors: no extra sync
+        self.epoch = 0
+        self.seen = 0.0
+        self.epoch_start = 0.0
+        self.total_skipped = 0
+
+    def on_train_begin(self, logs=None):
+        self.seen = float(ops.convert_to_numpy(self.state.skipped))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.epoch_start = self.seen
+
+    def describe(self) -> str:
+        flags = ops.convert_to_numpy(self.state.flags)
+        names = [f"term {n!r}" for n, f in zip(self.term_names, flags) if f > 0]
+        if flags[-2] > 0 and not names:
+            names.append("the total loss (regularization)")
+        if flags[-1] > 0:
+            names.append("the gradients")
+        return ", ".join(names) or "the step"
+
+    def on_train_batch_end(self, batch, logs=None):
+        skipped = float(ops.convert_to_numpy(self.state.skipped))
+        if skipped <= self.seen:
+            return
+        self.seen = skipped
+        if self.state.mode == "stop":
+            self.model.stop_training = True
+            raise NonFiniteError(
+                f"non-finite values (NaN or Inf) in {self.describe()} at epoch {self.epoch + 1}, step "
+                f"{batch + 1}; training stopped and that step's update was not applied, so no weights are "
+                "non-finite and the last checkpoint is intact. Check the data and the loss (a log of 0, "
+                "a division by 0, a learning rate too high), or set `train.nonfinite: skip` to skip such "
+                "batches")
+
+    def on_epoch_end(self, epoch, logs=None):
+        count = int(self.seen - self.epoch_start)
+        self.total_skipped += count
+        if logs is not None and self.state.mode == "skip":
+            logs["nonfinite_skipped"] = float(count)
+        if count:
+            print(f"warning: epoch {epoch + 1}: skipped {count} batch(es) with non-finite values in "
+                  f"{self.describe()} (train.nonfinite: skip)", flush=True)
+
+
+__all__ = ["GuardState", "NonFiniteGuard", "apply_if_finite", "MODES"]

@@ -1,0 +1,211 @@
+"""The run folder: one object that owns a run's state, checkpoints, history and artifacts.
+
+Used by every run kind (``multiloss train``, ``multiloss incremental``).
+
+* A folder that already holds a run is continued only with ``resume``, or
+  replaced only with ``overwrite``; otherwise opening it raises
+  :class:`RunError` naming both options.  Users' work is never replaced by
+  accident.
+* Every file is written atomically and fsynced (see :mod:`multiloss.atomic`).
+* A checkpoint is a set of files named ``<kind>-<index>...`` followed by
+  ``checkpoints/state.json`` (written last, so a kill at any moment leaves a
+  consistent state).  Old checkpoints are pruned by their index number,
+  never by file name, and the one ``state.json`` names is never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import io
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import atomic
+from .errors import RunError
+
+STATE = "state.json"
+MARKERS = ("config.yaml", "checkpoints", "metrics.json", "history.json", "model.keras")
+_INDEX = re.compile(r"^(?P<kind>[a-z]+)-(?P<index>\d+)")
+
+
+def compact_floats(value: Any) -> Any:
+    """Floats that are float32 values written with the fewest digits that give that float32 back.
+
+    Lossless at float32 precision (what Keras logs): ``0.8635097742080688`` is
+    written ``0.8635098``.  Other floats (float64 results) are left as they are.
+    """
+    if isinstance(value, float):
+        single = np.float32(value)
+        return float(str(single)) if np.isfinite(single) and float(single) == value else value
+    if isinstance(value, dict):
+        return {k: compact_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [compact_floats(v) for v in value]
+    return value
+
+
+def history_row(row: dict) -> dict:
+    """An epoch row for the history files: compact floats, weights to six significant digits."""
+    from .console import round_weight
+
+    return {k: round_weight(v) if k.endswith("_weight") and isinstance(v, float) else compact_floats(v)
+            for k, v in row.items()}
+
+
+class RunDir:
+    """``output_dir/name`` of one run.
+
+    ``open()`` decides, once, whether the run starts fresh, resumes or
+    replaces an old run; ``writer=False`` (non-chief workers) reads state but
+    writes nothing.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                 writer: bool = True, hint: str = "multiloss train CONFIG"):
+        if resume and overwrite:
+            raise RunError("--resume and --overwrite exclude each other: resume continues the run "
+                           "in the folder, overwrite replaces it")
+        self.path = Path(path)
+        self.resume, self.overwrite, self.writer, self.hint = resume, overwrite, writer, hint
+        self.checkpoints = self.path / "checkpoints"
+
+    # --- opening -----------------------------------------------------------------
+
+    def holds_run(self) -> bool:
+        return self.path.is_dir() and any((self.path / m).exists() for m in MARKERS)
+
+    def open(self) -> dict | None:
+        """Check the folder may be used; create it; return the state to resume from (or None)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} exists and is not a folder; choose another `name` or `output_dir`")
+        existing = self.holds_run()
+        if existing and not (self.resume or self.overwrite):
+            raise RunError(
+                f"{self.path} already holds a run. Continue it with `{self.hint} --resume`, replace it "
+                f"with `{self.hint} --overwrite`, or give this run another `name` (--set name=...)")
+        if not self.writer:
+            return self.read_state() if self.resume else None
+        if existing and self.overwrite:
+            self._clear()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create the run folder {self.path}: {exc.strerror}; choose a writable "
+                           "`output_dir`") from None
+        self.check_writable()
+        atomic.remove_stale_temporaries(self.path)
+        return self.read_state() if self.resume else None
+
+    def _clear(self) -> None:
+        for child in self.path.iterdir():
+            try:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            except OSError as exc:
+                raise RunError(f"--overwrite cannot remove {child}: {exc.strerror}") from None
+
+    def check_writable(self) -> None:
+        """Raise RunError now if the folder cannot take a file (read-only, no space)."""
+        probe = self.path / f"{atomic.TMP_PREFIX}probe"
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            kind = "is full" if exc.errno == errno.ENOSPC else "is not writable"
+            raise RunError(f"the run folder {self.path} {kind} ({exc.strerror}); nothing in it was "
+                           "changed. Free space or choose a writable `output_dir`.") from None
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    # --- plain artifacts ---------------------------------------------------------
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.writer:
+            atomic.write_text(self.path / name, text)
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.write_text(name, json.dumps(compact_floats(data), indent=1, allow_nan=True) + "\n")
+
+    def write_with(self, name: str, writer: Callable[[Path], object]) -> None:
+        if self.writer:
+            atomic.write_with(self.path / name, writer)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+    def write_history(self, history: list[dict]) -> None:
+        """``history.csv`` and ``history.json``: one row per epoch, every logged key."""
+        rows = [history_row(row) for row in history]
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        self.write_text("history.csv", buf.getvalue())
+        self.write_json("history.json", rows)
+
+    # --- checkpoints -------------------------------------------------------------
+
+    def read_state(self) -> dict | None:
+        """The last consistent checkpoint's state, or None (no checkpoint, or its files are gone)."""
+        path = self.checkpoints / STATE
+        if not path.exists():
+            return None
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunError(f"cannot read {path}: {exc}; the checkpoint state is damaged") from None
+        files = state.get("files", [])
+        return state if all((self.checkpoints / f).exists() for f in files) else None
+
+    def save_checkpoint(self, index: int, files: dict[str, Callable[[Path], object]], state: dict,
+                        keep: int = 1) -> None:
+        """Write ``files`` (name -> writer), then ``state.json`` naming them; prune old checkpoints.
+
+        File names must start with ``<kind>-<index>`` (e.g. ``epoch-0003.keras``).
+        """
+        if not self.writer:
+            return
+        for name, write in files.items():
+            if not _INDEX.match(name):
+                raise ValueError(f"checkpoint file {name!r} must be named <kind>-<index>...")
+            atomic.write_with(self.checkpoints / name, write)
+        self.write_text(f"checkpoints/{STATE}", json.dumps(
+            {**compact_floats(state), "index": index, "files": list(files)}, indent=1))
+        self.prune(keep, current=index, protect=set(files))
+
+    def prune(self, keep: int, current: int, protect: set[str]) -> None:
+        """Keep the files of the ``keep`` newest indices up to ``current`` (by number); delete the rest.
+
+        Indices above ``current`` are leftovers of a run killed before its state was written.
+        """
+        by_index: dict[int, list[Path]] = {}
+        for p in self.checkpoints.iterdir():
+            m = _INDEX.match(p.name)
+            if m and p.is_file():
+                by_index.setdefault(int(m["index"]), []).append(p)
+        kept = sorted(i for i in by_index if i <= current)[-keep:]
+        for index in by_index:
+            if index in kept:
+                continue
+            for p in by_index[index]:
+                if p.name not in protect:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+
+
+__all__ = ["RunDir", "compact_floats", "history_row", "STATE"]

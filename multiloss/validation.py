@@ -1,0 +1,157 @@
+"""Turning validation failures into ``(path, message)`` problems users can act on.
+
+Shared by the loss spec and every config: pydantic errors become one line
+each, unknown keys get a did-you-mean and the list of valid keys, and
+parameters are checked against the signature of what they will be passed to.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+Problems = list[tuple[tuple, str]]
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for a close match among ``options``, else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=2, cutoff=0.6)
+    return f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+
+
+def unknown_key(key: str, valid: Iterable[str], what: str = "key") -> str:
+    valid = list(valid)
+    return f"unknown {what} {key!r}; {did_you_mean(key, valid)}valid: {', '.join(valid) or 'none'}"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``X``, ``X | None``, ``list[X]``, ``dict[str, X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        models = [m for m in map(_model_in, typing.get_args(annotation)) if m is not None]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The field names valid at ``loc`` inside ``model`` (None when they cannot be told)."""
+    skip = False   # the next part is a dict key or list index inside a container field
+    for part in loc:
+        if skip:
+            skip = False
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        sub = _model_in(annotation)
+        if sub is None:
+            inner = typing.get_args(annotation)
+            origins = {typing.get_origin(annotation)} | {typing.get_origin(a) for a in inner}
+            containers = [a for a in (annotation, *inner) if typing.get_origin(a) in (list, dict)]
+            if containers and origins & {list, dict}:
+                sub = _model_in(typing.get_args(containers[0])[-1])
+                skip = True
+        if sub is None:
+            return None
+        model = sub
+    return None if skip else list(model.model_fields)
+
+
+def _clean_loc(loc: tuple, drop: set[str]) -> tuple:
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in drop or "[" in p)))
+
+
+_BOUNDS = {"greater_than_equal": ("≥", "ge"), "greater_than": (">", "gt"),
+           "less_than": ("<", "lt"), "less_than_equal": ("≤", "le")}
+
+
+def pydantic_problems(exc: ValidationError, model: type[BaseModel] | None = None,
+                      drop: set[str] = frozenset()) -> Problems:
+    """One ``(path, message)`` per pydantic error; unknown keys get a did-you-mean.
+
+    ``model`` is the validated class (to list the valid keys); ``drop`` are
+    discriminator tags to remove from error locations.
+    """
+    out, seen = [], set()
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(err["loc"], set(drop))
+        msg = err["msg"]
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            valid = fields_at(model, loc[:-1]) if model is not None and loc else None
+            if valid is not None:
+                msg = unknown_key(loc[-1], valid)
+            else:
+                msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"
+        elif kind == "literal_error":
+            msg = f"{msg}, got {err['input']!r}"
+        elif kind in ("float_type", "float_parsing") and loc and loc[-1] == "weight":
+            msg = f"weight must be a non-negative number, got {err['input']!r}"
+        elif kind == "finite_number":
+            msg = f"must be a finite number, got {err['input']!r}"
+        elif kind in _BOUNDS:
+            symbol, key = _BOUNDS[kind]
+            msg = f"must be {symbol} {err['ctx'][key]}, got {err['input']!r}"
+        elif kind == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "string_pattern_mismatch":
+            msg = f"{msg}, got {err['input']!r}"
+        elif kind.endswith(("_type", "_parsing")) and isinstance(err["input"], (str, int, float, bool)):
+            msg = f"{msg}, got {err['input']!r}"
+        key = (loc, msg)
+        if key not in seen:
+            seen.add(key)
+            out.append((loc, msg))
+    return out
+
+
+def nonfinite_paths(value: Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every NaN or infinite float inside nested dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in nonfinite_paths(v, path + (k,))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in nonfinite_paths(v, path + (i,))]
+    return []
+
+
+def signature_params(fn: Callable, skip: Iterable[str] = ()) -> list[str] | None:
+    """The keyword parameters ``fn`` accepts, or None when it takes ``**kwargs`` (or has no signature)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return [n for n, p in sig.parameters.items()
+            if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)]
+
+
+def check_params(fn: Callable, params: dict, path: tuple, skip: Iterable[str] = (),
+                 valid: list[str] | None = None) -> Problems:
+    """Problems of ``params`` for ``fn``: unknown names (with did-you-mean) and non-finite numbers."""
+    problems: Problems = [(path + p, "must be a finite number") for p in nonfinite_paths(params)]
+    valid = valid if valid is not None else signature_params(fn, skip)
+    if valid is not None:
+        problems += [(path + (key,), unknown_key(key, valid, "parameter")) for key in params
+                     if key not in valid]
+    return problems
+
+
+__all__ = ["Problems", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "nonfinite_paths",
+           "signature_params", "check_params"]
