@@ -1,0 +1,121 @@
+"""The non-finite guard: a NaN or Inf in a term, the total or a gradient never reaches the weights."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+import multiloss as ml
+from multiloss.errors import NonFiniteError
+
+SPEC = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}}}
+
+
+def _model(strategy=None, spec=SPEC, nonfinite="stop", jit=False, lr=0.1):
+    with (strategy or tf.distribute.get_strategy()).scope():
+        keras.utils.set_random_seed(0)
+        x = keras.Input((3,))
+        h = keras.layers.Dense(4, activation="tanh", name="trunk")(x)
+        model = keras.Model(x, {"a": keras.layers.Dense(2, name="a")(h), "b": keras.layers.Dense(1, name="b")(h)})
+        ml.compile(model, spec, optimizer=keras.optimizers.SGD(lr), nonfinite=nonfinite, jit_compile=jit)
+    return model
+
+
+def _data(bad_row=None, bad_head="b"):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = {"a": rng.normal(size=(8, 2)).astype("float32"), "b": rng.normal(size=(8, 1)).astype("float32")}
+    if bad_row is not None:
+        y[bad_head][bad_row] = np.nan
+    return x, y
+
+
+def test_stop_names_the_term_epoch_and_step_and_keeps_the_weights():
+    model = _model()
+    x, y = _data(bad_row=5)                       # in the second batch of 4
+    before = model.get_weights()
+    with pytest.raises(NonFiniteError, match=r"in term 'b', the gradients at epoch 1, step 2; training stopped"):
+        model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0)
+    assert int(model.optimizer.iterations) == 1    # the first batch's update only
+    reference = _model()
+    reference.fit(x[:4], {k: v[:4] for k, v in y.items()}, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert np.isfinite(got).all()
+    assert any(not np.allclose(g, s) for g, s in zip(model.get_weights(), before))
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_skip_withholds_exactly_the_bad_updates(jit):
+    model = _model(nonfinite="skip", jit=jit)
+    x, y = _data(bad_row=5)
+    hist = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+    assert hist["nonfinite_skipped"] == [1.0, 1.0]
+    assert int(model.optimizer.iterations) == 2    # batch 1 of each epoch
+    reference = _model()
+    reference.fit(x[:4], {k: v[:4] for k, v in y.items()}, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_nan_gradient_under_a_finite_loss_is_caught():
+    """‖y − ŷ‖ at y = ŷ is 0, but its gradient is 0/0."""
+    @ml.register_loss("_norm_for_guard_test")
+    def norm(y_true, y_pred):
+        return ops.sqrt(ops.sum(ops.square(y_true - y_pred), axis=-1))
+
+    model = _model(spec={"outputs": {"a": {"loss": "_norm_for_guard_test"}, "b": {"loss": "mse"}}})
+    x, y = _data()
+    y["a"] = model.predict(x, verbose=0)["a"]      # the loss is exactly 0: finite
+    with pytest.raises(NonFiniteError, match=r"non-finite values \(NaN or Inf\) in the gradients at epoch 1, "
+                                             r"step 1"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
+@pytest.mark.slow
+def test_mirrored_replicas_skip_together():
+    """The NaN is in one replica's half only; both replicas withhold the update alike."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    model = _model(tf.distribute.MirroredStrategy(devices), nonfinite="skip")
+    x, y = _data(bad_row=6)                                     # global batch 2, replica 2
+    before = model.get_weights()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # two global batches of 4 (2 + 2)
+    hist = model.fit(data, epochs=1, verbose=0).history
+    assert hist["nonfinite_skipped"] == [1.0] and int(model.optimizer.iterations.numpy()) == 1
+    weights = model.get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    assert any(not np.allclose(w, b) for w, b in zip(weights, before))
+    # Both replicas hold the same values (a one-sided update would split them).
+    for var in model.trainable_variables:
+        values = [v.numpy() for v in var.values] if hasattr(var, "values") else [var.numpy()]
+        for other in values[1:]:
+            np.testing.assert_array_equal(values[0], other)
+
+
+INCREMENTAL = textwrap.dedent("""\
+    name: nan_inc
+    data: {source: digits}
+    model: {builder: cnn, params: {filters: [4], dense: 8}}
+    scenario: {initial: 2, increment: 4}
+    method: {name: lwf}
+    optimizer: {name: sgd, params: {learning_rate: 1.0e+30}}
+    train: {epochs: 1, batch_size: 32}
+""")
+
+
+@pytest.mark.slow
+def test_incremental_run_stops_on_nan_with_exit_status_3(tmp_path):
+    path = tmp_path / "inc.yaml"
+    path.write_text(INCREMENTAL + f"output_dir: {tmp_path / 'runs'}\n")
+    out = subprocess.run([sys.executable, "-m", "multiloss", "incremental", str(path)], capture_output=True,
+                         text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert out.returncode == 3, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "non-finite values (NaN or Inf) in term" in out.stderr
+    assert not (tmp_path / "runs" / "nan_inc" / "metrics.json").exists()
