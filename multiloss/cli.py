@@ -1,4 +1,10 @@
-"""The ``multiloss`` command line."""
+"""The ``multiloss`` commands.
+
+The argument parser and the quiet start-up live in the top-level module
+``multiloss_cli`` (the console script), which answers ``--help`` and
+``--version`` without importing TensorFlow; each command here imports what
+it needs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,6 @@ import argparse
 import json
 import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _load(path: str):
@@ -247,74 +251,35 @@ def cmd_incremental(args) -> int:
     return 0
 
 
-def _run_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--resume", action="store_true", help=f"continue the run in its folder after its last {what}")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a run that already exists in the folder (without it, or --resume, an "
-                        "existing run is never touched)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a config field (repeatable), e.g. --set train.epochs=3")
+COMMANDS = {
+    "validate": cmd_validate, "describe": cmd_describe, "schema": cmd_schema, "check": cmd_check,
+    "train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "compare": cmd_compare,
+    "incremental": cmd_incremental, "quickstart": cmd_quickstart,
+}
+HINTS = {"train": "`multiloss train CONFIG --resume` continues from the last checkpoint",
+         "incremental": "`multiloss incremental CONFIG --resume` continues after the last completed step"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="multiloss", description="Multi-task loss composition for Keras 3.")
-    sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("validate", help="check a loss spec, run config or incremental config; exit 0 if valid, "
-                                        "1 if not")
-    v.add_argument("file", metavar="FILE", help="a loss spec, a run config or an incremental config (YAML)")
-    v.add_argument("--model", help="loss specs: module:function returning the Keras model, to check output "
-                                   "names, class ids and shared layers")
-    v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="configs: override a field before checking (repeatable)")
-    v.set_defaults(fn=cmd_validate)
-    d = sub.add_parser("describe", help="print a table of the spec's terms")
-    d.add_argument("spec")
-    d.set_defaults(fn=cmd_describe)
-    s = sub.add_parser("schema", help="print the spec's JSON Schema")
-    s.set_defaults(fn=cmd_schema)
-    c = sub.add_parser("check", help="run one dry batch and print each term's shapes and value")
-    c.add_argument("spec")
-    c.add_argument("--model", required=True, help="module:function returning the Keras model")
-    c.add_argument("--data", help="module:function returning (x, y); default: random data")
-    c.add_argument("--batch", type=int, default=2)
-    c.set_defaults(fn=cmd_check)
-    t = sub.add_parser("train", help="train from a run config (default: the packaged Siamese digits run)")
-    t.add_argument("config", nargs="?", help="run config YAML; omitted: the packaged default")
-    _run_options(t, "checkpoint")
-    t.add_argument("--dry-run", action="store_true",
-                   help="build data, model and loss, run one batch through the loss, and exit")
-    t.set_defaults(fn=cmd_train)
-    e = sub.add_parser("evaluate", help="re-evaluate a saved run on its test split")
-    e.add_argument("run_dir")
-    e.set_defaults(fn=cmd_evaluate)
-    pl = sub.add_parser("plot", help="redraw a run's figures from its history")
-    pl.add_argument("run_dir")
-    pl.set_defaults(fn=cmd_plot)
-    cmp = sub.add_parser("compare", help="overlay several runs' losses and metrics: one PNG, one Markdown table")
-    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    cmp.add_argument("--out", default="compare",
-                     help="output path stem (writes STEM.png and STEM.md) or a folder; default: ./compare")
-    cmp.set_defaults(fn=cmd_compare)
-    inc = sub.add_parser("incremental", help="run a class-incremental scenario from a config",
-                         description="Run a class-incremental scenario from a config.")
-    inc.add_argument("config", help="incremental config YAML (see configs/incremental_*.yaml)")
-    _run_options(inc, "completed step")
-    inc.set_defaults(fn=cmd_incremental)
-    q = sub.add_parser("quickstart", help="train the three-head digits example end to end")
-    q.add_argument("--out", default="runs/quickstart")
-    q.add_argument("--epochs", type=int, default=15)
-    q.set_defaults(fn=cmd_quickstart)
-    return p
+def run_command(args: argparse.Namespace) -> int:
+    """Run parsed command-line arguments; user errors become one message and an exit status."""
+    import contextlib
+
+    from .errors import run_guarded
+
+    quiet = open(os.devnull, "w") if getattr(args, "quiet", False) else None  # noqa: SIM115
+    with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+        try:
+            return run_guarded(lambda: COMMANDS[args.command](args), HINTS.get(args.command, ""))
+        finally:
+            if quiet:
+                quiet.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import run_guarded
+    """``multiloss ARGS`` in this process (``python -m multiloss``, tests)."""
+    from multiloss_cli import build_parser
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    hint = {"train": "`multiloss train CONFIG --resume` continues from the last checkpoint",
-            "incremental": "`multiloss incremental CONFIG --resume` continues after the last completed step"}
-    return run_guarded(lambda: args.fn(args), hint.get(args.command, ""))
+    return run_command(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from .config import RunConfig, load_data, load_run_config
+from .console import EpochLog
 from .data import Part, Splits
 from .errors import SpecError
 from .keras_compile import compile as ml_compile
@@ -233,10 +235,15 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
     if es is not None:
         callbacks.append(keras.callbacks.EarlyStopping(**es.model_dump()))
 
+    verbose = cfg.train.verbose
+    if verbose == 2 or (verbose == 1 and not sys.stdout.isatty()):
+        callbacks.append(EpochLog(lambda line: print(line, flush=True)))   # plain lines, weights when they change
+        verbose = 0
+
     start = time.perf_counter()
     if initial_epoch < cfg.train.epochs:
         fit_args: dict[str, Any] = {"epochs": cfg.train.epochs, "initial_epoch": initial_epoch,
-                                    "callbacks": callbacks, "verbose": cfg.train.verbose}
+                                    "callbacks": callbacks, "verbose": verbose}
         if isinstance(train_xy, tuple):
             fit_args.update(x=train_xy[0], y=train_xy[1], batch_size=cfg.train.batch_size,
                             shuffle=cfg.train.shuffle)
