@@ -15,14 +15,18 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from keras.src.losses import loss as loss_module
-from keras.src.saving import serialization_lib
-from keras.src.trainers.data_adapters import data_adapter_utils
 
 from . import guard
 from .composite import LABEL_CHECK, CompositeLoss
 from .errors import SpecError
 from .imports import import_object, is_import_string, restricted
+from .keras_internals import (
+    Functional,
+    deserialize_keras_object,
+    in_safe_mode,
+    unpack_x_y_sample_weight,
+    unscale_loss_for_distribution,
+)
 from .metrics import HeadMetrics
 from .spec import LossSpec, load_spec
 
@@ -65,7 +69,7 @@ class MultilossModel:
     def from_config(cls, config, custom_objects=None):
         # Keras calls compile_from_config outside its safe-mode scope: remember it here.
         model = super().from_config(config, custom_objects=custom_objects)
-        model._multiloss_safe_mode = serialization_lib.in_safe_mode() is not False
+        model._multiloss_safe_mode = in_safe_mode() is not False
         return model
 
     @property
@@ -126,7 +130,7 @@ class MultilossModel:
             return
         # With a weighting strategy the composite is installed before the
         # optimizer is built: its learned parameters (if any) need slots too.
-        self.compile(**serialization_lib.deserialize_keras_object(config))
+        self.compile(**deserialize_keras_object(config))
         with self.distribute_strategy.scope():
             _install(self, composite)
         if getattr(self, "optimizer", None) is not None and self.built:
@@ -157,13 +161,13 @@ def _guarded_train_step(model, data):
     The epoch means still see a skipped batch's values (a NaN shows as NaN in the
     logs); only the update is withheld.
     """
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = unpack_x_y_sample_weight(data)
     composite = model._compile_loss
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
         loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
         model._loss_tracker.update_state(
-            loss_module.unscale_loss_for_distribution(loss),
+            unscale_loss_for_distribution(loss),
             sample_weight=tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[0])
         scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
     trainable = model.trainable_weights
@@ -227,7 +231,7 @@ def _multiloss_class(cls: type) -> type:
     return _SUBCLASSES[cls]
 
 
-for _cls in (keras.Model, keras.Sequential, keras.src.models.functional.Functional):
+for _cls in (keras.Model, keras.Sequential, Functional):
     _multiloss_class(_cls)
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 from keras import ops
-from keras.src.trainers.compile_utils import get_metric
 
 from . import reduction as red
 from .composite import as_output_dict
 from .imports import import_object, is_import_string
+from .keras_internals import get_metric
 from .spec import LossSpec
 
 

@@ -278,9 +278,9 @@ _METRIC_EXTRAS = {"acc", "crossentropy", "ce"}
 
 
 def _known_metrics() -> list[str]:
-    from keras.src.metrics import ALL_OBJECTS_DICT
+    from .keras_internals import metric_names
 
-    return sorted(set(ALL_OBJECTS_DICT) | _METRIC_EXTRAS)
+    return sorted(set(metric_names()) | _METRIC_EXTRAS)
 
 
 def _loss_label(ref: str | LossCall) -> str:
