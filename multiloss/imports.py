@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 _TRUSTED: set[str] = set()  # registry: import strings this process has trusted
 _RESTRICTED = contextvars.ContextVar("multiloss_restricted_imports", default=False)
-#: Callables that say whether an object is registered somewhere (multiloss registries add theirs).
+#: Callables that say whether an object is registered somewhere (each multiloss registry adds its own).
 REGISTRIES: list[Callable[[object], bool]] = []  # registry of registries
 
 
@@ -51,9 +51,7 @@ def _registered(ref: str) -> bool:
         obj = getattr(obj, part, None) if obj is not None else None
     if obj is None:
         return False
-    from .losses import is_registered
-
-    if is_registered(obj) or any(check(obj) for check in REGISTRIES):
+    if any(check(obj) for check in REGISTRIES):
         return True
     name = keras.saving.get_registered_name(obj)
     return name != getattr(obj, "__name__", None) and keras.saving.get_registered_object(name) is obj

@@ -1,0 +1,108 @@
+"""Structure rules the code keeps: no import cycles, no borrowed underscore names, Keras internals in one place."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "multiloss"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` imported at module level (not inside functions) by ``path``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [a.name for a in node.names]
+            out.append((target, names))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+    return out
+
+
+def _graph(nested: bool) -> dict[str, set[str]]:
+    """Module -> the multiloss modules it imports (at module level, or anywhere with ``nested``)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {m: set() for m in modules}
+    for m, path in modules.items():
+        imports = _nested_imports(path) if nested else _top_level_imports(path)
+        for target, names in imports:
+            subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+            if subs:                      # `from . import x`: the submodule x, not the package
+                graph[m].update(subs)
+            elif target in modules:
+                graph[m].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Every cycle met by a depth-first search, except a package and its own submodules."""
+    found, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "active"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "active":
+                cycle = stack[stack.index(nxt):] + [nxt]
+                if not all(part.startswith(cycle[0]) or cycle[0].startswith(part) for part in cycle):
+                    found.append(" -> ".join(cycle))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_import_cycles_at_module_level():
+    assert not _cycles(_graph(nested=False))
+
+
+def test_no_import_cycles_even_through_deferred_imports():
+    """Imports inside functions count too: a deferred import only hides a cycle."""
+    assert not _cycles(_graph(nested=True))
+
+
+def test_no_module_imports_another_modules_underscore_names():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for target, names in _nested_imports(path):
+            if target.startswith("multiloss") or target == "":
+                offenders += [f"{_module_name(path)} imports {target}.{n}" for n in names
+                              if n.startswith("_") and not n.startswith("__")]
+    assert not offenders, "\n".join(offenders)
+
+
+def _nested_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """Every ``from ... import ...`` of ``path``, wherever it stands."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out.append((target, [a.name for a in node.names]))
+    return out
+
+
+def test_keras_private_modules_are_imported_in_one_place():
+    users = sorted(_module_name(p) for p in PACKAGE.rglob("*.py") if "keras.src" in p.read_text())
+    assert users == ["multiloss.keras_internals"], users
