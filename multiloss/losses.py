@@ -22,7 +22,7 @@ from typing import Any, Literal
 import keras
 from keras import ops
 
-from .imports import import_object, is_import_string
+from .imports import REGISTRIES, import_object, is_import_string
 
 #: How a loss relates target to prediction shapes (used for shape checks and
 #: for reading class ids out of y_true): ``same`` (targets shaped like the
@@ -94,6 +94,9 @@ def register_loss(name: str, *, target: TargetKind = "custom", aliases: tuple[st
 def is_registered(obj: object) -> bool:
     """Whether ``obj`` is a loss registered with :func:`register_loss` (trusted by safe loading)."""
     return any(entry.obj is obj for entry in _REGISTRY.values())
+
+
+REGISTRIES.append(is_registered)   # registered losses load from saved models in safe mode
 
 
 def names() -> list[str]:
