@@ -1,0 +1,70 @@
+"""The run layer every run kind shares: validate for every config kind, --dry-run, evaluate/plot of any run."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multiloss.cli import main
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.mark.parametrize("path, kind", [
+    ("configs/siamese.yaml", "loss spec, 4 terms: ctg_out_1, ctg_out_2, bin_out, contrastive"),
+    ("multiloss/configs/siamese_digits.yaml", "run config 'siamese_digits': data 'digits_pairs', model "
+                                              "'siamese_cnn' with outputs bin_out, ctg_out_1, ctg_out_2, emb_a, "
+                                              "emb_b; 4 terms"),
+    ("configs/incremental_digits.yaml", "incremental config 'incremental_digits': method 'icarl', 5 steps of "
+                                        "[2, 2, 2, 2, 2] classes, class order [4, 2, 7, 6, 0, 3, 5, 8, 9, 1]"),
+])
+def test_validate_recognises_each_kind_of_file(path, kind, capsys):
+    assert main(["validate", path]) == 0
+    assert f"{path}: OK ({kind}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.fashion_mnist
+def test_every_shipped_config_validates(capsys):
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_dry_run_runs_one_batch_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dry-run", "--set", "output_dir=out"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if "(weight" in line}
+    assert set(rows) == {"ctg_out_1", "ctg_out_2", "bin_out", "contrastive"}
+    total = float(out.split("total ")[1].split(";")[0])
+    # Σ weight·value over the printed terms (weights of the packaged config: 1, 1, 0.5, 0.1)
+    expected = sum(float(r[1]) * float(r[3].rstrip(")")) for r in rows.values())
+    assert total == pytest.approx(expected, rel=1e-4)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_and_plot_an_incremental_run_folder(tmp_path, capsys):
+    data = yaml.safe_load((CONFIGS / "incremental_digits.yaml").read_text())
+    data.update(output_dir=str(tmp_path), name="inc")
+    data["scenario"].update(steps=2)
+    data["train"].update(epochs=1)
+    data["model"]["params"] = {"filters": [4], "dense": 8}
+    path = tmp_path / "inc.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["incremental", str(path)]) == 0
+    run = tmp_path / "inc"
+    summary = json.loads((run / "metrics.json").read_text())
+    (run / "accuracy.png").unlink()
+    assert main(["plot", str(run)]) == 0
+    assert (run / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", str(run)]) == 0
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert evaluation["step"] == 1 and evaluation["num_classes"] == 4
+    # The restored network and memory give the figures the run recorded after its last step.
+    assert evaluation["accuracy"] == pytest.approx(summary["last_accuracy"], abs=1e-9)
+    assert evaluation["task_accuracy"] == pytest.approx(summary["steps"][-1]["task_accuracy"], abs=1e-9)
+    assert main(["evaluate", str(tmp_path)]) == 1
+    assert "is not a run folder: it has no config.yaml" in capsys.readouterr().err
