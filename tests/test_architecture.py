@@ -11,21 +11,19 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _top_level_imports(path: Path) -> list[tuple[str, list[str]]]:
-    """``(module, names)`` imported at module level (not inside functions) by ``path``."""
+def _imports(path: Path, nested: bool = False) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` imported by ``path``: at module level, or anywhere with ``nested``."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
     out = []
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(tree) if nested else tree.body:
         if isinstance(node, ast.ImportFrom):
+            target = node.module or ""
             if node.level:
                 base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            names = [a.name for a in node.names]
-            out.append((target, names))
+                target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+            out.append((target, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):
             out += [(a.name, []) for a in node.names]
     return out
@@ -36,7 +34,7 @@ def _graph(nested: bool) -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {m: set() for m in modules}
     for m, path in modules.items():
-        imports = _nested_imports(path) if nested else _top_level_imports(path)
+        imports = _imports(path, nested)
         for target, names in imports:
             subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
             if subs:                      # `from . import x`: the submodule x, not the package
@@ -79,28 +77,11 @@ def test_no_import_cycles_even_through_deferred_imports():
 def test_no_module_imports_another_modules_underscore_names():
     offenders = []
     for path in PACKAGE.rglob("*.py"):
-        for target, names in _nested_imports(path):
+        for target, names in _imports(path, nested=True):
             if target.startswith("multiloss") or target == "":
                 offenders += [f"{_module_name(path)} imports {target}.{n}" for n in names
                               if n.startswith("_") and not n.startswith("__")]
     assert not offenders, "\n".join(offenders)
-
-
-def _nested_imports(path: Path) -> list[tuple[str, list[str]]]:
-    """Every ``from ... import ...`` of ``path``, wherever it stands."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            out.append((target, [a.name for a in node.names]))
-    return out
 
 
 def test_keras_private_modules_are_imported_in_one_place():
