@@ -34,7 +34,7 @@ _SUBCLASSES: dict[type, type] = {}  # registry: model class -> its multiloss sub
 
 
 class MultilossModel:
-    """Mixin that saves and restores the composite loss with the model."""
+    """Mixin that runs the guarded train step and saves and restores the composite loss with the model."""
 
     def get_compile_config(self):
         config = super().get_compile_config()
