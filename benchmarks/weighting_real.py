@@ -1,31 +1,39 @@
-"""Every weighting strategy on Fashion-MNIST: per-head test metrics and wall time, as a table in docs/.
+"""Every weighting strategy and gradient mode on Multi-Fashion, with several seeds: a table in docs/.
 
 What it runs
 ------------
-The run config ``configs/fashion_mnist_weighting.yaml`` (a shared CNN trunk
-and three heads whose losses differ greatly in scale: the class, a coarse
-group, and the reconstructed image) once per strategy — static, uncertainty,
-dwa, gradnorm, pcgrad, rlw, mgda, cagrad — with the same data, seed, initial
-weights, optimizer and epochs; only ``loss.weighting.strategy`` changes
-(default parameters of every strategy).  The data come from
-``multiloss.data``'s ``fashion_mnist`` source (the Debian package
-``dataset-fashion-mnist``); the model from ``multiloss.models``.
+Multi-Fashion (Lin et al., *Pareto multi-task learning*, NeurIPS 2019): two
+Fashion-MNIST items on one 36×36 canvas, one top-left, one shifted to the
+bottom-right, and two 10-class tasks, ``left`` and ``right``
+(``multiloss.data``'s ``multi_fashion`` source, built from the Debian
+package ``dataset-fashion-mnist``).  One model for every run: a shared MLP
+trunk (Flatten → Dense 256 ReLU → Dense 128 ReLU, the representation) and a
+Dense softmax head per task, Adam 1e-3, batch 128, cross-entropy.
+
+* every strategy (default parameters; ``static`` is the plain sum) with
+  ``weighting.gradients: parameters``, and every gradient strategy again with
+  ``gradients: representation`` (``+rep``, MGDA-UB style);
+* single-task baselines: the same trunk with one head, trained the same way;
+* each with ``--seeds`` seeds (data pairs, initial weights and shuffling all
+  follow the seed; within a seed every run starts from the same weights).
+
+Reported per strategy: test accuracy of each task, mean ± std over seeds;
+Δm% against the single-task baselines (LibMTL's metric,
+Δm = 100/T Σ_t (M_t − M_t^STL)/M_t^STL for accuracies), mean ± std; and the
+training wall time of ``fit``.
 
 Written
 -------
-* ``docs/weighting_results.md``: per strategy, the test accuracy of ``class``
-  and ``group``, the test MSE of ``image``, each term's test loss, the last
-  epoch's weights, and the training wall time;
-* ``docs/weighting_fashion_mnist.json``: every strategy's per-epoch history
-  (the notebook ``notebooks/weighting.ipynb`` plots its weight curves).
+* ``docs/weighting_multi_fashion.md``: the table and the command that made it;
+* ``docs/weighting_multi_fashion.json``: every run's test metrics and last-epoch weights.
 
 How to run
 ----------
-From the repository root (about 10 minutes on a 2-core CPU)::
+From the repository root (the docs table: about 20 minutes on 2 CPU cores)::
 
-    .venv/bin/python benchmarks/weighting_real.py
-    .venv/bin/python benchmarks/weighting_real.py --strategies static gradnorm --epochs 2 \
-        --set data.params.train_limit=2000 --markdown /tmp/results.md --json /tmp/results.json
+    nice -n 10 .venv/bin/python benchmarks/weighting_real.py
+    .venv/bin/python benchmarks/weighting_real.py --strategies static mgda mgda+rep --seeds 1 \\
+        --train-size 2000 --epochs 1 --markdown /tmp/r.md --json /tmp/r.json
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,114 +54,153 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import multiloss as ml  # noqa: E402
-from multiloss.config import load_run_config  # noqa: E402
-from multiloss.models import get_builder  # noqa: E402
-from multiloss.runner import load_splits, make_optimizer, prepare  # noqa: E402
+from multiloss.data import get_source  # noqa: E402
 from multiloss.weighting import STRATEGIES  # noqa: E402
 
+TASKS = ["left", "right"]
+LOSS_WEIGHTING = ["static", "uncertainty", "dwa", "rlw", "famo", "gradnorm"]
+GRADIENT = ["pcgrad", "mgda", "cagrad", "nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "db_mtl",
+            "graddrop"]
+DEFAULT = LOSS_WEIGHTING + GRADIENT + [f"{s}+rep" for s in GRADIENT]
 
-def run_one(cfg, splits, data, strategy: str, epochs: int) -> dict:
-    keras.utils.set_random_seed(cfg.seed)
-    model = get_builder(cfg.model.builder)(splits.info, **cfg.model.params)
-    spec = cfg.spec.to_dict()
-    spec["weighting"] = {"strategy": strategy}
-    ml.compile(model, spec, optimizer=make_optimizer(cfg), jit_compile=cfg.train.jit_compile)
-    (x, y), val, (xt, yt) = data
+
+def build(tasks: list[str], input_shape) -> keras.Model:
+    x = keras.Input(input_shape, name="image")
+    h = keras.layers.Flatten(name="flatten")(x)
+    h = keras.layers.Dense(256, activation="relu", name="trunk_1")(h)
+    z = keras.layers.Dense(128, activation="relu", name="representation")(h)
+    return keras.Model(x, {t: keras.layers.Dense(10, activation="softmax", name=t)(z) for t in tasks})
+
+
+def spec_for(strategy: str, tasks: list[str]) -> dict:
+    spec: dict = {"outputs": {t: {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+                              for t in tasks}}
+    name, _, mode = strategy.partition("+")
+    if name != "static":
+        spec["weighting"] = {"strategy": name}
+        if mode == "rep":
+            spec["weighting"]["gradients"] = "representation"
+    return spec
+
+
+def run_one(strategy: str, tasks: list[str], splits, seed: int, args) -> dict:
+    keras.utils.set_random_seed(seed)
+    model = build(tasks, splits.info["input_shape"])
+    ml.compile(model, spec_for(strategy, tasks), optimizer=keras.optimizers.Adam(1e-3))
+    y = {t: splits.train.y[t] for t in tasks}
+    yt = {t: splits.test.y[t] for t in tasks}
     start = time.perf_counter()
-    hist = model.fit(x, y, validation_data=val, epochs=epochs, batch_size=cfg.train.batch_size,
-                     shuffle=cfg.train.shuffle, verbose=0).history
+    hist = model.fit(splits.train.x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=0).history
     seconds = time.perf_counter() - start
-    test = model.evaluate(xt, yt, batch_size=cfg.train.batch_size, verbose=0, return_dict=True)
-    terms = model.loss.term_names
-    return {
-        "strategy": strategy,
-        "seconds": seconds,
-        "test": {k: float(v) for k, v in test.items()},
-        "weights": {t: float(hist[f"{t}_weight"][-1]) for t in terms},
-        "history": {k: [float(v) for v in vs] for k, vs in hist.items()},
-        "terms": terms,
-    }
+    test = model.evaluate(splits.test.x, yt, batch_size=1024, verbose=0, return_dict=True)
+    acc = {t: float(test[f"{t}_accuracy"] if len(tasks) > 1 else test.get(f"{t}_accuracy", test.get("accuracy")))
+           for t in tasks}
+    weights = {t: float(hist[f"{t}_weight"][-1]) for t in tasks if f"{t}_weight" in hist}
+    return {"strategy": strategy, "seed": seed, "seconds": seconds, "accuracy": acc, "weights": weights}
 
 
-def _display(path: str) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+def delta_m(acc: dict, stl: dict) -> float:
+    """LibMTL's Δm% for accuracies (higher is better)."""
+    return 100.0 * float(np.mean([(acc[t] - stl[t]) / stl[t] for t in TASKS]))
 
 
-def table(results: list[dict]) -> str:
-    terms = results[0]["terms"]
-    head = ["strategy", "class acc ↑", "group acc ↑", "image MSE ↓"]
-    head += [f"{t} loss" for t in terms] + [f"{t} weight" for t in terms] + ["train s"]
-    rows = []
-    for r in results:
-        t = r["test"]
-        rows.append([f"`{r['strategy']}`", f"{t['class_accuracy']:.4f}", f"{t['group_accuracy']:.4f}",
-                     f"{t['image_loss']:.5f}"] + [f"{t[f'{n}_loss']:.4f}" for n in terms]
-                    + [f"{r['weights'][n]:.3g}" for n in terms] + [f"{r['seconds']:.0f}"])
+def _pm(values: list[float], fmt: str) -> str:
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt.lstrip('+'))}"
+
+
+def table(runs: list[dict], stl: dict[int, dict]) -> str:
+    head = ["strategy", "gradients", "left acc ↑", "right acc ↑", "Δm% ↑", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    base = {t: [stl[s][t] for s in sorted(stl)] for t in TASKS}
+    lines.append(f"| single-task | — | {_pm(base['left'], '.4f')} | {_pm(base['right'], '.4f')} | 0 | "
+                 f"{_pm([stl[s]['seconds'] for s in sorted(stl)], '.0f')} |")
+    names = list(dict.fromkeys(r["strategy"] for r in runs))
+    for name in names:
+        rs = [r for r in runs if r["strategy"] == name]
+        strategy, _, mode = name.partition("+")
+        dm = [delta_m(r["accuracy"], stl[r["seed"]]) for r in rs]
+        lines.append(f"| `{strategy}` | {'representation' if mode else 'parameters' if strategy in GRADIENT else '—'} "
+                     f"| {_pm([r['accuracy']['left'] for r in rs], '.4f')} "
+                     f"| {_pm([r['accuracy']['right'] for r in rs], '.4f')} | {_pm(dm, '+.2f')} "
+                     f"| {_pm([r['seconds'] for r in rs], '.0f')} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=str(ROOT / "configs" / "fashion_mnist_weighting.yaml"))
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
-    p.add_argument("--epochs", type=int, default=None, help="default: the config's train.epochs")
-    p.add_argument("--markdown", default=str(ROOT / "docs" / "weighting_results.md"))
-    p.add_argument("--json", default=str(ROOT / "docs" / "weighting_fashion_mnist.json"))
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set data.params.train_limit=2000")
+    choices = list(STRATEGIES) + [f"{s}+rep" for s in STRATEGIES]
+    p.add_argument("--strategies", nargs="+", default=DEFAULT, choices=choices, metavar="STRATEGY[+rep]")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--train-size", type=int, default=30000)
+    p.add_argument("--test-size", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--markdown", default=str(ROOT / "docs" / "weighting_multi_fashion.md"))
+    p.add_argument("--json", default=str(ROOT / "docs" / "weighting_multi_fashion.json"))
+    p.add_argument("--from-json", default=None, metavar="PATH",
+                   help="no training: rewrite the markdown table from a JSON this script wrote")
     args = p.parse_args(argv)
-
-    cfg = load_run_config(args.config, args.set)
-    epochs = args.epochs or cfg.train.epochs
-    splits = load_splits(cfg)
-    data = (prepare(splits.train, cfg, "train"), prepare(splits.val, cfg, "val"),
-            prepare(splits.test, cfg, "test"))
-    n_train, n_val, n_test = (len(splits.train), len(splits.val) if splits.val else 0, len(splits.test))
-    print(f"{cfg.name}: {n_train} train / {n_val} val / {n_test} test images, {epochs} epochs, "
-          f"batch {cfg.train.batch_size}, keras {keras.__version__}, CPU threads {os.cpu_count()}")
-    results = []
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        stl = {int(k): v for k, v in saved["single_task"].items()}
+        write_markdown(Path(args.markdown), saved["command"], saved["elapsed_min"],
+                       argparse.Namespace(**saved["args"]), table(saved["runs"], stl))
+        print(f"rewrote {args.markdown} from {args.from_json}")
+        return
+    command = "benchmarks/weighting_real.py" + ("" if argv is None and len(sys.argv) == 1
+                                                else " " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print(f"Multi-Fashion: {args.train_size} training / {args.test_size} test canvases, {args.epochs} epochs, "
+          f"batch {args.batch_size}, {args.seeds} seeds, keras {keras.__version__}, CPU threads {os.cpu_count()}",
+          flush=True)
     total = time.perf_counter()
-    for strategy in args.strategies:
-        r = run_one(cfg, splits, data, strategy, epochs)
-        results.append(r)
-        t = r["test"]
-        print(f"{strategy:<12} class acc {t['class_accuracy']:.4f}  group acc {t['group_accuracy']:.4f}  "
-              f"image MSE {t['image_loss']:.5f}  weights "
-              + " ".join(f"{k}={v:.3g}" for k, v in r["weights"].items()) + f"  {r['seconds']:.0f}s", flush=True)
+    runs, stl = [], {}
+    for seed in range(args.seeds):
+        splits = get_source("multi_fashion")(seed=seed, train_size=args.train_size, test_size=args.test_size)
+        stl[seed] = {"seconds": 0.0}
+        for t in TASKS:
+            r = run_one("static", [t], splits, seed, args)
+            stl[seed][t] = r["accuracy"][t]
+            stl[seed]["seconds"] += r["seconds"]
+        print(f"seed {seed} single-task: left {stl[seed]['left']:.4f} right {stl[seed]['right']:.4f}", flush=True)
+        for strategy in args.strategies:
+            r = run_one(strategy, TASKS, splits, seed, args)
+            runs.append(r)
+            print(f"seed {seed} {strategy:<16} left {r['accuracy']['left']:.4f} right {r['accuracy']['right']:.4f} "
+                  f"Δm {delta_m(r['accuracy'], stl[seed]):+.2f}%  weights "
+                  + " ".join(f"{k}={v:.3g}" for k, v in r["weights"].items()) + f"  {r['seconds']:.1f}s", flush=True)
+    elapsed = time.perf_counter() - total
+    text = table(runs, stl)
     md = Path(args.markdown)
+    write_markdown(md, command, elapsed / 60, args, text)
+    Path(args.json).write_text(json.dumps({"command": command, "elapsed_min": round(elapsed / 60, 1),
+                                           "args": vars(args), "single_task": stl, "runs": runs}, indent=1))
+    print(f"\n{text}\n\ntotal {elapsed / 60:.1f} min; wrote {md} and {args.json}")
+
+
+def write_markdown(md: Path, command: str, minutes: float, args, text: str) -> None:
     md.parent.mkdir(parents=True, exist_ok=True)
-    text = [
-        "# Weighting strategies on Fashion-MNIST",
+    md.write_text("\n".join([
+        "# Weighting strategies on Multi-Fashion",
         "",
-        f"Written by `benchmarks/weighting_real.py` from `{_display(args.config)}`: "
-        f"{n_train} training images ({n_val} more for validation), the {n_test}-image test subset, "
-        f"{epochs} epochs, batch {cfg.train.batch_size}, Adam 1e-3, seed {cfg.seed}, "
-        f"{os.cpu_count()} CPU threads, keras {keras.__version__}.  Every strategy starts from the same "
-        "initial weights and uses its default parameters; only `loss.weighting.strategy` changes.",
+        f"Written by `nice -n 10 .venv/bin/python {command}` (total {minutes:.1f} min on "
+        f"{os.cpu_count()} CPU threads shared with other jobs, keras {keras.__version__}).",
         "",
-        "Heads: `class` (10 classes, cross-entropy), `group` (tops / bottoms & dresses / footwear / bags, "
-        "cross-entropy), `image` (reconstruction, per-pixel MSE — 5 to 25 times smaller "
-        "than the cross-entropies).  Metrics on the test subset; *weight* is the effective weight "
-        "(static × strategy) averaged over the last epoch; *train s* is the wall time of `fit` "
-        "(including validation).",
+        f"Multi-Fashion (Lin et al. 2019): two Fashion-MNIST items on a 36×36 canvas (top-left, and shifted 8 px "
+        f"to the bottom-right), tasks `left` and `right` (10 classes each); {args.train_size} training canvases "
+        f"from the official training images, {args.test_size} test canvases from the official test images. "
+        f"Model: shared MLP trunk (Dense 256 → Dense 128 = the representation) and one softmax head per task; "
+        f"Adam 1e-3, batch {args.batch_size}, {args.epochs} epochs, default parameters of every strategy. "
+        f"Single-task baselines: the same trunk with one head, trained the same way. Mean ± std over "
+        f"{args.seeds} seeds (0..{args.seeds - 1}: pairs, initial weights, shuffling). Δm% = 100/T Σ_t "
+        "(acc_t − acc_t^STL)/acc_t^STL against the baselines of the same seed (LibMTL's metric; higher is "
+        "better). *train s*: wall time of `fit` (the single-task row: both baselines).",
         "",
-        table(results),
+        text,
         "",
-        f"Total {time.perf_counter() - total:.0f} s.  One seed, one run each: differences of a few "
-        "tenths of a point in accuracy are within run-to-run noise.",
-        "",
-    ]
-    md.write_text("\n".join(text))
-    Path(args.json).write_text(json.dumps(
-        {"config": _display(args.config), "epochs": epochs,
-         "results": [{k: r[k] for k in ("strategy", "seconds", "test", "weights", "history", "terms")}
-                     for r in results]}, indent=1))
-    print(f"\n{table(results)}\n\nwrote {md} and {args.json}")
+    ]))
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

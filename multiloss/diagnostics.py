@@ -113,6 +113,9 @@ class GradientDiagnostics(keras.callbacks.Callback):
     or a ``tf.data.Dataset`` whose first ``batches`` batches are averaged.
     """
 
+    #: Placed before the user's callbacks by ``model.fit`` (its logs reach History and TensorBoard).
+    multiloss_logs_first = True
+
     def __init__(self, data, every: int = 1, batches: int = 1, training: bool = False):
         super().__init__()
         self.data = data

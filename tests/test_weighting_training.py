@@ -93,6 +93,9 @@ _CAGRAD = (1 + 0.5) / (1 + 0.5 ** 2)   # K = 1: d = g(1 + c), rescaled by 1/(1 +
 _PARTIAL = [(s, f, m) for s, f in [("pcgrad", 1.0), ("mgda", 1.0), ("gradnorm", 1.0), ("cagrad", _CAGRAD)]
             for m in ("sample_weight", "mask_value")]
 _PARTIAL += [("mgda+vectorize", 1.0, "sample_weight"), ("gradnorm+vectorize", 1.0, "sample_weight")]
+# With one task present every new gradient strategy's update is that task's gradient (λ = 1).
+_PARTIAL += [(s, 1.0, "sample_weight") for s in ("nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad",
+                                                 "graddrop")]
 
 
 @pytest.mark.parametrize("strategy,factor,missing", _PARTIAL)
@@ -260,7 +263,7 @@ def test_weights_go_to_tensorboard_every_step(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.fashion_mnist
-def test_the_fashion_mnist_comparison_script_runs_on_a_small_subset(tmp_path):
+def test_the_multi_fashion_comparison_script_runs_on_a_small_subset(tmp_path):
     import importlib.util
     import json
     from pathlib import Path
@@ -269,13 +272,19 @@ def test_the_fashion_mnist_comparison_script_runs_on_a_small_subset(tmp_path):
     spec = importlib.util.spec_from_file_location("weighting_real", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    script.main(["--strategies", "mgda", "--epochs", "1", "--set", "data.params.train_limit=300",
-                 "--set", "data.params.test_limit=200", "--markdown", str(tmp_path / "r.md"),
-                 "--json", str(tmp_path / "r.json")])
+    script.main(["--strategies", "mgda", "mgda+rep", "--seeds", "2", "--epochs", "1", "--train-size", "300",
+                 "--test-size", "200", "--markdown", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")])
     table = (tmp_path / "r.md").read_text()
-    assert "| `mgda` |" in table
-    results = json.loads((tmp_path / "r.json").read_text())["results"]
-    assert [r["strategy"] for r in results] == ["mgda"]
-    assert {"class_accuracy", "group_accuracy", "image_loss"} <= set(results[0]["test"])
-    assert len(results[0]["history"]["class_weight"]) == 1
-    assert sum(results[0]["weights"].values()) == pytest.approx(1.0, rel=1e-4)   # MGDA: on the simplex
+    assert "| `mgda` | parameters |" in table and "| `mgda` | representation |" in table
+    assert "| single-task | — |" in table and " ± " in table
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["strategy"], r["seed"]) for r in out["runs"]] == [("mgda", 0), ("mgda+rep", 0), ("mgda", 1),
+                                                                  ("mgda+rep", 1)]
+    run, stl = out["runs"][0], out["single_task"]["0"]
+    want = 50 * sum((run["accuracy"][t] - stl[t]) / stl[t] for t in ("left", "right"))   # Δm%, by hand
+    assert script.delta_m(run["accuracy"], stl) == pytest.approx(want, rel=1e-9)
+    other = out["runs"][2]
+    dm = [want, 50 * sum((other["accuracy"][t] - out["single_task"]["1"][t]) / out["single_task"]["1"][t]
+                         for t in ("left", "right"))]
+    assert f"{np.mean(dm):+.2f} ± {np.std(dm, ddof=1):.2f}" in table
+    assert sum(run["weights"].values()) == pytest.approx(1.0, rel=1e-4)   # MGDA: on the simplex

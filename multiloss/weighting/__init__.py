@@ -1,8 +1,11 @@
 """Dynamic and learned loss weighting, chosen in the spec::
 
     weighting:
-      strategy: gradnorm          # static | uncertainty | dwa | gradnorm | pcgrad | rlw | mgda | cagrad
+      strategy: gradnorm          # static | uncertainty | dwa | rlw | famo | gradnorm | pcgrad | mgda |
+                                  # cagrad | nash_mtl | imtl_g | gradvac | aligned_mtl | upgrad | db_mtl |
+                                  # graddrop | package.module:Class
       params: {alpha: 1.5, lr: 0.025}
+      gradients: parameters       # or representation (MGDA-UB: one backward pass through the trunk)
     schedules:
       bin_out: {kind: linear, start: 0.0, end: 0.5, steps: 1000, warmup: 100}
 
@@ -15,8 +18,9 @@ interface of :class:`~multiloss.weighting.base.Strategy`; see
 """
 
 from .base import Context, Params, Strategy
-from .callbacks import WeightLogger
-from .registry import STRATEGIES, check_spec
+from .callbacks import WeightCollapseWarning, WeightLogger
+from .registry import STRATEGIES, check_spec, register_strategy
 from .shared import infer_shared
 
-__all__ = ["STRATEGIES", "Context", "Params", "Strategy", "WeightLogger", "check_spec", "infer_shared"]
+__all__ = ["STRATEGIES", "Context", "Params", "Strategy", "WeightCollapseWarning", "WeightLogger", "check_spec",
+           "infer_shared", "register_strategy"]

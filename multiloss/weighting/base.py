@@ -14,10 +14,16 @@ There are two kinds:
   :meth:`Strategy.regularizer` any extra term of the objective; Keras's own
   train step differentiates ``Σ s·λ·L + regularizer`` (one backward pass).
 * **gradient strategies** (``gradnorm``, ``pcgrad``, ``mgda``, ``cagrad``,
-  ``gradients`` is set): the multiloss train step computes per-task
-  gradients and passes their Gram matrix to :meth:`Strategy.combine`, which
-  returns λ: the coefficients of the per-task gradients in the update of the
-  shared parameters (see :mod:`multiloss.weighting.step`).
+  ``nash_mtl``, ``imtl_g``, ``gradvac``, ``aligned_mtl``, ``upgrad``,
+  ``db_mtl``, ``graddrop``: ``gradients`` is set): the multiloss train step
+  computes per-task gradients (of the shared parameters, or of the shared
+  representation) and passes their Gram matrix to :meth:`Strategy.combine`,
+  which returns λ: the coefficients of the per-task gradients in the update of
+  the shared parameters (see :mod:`multiloss.weighting.step`).  A ``direct``
+  strategy gets the gradient rows themselves (:meth:`Strategy.aggregate`).
+
+A strategy of your own subclasses :class:`Strategy` and is registered with
+:func:`multiloss.weighting.register_strategy`.
 
 Every tensor method runs inside the compiled train step and is written with
 ``keras.ops``/``tf``; ``on_epoch_end`` runs eagerly between epochs.
@@ -101,6 +107,23 @@ class Strategy:
     def combine(self, gram, values, present, ctx: Context):
         """Gradient strategies: λ from the Gram matrix of the per-task gradients."""
         raise NotImplementedError
+
+    #: Gradient strategies whose update is not a combination Σ λ_i g_i of the
+    #: per-task gradients (GradDrop's masks, DB-MTL's moving averages) set this and
+    #: implement :meth:`aggregate` on the ``[T, P]`` gradient rows themselves.
+    direct: ClassVar[bool] = False
+
+    def aggregate(self, rows, values, present, ctx):
+        """Direct strategies: ``(update [P], λ [T] to log)`` from the per-task gradient rows."""
+        raise NotImplementedError
+
+    def head_scale(self, values, present):
+        """Factor on the task-specific gradients s_i ∇L_i (1; DB-MTL: 1/L_i, the log-loss gradient)."""
+        return ops.ones((self.num_terms,), "float32")
+
+    def bind_rows(self, size: int | None, mode: str) -> str | None:
+        """Told the length of the gradient rows (None if unknown) and the mode; a problem, or None."""
+        return None
 
     def on_epoch_end(self, epoch: int) -> None:
         """Between epochs, eagerly (DWA)."""

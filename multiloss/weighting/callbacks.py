@@ -1,26 +1,54 @@
-"""Callbacks of the weighting: the epoch hook, and per-step weights to TensorBoard."""
+"""Callbacks of the weighting: the epoch hook (with the collapse warning), and per-step weights to TensorBoard."""
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+LOG = logging.getLogger("multiloss.weighting")
+
+
+class WeightCollapseWarning(UserWarning):
+    """A dynamic strategy kept a term's weight near zero for a whole epoch."""
+
 
 class EpochHook(keras.callbacks.Callback):
-    """Calls the strategy's ``on_epoch_end`` (DWA's new weights) between epochs.
+    """Calls the strategy's ``on_epoch_end`` (DWA's new weights) between epochs, and warns of collapse.
 
-    Added by ``model.fit`` on a model compiled with a weighting strategy.
+    Added by ``model.fit`` on a model compiled with a weighting strategy.  When
+    a term's strategy weight λ_i stays below ``COLLAPSE_FRACTION`` (1 %) of its
+    value at the start of training at *every* step of an epoch where the term
+    is present, a :class:`WeightCollapseWarning` naming the term is issued
+    (once per term and model), through :mod:`warnings` and the
+    ``multiloss.weighting`` logger.
     """
 
     def __init__(self, weighting):
         super().__init__()
         self.weighting = weighting
 
+    def on_train_begin(self, logs=None):
+        self.weighting.start_tracking()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.weighting.reset_peak()
+
     def on_epoch_end(self, epoch, logs=None):
+        for name, peak, start in self.weighting.collapsed():
+            msg = (f"weighting {self.weighting.strategy.name!r}: term {name!r} kept a strategy weight of at most "
+                   f"{peak:.3g} during epoch {epoch + 1}, under {COLLAPSE_FRACTION:.0%} of its start {start:.3g}; "
+                   "the term has all but stopped training (check the strategy's parameters, or the loss scales)")
+            LOG.warning(msg)
+            warnings.warn(msg, WeightCollapseWarning, stacklevel=2)
         self.weighting.on_epoch_end(epoch)
+
+
+COLLAPSE_FRACTION = 0.01
 
 
 class WeightLogger(keras.callbacks.Callback):
@@ -34,6 +62,9 @@ class WeightLogger(keras.callbacks.Callback):
     yourself otherwise.  With ``steps_per_execution`` > 1 it logs the last step
     of each execution.  Per-epoch means are in the history as ``<term>_weight``.
     """
+
+    #: Placed before the user's callbacks by ``model.fit`` (a ``TensorBoard`` among them sees its logs).
+    multiloss_logs_first = True
 
     def __init__(self, log_dir: str, every: int = 1):
         super().__init__()

@@ -19,7 +19,7 @@ from keras import ops
 from .. import reduction as red
 from .. import schedules as sched
 from .base import Context, Strategy, state_variable
-from .registry import STRATEGIES
+from .registry import resolve
 
 
 class Weighting:
@@ -28,7 +28,7 @@ class Weighting:
     def __init__(self, composite):
         spec = composite.spec
         ws = spec.weighting
-        cls = STRATEGIES[ws.strategy if ws else "static"]
+        cls, _ = resolve(ws.strategy if ws else "static")
         self.composite = composite
         self.strategy: Strategy = cls(cls.Params(**(ws.params if ws else {})), composite.terms)
         self.strategy.build()
@@ -38,6 +38,14 @@ class Weighting:
         self.vectorize = bool(ws and ws.vectorize)
         self.shared: list | None = None     # shared variables (None: from gradient connectivity)
         self.layer: list | None = None      # GradNorm's W
+        self.mode = getattr(ws, "gradients", "parameters") if ws else "parameters"
+        self.representation_names = getattr(ws, "representation", None) if ws else None
+        self.representation = None          # a shared.Representation with gradients: representation
+        n = len(composite.terms)
+        # The largest strategy weight of each present term this epoch (collapse warning).
+        self.peak = state_variable(np.full(n, -np.inf), "multiloss_weight_peak")
+        self.start: np.ndarray | None = None
+        self.warned: set[str] = set()
         self._step = None
         self._own_step = None
         self.training = False
@@ -76,6 +84,20 @@ class Weighting:
                     problems.append((("weighting", "strategy"),
                                      "GradNorm balances the gradients of shared parameters, but no trainable "
                                      "variable is used by two or more terms; name W in weighting.params.layer"))
+        if self.mode == "representation" and self.strategy.gradients == "shared":
+            from .shared import find_representation
+
+            self.representation, problem = find_representation(model, self.composite.terms,
+                                                               self.representation_names)
+            if problem:
+                key = "representation" if self.representation_names else "gradients"
+                problems.append((("weighting", key), problem))
+        if self.strategy.gradients == "shared" and not problems:
+            size = None if self.shared is None or self.mode == "representation" else \
+                sum(int(np.prod(v.shape)) for v in self.shared)
+            problem = self.strategy.bind_rows(size, self.mode)
+            if problem:
+                problems.append((("weighting", "params"), problem))
         if self.vectorize and self.shared is None:
             problems.append((("weighting", "vectorize"),
                              "vectorized per-task gradients need the shared layers, which cannot be read "
@@ -121,12 +143,19 @@ class Weighting:
         seen = red.cross_replica_sum(values) if self.strategy.uses_values else values
         lam = self.strategy.weights(seen, present, ctx)
         eff = s * lam
+        if self.training:
+            self.record(lam, present)
         total = ops.sum(eff * values)
         reg = self.strategy.regularizer(s, present, ctx)
         if reg is not None:
             total = total + reg / ctx.replicas
         self.composite.weights.assign(eff)
         return total, eff
+
+    def state_variables(self) -> list:
+        """What a training step changes besides the network: the strategy's state, the epoch peak, the
+        effective weights (the non-finite guard puts them back after a skipped step)."""
+        return [*self.strategy.state.values(), self.peak, self.composite.weights]
 
     def refresh(self) -> None:
         """Recompute the effective weights eagerly (after ``set_weights``, loading, an epoch end)."""
@@ -148,18 +177,52 @@ class Weighting:
         self.strategy.on_epoch_end(epoch)
         self.refresh()
 
+    # --- collapse warning -----------------------------------------------------------
+
+    def record(self, lam, present) -> None:
+        """Inside the train step: keep the largest λ of each present term this epoch."""
+        lam = ops.cast(lam, "float32")
+        peak = ops.convert_to_tensor(self.peak)
+        self.peak.assign(ops.where(present > 0, ops.maximum(peak, lam), peak))
+
+    def start_tracking(self) -> None:
+        if self.start is None:
+            n = len(self.composite.terms)
+            ctx = Context(step=ops.convert_to_tensor(self.step), training=False, replicas=1)
+            lam = self.strategy.weights(ops.zeros((n,), "float32"), ops.ones((n,), "float32"), ctx)
+            self.start = np.asarray(ops.convert_to_numpy(lam), "float64")
+
+    def reset_peak(self) -> None:
+        self.peak.assign(np.full(len(self.composite.terms), -np.inf, "float32"))
+
+    def collapsed(self) -> list[tuple[str, float, float]]:
+        """``[(term, peak λ, start λ)]`` for terms newly collapsed this epoch (each named once)."""
+        from .callbacks import COLLAPSE_FRACTION
+
+        if self.start is None or self.strategy.name == "static":
+            return []
+        peak = np.asarray(ops.convert_to_numpy(self.peak), "float64")
+        out = []
+        for t, p, s0 in zip(self.composite.terms, peak, self.start):
+            if np.isfinite(p) and s0 > 0 and p < COLLAPSE_FRACTION * s0 and t.name not in self.warned:
+                self.warned.add(t.name)
+                out.append((t.name, float(p), float(s0)))
+        return out
+
     # --- fit integration -----------------------------------------------------------
 
     def fit_callbacks(self, callbacks: list) -> list:
         """The user's callbacks with multiloss's own in front (so their logs reach History/TensorBoard)."""
         import keras
 
-        from ..diagnostics import GradientDiagnostics
         from .callbacks import EpochHook, WeightLogger
 
+        def first(c):  # WeightLogger, GradientDiagnostics: their logs must reach History/TensorBoard
+            return bool(getattr(c, "multiloss_logs_first", False))
+
         ours = [EpochHook(self)]
-        mine = [c for c in callbacks if isinstance(c, (WeightLogger, GradientDiagnostics))]
-        rest = [c for c in callbacks if not isinstance(c, (WeightLogger, GradientDiagnostics))]
+        mine = [c for c in callbacks if first(c)]
+        rest = [c for c in callbacks if not first(c)]
         if not any(isinstance(c, WeightLogger) for c in mine):
             for c in rest:
                 if isinstance(c, keras.callbacks.TensorBoard):

@@ -34,7 +34,7 @@ class MGDAParams(Params):
     solver: Solver = "auto"
     normalization: Literal["none", "l2", "loss", "loss+"] = "none"
     max_iter: int = Field(250, gt=0, description="Frank-Wolfe iterations at most.")
-    tol: float = Field(1e-6, gt=0, description="Frank-Wolfe stops when ‖Δλ‖₁ < tol.")
+    tol: float = Field(1e-6, gt=0, description="Frank-Wolfe stops at a duality gap ≤ tol × ‖d‖² (relative suboptimality ≤ tol).")
 
 
 class MGDA(Strategy):

@@ -2,7 +2,10 @@
 
 For each task i, g_i^PC starts as g_i; for every other task j, in a random
 order, if g_i^PC · g_j < 0 then g_i^PC ← g_i^PC − (g_i^PC · g_j / ‖g_j‖²) g_j.
-The update of the shared parameters is Σ_i g_i^PC (Algorithm 1).
+The update of the shared parameters is Σ_i g_i^PC (Algorithm 1).  With
+``scope: all`` the whole gradient (every trainable variable) is projected, as
+in the paper; the default ``shared`` projects the shared parameters' part
+and gives each head its own gradient, as LibMTL does.
 
 Every g_i^PC is a linear combination Σ_k C_ik g_k of the original
 gradients, and every dot product it needs is a row of C times the Gram
@@ -15,6 +18,8 @@ task-specific parameters get their plain gradient s_i ∇L_i.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -26,6 +31,10 @@ from .base import Params, Strategy, state_variable
 
 class PCGradParams(Params):
     seed: int = Field(0, ge=0, description="Seed of the random projection order (stateless in the step).")
+    scope: Literal["shared", "all"] = Field(
+        "shared", description="Project the gradients of the shared parameters (LibMTL), or of all parameters "
+                              "(the paper's Algorithm 1: task-specific ones take part in the dot products and "
+                              "get λ_i s_i ∇L_i).")
 
 
 def pcgrad_coefficients(gram, order):

@@ -1,4 +1,4 @@
-"""The strategies by name, and the validation of ``weighting:`` and ``schedules:``."""
+"""The strategies by name, :func:`register_strategy`, and the validation of ``weighting:`` and ``schedules:``."""
 
 from __future__ import annotations
 
@@ -6,16 +6,90 @@ import difflib
 
 from pydantic import ValidationError
 
+from .aligned_mtl import AlignedMTL
+from .base import Params, Strategy
 from .cagrad import CAGrad
+from .dbmtl import DBMTL
 from .dwa import DWA
+from .famo import FAMO
+from .graddrop import GradDrop
 from .gradnorm import GradNorm
+from .gradvac import GradVac
+from .imtl import IMTLG
 from .mgda import MGDA
+from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RLW
 from .static import Static
 from .uncertainty import Uncertainty
+from .upgrad import UPGrad
 
-STRATEGIES = {cls.name: cls for cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad)}
+STRATEGIES = {cls.name: cls for cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad,
+                                        NashMTL, IMTLG, GradVac, AlignedMTL, UPGrad, FAMO, DBMTL, GradDrop)}
+GRADIENT_MODES = ("parameters", "representation")
+
+
+def _strategy_problem(cls) -> str | None:
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        return f"{cls!r} is not a subclass of multiloss.weighting.Strategy"
+    if not isinstance(cls.Params, type) or not issubclass(cls.Params, Params):
+        return f"{cls.__name__}.Params must subclass multiloss.weighting.Params"
+    if cls.gradients not in (None, "shared", "layer"):
+        return f"{cls.__name__}.gradients must be None, 'shared' or 'layer', got {cls.gradients!r}"
+    if cls is not Strategy and cls.combine is Strategy.combine and cls.gradients == "shared" \
+            and not cls.direct:
+        return f"{cls.__name__} computes per-task gradients but implements neither combine nor aggregate"
+    return None
+
+
+def register_strategy(strategy, name: str | None = None):
+    """Register a weighting strategy so that ``weighting.strategy: <name>`` finds it.
+
+    ``strategy`` is a :class:`~multiloss.weighting.Strategy` subclass or an
+    import string ``'package.module:Class'``; the name is ``name`` or the
+    class's ``name``.  Usable as a decorator (``@register_strategy``).  The
+    class is validated (a Strategy with a pydantic ``Params``); registering a
+    different class under a taken name raises ``ValueError``.  Returns the class.
+    """
+    from ..imports import import_object
+
+    if isinstance(strategy, str):
+        if ":" not in strategy:
+            raise ValueError(f"register_strategy needs a Strategy subclass or an import string "
+                             f"'package.module:Class', got {strategy!r}")
+        strategy = import_object(strategy)
+    problem = _strategy_problem(strategy)
+    if problem:
+        raise TypeError(problem)
+    key = name or strategy.name
+    if not key or not isinstance(key, str) or ":" in key:
+        raise ValueError(f"a strategy needs a name without ':' (class attribute `name` or name=...), got {key!r}")
+    if key in STRATEGIES and STRATEGIES[key] is not strategy:
+        raise ValueError(f"strategy name {key!r} is taken by {STRATEGIES[key].__module__}."
+                         f"{STRATEGIES[key].__name__}")
+    if not strategy.name:
+        strategy.name = key
+    STRATEGIES[key] = strategy
+    return strategy
+
+
+def resolve(name: str):
+    """The strategy class for ``name`` (registered, or an import string), or ``(None, message)``."""
+    if name in STRATEGIES:
+        return STRATEGIES[name], None
+    if ":" in name:
+        from ..imports import import_object
+
+        try:
+            cls = import_object(name)
+        except LookupError as exc:
+            return None, str(exc)
+        problem = _strategy_problem(cls)
+        return (None, problem) if problem else (cls, None)
+    close = difflib.get_close_matches(name, list(STRATEGIES), n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    return None, (f"unknown strategy {name!r}; {hint}valid: {', '.join(STRATEGIES)} "
+                  "(or 'package.module:Class', or register your own with multiloss.register_strategy)")
 
 
 def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
@@ -33,12 +107,9 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
     ws = spec.weighting
     if ws is None:
         return problems
-    cls = STRATEGIES.get(ws.strategy)
+    cls, message = resolve(ws.strategy)
     if cls is None:
-        close = difflib.get_close_matches(ws.strategy, list(STRATEGIES), n=2, cutoff=0.6)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        problems.append((("weighting", "strategy"),
-                         f"unknown strategy {ws.strategy!r}; {hint}valid: {', '.join(STRATEGIES)}"))
+        problems.append((("weighting", "strategy"), message))
         return problems
     valid = list(cls.Params.model_fields)
     try:
@@ -55,10 +126,31 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
             problems.append((path, msg))
         return problems
     problems += [(("weighting", "params") + p, m) for p, m in cls.check(params, terms)]
+    gradient_names = ", ".join(n for n, c in STRATEGIES.items() if c.gradients)
     if ws.vectorize and not cls.gradients:
         problems.append((("weighting", "vectorize"),
-                         f"only gradnorm, pcgrad, mgda and cagrad compute per-task gradients; "
+                         f"only the gradient strategies ({gradient_names}) compute per-task gradients; "
                          f"{ws.strategy!r} has nothing to vectorize"))
+    mode = getattr(ws, "gradients", "parameters")
+    if mode not in GRADIENT_MODES:
+        close = difflib.get_close_matches(str(mode), GRADIENT_MODES, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        problems.append((("weighting", "gradients"),
+                         f"unknown gradient mode {mode!r}; {hint}valid: {', '.join(GRADIENT_MODES)}"))
+    elif mode == "representation":
+        if cls.gradients != "shared":
+            problems.append((("weighting", "gradients"),
+                             f"gradients: representation is for the strategies that combine per-task gradients "
+                             f"({', '.join(n for n, c in STRATEGIES.items() if c.gradients == 'shared')}); "
+                             f"{ws.strategy!r} " + ("balances the gradients of its layer W" if cls.gradients
+                                                    else "uses no per-task gradients")))
+        if ws.vectorize:
+            problems.append((("weighting", "vectorize"),
+                             "gradients: representation takes T short backward passes through the heads; "
+                             "there is nothing to vectorize"))
+    if getattr(ws, "representation", None) is not None and mode != "representation":
+        problems.append((("weighting", "representation"),
+                         "a representation layer is only used with gradients: representation"))
     if ws.shared is not None and not cls.gradients:
         problems.append((("weighting", "shared"),
                          f"strategy {ws.strategy!r} uses no per-task gradients, so it has no use for "

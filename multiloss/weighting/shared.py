@@ -115,3 +115,122 @@ def last_layer(variables: list) -> list:
         return []
     owner = variables[-1].path.rsplit("/", 1)[0]
     return [v for v in variables if v.path.rsplit("/", 1)[0] == owner]
+
+
+# --- the shared representation (gradients: representation) ----------------------------
+
+
+class Representation:
+    """Where the heads read the trunk: the tensors Z, the trunk's variables, and a model returning both.
+
+    ``model(x)`` returns ``[*Z, *flat outputs]``; ``pack`` rebuilds the original
+    model's output structure from the flat outputs.
+    """
+
+    def __init__(self, model, tensors: list, names: list[str]):
+        self.tensors = tensors
+        self.names = names
+        struct = getattr(model, "_outputs_struct", None)
+        if struct is None:
+            struct = model.outputs
+        self.struct = struct
+        flat = keras.tree.flatten(struct)
+        inputs = getattr(model, "_inputs_struct", None)
+        if inputs is None:
+            inputs = model.inputs
+        self.model = keras.Model(inputs, [*tensors, *flat], name=f"{model.name}_representation")
+        self.trunk = [v for layer in _layers_on_path(tensors) for v in getattr(layer, "trainable_variables", [])]
+        trunk_ids = {id(v) for v in self.trunk}
+        self.trunk = [v for v in model.trainable_variables if id(v) in trunk_ids]
+        self.heads = [v for v in model.trainable_variables if id(v) not in trunk_ids]
+        self.size = None
+
+    def __call__(self, x, training):
+        out = self.model(x, training=training)
+        k = len(self.tensors)
+        return list(out[:k]), keras.tree.pack_sequence_as(self.struct, list(out[k:]))
+
+
+def _nodes_on_path(tensors) -> dict:
+    """``{id(node): (layer, node)}`` for every node on the paths from ``tensors`` back to the inputs."""
+    seen, stack = {}, list(tensors)
+    while stack:
+        t = stack.pop()
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            continue
+        op, node_index, _ = history
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        node = op._inbound_nodes[node_index]
+        if id(node) in seen:
+            continue
+        seen[id(node)] = (op, node)
+        stack.extend(node.input_tensors)
+    return seen
+
+
+def find_representation(model, terms, names: list[str] | None = None):
+    """``(Representation, None)`` or ``(None, problem)`` for ``gradients: representation``.
+
+    Named: the outputs of those (top-level) layers in the model's graph.  Inferred:
+    the nodes on the paths of two or more terms are the trunk; Z are the trunk's
+    tensors that a node of one term only (a head) reads, or that are outputs.
+    Every shared variable must lie before Z.
+    """
+    outputs = _output_tensors(model)
+    if outputs is None:
+        return None, ("gradients: representation needs the layer graph of a functional or Sequential model; "
+                      "a subclassed model has none (use gradients: parameters)")
+    per_term = {t.name: _nodes_on_path([outputs[o] for o in t.outputs if o in outputs]) for t in terms}
+    every = {}
+    for nodes in per_term.values():
+        every.update(nodes)
+    if names:
+        known = [layer.name for layer in model.layers]
+        tensors = []
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+                hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+                return None, f"the model has no layer {name!r}; {hint}layers: {known}"
+            for layer, node in every.values():
+                if layer.name == name:
+                    tensors.extend(keras.tree.flatten(node.output_tensors))
+        if not tensors:
+            return None, f"no term's loss depends on the output of {names}"
+    else:
+        counts: dict[int, int] = {}
+        for nodes in per_term.values():
+            for k in nodes:
+                counts[k] = counts.get(k, 0) + 1
+        trunk = {k for k, c in counts.items() if c >= 2}
+        if not trunk:
+            return None, "no layer feeds two or more terms, so there is no shared representation"
+        tensors, seen = [], set()
+
+        def add(t):
+            if id(t) not in seen:
+                seen.add(id(t))
+                tensors.append(t)
+
+        for k, (_layer, node) in every.items():
+            if k in trunk:
+                continue
+            for t in node.input_tensors:
+                history = getattr(t, "_keras_history", None)
+                if history is not None and id(history[0]._inbound_nodes[history[1]]) in trunk:
+                    add(t)
+        for t in outputs.values():
+            history = getattr(t, "_keras_history", None)
+            if history is not None and id(history[0]._inbound_nodes[history[1]]) in trunk:
+                add(t)
+    rep = Representation(model, tensors, names or [t._keras_history[0].name for t in tensors])
+    shared = infer_shared(model, terms) or []
+    trunk_ids = {id(v) for v in rep.trunk}
+    after = [v.path for v in shared if id(v) not in trunk_ids]
+    if after:
+        return None, (f"the shared variables {after} lie after the representation {rep.names}, where the heads "
+                      "would train them with their plain gradients; name a later layer in "
+                      "weighting.representation (or use gradients: parameters)")
+    return rep, None

@@ -6,15 +6,32 @@ the per-task gradients (never on the gradients themselves), in float64.
 * :func:`min_norm` — MGDA's problem ``min_{α∈Δ} αᵀMα``: the min-norm point
   of the convex hull of the gradients.
 * :func:`cagrad_weights` — CAGrad's dual ``min_{w∈Δ} wᵀMb + ρ·√(wᵀMw)``.
+* :func:`nonneg_qp` — ``min_{x≥0} ½xᵀAx + bᵀx`` for several b (UPGrad's projections).
+* :func:`nash_weights` — Nash-MTL's bargaining solution ``α ⊙ (Mα) = 1``.
+
+**Scale.**  Every solver first normalises the Gram matrix by its diagonal:
+``M̃ = DMD`` with ``D = diag(1/‖g_i‖)``, so M̃ has a unit diagonal whatever
+the gradient norms (1e-6 and 1e6 alike), and solves in the variables
+``β = D⁻¹α``, mapping back at the end.  On the simplex ``Σα = 1`` becomes
+``dᵀβ = 1`` (``d_i = 1/‖g_i‖``); the restricted KKT systems are then
+``M̃_S z = d_S`` (MGDA) — well conditioned unless gradients are collinear.
+A zero gradient (``M_ii = 0``) is an exact answer of MGDA by itself (its
+vertex has norm 0) and is returned as such; a ridge of 1e-14 on the *unit*
+diagonal keeps the systems of collinear or identical gradients solvable: it
+perturbs task i's term by 1e-14·α_i²‖g_i‖², a relative error at round-off
+level on every scale (the old ridge, 1e-10 × the mean diagonal, swamped a
+task 1e4–1e6 times smaller than the others).
 
 ``exact`` enumerates every support S of the simplex (2^T − 1 of them), solves
 the KKT equations restricted to S in one batched linear solve, and keeps the
-best feasible candidate: no loop, exact up to round-off, cheap for T ≤ 8
-(255 systems of size ≤ 9).  ``frank_wolfe`` is the iterative solver of
+best feasible candidate: no loop, exact to float64 round-off, cheap for
+T ≤ 8 (255 systems of size ≤ 8).  ``frank_wolfe`` is the iterative solver of
 Sener & Koltun (2018, Algorithm 2: Frank-Wolfe with exact line search), with
 away steps so that it converges linearly, in a ``tf.while_loop``; it stops
-at a relative duality gap of ``tol``.  ``auto`` picks ``exact`` for T ≤ 8.  ``present`` (0/1 per
-task) restricts the simplex to the tasks present in the batch.
+when the Frank-Wolfe duality gap — an upper bound on ``f(α) − f*`` — is at
+most ``tol × f(α)`` (a relative suboptimality of ``tol``), or after
+``max_iter`` iterations.  ``auto`` picks ``exact`` for T ≤ 8.  ``present``
+(0/1 per task) restricts the simplex to the tasks present in the batch.
 """
 
 from __future__ import annotations
@@ -25,23 +42,34 @@ import numpy as np
 import tensorflow as tf
 
 EXACT_MAX_TASKS = 8
+RIDGE = 1e-14
 _F64 = tf.float64
 
 
-def _supports(num: int) -> np.ndarray:
+def _supports(num: int, empty: bool = False) -> np.ndarray:
     rows = [[1.0 if i in s else 0.0 for i in range(num)]
-            for k in range(1, num + 1) for s in itertools.combinations(range(num), k)]
+            for k in range(0 if empty else 1, num + 1) for s in itertools.combinations(range(num), k)]
     return np.array(rows, "float64")
 
 
-def _prepare(gram, present):
+def _scaled(gram, present):
+    """``(M̃, d, p, zero)``: the unit-diagonal Gram matrix, d = 1/‖g‖ (1 for a zero gradient),
+    the present mask, and which present tasks have a zero gradient."""
     m = tf.cast(gram, _F64)
     m = 0.5 * (m + tf.transpose(m))
-    n = m.shape[0]
     p = tf.cast(present, _F64)
-    # A tiny ridge keeps every restricted system solvable (collinear gradients).
-    ridge = 1e-10 * (tf.linalg.trace(m) / n + 1e-30)
-    return m + ridge * tf.eye(n, dtype=_F64), p
+    diag = tf.maximum(tf.linalg.diag_part(m), 0.0)
+    zero = tf.logical_and(diag <= 0.0, p > 0)
+    d = tf.where(diag > 0, tf.math.rsqrt(tf.where(diag > 0, diag, 1.0)), tf.ones_like(diag))
+    ms = m * d[:, None] * d[None, :]
+    n = m.shape[0]
+    return ms + RIDGE * tf.eye(n, dtype=_F64), d, p, zero
+
+
+def _prepare(gram, present):
+    """The Gram matrix as float64 (symmetrised) and the present mask (Frank-Wolfe)."""
+    m = tf.cast(gram, _F64)
+    return 0.5 * (m + tf.transpose(m)), tf.cast(present, _F64)
 
 
 def _restricted(m, masks):
@@ -65,20 +93,26 @@ def _normalise(w, present):
 
 
 def min_norm_exact(gram, present):
-    """``argmin_{α∈Δ(present)} αᵀMα`` by support enumeration (float64)."""
-    m, p = _prepare(gram, present)
-    n = m.shape[0]
+    """``argmin_{α∈Δ(present)} αᵀMα`` by support enumeration on the scaled problem (float64).
+
+    In β = D⁻¹α: ``min βᵀM̃β`` s.t. ``dᵀβ = 1, β ≥ 0``; on a support S the KKT
+    point is ``β_S = z/(d_Sᵀz)``, ``M̃_S z = d_S``.
+    """
+    ms, d, p, zero = _scaled(gram, present)
+    n = ms.shape[0]
     masks = tf.constant(_supports(n))
-    s = masks.shape[0]
-    a = _restricted(m, masks)
-    kkt = tf.concat([tf.concat([a, masks[:, :, None]], 2),
-                     tf.concat([masks[:, None, :], tf.zeros([s, 1, 1], _F64)], 2)], 1)
-    rhs = tf.concat([tf.zeros([s, n, 1], _F64), tf.ones([s, 1, 1], _F64)], 1)
-    sol = tf.linalg.solve(kkt, rhs)[:, :n, 0] * masks
+    a = _restricted(ms, masks)
+    z = tf.linalg.solve(a, (masks * d[None, :])[:, :, None])[:, :, 0] * masks
+    dz = tf.reduce_sum(z * d[None, :], 1)
+    beta = tf.math.divide_no_nan(z, dz[:, None])
+    alpha = beta * d[None, :]
     allowed = tf.reduce_all(masks <= p[None, :], axis=1)
-    feasible = tf.logical_and(allowed, tf.reduce_all(sol >= -1e-9, axis=1))
-    value = tf.einsum("si,ij,sj->s", sol, m, sol)
-    return _normalise(_pick(sol, value, feasible), p)
+    feasible = tf.logical_and(tf.logical_and(allowed, dz > 0), tf.reduce_all(alpha >= 0.0, axis=1))
+    value = tf.math.reciprocal_no_nan(dz)                   # βᵀM̃β = zᵀd/(dᵀz)² = 1/dᵀz
+    best = _normalise(_pick(alpha, value, feasible), p)
+    # A zero gradient is the min-norm point by itself.
+    first_zero = tf.one_hot(tf.argmax(tf.cast(zero, tf.int32)), n, dtype=_F64)
+    return tf.where(tf.reduce_any(zero), first_zero, best)
 
 
 def _frank_wolfe(grad_fn, line_fn, gap_scale_fn, p, max_iter: int, tol: float):
@@ -88,8 +122,9 @@ def _frank_wolfe(grad_fn, line_fn, gap_scale_fn, p, max_iter: int, tol: float):
     Frank-Wolfe step, as in Sener & Koltun's Algorithm 2) or away from the
     vertex in use with the largest gradient, whichever gap is larger, with an
     exact line search; away steps make it converge linearly (Lacoste-Julien &
-    Jaggi, 2015).  Stops when the Frank-Wolfe duality gap is below
-    ``tol × gap_scale_fn(w)`` or after ``max_iter`` iterations.
+    Jaggi, 2015).  Returns the first iterate whose Frank-Wolfe duality gap
+    ``∇f(w)ᵀw − min_i ∇f(w)_i`` (≥ f(w) − f*) is at most ``tol × gap_scale_fn(w)``,
+    or the iterate after ``max_iter`` iterations.
     """
     n = p.shape[0]
     w0 = p / tf.maximum(tf.reduce_sum(p), 1.0)
@@ -109,7 +144,8 @@ def _frank_wolfe(grad_fn, line_fn, gap_scale_fn, p, max_iter: int, tol: float):
         gamma = line_fn(w, u, gamma_max)
         new = tf.maximum(w + gamma * u, 0.0) * p
         new = new / tf.maximum(tf.reduce_sum(new), 1e-300)
-        return i + 1, new, gap_fw <= tol * gap_scale_fn(w)
+        done = gap_fw <= tol * gap_scale_fn(w)        # w itself meets the stated gap: keep it
+        return i + 1, tf.where(done, w, new), done
 
     _, w, _ = tf.while_loop(lambda i, w, done: tf.logical_and(i < max_iter, tf.logical_not(done)),
                             body, [tf.constant(0), w0, tf.constant(False)])
@@ -145,39 +181,47 @@ def _cagrad_objective(w, m, a, rho):
 
 
 def cagrad_exact(gram, b, rho, present):
-    """``argmin_{w∈Δ} wᵀMb + ρ√(wᵀMw)`` by support enumeration.
+    """``argmin_{w∈Δ} wᵀMb + ρ√(wᵀMw)`` by support enumeration on the scaled problem.
 
-    On a support S the KKT conditions give ``w ∝ μ·z − y`` with
-    ``z = M_S⁻¹1``, ``y = M_S⁻¹(Mb)_S`` and μ a root of
-    ``(1ᵀz)μ² − 2(1ᵀy)μ + (Mb)_Sᵀy − ρ² = 0``; both roots are candidates.
+    In β = D⁻¹w (``dᵀβ = 1``) with ã = D·Mb, the KKT conditions on a support S
+    give ``β ∝ μ·z − y`` with ``z = M̃_S⁻¹d_S``, ``y = M̃_S⁻¹ã_S`` and μ a root of
+    ``(dᵀz)μ² − 2(dᵀy)μ + ãᵀy − ρ² = 0``; both roots are candidates, and so are
+    the vertices.  ã and ρ are first divided by ``max(‖ã‖∞, ρ)``
+    (the argmin does not change when the objective is scaled).
     """
-    m, p = _prepare(gram, present)
-    n = m.shape[0]
-    a = tf.linalg.matvec(m, tf.cast(b, _F64))
+    ms, d, p, _ = _scaled(gram, present)
+    n = ms.shape[0]
     rho = tf.cast(rho, _F64)
+    # D·M·b = M̃·(D⁻¹b) (M̃ without its ridge would do as well; the ridge is at round-off level)
+    a_s = tf.linalg.matvec(ms, tf.math.divide_no_nan(tf.cast(b, _F64), d))
+    unit = tf.maximum(tf.maximum(tf.reduce_max(tf.abs(a_s)), rho), 1e-300)
+    a_s, rho_s = a_s / unit, rho / unit
     masks = tf.constant(_supports(n))
-    sys = _restricted(m, masks)
-    rhs = tf.stack([masks, masks * a[None, :]], axis=2)          # [S, n, 2]
-    zy = tf.linalg.solve(sys, rhs) * masks[:, :, None]
-    z, y = zy[..., 0], zy[..., 1]
-    one_z = tf.reduce_sum(z, 1)
-    one_y = tf.reduce_sum(y, 1)
-    a_y = tf.reduce_sum(y * a[None, :], 1)
-    disc = tf.maximum(one_y ** 2 - one_z * (a_y - rho ** 2), 0.0)
-    cands = []
-    for sign in (1.0, -1.0):
-        mu = (one_y + sign * tf.sqrt(disc)) / one_z
-        v = mu[:, None] * z - y
-        total = tf.reduce_sum(v, 1, keepdims=True)
-        cands.append(tf.math.divide_no_nan(v, total) * tf.cast(total > 0, _F64))
-    # Vertices of the simplex are candidates too (they need no interior KKT point).
-    cands.append(tf.eye(n, dtype=_F64))
-    w = tf.concat(cands, 0)
-    allowed = tf.reduce_all(tf.logical_or(w <= 1e-12, p[None, :] > 0), axis=1)
-    on_simplex = tf.logical_and(tf.reduce_all(w >= -1e-9, 1),
-                                tf.abs(tf.reduce_sum(w, 1) - 1.0) < 1e-6)
-    feasible = tf.logical_and(allowed, on_simplex)
-    return _normalise(_pick(w, _cagrad_objective(w, m, a, rho), feasible), p)
+    dm = masks * d[None, :]
+    rhs = tf.stack([dm, masks * a_s[None, :]], axis=2)                        # [S, n, 2]
+    zy = tf.linalg.solve(_restricted(ms, masks), rhs) * masks[:, :, None]
+    dots = tf.einsum("sn,snk->sk", dm, zy)                                     # dᵀz, dᵀy
+    d_z, d_y = dots[:, 0], dots[:, 1]
+    a_y = tf.einsum("n,sn->s", a_s, zy[..., 1])
+    root = tf.sqrt(tf.maximum(d_y ** 2 - d_z * (a_y - rho_s ** 2), 0.0))
+    mu = tf.math.divide_no_nan(d_y[:, None] + tf.constant([1.0, -1.0], _F64)[None, :] * root[:, None],
+                               d_z[:, None])                                    # both roots, [S, 2]
+    v = tf.reshape(mu[:, :, None] * zy[:, None, :, 0] - zy[:, None, :, 1], [-1, n])
+    total = tf.reshape(mu * d_z[:, None] - d_y[:, None], [-1])               # dᵀv
+    w = tf.math.divide_no_nan(v, total[:, None]) * d[None, :] * tf.cast(total > 0, _F64)[:, None]
+    # The objective from scalars: with β = v/dᵀv, vᵀM̃v = μ²dᵀz − 2μdᵀy + ãᵀy and ãᵀv = μdᵀy − ãᵀy.
+    mu_f = tf.reshape(mu, [-1])
+    dz2, dy2, ay2 = (tf.repeat(x, 2) for x in (d_z, d_y, a_y))
+    quad = tf.math.divide_no_nan(mu_f ** 2 * dz2 - 2.0 * mu_f * dy2 + ay2, total ** 2)
+    lin = tf.math.divide_no_nan(mu_f * dy2 - ay2, total)
+    # Vertices of the simplex are candidates too (they need no interior KKT point): β = e_i/d_i.
+    w = tf.concat([w, tf.eye(n, dtype=_F64)], 0)
+    quad = tf.concat([quad, tf.linalg.diag_part(ms) / d ** 2], 0)
+    lin = tf.concat([lin, a_s / d], 0)
+    feasible = tf.reduce_all(tf.logical_and(w >= 0.0, tf.logical_or(w <= 0.0, p[None, :] > 0)), axis=1)
+    feasible = tf.logical_and(feasible, tf.abs(tf.reduce_sum(w, 1) - 1.0) < 1e-9)
+    obj = lin + rho_s * tf.sqrt(tf.maximum(quad, 0.0))
+    return _normalise(_pick(w, obj, feasible), p)
 
 
 def cagrad_frank_wolfe(gram, b, rho, present, max_iter: int = 250, tol: float = 1e-6):
@@ -215,3 +259,66 @@ def cagrad_weights(gram, b, rho, present, solver: str = "auto", max_iter: int = 
     if solver == "exact" or (solver == "auto" and gram.shape[0] <= EXACT_MAX_TASKS):
         return cagrad_exact(gram, b, rho, present)
     return cagrad_frank_wolfe(gram, b, rho, present, max_iter, tol)
+
+
+def nonneg_qp(gram, b, present, solver: str = "auto", max_iter: int = 500):
+    """``argmin_{x≥0} ½xᵀMx + b_kᵀx`` for each row b_k of ``b`` ``[K, T]`` (float64, ``[K, T]``).
+
+    Tasks not present are held at 0.  ``exact`` (T ≤ 8 under ``auto``) enumerates
+    the 2^T active sets on the unit-diagonal scaled problem (x = Dξ) and keeps
+    the feasible candidate of least objective; otherwise projected coordinate
+    descent (``max_iter`` sweeps), which converges for a positive semidefinite M.
+    """
+    ms, d, p, _ = _scaled(gram, present)
+    bs = tf.cast(b, _F64) * d[None, :]                      # ½ξᵀM̃ξ + (Db)ᵀξ
+    n = ms.shape[0]
+    if solver == "exact" or (solver == "auto" and n <= EXACT_MAX_TASKS):
+        masks = tf.constant(_supports(n, empty=True)) * p[None, :]
+        a = _restricted(ms, masks)                           # [S, n, n]
+        rhs = -tf.transpose(bs)[None, :, :] * masks[:, :, None]      # [S, n, K]
+        xi = tf.linalg.solve(a, rhs) * masks[:, :, None]     # [S, n, K]
+        feasible = tf.reduce_all(xi >= 0.0, axis=1)          # [S, K]
+        obj = 0.5 * tf.einsum("sik,ij,sjk->sk", xi, ms, xi) + tf.einsum("sik,ki->sk", xi, bs)
+        obj = tf.where(feasible, obj, tf.constant(np.inf, _F64))
+        best = tf.argmin(obj, axis=0)                        # [K]
+        xi = tf.transpose(tf.gather(tf.transpose(xi, [2, 0, 1]), best, axis=1, batch_dims=1))  # [n, K]
+        return tf.transpose(xi) * d[None, :]
+    xi = tf.zeros_like(bs)
+
+    def sweep(i, xi):
+        for j in range(n):
+            g = tf.linalg.matvec(xi, ms[j]) + bs[:, j]        # ∂/∂ξ_j for every k
+            col = tf.maximum(xi[:, j] - g / ms[j, j], 0.0) * p[j]
+            xi = tf.concat([xi[:, :j], col[:, None], xi[:, j + 1:]], 1)
+        return i + 1, xi
+
+    _, xi = tf.while_loop(lambda i, _: i < max_iter, sweep, [tf.constant(0), xi])
+    return xi * d[None, :]
+
+
+def nash_weights(gram, present, iters: int = 30):
+    """Nash-MTL's bargaining weights: the α > 0 with ``α_i (Mα)_i = 1`` for present tasks (float64).
+
+    It is the minimiser of the self-concordant ``½αᵀMα − Σ log α_i``, found by
+    damped Newton steps (step ``1/(1 + decrement)``, which stays in α > 0 and
+    converges quadratically) on the unit-diagonal problem in β = D⁻¹α (the
+    same function up to a constant).  Absent tasks get 0.  For singular M (a
+    Pareto-stationary point: the function is unbounded) the 1e-14 ridge keeps
+    α finite but large.
+    """
+    ms, d, p, _ = _scaled(gram, present)
+    n = ms.shape[0]
+    # Absent tasks: decouple them (identity rows), then zero them at the end.
+    keep = p[:, None] * p[None, :]
+    ms = ms * keep + tf.linalg.diag(1.0 - p)
+    beta = tf.ones([n], _F64)
+
+    def body(i, beta):
+        grad = tf.linalg.matvec(ms, beta) - 1.0 / beta
+        hess = ms + tf.linalg.diag(1.0 / beta ** 2)
+        step = tf.linalg.solve(hess, grad[:, None])[:, 0]
+        dec = tf.sqrt(tf.maximum(tf.tensordot(grad, step, 1), 0.0))
+        return i + 1, beta - step / (1.0 + dec)
+
+    _, beta = tf.while_loop(lambda i, _: i < iters, body, [tf.constant(0), beta])
+    return beta * d * p

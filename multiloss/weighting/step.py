@@ -18,6 +18,16 @@ step with one backward pass.  Per step:
      variables are stacked into G (``[T, P]``, all-reduced across replicas)
      and only the Gram matrix G Gᵀ reaches the strategy.
 
+   * ``weighting.gradients: representation`` (MGDA-UB, Sener & Koltun §3.3):
+     the forward pass also returns the shared representation Z (the trunk
+     output the heads read); T short backward passes give ∇_Z L_i (through
+     the heads only), the strategy sees their Gram matrix (summed over
+     replicas: each replica's rows are its own samples), and ONE backward pass
+     of Σ_i s_i λ_i ∇_Z L_i through the trunk gives the trunk's gradients; the
+     heads get s_i ∇L_i in one more pass through the heads.
+   * A ``direct`` strategy (GradDrop, DB-MTL with averaging) gets the rows
+     themselves and returns the update of the shared part.
+
 3. The strategy returns λ; the shared variables get Σ_i s_i λ_i ∇L_i (local
    per-replica gradients, so the optimizer's cross-replica sum is exact), the
    task-specific ones s_i ∇L_i (GradNorm: s_i w_i ∇L_i for every variable),
@@ -31,12 +41,13 @@ left out of the strategy (``present`` = 0).
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 from keras import ops
-from keras.src.losses import loss as loss_module
-from keras.src.trainers.data_adapters import data_adapter_utils
 
 from .. import reduction as red
+from ..guard import apply_if_finite, restore_unless, snapshot
+from ..keras_internals import unpack_x_y_sample_weight, unscale_loss_for_distribution
 
 
 def _dense(g):
@@ -67,13 +78,19 @@ def _all_reduce(values, jac):
 
 def gradient_train_step(model, data, weighting):
     """One training step of a gradient strategy (see the module docstring)."""
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = unpack_x_y_sample_weight(data)
     composite = model._compile_loss
     strategy = weighting.strategy
     num = len(composite.terms)
     trainable = model.trainable_weights
+    rep = weighting.representation if strategy.gradients == "shared" else None
+    state = weighting.state_variables()
+    saved = snapshot(state)     # put back if this step turns out non-finite
     with tf.GradientTape(persistent=True) as tape:
-        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        if rep is not None:
+            z, y_pred = rep(x, training=True)
+        else:
+            y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
         per_term, present = composite._values(y, y_pred, sample_weight)
         values = ops.stack(per_term)
         reg = None
@@ -121,7 +138,11 @@ def gradient_train_step(model, data, weighting):
         else:
             grads = tape.gradient([scaled, scaled_reg], trainable,
                                   output_gradients=[eff, tf.ones_like(scaled_reg)])
-    else:                                                     # PCGrad, MGDA, CAGrad
+    elif rep is not None:                                     # gradients: representation
+        grads, lam = _representation_step(tape, strategy, rep, z, per_task_losses, scaled, scaled_reg, values,
+                                          s, active, ctx, loss_scale, trainable)
+        eff = s * lam
+    else:                                                     # PCGrad, MGDA, CAGrad, ...
         if weighting.vectorize:
             jac = tape.jacobian(scaled, trainable, experimental_use_pfor=True)
             per_var = [None if j is None else _dense(j) for j in jac]
@@ -134,39 +155,100 @@ def gradient_train_step(model, data, weighting):
                 col = [per_task[i][k] for i in range(num)]
                 connected.append(sum(g is not None for g in col))
                 per_var.append(None if connected[-1] == 0 else _stack_rows(col, v.shape, v.dtype))
-        if weighting.shared is not None:
+        if getattr(strategy.params, "scope", "shared") == "all":          # PCGrad's whole gradient
+            is_shared = [g is not None for g in per_var]
+        elif weighting.shared is not None:
             ids = {id(v) for v in weighting.shared}
             is_shared = [id(v) in ids for v in trainable]
         else:
             is_shared = [c >= 2 for c in connected]
         shared_rows = [tf.reshape(g, [num, -1]) for g, sh in zip(per_var, is_shared) if sh and g is not None]
         s_col = s[:, None]
+        update = None
+        global_values = values * ctx.replicas
         if shared_rows:
             global_values, jac = _all_reduce(values, tf.concat(shared_rows, 1))
             jac = jac * s_col / loss_scale
-            gram = tf.matmul(jac, jac, transpose_b=True)
-            lam = tf.stop_gradient(strategy.combine(gram, global_values * s, active, ctx))
+            if strategy.direct:
+                update, lam = strategy.aggregate(jac, global_values * s, active, ctx)
+                update = tf.stop_gradient(update) * loss_scale / ctx.replicas
+                lam = tf.stop_gradient(lam)
+            else:
+                gram = tf.matmul(jac, jac, transpose_b=True)
+                lam = tf.stop_gradient(strategy.combine(gram, global_values * s, active, ctx))
         else:
             lam = tf.ones([num], "float32")
         eff = s * lam
+        head = s * tf.stop_gradient(strategy.head_scale(global_values, active))
         grads = []
-        for g, sh in zip(per_var, is_shared):
+        offset = 0
+        for g, sh, v in zip(per_var, is_shared, trainable):
             if g is None:
                 grads.append(None)
                 continue
-            coef = eff if sh else s
-            grads.append(tf.tensordot(coef, g, 1))
+            if sh and update is not None:
+                size = int(np.prod(v.shape))
+                grads.append(tf.reshape(update[offset:offset + size], v.shape))
+                offset += size
+                continue
+            grads.append(tf.tensordot(eff if sh else head, g, 1))
         if reg is not None:
             reg_grads = tape.gradient(scaled_reg, trainable)
             grads = [r if g is None else (g if r is None else g + _dense(r)) for g, r in zip(grads, reg_grads)]
     del tape
 
-    pairs = [(g, v) for g, v in zip(grads, trainable) if g is not None]
-    if pairs:
-        model.optimizer.apply_gradients(pairs)
-    composite.weights.assign(eff)
+    weighting.record(lam, active)
     total = ops.sum(eff * values) + (reg if reg is not None else 0.0)
+    pairs = [(g, v) for g, v in zip(grads, trainable) if g is not None]
+    # The non-finite guard: a step with a NaN/Inf term, total or gradient is not applied.
+    composite.weights.assign(eff)
+    ok = composite.guard.update(values, total, [g for g, _ in pairs])
+    if pairs:
+        apply_if_finite(model.optimizer, pairs, ok)
+    restore_unless(ok, state, saved)
     batch = _batch_size(x)
     composite.tracker.update_state(values * ctx.replicas, composite.weights, batch)
-    model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(total), sample_weight=batch)
+    model._loss_tracker.update_state(unscale_loss_for_distribution(total), sample_weight=batch)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+
+def _representation_step(tape, strategy, rep, z, per_task_losses, scaled, scaled_reg, values, s, active, ctx,
+                         loss_scale, trainable):
+    """``(gradients of every trainable variable, λ)`` with per-task gradients of the representation Z.
+
+    T short passes (each L_i back to Z through its head), the strategy on their
+    Gram matrix (summed over replicas: rows are local samples), one pass of the
+    combined ∇_Z through the trunk, and one of Σ s_i·h_i·L_i through the heads.
+    """
+    num = len(per_task_losses)
+    rows = []
+    for i in range(num):
+        gz = tape.gradient(per_task_losses[i], z)
+        rows.append(tf.concat([tf.reshape(tf.zeros_like(t) if g is None else _dense(g), [-1])
+                               for g, t in zip(gz, z)], 0))
+    raw = tf.stack(rows)                                       # [T, N] (loss-scaled, unweighted)
+    jac = raw * s[:, None] / loss_scale
+    gram_local = tf.matmul(jac, jac, transpose_b=True)
+    global_values, gram = _all_reduce(values, gram_local)
+    if strategy.direct:
+        update, lam = strategy.aggregate(jac, global_values * s, active, ctx)
+        dz = tf.stop_gradient(update) * loss_scale
+        lam = tf.stop_gradient(lam)
+    else:
+        lam = tf.stop_gradient(strategy.combine(gram, global_values * s, active, ctx))
+        dz = tf.tensordot(s * lam, raw, 1)
+    pieces, offset = [], 0
+    for t in z:
+        size = tf.reduce_prod(tf.shape(t))
+        pieces.append(tf.reshape(dz[offset:offset + size], tf.shape(t)))
+        offset += size
+    trunk = tape.gradient(z, rep.trunk, output_gradients=pieces)
+    head = s * tf.stop_gradient(strategy.head_scale(global_values, active))
+    heads = tape.gradient(scaled, rep.heads, output_gradients=head)
+    found = {id(v): g for v, g in zip(rep.trunk + rep.heads, list(trunk) + list(heads))}
+    grads = [found.get(id(v)) for v in trainable]
+    if scaled_reg is not None:
+        reg_grads = tape.gradient(scaled_reg, trainable)
+        grads = [r if g is None else (g if r is None else g + _dense(r)) for g, r in zip(grads, reg_grads)]
+    return grads, lam

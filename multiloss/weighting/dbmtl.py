@@ -1,0 +1,103 @@
+"""DB-MTL, dual-balancing multi-task learning (Lin, Ye, Xu, Shi & Zhang, 2023).
+
+Loss-scale balancing: every term is trained through log L_i, whose gradient
+is ∇L_i / L_i.  Gradient-magnitude balancing: with ĝ_i an exponential moving
+average of ∇ log L_i (ĝ ← g + β_t (ĝ − g), β_t = β / t^σ, t the step), the
+update of the shared parameters is
+
+    Σ_i (max_j ‖ĝ_j‖ / ‖ĝ_i‖) · ĝ_i,
+
+every task's part scaled to the largest norm (LibMTL's ``DB_MTL``).  The
+task-specific parameters get ∇ log L_i = s_i ∇L_i / L_i.  With ``beta: 0``
+there is no average and the update is Σ λ_i g_i with
+λ_i = max_j(‖g_j‖/L_j) / ‖g_i‖, computed from the Gram matrix (any gradient
+mode); with ``beta > 0`` the averages are kept per shared parameter
+(``gradients: parameters``; with ``gradients: representation`` the rows are
+new samples every step and β is not used).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from pydantic import Field
+
+from .base import Params, Strategy, state_variable
+
+
+class DBMTLParams(Params):
+    beta: float = Field(0.9, ge=0, lt=1, description="EMA rate of the log-loss gradients (LibMTL: 0.9).")
+    beta_sigma: float = Field(0.0, ge=0, description="β_t = β / t^σ (LibMTL: 0).")
+    eps: float = Field(1e-8, gt=0, description="Added to the losses and norms.")
+
+
+def dbmtl_update(rows, buffer, values, present, step, beta: float, beta_sigma: float, eps: float = 1e-8):
+    """``(update [P], new buffer [T, P], λ [T])`` of DB-MTL from the rows g_i (float32)."""
+    p = tf.cast(present, rows.dtype)
+    logs = rows / (tf.cast(values, rows.dtype)[:, None] + eps)          # ∇ log L_i
+    t = tf.cast(step, rows.dtype) + 1.0
+    b = beta / tf.pow(t, beta_sigma)
+    first = tf.cast(step, tf.int64) == 0
+    new = tf.where(first, logs, logs + b * (buffer - logs))
+    new = tf.where(p[:, None] > 0, new, buffer)
+    norms = tf.norm(new, axis=1)
+    top = tf.reduce_max(norms * p)
+    alpha = p * top / (norms + eps)
+    lam = alpha / (tf.cast(values, rows.dtype) + eps)
+    return tf.tensordot(alpha, new, 1), new, lam
+
+
+def dbmtl_coefficients(gram, values, present, eps: float = 1e-8):
+    """λ of DB-MTL without averaging (β = 0): max_j(‖g_j‖/L_j) / ‖g_i‖ (float64)."""
+    m = tf.cast(gram, tf.float64)
+    p = tf.cast(present, tf.float64)
+    norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(m), 0.0))
+    loss = tf.cast(values, tf.float64) + eps
+    top = tf.reduce_max(p * norms / loss)
+    return p * top / (norms / loss + eps) / loss
+
+
+class DBMTL(Strategy):
+    name = "db_mtl"
+    Params = DBMTLParams
+    gradients = "shared"
+    reference = "Lin, Ye, Xu, Shi & Zhang, Dual-balancing for multi-task learning, 2023 (arXiv:2308.12029)"
+
+    def build(self):
+        self.current = state_variable(np.ones(self.num_terms), "multiloss_dbmtl_weights")
+        self.buffer = None
+        self.state = {"current": self.current}
+
+    @property
+    def direct(self):  # noqa: D401 - instance-level: the averages need the rows themselves
+        return self.params.beta > 0 and self.buffer is not None
+
+    def bind_rows(self, size, mode):
+        if self.params.beta == 0 or mode == "representation":
+            return None          # representation rows are new samples each step: no average (β ignored)
+        if size is None:
+            return ("db_mtl with beta > 0 averages the per-task gradients of the shared parameters, which "
+                    "needs known shared layers: name them in weighting.shared (or set params.beta: 0)")
+        if self.buffer is None or self.buffer.shape[1] != size:
+            self.buffer = state_variable(np.zeros((self.num_terms, size)), "multiloss_dbmtl_buffer")
+        return None
+
+    def weights(self, values, present, ctx):
+        return ops.convert_to_tensor(self.current)
+
+    def head_scale(self, values, present):
+        return 1.0 / (tf.cast(values, tf.float32) + self.params.eps)
+
+    def combine(self, gram, values, present, ctx):
+        lam = tf.cast(dbmtl_coefficients(gram, values, present, self.params.eps), tf.float32)
+        self.current.assign(lam)
+        return lam
+
+    def aggregate(self, rows, values, present, ctx):
+        p = self.params
+        update, new, lam = dbmtl_update(rows, tf.convert_to_tensor(self.buffer), values, present, ctx.step,
+                                        p.beta, p.beta_sigma, p.eps)
+        self.buffer.assign(new)
+        self.current.assign(lam)
+        return update, lam

@@ -1,0 +1,58 @@
+"""UPGrad, unconflicting projection of gradients (Quinton & Rey, 2024; TorchJD).
+
+Each task gradient g_i is projected onto the dual cone of the task
+gradients, {v : ⟨g_j, v⟩ ≥ 0 for all j}; the update is the mean of the
+projections, so it conflicts with no task.  The projection of g_i is
+Gᵀw⁽ⁱ⁾ with w⁽ⁱ⁾ = e_i + μ, μ = argmin_{μ≥0} ‖Gᵀ(e_i + μ)‖² (the dual of the
+projection), a non-negative quadratic programme on the Gram matrix
+(:func:`multiloss.weighting.solvers.nonneg_qp`: exact active sets for T ≤ 8,
+coordinate descent beyond).  λ = mean_i w⁽ⁱ⁾ (TorchJD's default preference,
+the mean).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from pydantic import Field
+
+from . import solvers
+from .base import Params, Strategy, state_variable
+
+
+class UPGradParams(Params):
+    solver: Literal["auto", "exact", "coordinate_descent"] = "auto"
+    max_iter: int = Field(500, gt=0, description="Coordinate-descent sweeps (T > 8 under auto).")
+
+
+def upgrad_coefficients(gram, present, solver: str = "auto", max_iter: int = 500):
+    """λ = mean over present i of w⁽ⁱ⁾ (float64)."""
+    m = tf.cast(gram, tf.float64)
+    p = tf.cast(present, tf.float64)
+    n = m.shape[0]
+    mu = solvers.nonneg_qp(m, m * p[:, None], p, solver, max_iter)     # row i: b = M e_i
+    w = (tf.eye(n, dtype=tf.float64) + mu) * p[:, None] * p[None, :]
+    return tf.reduce_sum(w, 0) / tf.maximum(tf.reduce_sum(p), 1.0)
+
+
+class UPGrad(Strategy):
+    name = "upgrad"
+    Params = UPGradParams
+    gradients = "shared"
+    reference = "Quinton & Rey, Jacobian descent for multi-objective optimization, 2024 (arXiv:2406.16232)"
+
+    def build(self):
+        self.current = state_variable(np.full(self.num_terms, 1.0 / self.num_terms), "multiloss_upgrad_weights")
+        self.state = {"current": self.current}
+
+    def weights(self, values, present, ctx):
+        return ops.convert_to_tensor(self.current)
+
+    def combine(self, gram, values, present, ctx):
+        p = self.params
+        lam = tf.cast(upgrad_coefficients(gram, present, p.solver, p.max_iter), tf.float32)
+        self.current.assign(lam)
+        return lam
