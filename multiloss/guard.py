@@ -57,6 +57,17 @@ class GuardState:
         return bad == 0
 
 
+def snapshot(variables: list) -> list:
+    """The values of ``variables`` now (read before a step changes them)."""
+    return [tf.identity(v) for v in variables]
+
+
+def restore_unless(ok, variables: list, saved: list) -> None:
+    """Put back the ``saved`` values where the step is not finite (a strategy's state, the weights)."""
+    for var, value in zip(variables, saved):
+        var.assign(ops.where(ok, var, value))
+
+
 def apply_if_finite(optimizer, grads_and_vars: list, ok) -> None:
     """``optimizer.apply_gradients(grads_and_vars)`` only when ``ok`` (the same on every replica)."""
     grads = [g for g, _ in grads_and_vars]
@@ -138,4 +149,4 @@ class NonFiniteGuard(keras.callbacks.Callback):
                   f"{self.describe()} (train.nonfinite: skip)", flush=True)
 
 
-__all__ = ["GuardState", "NonFiniteGuard", "apply_if_finite", "MODES"]
+__all__ = ["GuardState", "NonFiniteGuard", "apply_if_finite", "snapshot", "restore_unless", "MODES"]

@@ -163,6 +163,8 @@ def _guarded_train_step(model, data):
     """
     x, y, sample_weight = unpack_x_y_sample_weight(data)
     composite = model._compile_loss
+    state = composite.weighting.state_variables() if composite.weighting is not None else []
+    saved = guard.snapshot(state)   # a loss-weighting strategy's state: put back if the step is not finite
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
         loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
@@ -176,6 +178,7 @@ def _guarded_train_step(model, data):
     pairs = [(g, v) for g, v in zip(grads, trainable) if g is not None]
     if pairs:
         guard.apply_if_finite(model.optimizer, pairs, ok)
+    guard.restore_unless(ok, state, saved)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

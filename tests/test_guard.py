@@ -64,6 +64,21 @@ def test_skip_withholds_exactly_the_bad_updates(jit):
         np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("strategy, gradients", [("pcgrad", "parameters"), ("mgda", "representation"), ("dwa", None),
+                                                 ("uncertainty", None)])
+def test_weighting_strategies_train_steps_are_guarded(strategy, gradients):
+    weighting = {"strategy": strategy, **({"gradients": gradients} if gradients else {})}
+    spec = {**SPEC, "weighting": weighting}
+    x, y = _data(bad_row=5)
+    with pytest.raises(NonFiniteError, match=r"in term 'b'.* at epoch 1, step 2"):
+        _model(spec=spec).fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    model = _model(spec=spec, nonfinite="skip")
+    hist = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+    assert hist["nonfinite_skipped"] == [1.0, 1.0] and int(model.optimizer.iterations) == 2
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert all(np.isfinite(v) for v in model.loss.get_weights().values())
+
+
 def test_a_nan_gradient_under_a_finite_loss_is_caught():
     """‖y − ŷ‖ at y = ŷ is 0, but its gradient is 0/0."""
     @ml.register_loss("_norm_for_guard_test")
