@@ -6,6 +6,7 @@ import difflib
 
 from pydantic import ValidationError
 
+from ..imports import REGISTRIES
 from .aligned_mtl import AlignedMTL
 from .base import Params, Strategy
 from .cagrad import CAGrad
@@ -27,6 +28,8 @@ from .upgrad import UPGrad
 STRATEGIES = {cls.name: cls for cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad,
                                         NashMTL, IMTLG, GradVac, AlignedMTL, UPGrad, FAMO, DBMTL, GradDrop)}
 GRADIENT_MODES = ("parameters", "representation")
+# Registered strategies load from saved models in safe mode (see multiloss.imports).
+REGISTRIES.append(lambda obj: any(obj is cls for cls in STRATEGIES.values()))
 
 
 def _strategy_problem(cls) -> str | None:
