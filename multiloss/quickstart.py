@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from . import atomic
+from .console import table
 from .keras_compile import compile as ml_compile
 from .spec import load_spec
 
@@ -32,15 +33,6 @@ def digits_multitask_data(seed: int = 0):
     }
     order = np.random.default_rng(seed).permutation(len(x))
     return x[order], {k: v[order] for k, v in y.items()}
-
-
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    """A plain aligned text table."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(out)
 
 
 def run(out_dir: str | Path = "runs/quickstart", epochs: int = 15, verbose: int = 2) -> dict:
@@ -68,11 +60,11 @@ def run(out_dir: str | Path = "runs/quickstart", epochs: int = 15, verbose: int 
     rows = [[t, f"{last[f'{t}_weight']:.3g}", f"{last[f'{t}_loss']:.4f}",
              f"{last[f'val_{t}_loss']:.4f}"] for t in terms]
     print("\nterms (final epoch)")
-    print(format_table(rows, ["term", "weight", "train loss", "val loss"]))
+    print(table(rows, ["term", "weight", "train loss", "val loss"]))
     metric_keys = [k for k in last if not k.startswith("val_") and k != "loss"
                    and not k.endswith(("_loss", "_weight"))]
     print("\nmetrics (final epoch)")
-    print(format_table([[k, f"{last[k]:.4f}", f"{last['val_' + k]:.4f}"] for k in metric_keys],
+    print(table([[k, f"{last[k]:.4f}", f"{last['val_' + k]:.4f}"] for k in metric_keys],
                        ["metric", "train", "val"]))
     check = sum(last[f"{t}_weight"] * last[f"{t}_loss"] for t in terms)
     print(f"\nloss = {last['loss']:.6f};  Σ weight·term_loss = {check:.6f}  ({seconds:.1f}s training)")

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from .config import RunConfig, load_data, load_run_config
-from .console import EpochLog
+from .console import EpochLog, table
 from .data import Part, Splits
 from .errors import SpecError
 from .keras_compile import compile as ml_compile
@@ -128,14 +128,12 @@ def evaluate_splits(model, data: dict[str, Any], batch_size: int) -> dict[str, d
 
 
 def summary_table(metrics: dict[str, dict[str, float]], terms: list[str]) -> str:
-    from .quickstart import format_table
-
     splits = [s for s in ("train", "val", "test") if s in metrics]
     keys = ["loss"] + [k for t in terms for k in (f"{t}_loss", f"{t}_weight")]
     first = metrics[splits[0]]
     keys += sorted(k for k in first if k not in keys)
     rows = [[k] + [f"{metrics[s].get(k, float('nan')):.4f}" for s in splits] for k in keys]
-    return format_table(rows, ["", *splits])
+    return table(rows, ["", *splits])
 
 
 def build_model(cfg: RunConfig, info: dict) -> keras.Model:

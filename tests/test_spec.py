@@ -126,7 +126,7 @@ def _problems(text, **kw):
         ("outputs:\n  a:\n    loss: {name: huber, params: {delt: 2}}\n", ("outputs", "a", "loss", "params"), 3,
          "valid parameters: delta"),
         ("outputs:\n  a: {loss: 'nosuchpkg.mod:fn'}\n", ("outputs", "a", "loss"), 2, "does not import"),
-        ("outputs:\n  a: {loss: mse, reduction: mean}\n", ("outputs", "a", "reduction"), 2,
+        ("outputs:\n  a: {loss: mse, reduction: avg}\n", ("outputs", "a", "reduction"), 2,
          "sum_by_nonzero_weights"),
         ("outputs:\n  a: {loss: mse, wieght: 1}\n", ("outputs", "a", "wieght"), 2, "unknown key"),
         ("outputs:\n  a: {loss: [dice, dice]}\n", ("outputs", "a", "loss", 1), 2, "duplicate term name"),

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plots import _save, plt
+from ..plots import new_figure, save_figure
 
 
 def plot_accuracy(steps: list[dict], path: str | Path, title: str = "") -> Path:
     """Accuracy on all seen classes after each step, and each task's accuracy (thin lines)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = new_figure(6.4, 4.2)
+    ax = fig.subplots()
     seen = [s["num_classes"] for s in steps]
     ax.plot(seen, [s["accuracy"] for s in steps], "o-", lw=2.2, label="all seen classes")
     for j in range(len(steps)):
@@ -25,21 +26,28 @@ def plot_accuracy(steps: list[dict], path: str | Path, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title or "accuracy after each step")
-    fig.tight_layout()
     path = Path(path)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
 def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (true class in rows), counts written in the cells."""
+    """Row-normalised confusion matrix (true class in rows), counts written in the cells.
+
+    The colour is the fraction of each true class's samples (the colour bar says
+    so); short class names (≤ 3 characters) are written upright.
+    """
     m = np.asarray(matrix)
     n = len(m)
     frac = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     size = 2.5 + 0.45 * n
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = new_figure(size + 1.2, size)
+    ax = fig.subplots()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
+    names = [str(x) for x in names]
+    short = max((len(x) for x in names), default=0) <= 3
+    ax.set_xticks(range(n), names, rotation=0 if short else 45, ha="center" if short else "right",
+                  fontsize=8)
     ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -47,13 +55,14 @@ def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: str | Path, t
         for i in range(n):
             for j in range(n):
                 if m[i, j]:
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=6,
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if frac[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046)
+    cbar.set_label("fraction of the true class's test samples", fontsize=8)
+    cbar.ax.tick_params(labelsize=8)
     ax.set_title(title or "confusion matrix after the last step", fontsize=10)
-    fig.tight_layout()
     path = Path(path)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
