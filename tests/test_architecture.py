@@ -11,13 +11,23 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _is_type_checking(node) -> bool:
+    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def _imports(path: Path, nested: bool = False) -> list[tuple[str, list[str]]]:
     """``(module, names)`` imported by ``path``: at module level, or anywhere with ``nested``."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block)
+                   for stmt in block.body for n in ast.walk(stmt)}   # not run: no cycle
     out = []
     for node in ast.walk(tree) if nested else tree.body:
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom):
             target = node.module or ""
             if node.level:

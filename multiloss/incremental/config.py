@@ -56,7 +56,8 @@ class MemoryConfig(_Model):
 
 
 class MethodConfig(_Model):
-    name: str = Field(description="finetune | joint | lwf | icarl | eeil | wa")
+    name: str = Field(description="finetune | joint | replay | lwf | icarl | eeil | wa | bic | podnet | der, "
+                                  "a name given to register_method, or package.module:MethodClass")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -77,6 +78,9 @@ class IncrementalConfig(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = Field(0, description="Data split, initialisation and shuffling.")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Repeat the run for each seed s (seed = scenario.order_seed = s; an "
+                                        "explicit class_order is kept) in <run>/seed-<s>, and report mean ± std.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(builder="cnn"),
                                description="The feature extractor: cnn, mlp or package.module:function.")
@@ -135,6 +139,8 @@ def load_incremental_config(source: str | os.PathLike | dict,
     order = cfg.scenario.class_order
     if order is not None and len(set(order)) != len(order):
         problems.append((("scenario", "class_order"), "class_order repeats a class"))
+    if cfg.seeds is not None and len(set(cfg.seeds)) != len(cfg.seeds):
+        problems.append((("seeds",), "seeds repeats a seed"))
     if problems:
         raise cfg.error(problems)
     return cfg

@@ -57,24 +57,27 @@ class Learner:
         self.notes = {}
         self.net.expand(step.num_total)
         x, y = method.training_data(self, step)
-        self.fit("train", method.spec(step), x, y, step)
+        self.fit("train", method.spec(step), x, y, step, extra=method.targets(self, x, y, step))
         if method.replay and self.memory is not None:
             self.memory.add(*self.train.of(step.new_classes), step.new_classes, features=self.net.features)
         method.finish(self, step)
 
     def fit(self, stage: str, spec: dict, x: np.ndarray, labels: np.ndarray, step: Step, *,
-            layout_old: int | None = None, epochs: int | None = None, lr_scale: float = 1.0) -> list[dict]:
+            layout_old: int | None = None, epochs: int | None = None, lr_scale: float = 1.0,
+            extra: dict | None = None, model: keras.Model | None = None) -> list[dict]:
         """Train one stage on ``(x, labels)`` with the loss ``spec``; returns its epoch rows.
 
         ``layout_old``: how many leading classes the ``target`` layout takes
-        from the network as it is now (default: the step's old classes).
+        from the network as it is now (default: the step's old classes);
+        ``extra``: more targets by name; ``model``: train this Keras model
+        instead of the network's (BiC's bias-correction layer).
         """
-        y = {"class": labels.astype("int32")}
+        y = {"class": labels.astype("int32"), **(extra or {})}
         if any(t.get("target") == "target" for t in spec.get("terms", [])):
             num_old = step.num_old if layout_old is None else layout_old
             teacher = self.net.logits(x)[:, :num_old] if num_old else None
             y["target"] = incremental_targets(teacher, labels, num_old, step.num_total)
-        model = self.net.model()
+        model = self.net.model() if model is None else model
         epochs = self.epochs if epochs is None else epochs
         steps = -(-len(x) // self.batch_size) * epochs
         ml_compile(model, spec, optimizer=self.optimizer(lr_scale, steps), nonfinite=self.nonfinite)

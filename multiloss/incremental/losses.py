@@ -100,14 +100,16 @@ def _check_num_old(num_old: int, y_true) -> None:
 
 @register_loss("incremental_distillation")
 def incremental_distillation(y_true, y_pred, num_old: int, temperature: float = 2.0,
-                             groups: Sequence[int] | None = None):
+                             groups: Sequence[int] | None = None, t_squared: bool = True):
     """Distillation on the old-class columns of the target layout: ``[B]``.
 
     :func:`distillation_loss` between the layout's old logits and the
     student's first ``num_old`` logits.  ``groups`` (sizes summing to
     ``num_old``) distils each group of classes with its own softmax and sums
     them: the cross-distillation of Castro et al. (2018), one term per old
-    classification layer.
+    classification layer.  ``t_squared=False`` divides by T²: KL instead of
+    T²·KL, the gradient of the softened cross-entropy of PyCIL and FACIL
+    (which differs from KL by the teacher's entropy, a constant).
     """
     y_true = ops.convert_to_tensor(y_true)
     y_pred = ops.convert_to_tensor(y_pred)
@@ -121,7 +123,7 @@ def incremental_distillation(y_true, y_pred, num_old: int, temperature: float = 
         part = distillation_loss(y_true[..., start:stop], y_pred[..., start:stop], temperature)
         total = part if total is None else total + part
         start = stop
-    return total
+    return total if t_squared else total / (float(temperature) ** 2)
 
 
 @register_loss("incremental_classification")
@@ -159,5 +161,77 @@ def icarl_bce(y_true, y_pred, num_old: int, columns: str = "all"):
     return ops.sum(bce[..., lo:hi], axis=-1)
 
 
+
+
+# --- PODNet (Douillard et al. 2020) --------------------------------------------------
+
+def pod_pool(feature_map):
+    """POD-spatial pooling of one feature map ``[B, H, W, C]`` (channels last): ``[B, (H + W)·C]``.
+
+    The squared activations summed over the width (``[B, H, C]``) and over
+    the height (``[B, W, C]``), flattened and concatenated, as PODNet's
+    reference code (``pod_spatial_loss``: ``a**2``, then sums over each axis).
+    """
+    a = ops.square(ops.convert_to_tensor(feature_map))
+    _, h, w, c = a.shape  # static: known for every backbone map
+    width = ops.reshape(ops.sum(a, axis=2), (-1, h * c))   # sum over W: H·C
+    height = ops.reshape(ops.sum(a, axis=1), (-1, w * c))  # sum over H: W·C
+    return ops.concatenate([width, height], axis=-1)
+
+
+def _l2_normalize(x, eps: float = 1e-12):
+    return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True)), eps)
+
+
+@register_loss("pod_spatial")
+def pod_spatial(y_true, y_pred, sizes: Sequence[int]):
+    """POD-spatial distillation: ``[B]``.
+
+    ``y_true`` / ``y_pred``: the old / new network's pooled feature maps
+    (:func:`pod_pool` of each map, concatenated; ``sizes`` their widths).
+    Each map's part is L2-normalised, the per-sample Euclidean distance
+    between old and new taken, and the distances averaged over the maps.
+    """
+    y_true = ops.stop_gradient(ops.convert_to_tensor(y_true))
+    y_pred = ops.convert_to_tensor(y_pred)
+    sizes = [int(s) for s in sizes]
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"sizes must be positive widths, got {sizes}")
+    total, start = None, 0
+    for size in sizes:
+        a = _l2_normalize(ops.cast(y_true[..., start:start + size], y_pred.dtype))
+        b = _l2_normalize(y_pred[..., start:start + size])
+        d = ops.sqrt(ops.sum(ops.square(a - b), axis=-1) + 1e-12)
+        total = d if total is None else total + d
+        start += size
+    return total / len(sizes)
+
+
+@register_loss("pod_flat")
+def pod_flat(y_true, y_pred):
+    """POD-flat distillation of the embedding: ``1 − cos(h_old, h_new)`` per sample, ``[B]``
+    (the reference code's ``cosine_embedding_loss`` with target 1)."""
+    y_true = ops.stop_gradient(ops.convert_to_tensor(y_true))
+    y_pred = ops.convert_to_tensor(y_pred)
+    return 1.0 - ops.sum(_l2_normalize(ops.cast(y_true, y_pred.dtype)) * _l2_normalize(y_pred), axis=-1)
+
+
+@register_loss("nca")
+def nca(y_true, y_pred, margin: float = 0.6, hinge: bool = True):
+    """PODNet's NCA loss with a margin on the (scaled) class similarities ``y_pred``: ``[B]``.
+
+    ``−(z_y − δ) + log Σ_{c ≠ y} exp(z_c)``, clipped at 0 when ``hinge``
+    (Douillard et al. 2020, Eq. 7, with the scale η inside the logits
+    ``z = η·ŷ``).  ``y_true``: class positions ``[B]``.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    labels = ops.cast(ops.reshape(ops.convert_to_tensor(y_true), (-1,)), "int32")
+    onehot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+    positive = ops.sum(onehot * y_pred, axis=-1) - margin
+    others = ops.where(onehot > 0, ops.full_like(y_pred, -1e9), y_pred)
+    loss = -positive + ops.logsumexp(others, axis=-1)
+    return ops.maximum(loss, 0.0) if hinge else loss
+
+
 __all__ = ["distillation_loss", "incremental_targets", "icarl_targets", "incremental_distillation",
-           "incremental_classification", "icarl_bce"]
+           "incremental_classification", "icarl_bce", "pod_pool", "pod_spatial", "pod_flat", "nca"]

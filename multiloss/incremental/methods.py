@@ -10,7 +10,14 @@ A method says, for a step,
 * ``finish(learner, step)``: its extra stages, after the memory is updated
   (EEIL's balanced fine-tuning, WA's weight aligning);
 * ``predict(learner, x)``: its classifier (the network's logits, or iCaRL's
-  nearest mean of exemplars).
+  nearest mean of exemplars);
+* ``build_net(build)``: its network (one backbone and a linear classifier by
+  default; PODNet's local similarity classifier, DER's growing extractors);
+* ``targets(learner, x, labels, step)``: extra targets its spec reads (the old
+  network's features for PODNet, DER's auxiliary labels).
+
+Methods are registered by name (:func:`register_method`); a config may also
+name a :class:`Method` subclass by import string ``package.module:Class``.
 
 Targets every spec may read: ``class`` (class positions, sparse) and
 ``target`` (the layout ``[previous model's logits for the old classes |
@@ -19,13 +26,17 @@ one-hot over the new]``, see :mod:`multiloss.incremental.losses`).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..imports import import_object, is_import_string, lookup
 from .memory import normalize
+from .network import DERNet, IncrementalNet
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -62,11 +73,14 @@ def classification_term(weight: float = 1.0) -> dict:
 
 
 def distillation_term(num_old: int, temperature: float, weight: float = 1.0,
-                      groups: list[int] | None = None) -> dict:
-    """Knowledge distillation on the layout's old columns (T²·KL at ``temperature``)."""
+                      groups: list[int] | None = None, t_squared: bool = True) -> dict:
+    """Knowledge distillation on the layout's old columns (T²·KL at ``temperature``; KL without
+    ``t_squared``)."""
     params: dict[str, Any] = {"num_old": num_old, "temperature": temperature}
     if groups:
         params["groups"] = list(groups)
+    if not t_squared:
+        params["t_squared"] = False
     return {"name": "distillation", "outputs": ["logits"], "target": "target", "weight": weight,
             "loss": {"name": "incremental_distillation", "params": params}}
 
@@ -91,8 +105,16 @@ class Method:
         """``cnn`` (argmax of the logits) or ``nme`` (nearest mean of exemplars)."""
         return "cnn"
 
+    def build_net(self, build: Callable[[], Any]) -> Any:
+        """The network: ``build()`` makes a backbone (the config's, parameters bound)."""
+        return IncrementalNet(build(), nonnegative_head=self.head["nonnegative"], head_bias=self.head["bias"])
+
     def spec(self, step: Step) -> dict:
         raise NotImplementedError
+
+    def targets(self, learner: Learner, x: np.ndarray, labels: np.ndarray, step: Step) -> dict:
+        """Extra targets of the training stage (besides ``class`` and ``target``); none by default."""
+        return {}
 
     def training_data(self, learner: Learner, step: Step) -> tuple[np.ndarray, np.ndarray]:
         x, y = learner.train.of(step.new_classes)
@@ -136,6 +158,8 @@ class Joint(Method):
 class LwFParams(_Params):
     temperature: float = Field(2.0, gt=0, description="Distillation temperature T (Li & Hoiem: 2).")
     distillation_weight: float = Field(1.0, ge=0, description="λ_o, the distillation term's weight.")
+    t_squared: bool = Field(True, description="Distil with T²·KL (Hinton); false: KL, the scale of PyCIL's "
+                                              "softened cross-entropy (¼ at T = 2).")
 
 
 class LwF(Method):
@@ -154,7 +178,7 @@ class LwF(Method):
                   "loss": {"name": "incremental_classification", "params": {"num_old": step.num_old}}}]
         if step.num_old:
             terms.append(distillation_term(step.num_old, self.params.temperature,
-                                           self.params.distillation_weight))
+                                           self.params.distillation_weight, t_squared=self.params.t_squared))
         return {"terms": terms}
 
 
@@ -225,6 +249,8 @@ class EEILParams(_Params):
                                                        "0: none).")
     balanced_lr_scale: float = Field(0.1, gt=0, description="Learning rate of the fine-tuning, "
                                                              "relative to the optimizer's.")
+    t_squared: bool = Field(True, description="Distil with T²·KL (Hinton); false: KL, the scale of PyCIL's "
+                                              "softened cross-entropy (¼ at T = 2).")
 
 
 class EEIL(Method):
@@ -245,7 +271,7 @@ class EEIL(Method):
     def _distillation(self, num_old: int, groups: tuple[int, ...]) -> dict:
         p = self.params
         return distillation_term(num_old, p.temperature, p.distillation_weight,
-                                 list(groups) if p.per_step_distillation else None)
+                                 list(groups) if p.per_step_distillation else None, t_squared=p.t_squared)
 
     def spec(self, step: Step) -> dict:
         terms = [classification_term()]
@@ -273,6 +299,8 @@ class WAParams(_Params):
     align: bool = Field(True, description="Scale the new classes' weight vectors after each step.")
     clip_weights: bool = Field(True, description="Keep the classifier's kernel non-negative (the "
                                                  "paper's weight clipping).")
+    t_squared: bool = Field(True, description="Distil with T²·KL (Hinton); false: KL, the scale of PyCIL's "
+                                              "softened cross-entropy (¼ at T = 2).")
     bias: bool = Field(False, description="Give the classifier a bias.  Off by default: the paper writes "
                                           "the logits as Wᵀφ(x), and aligning the weight vectors cannot "
                                           "correct a bias that favours the new classes.")
@@ -298,12 +326,8 @@ class WA(Method):
         return {"nonnegative": self.params.clip_weights, "bias": self.params.bias}
 
     def spec(self, step: Step) -> dict:
-        if not step.num_old:
-            return {"terms": [classification_term()]}
-        lam = self.params.distillation_weight
-        lam = step.num_old / step.num_total if lam is None else lam
-        return {"terms": [classification_term(1.0 - lam),
-                          distillation_term(step.num_old, self.params.temperature, lam)]}
+        return balanced_kd_spec(step, self.params.temperature, self.params.distillation_weight,
+                                self.params.t_squared)
 
     def finish(self, learner: Learner, step: Step) -> None:
         if step.index and self.params.align:
@@ -312,18 +336,348 @@ class WA(Method):
             learner.note("gamma", align_weights(learner.net.head, step.num_old))
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (FineTune, Joint, LwF, ICaRL, EEIL, WA)}
+class Replay(Method):
+    """Rehearsal only: cross-entropy over every seen class on the new data plus the exemplars
+    (the plain replay baseline of PyCIL/Avalanche); no distillation."""
+
+    name = "replay"
+    replay = True
+
+    def spec(self, step: Step) -> dict:
+        return {"terms": [classification_term()]}
+
+
+def balanced_kd_spec(step: Step, temperature: float, lam: float | None, t_squared: bool = True) -> dict:
+    """``(1 − λ)·classification + λ·distillation``, λ = old / seen classes by default (WA, BiC)."""
+    if not step.num_old:
+        return {"terms": [classification_term()]}
+    lam = step.num_old / step.num_total if lam is None else lam
+    return {"terms": [classification_term(1.0 - lam),
+                      distillation_term(step.num_old, temperature, lam, t_squared=t_squared)]}
+
+
+class BiCParams(_Params):
+    temperature: float = Field(2.0, gt=0, description="Distillation temperature (Wu et al.: 2).")
+    distillation_weight: float | None = Field(
+        None, ge=0, le=1, description="λ: (1 − λ)·classification + λ·distillation; default old / seen classes.")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each old class's exemplars held out "
+                                                             "for the bias correction (the paper's 1:9 split); "
+                                                             "as many samples of each new class are held out.")
+    bias_epochs: int = Field(30, ge=1, description="Epochs of the bias-correction stage.")
+    bias_lr_scale: float = Field(1.0, gt=0, description="Its learning rate, relative to the optimizer's.")
+    t_squared: bool = Field(True, description="Distil with T²·KL (Hinton); false: KL, the scale of PyCIL's "
+                                              "softened cross-entropy (¼ at T = 2).")
+
+
+class BiCHead:
+    """BiC's bias-correction layer on the logits: the new classes' logits ``α·z + β``, the old ones
+    unchanged (α = 1, β = 0 initially); a Keras model ``logits -> {"logits": corrected}``."""
+
+    def __init__(self, num_old: int, num_total: int):
+        import keras
+        from keras import layers, ops
+
+        class Correct(layers.Layer):
+            def build(self, shape):
+                self.alpha = self.add_weight(shape=(), initializer="ones", name="alpha")
+                self.beta = self.add_weight(shape=(), initializer="zeros", name="beta")
+
+            def call(self, z):
+                return ops.concatenate([z[:, :num_old], self.alpha * z[:, num_old:] + self.beta], axis=-1)
+
+        inputs = keras.Input((num_total,), name="raw_logits")
+        self.layer = Correct(name="logits")  # the output the spec reads
+        self.model = keras.Model(inputs, {"logits": self.layer(inputs)}, name="bic_bias")
+
+    @property
+    def alpha_beta(self) -> tuple[float, float]:
+        return float(np.asarray(self.layer.alpha)), float(np.asarray(self.layer.beta))
+
+
+def fold_bias_correction(head, num_old: int, alpha: float, beta: float) -> None:
+    """Fold ``α·z + β`` on the new classes into a linear classifier: ``W_new ← α·W_new``,
+    ``b_new ← α·b_new + β`` (the same logits, without a separate layer)."""
+    if not head.use_bias:
+        raise ValueError("folding a bias correction needs a classifier with a bias")
+    kernel, bias = (np.asarray(w).copy() for w in head.get_weights())
+    kernel[:, num_old:] *= alpha
+    bias[num_old:] = alpha * bias[num_old:] + beta
+    head.set_weights([kernel, bias])
+
+
+class BiC(Method):
+    """Large Scale Incremental Learning / BiC (Wu et al. 2019).
+
+    Stage 1 on new data plus exemplars, less a held-out split: ``classification``
+    (CE over every seen class, weight 1 − λ) + ``distillation`` (KD at T on the
+    old classes, weight λ = old / seen).  Stage 2 (``bias`` in the history):
+    the network frozen, the two parameters α, β of the bias-correction layer
+    (new classes' logits ``α·z + β``) are trained with ``classification`` on
+    the held-out split, which has as many samples of each class.  The
+    correction is then folded into the classifier (``W_new·α``,
+    ``α·b_new + β``), which gives the same logits; the next step's teacher
+    is thus the corrected network, as in the paper.
+    """
+
+    name = "bic"
+    replay = True
+    Params = BiCParams
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._held_out: tuple[np.ndarray, np.ndarray] | None = None
+
+    def spec(self, step: Step) -> dict:
+        return balanced_kd_spec(step, self.params.temperature, self.params.distillation_weight,
+                                self.params.t_squared)
+
+    def split(self, learner: Learner, step: Step) -> tuple[tuple, tuple]:
+        """(training, held-out) split of new data + exemplars: ``val_fraction`` of each old class's
+        exemplars (at least 1) and as many samples of each new class, drawn with a seeded RNG."""
+        x_new, y_new = learner.train.of(step.new_classes)
+        mx, my = learner.memory.data()
+        rng = np.random.default_rng([learner.memory.seed, step.index])
+        per_class = max(1, round(self.params.val_fraction * min(learner.memory.counts().values())))
+        keep_new = np.ones(len(y_new), bool)
+        keep_old = np.ones(len(my), bool)
+        for y, keep in ((my, keep_old), (y_new, keep_new)):
+            for c in np.unique(y):
+                rows = np.flatnonzero(y == c)
+                keep[rng.choice(rows, min(per_class, len(rows) - 1), replace=False)] = False
+        train = (np.concatenate([x_new[keep_new], mx[keep_old]]), np.concatenate([y_new[keep_new], my[keep_old]]))
+        held = (np.concatenate([x_new[~keep_new], mx[~keep_old]]), np.concatenate([y_new[~keep_new], my[~keep_old]]))
+        return train, held
+
+    def training_data(self, learner: Learner, step: Step) -> tuple[np.ndarray, np.ndarray]:
+        self._held_out = None
+        if not step.num_old or learner.memory is None or not len(learner.memory):
+            return super().training_data(learner, step)
+        train, self._held_out = self.split(learner, step)
+        return train
+
+    def finish(self, learner: Learner, step: Step) -> None:
+        if self._held_out is None:
+            return
+        x, y = self._held_out
+        bias = BiCHead(step.num_old, step.num_total)
+        learner.fit("bias", {"terms": [classification_term()]}, learner.net.logits(x), y, step,
+                    model=bias.model, epochs=self.params.bias_epochs, lr_scale=self.params.bias_lr_scale)
+        alpha, beta = bias.alpha_beta
+        fold_bias_correction(learner.net.head, step.num_old, alpha, beta)
+        learner.note("bias_alpha", alpha)
+        learner.note("bias_beta", beta)
+        self._held_out = None
+
+
+class PODNetParams(_Params):
+    spatial_weight: float = Field(3.0, ge=0, description="λ_c of POD-spatial (the paper's 3; PyCIL's 5).")
+    flat_weight: float = Field(1.0, ge=0, description="λ_f of POD-flat (1).")
+    adaptive: bool = Field(True, description="Scale both by √(seen classes / new classes), as the paper.")
+    proxies: int = Field(10, ge=1, description="Proxies per class of the local similarity classifier (10).")
+    margin: float = Field(0.6, ge=0, description="The NCA loss's margin δ (0.6).")
+    scale: float = Field(16.0, gt=0, description="Initial value of the classifier's scale η (the reference "
+                                                 "code starts at 1 and trains ~100× longer; at 1 the few "
+                                                 "epochs here leave old classes near 0 on digits).")
+    learn_scale: bool = Field(True, description="Learn η (the paper); false: keep it at `scale`.")
+    balanced_epochs: int = Field(20, ge=0, description="Epochs of the class-balanced fine-tuning of the "
+                                                       "classifier on the memory (PyCIL: 20; 0: none).")
+    balanced_lr_scale: float = Field(0.1, gt=0, description="Its learning rate, relative to the optimizer's "
+                                                            "(PyCIL: 0.005 / 0.1).")
+
+
+class PODNet(Method):
+    """PODNet (Douillard et al. 2020): pooled-output distillation and a local similarity classifier.
+
+    ``classification``: the NCA loss with margin δ on the classifier's scaled
+    similarities (:func:`~multiloss.incremental.losses.nca`), weight 1;
+    ``pod_flat``: 1 − cos between the old and new embeddings, weight
+    λ_f·√(seen/new); ``pod_spatial``: the distance between the old and new
+    width- and height-pooled intermediate feature maps (each stage's map
+    L2-normalised), weight λ_c·√(seen/new).  New data plus exemplars; the
+    classifier is the network's (CNN) output.  After each step the
+    classifier alone is fine-tuned on the (class-balanced) memory with the
+    NCA loss (``balanced`` in the history), as the paper's CBF.
+    """
+
+    name = "podnet"
+    replay = True
+    Params = PODNetParams
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.pod_sizes: list[int] | None = None  # widths of the pooled maps, set by build_net
+
+    def build_net(self, build):
+        net = IncrementalNet(build(), head="lsc", proxies=self.params.proxies, pod=True, scale=self.params.scale,
+                             learn_scale=self.params.learn_scale)
+        self.pod_sizes = list(net.pod_sizes)
+        return net
+
+    def factor(self, step: Step) -> float:
+        return math.sqrt(step.num_total / (step.num_total - step.num_old)) if self.params.adaptive else 1.0
+
+    def spec(self, step: Step) -> dict:
+        p = self.params
+        terms: list[dict] = [{"name": "classification", "outputs": ["logits"], "target": "class", "weight": 1.0,
+                              "loss": {"name": "nca", "params": {"margin": p.margin}}}]
+        if step.num_old:
+            f = self.factor(step)
+            terms += [
+                {"name": "pod_flat", "outputs": ["features"], "target": "old_features",
+                 "weight": p.flat_weight * f, "loss": {"name": "pod_flat"}},
+                {"name": "pod_spatial", "outputs": ["pod"], "target": "old_pod",
+                 "weight": p.spatial_weight * f,
+                 "loss": {"name": "pod_spatial", "params": {"sizes": self.sizes()}}},
+            ]
+        return {"terms": terms}
+
+    def sizes(self) -> list[int]:
+        if not self.pod_sizes:
+            raise ValueError("PODNet's spec needs the widths of the pooled feature maps: build its network "
+                             "first (method.build_net) or set method.pod_sizes")
+        return list(self.pod_sizes)
+
+    def targets(self, learner: Learner, x: np.ndarray, labels: np.ndarray, step: Step) -> dict:
+        if not step.num_old:
+            return {}
+        return {"old_features": learner.net.features(x), "old_pod": learner.net.pooled_maps(x)}
+
+    def finish(self, learner: Learner, step: Step) -> None:
+        """Class-balanced fine-tuning: the classifier alone (backbone frozen), NCA on the memory."""
+        if step.index and self.params.balanced_epochs:
+            finetune_classifier(learner, step, {"terms": [self.spec(step)["terms"][0]]}, [learner.net.backbone],
+                                self.params.balanced_epochs, self.params.balanced_lr_scale)
+
+
+class DERParams(_Params):
+    aux_weight: float = Field(1.0, ge=0, description="λ_a of the auxiliary loss (Yan et al.: 1).")
+    balanced_epochs: int = Field(20, ge=0, description="Epochs of the paper's classifier re-training on "
+                                                       "class-balanced data (the memory), extractors frozen; 0: none.")
+    balanced_lr_scale: float = Field(0.1, gt=0, description="Its learning rate, relative to the optimizer's.")
+    align: bool = Field(False, description="Weight aligning of the new classes' weight vectors after each step, "
+                                           "as PyCIL's DER (instead of or after the re-training).")
+
+
+class DER(Method):
+    """DER, Dynamically Expandable Representation (Yan et al. 2021), without pruning.
+
+    Every step adds a fresh feature extractor (the config's backbone) and
+    freezes the old ones; the classifier reads all extractors' features
+    concatenated.  ``classification``: CE over every seen class, weight 1;
+    ``auxiliary`` (from the second step): CE of the auxiliary classifier on
+    the newest extractor's features over ``new classes + 1`` ("old"), weight
+    λ_a.  New data plus exemplars.  After each step the classifier alone is
+    re-trained on the class-balanced memory (the paper's classifier learning
+    stage; ``balanced`` in the history).  Left out: the channel-level mask
+    pruning (the network grows by one whole extractor per step).
+    """
+
+    name = "der"
+    replay = True
+    Params = DERParams
+
+    def build_net(self, build):
+        return DERNet(build)
+
+    def spec(self, step: Step) -> dict:
+        terms = [classification_term()]
+        if step.num_old:
+            terms.append({"name": "auxiliary", "outputs": ["aux_logits"], "target": "aux_class",
+                          "weight": self.params.aux_weight,
+                          "loss": {"name": "sparse_categorical_crossentropy", "params": {"from_logits": True}}})
+        return {"terms": terms}
+
+    def targets(self, learner: Learner, x: np.ndarray, labels: np.ndarray, step: Step) -> dict:
+        if not step.num_old:
+            return {}
+        return {"aux_class": aux_labels(labels, step.num_old)}
+
+    def finish(self, learner: Learner, step: Step) -> None:
+        if not step.index:
+            return
+        if self.params.balanced_epochs:
+            finetune_classifier(learner, step, {"terms": [classification_term()]}, learner.net.backbones,
+                                self.params.balanced_epochs, self.params.balanced_lr_scale)
+        if self.params.align:
+            from .network import align_weights
+
+            learner.note("gamma", align_weights(learner.net.head, step.num_old))
+
+
+def finetune_classifier(learner: Learner, step: Step, spec: dict, frozen: list, epochs: int,
+                        lr_scale: float) -> None:
+    """Class-balanced fine-tuning (``balanced`` in the history): the classifier alone, the
+    ``frozen`` extractors fixed, on the memory (as many exemplars of each class)."""
+    if learner.memory is None or not len(learner.memory):
+        return
+    x, y = learner.memory.data()
+    flags = [m.trainable for m in frozen]
+    for m in frozen:
+        m.trainable = False
+    try:
+        learner.fit("balanced", spec, x, y, step, epochs=epochs, lr_scale=lr_scale)
+    finally:
+        for m, flag in zip(frozen, flags):
+            m.trainable = flag
+
+
+def aux_labels(labels: np.ndarray, num_old: int) -> np.ndarray:
+    """DER's auxiliary labels: 0 for an old class, ``1 + (position − num_old)`` for a new one."""
+    labels = np.asarray(labels)
+    return np.where(labels >= num_old, labels - num_old + 1, 0).astype("int32")
+
+
+# --- the registry -------------------------------------------------------------------
+
+METHODS: dict[str, type[Method]] = {}  # registry: method name -> Method subclass
+
+
+def _check_method(obj: Any, what: str) -> type[Method]:
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        raise TypeError(f"{what} is {obj!r}, not a subclass of multiloss.incremental.Method")
+    if obj.spec is Method.spec:
+        raise TypeError(f"{what}: {obj.__name__} does not define spec(step)")
+    return obj
+
+
+def register_method(method: type[Method] | str | None = None, *, name: str | None = None):
+    """Register a :class:`Method` subclass under ``name`` (default: its ``name``).
+
+    ``register_method(MyMethod)``, ``@register_method``, ``@register_method("mine")``
+    or ``register_method("package.module:MyMethod")`` (imported, then registered).
+    A name already taken by another class is refused.
+    """
+    if isinstance(method, str) and not is_import_string(method):
+        return register_method(name=method)
+
+    def add(cls):
+        if isinstance(cls, str):
+            cls = import_object(cls)
+        _check_method(cls, "register_method")
+        key = name or cls.name
+        if not key or not isinstance(key, str):
+            raise ValueError(f"{cls.__name__} has no `name`; give register_method(..., name='...')")
+        if METHODS.get(key, cls) is not cls:
+            raise ValueError(f"method name {key!r} is taken by {METHODS[key].__qualname__}; choose another name")
+        METHODS[key] = cls
+        return cls
+
+    return add if method is None else add(method)
+
+
+for _m in (FineTune, Joint, LwF, ICaRL, EEIL, WA, Replay, BiC, PODNet, DER):
+    register_method(_m)
 
 
 def get_method(name: str) -> type[Method]:
-    if name not in METHODS:
-        import difflib
+    """A registered method by name, or a Method subclass by import string ``package.module:Class``."""
+    obj = lookup(name, METHODS, "method", " naming a Method subclass")
+    try:
+        return _check_method(obj, f"method {name!r}")
+    except TypeError as exc:
+        raise LookupError(str(exc)) from None
 
-        close = difflib.get_close_matches(name, METHODS, n=2)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise LookupError(f"unknown method {name!r}; {hint}methods: {', '.join(METHODS)}")
-    return METHODS[name]
 
-
-__all__ = ["Step", "Method", "METHODS", "get_method", "FineTune", "Joint", "LwF", "ICaRL", "EEIL", "WA",
-           "classification_term", "distillation_term", "class_means"]
+__all__ = ["Step", "Method", "METHODS", "get_method", "register_method", "FineTune", "Joint", "LwF", "ICaRL",
+           "EEIL", "WA", "Replay", "BiC", "PODNet", "DER", "classification_term", "distillation_term",
+           "class_means", "balanced_kd_spec", "finetune_classifier", "fold_bias_correction", "aux_labels", "BiCHead"]

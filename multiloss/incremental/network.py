@@ -7,8 +7,18 @@ for new classes and copies the old units' kernel and bias exactly.
 with a multiloss spec.
 
 Backbones: ``cnn`` (``multiloss.models``' CNN trunk: conv-pool blocks, then a
-ReLU dense layer), ``mlp``, or ``package.module:function`` returning a Keras
-model from inputs to a feature vector, called ``(info, **params)``.
+ReLU dense layer), ``mlp``, ``resnet18`` / ``resnet32`` (residual networks
+for 28×28 / 32×32 inputs), the Keras Applications families ``resnet50``,
+``resnet50v2``, ``mobilenet_v2``, ``mobilenet_v3_small`` (small inputs are
+resized to ``size``, default 32), or ``package.module:function`` returning a
+Keras model from inputs to a feature vector, called ``(info, **params)``.
+Every backbone is randomly initialised unless ``weights`` names a local file:
+nothing is ever downloaded.
+
+Besides :class:`IncrementalNet` (one backbone, a linear or a local-similarity
+classifier, optionally the pooled intermediate feature maps PODNet distils)
+there is :class:`DERNet` (one new backbone per step, the old ones frozen,
+an auxiliary classifier).
 """
 
 from __future__ import annotations
@@ -36,7 +46,111 @@ def mlp(info: dict, hidden: Sequence[int] = (128, 64)) -> keras.Model:
     return keras.Sequential(stack, name="features")
 
 
-BACKBONES: dict[str, BackboneBuilder] = {"cnn": cnn, "mlp": mlp}
+def _local_weights(weights: str | None) -> str | None:
+    if weights is None:
+        return None
+    from pathlib import Path
+
+    if str(weights).lower() == "imagenet" or not Path(weights).expanduser().is_file():
+        raise ValueError(f"weights {weights!r}: give the path of a local weights file (nothing is "
+                         "downloaded), or leave it out for a random initialisation")
+    return str(Path(weights).expanduser())
+
+
+def _resized(info: dict, size: int | None):
+    """The input, resized to ``size``×``size`` when it is smaller (Keras Applications need ≥ 32)."""
+    shape = tuple(info["input_shape"])
+    if len(shape) != 3:
+        raise ValueError(f"this backbone needs image inputs [H, W, C], got shape {shape}")
+    inputs = layers.Input(shape)
+    x = inputs
+    if size and (shape[0] < size or shape[1] < size):
+        x = layers.Resizing(int(size), int(size), name="resize")(x)
+    return inputs, x
+
+
+def _basic_block(x, filters: int, stride: int, name: str):
+    shortcut = x
+    y = layers.Conv2D(filters, 3, stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, 1, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, stride, use_bias=False, name=f"{name}_down")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_down_bn")(shortcut)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def _small_resnet(info: dict, blocks: Sequence[int], widths: Sequence[int], weights: str | None,
+                  name: str) -> keras.Model:
+    inputs, x = _resized(info, None)
+    x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+    for stage, (n, w) in enumerate(zip(blocks, widths)):
+        for b in range(int(n)):
+            x = _basic_block(x, int(w), 2 if stage and not b else 1, f"stage{stage + 1}_block{b + 1}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, x, name=name)
+    if (path := _local_weights(weights)) is not None:
+        model.load_weights(path)
+    return model
+
+
+def resnet18(info: dict, width: int = 64, weights: str | None = None) -> keras.Model:
+    """ResNet-18 for small images (He et al. 2016; the CIFAR stem: a 3×3 conv, no max-pool):
+    4 stages of 2 basic blocks, ``width``·(1, 2, 4, 8) filters, global average pooling."""
+    return _small_resnet(info, (2, 2, 2, 2), [width * m for m in (1, 2, 4, 8)], weights, "resnet18")
+
+
+def resnet32(info: dict, width: int = 16, weights: str | None = None) -> keras.Model:
+    """ResNet-32 (He et al. 2016, CIFAR; the backbone of iCaRL, PODNet and PyCIL's CIFAR runs):
+    a 3×3 conv, 3 stages of 5 basic blocks, ``width``·(1, 2, 4) filters, global average pooling."""
+    return _small_resnet(info, (5, 5, 5), [width * m for m in (1, 2, 4)], weights, "resnet32")
+
+
+_APPLICATIONS = {"resnet50": "ResNet50", "resnet50v2": "ResNet50V2", "mobilenet_v2": "MobileNetV2",
+                 "mobilenet_v3_small": "MobileNetV3Small"}
+
+
+def keras_application(info: dict, family: str = "resnet50", size: int = 32, weights: str | None = None,
+                      **params) -> keras.Model:
+    """A Keras Applications network without its top, global-average pooled, on ``size``×``size``
+    inputs (smaller images are resized).  ``weights``: a local file — either the application's own
+    weights file (grey inputs are repeated to 3 channels) or a ``.weights.h5`` saved from this
+    backbone; none: random initialisation.  Extra ``params`` go to the application
+    (``alpha`` for MobileNet)."""
+    if family not in _APPLICATIONS:
+        import difflib
+
+        close = difflib.get_close_matches(family, _APPLICATIONS, n=1)
+        raise ValueError(f"unknown family {family!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                         f"families: {', '.join(_APPLICATIONS)}")
+    path = _local_weights(weights)
+    own = path is not None and not path.endswith(".weights.h5")
+    inputs, x = _resized(info, size)
+    if own and x.shape[-1] == 1:
+        x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    extra = {"include_preprocessing": False} if family.startswith("mobilenet_v3") else {}
+    app = getattr(keras.applications, _APPLICATIONS[family])(
+        include_top=False, weights=path if own else None, input_tensor=x, pooling="avg", **extra, **params)
+    model = keras.Model(inputs, app.output, name=family)
+    if path is not None and not own:
+        model.load_weights(path)
+    return model
+
+
+def _application(family: str) -> BackboneBuilder:
+    def build(info: dict, size: int = 32, weights: str | None = None, **params) -> keras.Model:
+        return keras_application(info, family, size, weights, **params)
+
+    build.__name__ = family
+    build.__doc__ = f"Keras Applications' {_APPLICATIONS[family]} (see :func:`keras_application`)."
+    return build
+
+
+BACKBONES: dict[str, BackboneBuilder] = {"cnn": cnn, "mlp": mlp, "resnet18": resnet18, "resnet32": resnet32,
+                                         **{k: _application(k) for k in _APPLICATIONS}}
 
 
 def get_backbone(name: str) -> BackboneBuilder:
@@ -92,17 +206,103 @@ def align_weights(head: layers.Dense, num_old: int) -> float:
     return gamma
 
 
-class IncrementalNet:
-    """A backbone plus a classifier over the classes seen so far."""
+@keras.saving.register_keras_serializable("multiloss_incremental")
+class LocalSimilarityClassifier(layers.Layer):
+    """PODNet's local similarity classifier (Douillard et al. 2020, Eq. 8–9).
 
-    def __init__(self, backbone: keras.Model, nonnegative_head: bool = False, head_bias: bool = True):
+    ``proxies`` weight vectors per class; with cosine similarities
+    ``s_{c,k} = ⟨θ_{c,k}/‖θ_{c,k}‖, h/‖h‖⟩`` the class similarity is
+    ``ŷ_c = Σ_k softmax_k(s_{c,·})_k · s_{c,k}``, and the layer returns
+    ``η·ŷ`` with a learned scale ``η`` (initialised to 1).  The kernel is
+    ``[D, units·proxies]``, class-major (class c's proxies are columns
+    ``c·K … c·K + K − 1``).  ``scale``: the initial η.
+    """
+
+    def __init__(self, units: int, proxies: int = 10, scale: float = 1.0, learn_scale: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.proxies, self.scale_init = int(units), int(proxies), float(scale)
+        self.learn_scale = bool(learn_scale)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(int(input_shape[-1]), self.units * self.proxies),
+                                      initializer="he_normal", name="kernel")
+        self.scale = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.scale_init),
+                                     name="scale", trainable=self.learn_scale)
+
+    def call(self, x):
+        from keras import ops
+
+        f = x / ops.maximum(ops.norm(x, axis=-1, keepdims=True), 1e-12)
+        w = self.kernel / ops.maximum(ops.norm(self.kernel, axis=0, keepdims=True), 1e-12)
+        sims = ops.reshape(ops.matmul(f, w), (-1, self.units, self.proxies))
+        return self.scale * ops.sum(ops.softmax(sims, axis=-1) * sims, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "proxies": self.proxies, "scale": self.scale_init,
+                "learn_scale": self.learn_scale}
+
+
+def expand_lsc(old: LocalSimilarityClassifier | None, units: int, in_dim: int,
+               proxies: int, scale: float = 1.0, learn_scale: bool = True) -> LocalSimilarityClassifier:
+    """A local similarity classifier whose first classes' proxies and scale are ``old``'s."""
+    old_units = 0 if old is None else old.units
+    if units <= old_units:
+        raise ValueError(f"the classifier has {old_units} units; expanding needs more, got {units}")
+    head = LocalSimilarityClassifier(units, proxies, scale, learn_scale, name="logits")
+    head.build((None, int(in_dim)))
+    if old is not None:
+        kernel = np.asarray(head.kernel).copy()
+        kernel[:, : old_units * proxies] = np.asarray(old.kernel)
+        head.set_weights([kernel, np.asarray(old.scale)])
+    return head
+
+
+def feature_maps(backbone: keras.Model) -> list:
+    """The backbone's intermediate feature maps PODNet distils: of the layers with a 4-D output
+    ``[B, H, W, C]``, the last one at each spatial resolution (the end of each stage)."""
+    last: dict[tuple, object] = {}
+    for layer in backbone.layers:
+        try:
+            out = layer.output
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(out, (list, tuple)) or len(out.shape) != 4 or isinstance(layer, layers.InputLayer):
+            continue
+        last[tuple(out.shape[1:3])] = out
+    return list(last.values())
+
+
+class IncrementalNet:
+    """A backbone plus a classifier over the classes seen so far.
+
+    ``head``: ``"linear"`` (a Dense layer; ``nonnegative_head`` clips its
+    kernel, ``head_bias`` gives it a bias) or ``"lsc"`` (PODNet's local
+    similarity classifier with ``proxies`` per class).  ``pod``: the Keras
+    model also outputs ``features`` (the embedding) and ``pod`` (the pooled
+    intermediate maps, :func:`~multiloss.incremental.losses.pod_pool`).
+    """
+
+    def __init__(self, backbone: keras.Model, nonnegative_head: bool = False, head_bias: bool = True,
+                 head: str = "linear", proxies: int = 10, pod: bool = False, scale: float = 1.0,
+                 learn_scale: bool = True):
         if len(backbone.outputs) != 1 or len(backbone.outputs[0].shape) != 2:
             raise ValueError("the backbone must map its inputs to one feature vector [B, D]; "
                              f"it outputs {[tuple(o.shape) for o in backbone.outputs]}")
+        if head not in ("linear", "lsc"):
+            raise ValueError(f"head must be 'linear' or 'lsc', got {head!r}")
         self.backbone = backbone
         self.nonnegative_head, self.head_bias = nonnegative_head, head_bias
-        self.head: layers.Dense | None = None
+        self.head_kind, self.proxies, self.scale, self.learn_scale = head, int(proxies), float(scale), learn_scale
+        self.head: layers.Layer | None = None
         self._model: keras.Model | None = None
+        self._multi: keras.Model | None = None
+        self.pod_sizes: list[int] = []
+        if pod:
+            maps = feature_maps(backbone)
+            if not maps:
+                raise ValueError("POD distillation needs a backbone with 4-D feature maps [B, H, W, C]")
+            self._multi = keras.Model(backbone.inputs[0], [backbone.outputs[0], *maps], name="backbone_maps")
+            self.pod_sizes = [int((m.shape[1] + m.shape[2]) * m.shape[3]) for m in maps]
 
     @property
     def num_classes(self) -> int:
@@ -114,18 +314,32 @@ class IncrementalNet:
 
     def expand(self, num_classes: int) -> None:
         """Grow the classifier to ``num_classes`` units, keeping the old ones exactly."""
-        self.head = expand_classifier(self.head, num_classes, self.feature_dim,
-                                      nonnegative=self.nonnegative_head, bias=self.head_bias)
+        if self.head_kind == "lsc":
+            self.head = expand_lsc(self.head, num_classes, self.feature_dim, self.proxies, self.scale,
+                                   self.learn_scale)
+        else:
+            self.head = expand_classifier(self.head, num_classes, self.feature_dim,
+                                          nonnegative=self.nonnegative_head, bias=self.head_bias)
         self._model = None
 
     def model(self) -> keras.Model:
-        """``inputs -> {"logits": ...}`` over the current classifier (a fresh Keras model per expansion)."""
+        """``inputs -> {"logits": ...}`` over the current classifier (a fresh Keras model per expansion);
+        with ``pod``, also ``features`` and ``pod``."""
         if self.head is None:
             raise ValueError("the classifier has no units yet: call expand(num_classes) first")
         if self._model is None:
             inputs = keras.Input(tuple(self.backbone.inputs[0].shape[1:]), name="inputs")
-            self._model = keras.Model(inputs, {"logits": self.head(self.backbone(inputs))},
-                                      name="incremental_net")
+            if self._multi is None:
+                outputs = {"logits": self.head(self.backbone(inputs))}
+            else:
+                from .losses import pod_pool
+
+                feats, *maps = self._multi(inputs)
+                pooled = layers.Concatenate(name="pod")([pod_pool(m) for m in maps]) if len(maps) > 1 \
+                    else layers.Identity(name="pod")(pod_pool(maps[0]))
+                outputs = {"logits": self.head(feats), "features": layers.Identity(name="features")(feats),
+                           "pod": pooled}
+            self._model = keras.Model(inputs, outputs, name="incremental_net")
         return self._model
 
     def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -135,6 +349,107 @@ class IncrementalNet:
     def features(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """The backbone's feature vectors ``[N, D]`` (inference mode)."""
         return _batched(lambda b: self.backbone(b, training=False), x, batch_size)
+
+    def pooled_maps(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """The pooled intermediate feature maps ``[N, Σ (H + W)·C]`` (inference mode)."""
+        if self._multi is None:
+            raise ValueError("this network was built without pod=True")
+        from keras import ops
+
+        from .losses import pod_pool
+
+        def pooled(b):
+            _, *maps = self._multi(b, training=False)
+            return ops.concatenate([pod_pool(m) for m in maps], axis=-1)
+
+        return _batched(pooled, x, batch_size)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [np.asarray(w) for w in self.model().get_weights()]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.model().set_weights(weights)
+
+
+class DERNet:
+    """DER's network (Yan et al. 2021): a new feature extractor per step, the old ones frozen.
+
+    The features are the concatenation of every step's extractor; the
+    classifier over them grows with the classes (old units copied; a new
+    unit's weights over the old extractors' features start at the layer's
+    initialisation, as the reference code).  From the second step an
+    auxiliary classifier on the newest extractor's features has one unit per
+    new class plus one for "an old class"; the Keras model outputs ``logits``
+    and ``aux_logits``.  ``build`` makes a fresh extractor (a backbone
+    builder with its parameters bound).
+    """
+
+    def __init__(self, build: Callable[[], keras.Model]):
+        self.build = build
+        self.backbones: list[keras.Model] = []
+        self.head: layers.Dense | None = None
+        self.aux: layers.Dense | None = None
+        self._model: keras.Model | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.head is None else self.head.units
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(int(b.outputs[0].shape[-1]) for b in self.backbones)
+
+    def expand(self, num_classes: int) -> None:
+        """A new extractor (the old ones frozen), the classifier grown to ``num_classes``, a fresh
+        auxiliary classifier over ``new classes + 1``."""
+        old_units, old_dim = self.num_classes, self.feature_dim
+        if num_classes <= old_units:
+            raise ValueError(f"the classifier has {old_units} units; expanding needs more, got {num_classes}")
+        for b in self.backbones:
+            b.trainable = False
+        new = self.build()
+        if len(new.outputs) != 1 or len(new.outputs[0].shape) != 2:
+            raise ValueError("the backbone must map its inputs to one feature vector [B, D]")
+        self.backbones.append(keras.Model(new.inputs[0], new.outputs[0], name=f"extractor_{len(self.backbones)}"))
+        head = layers.Dense(num_classes, name="logits")
+        head.build((None, self.feature_dim))
+        if self.head is not None:
+            kernel, bias = (np.asarray(w).copy() for w in head.get_weights())
+            old_kernel, old_bias = self.head.get_weights()
+            kernel[:old_dim, :old_units] = old_kernel
+            bias[:old_units] = old_bias
+            head.set_weights([kernel, bias])
+        self.head = head
+        self.aux = None
+        if old_units:
+            self.aux = layers.Dense(num_classes - old_units + 1, name="aux_logits")
+            self.aux.build((None, int(new.outputs[0].shape[-1])))
+        self._model = None
+
+    def model(self) -> keras.Model:
+        if self.head is None:
+            raise ValueError("the classifier has no units yet: call expand(num_classes) first")
+        if self._model is None:
+            inputs = keras.Input(tuple(self.backbones[0].inputs[0].shape[1:]), name="inputs")
+            feats = [b(inputs) for b in self.backbones]
+            joined = feats[0] if len(feats) == 1 else layers.Concatenate(name="features")(feats)
+            outputs = {"logits": self.head(joined)}
+            if self.aux is not None:
+                outputs["aux_logits"] = self.aux(feats[-1])
+            self._model = keras.Model(inputs, outputs, name="der_net")
+        return self._model
+
+    def _features(self, b):
+        from keras import ops
+
+        feats = [m(b, training=False) for m in self.backbones]
+        return feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=-1)
+
+    def features(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        return _batched(self._features, x, batch_size)
+
+    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        return _batched(lambda b: self.head(self._features(b)), x, batch_size)
 
     def get_weights(self) -> list[np.ndarray]:
         return [np.asarray(w) for w in self.model().get_weights()]
@@ -150,4 +465,6 @@ def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([np.asarray(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
-__all__ = ["IncrementalNet", "expand_classifier", "align_weights", "get_backbone", "BACKBONES", "cnn", "mlp"]
+__all__ = ["IncrementalNet", "DERNet", "LocalSimilarityClassifier", "expand_classifier", "expand_lsc",
+           "align_weights", "feature_maps", "get_backbone", "BACKBONES", "cnn", "mlp", "resnet18", "resnet32",
+           "keras_application"]

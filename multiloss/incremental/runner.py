@@ -44,7 +44,7 @@ from .metrics import (
     forgetting,
     task_accuracies,
 )
-from .network import IncrementalNet, get_backbone
+from .network import get_backbone
 from .plots import plot_accuracy, plot_confusion
 
 # --- the scenario -------------------------------------------------------------
@@ -99,9 +99,10 @@ class Scenario:
         return Step(index, tuple(self.groups[: index + 1]))
 
 
-def build_net(cfg: IncrementalConfig, info: dict, method: Method) -> IncrementalNet:
-    backbone = get_backbone(cfg.model.builder)(info, **cfg.model.params)
-    return IncrementalNet(backbone, nonnegative_head=method.head["nonnegative"], head_bias=method.head["bias"])
+def build_net(cfg: IncrementalConfig, info: dict, method: Method):
+    """The method's network over the config's backbone (built by ``method.build_net``)."""
+    builder = get_backbone(cfg.model.builder)
+    return method.build_net(lambda: builder(info, **cfg.model.params))
 
 
 def evaluate(method: Method, learner: Learner, data: ClassData, step: Step) -> dict:
@@ -129,8 +130,9 @@ def save_checkpoint(run: RunDir, step: int, learner: Learner, state: dict) -> No
     run.save_checkpoint(step, files, {**state, "weights": weights, "memory": memory})
 
 
-def load_checkpoint(run: RunDir, state: dict, learner: Learner) -> None:
-    learner.net.expand(state["num_classes"])
+def load_checkpoint(run: RunDir, state: dict, learner: Learner, scenario: Scenario) -> None:
+    for t in range(state["step"] + 1):  # the network grows as it did (DER adds an extractor per step)
+        learner.net.expand(scenario.step(t).num_total)
     with np.load(run.checkpoints / state["weights"], allow_pickle=False) as f:
         learner.net.set_weights([f[k] for k in sorted(f.files)])
     if state.get("memory"):
@@ -232,6 +234,8 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
     An existing run folder is continued only with ``resume`` and replaced only with ``overwrite``.
     """
     cfg = config if isinstance(config, IncrementalConfig) else load_incremental_config(config, overrides)
+    if cfg.seeds:
+        return run_seeds(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     method = cfg.make_method()
     run = RunDir(cfg.run_dir, resume=resume, overwrite=overwrite, hint="multiloss incremental CONFIG")
@@ -251,7 +255,7 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
     steps: list[dict] = []
     confusion = None
     if state is not None:
-        load_checkpoint(run, state, learner)
+        load_checkpoint(run, state, learner, scenario)
         steps, learner.history = list(state["steps"]), list(state["history"])
         confusion = np.asarray(state["confusion"]) if state.get("confusion") else None
         say(f"resuming {cfg.name} after step {state['step']}")
@@ -294,17 +298,96 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
     return summary
 
 
+# --- several seeds -----------------------------------------------------------------
+
+SEED_FIGURES = ("average_incremental_accuracy", "last_accuracy", "forgetting")
+
+
+def seed_config(cfg: IncrementalConfig, seed: int) -> IncrementalConfig:
+    """The run of one entry of ``seeds``: ``seed`` and ``scenario.order_seed`` set to it (an explicit
+    ``class_order`` is kept, so only the initialisation and shuffling change), in ``<run>/seed-<s>``."""
+    sub = cfg.model_copy(update={"seeds": None, "seed": int(seed), "name": f"seed-{seed}",
+                                 "output_dir": str(cfg.run_dir),
+                                 "scenario": cfg.scenario.model_copy(update={"order_seed": int(seed)})})
+    sub._file = cfg._file
+    return sub
+
+
+def mean_std(values: list[float | None]) -> dict:
+    """Mean and sample standard deviation (ddof = 1; 0 for one value) of the values that exist."""
+    v = np.asarray([x for x in values if x is not None], "float64")
+    if not len(v):
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def aggregate_seeds(cfg: IncrementalConfig, runs: dict[int, dict]) -> dict:
+    """The summary of a ``seeds`` run: each run's figures, and their mean ± std."""
+    first = next(iter(runs.values()))
+    steps = min(len(r["accuracy"]) for r in runs.values())
+    per_step = np.asarray([r["accuracy"][:steps] for r in runs.values()], "float64")
+    return {
+        "name": cfg.name, "method": first["method"], "method_params": first["method_params"],
+        "seeds": list(runs), "groups": first["groups"], "complete": all(r["complete"] for r in runs.values()),
+        "runs": {str(s): {"class_order": r["class_order"], "class_names": r["class_names"],
+                          "accuracy": r["accuracy"], "minutes": r["minutes"], **{k: r[k] for k in SEED_FIGURES}}
+                 for s, r in runs.items()},
+        **{k: mean_std([r[k] for r in runs.values()]) for k in SEED_FIGURES},
+        "accuracy_mean": per_step.mean(0).tolist(),
+        "accuracy_std": (per_step.std(0, ddof=1) if len(runs) > 1 else np.zeros(steps)).tolist(),
+        "num_classes": [sum(first["groups"][: i + 1]) for i in range(steps)],
+        "minutes": round(sum(r["minutes"] for r in runs.values()), 3),
+    }
+
+
+def format_seeds(summary: dict) -> str:
+    rows = [[str(s), f"{r['average_incremental_accuracy']:.4f}", f"{r['last_accuracy']:.4f}",
+             "n/a" if r["forgetting"] is None else f"{r['forgetting']:.4f}", str(r["class_order"])]
+            for s, r in summary["runs"].items()]
+    text = table(rows, ["seed", "avg inc acc", "last acc", "forgetting", "class order"])
+
+    def ms(k):
+        m = summary[k]
+        return "n/a" if m["mean"] is None else f"{m['mean']:.4f} ± {m['std']:.4f}"
+
+    return (f"{text}\nover {len(summary['runs'])} seeds (mean ± sample std): average incremental accuracy "
+            f"{ms('average_incremental_accuracy')}, last accuracy {ms('last_accuracy')}, forgetting "
+            f"{ms('forgetting')}; {summary['minutes']:.2f} min")
+
+
+def run_seeds(cfg: IncrementalConfig, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Repeat the scenario for every entry of ``cfg.seeds`` (class order and initialisation), each a
+    full run in ``<run>/seed-<s>``; ``metrics.json`` of the parent holds each run's figures and their
+    mean ± std."""
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    run = RunDir(cfg.run_dir, resume=resume, overwrite=overwrite, hint="multiloss incremental CONFIG")
+    run.open()
+    run.write_text("config.yaml", cfg.to_yaml())
+    runs: dict[int, dict] = {}
+    for seed in cfg.seeds:
+        say(f"--- seed {seed} ---")
+        runs[seed] = run_incremental(seed_config(cfg, seed), resume=resume, quiet=quiet)
+        summary = aggregate_seeds(cfg, runs)
+        run.write_json("metrics.json", summary)
+    say(format_seeds(summary))
+    say(f"artifacts: {run.path}")
+    return summary
+
+
 def evaluate_incremental(run_dir: str | os.PathLike) -> dict:
-    """Re-evaluate a run's last completed step on its test split (``evaluation.json``)."""
+    """Re-evaluate a run's last completed step on its test split (``evaluation.json``); for a
+    ``seeds`` run, each seed's run (``{seed: evaluation}``)."""
     run = RunDir(run_dir, resume=True)
     cfg = load_incremental_config(run.file("config.yaml"))
+    if cfg.seeds:
+        return {str(s): evaluate_incremental(run.path / f"seed-{s}") for s in cfg.seeds}
     state = run.read_state()
     if state is None:
         raise cfg.error([((), f"{run.path} holds no completed step to evaluate")])
     method = cfg.make_method()
     scenario = Scenario(cfg)
     learner = make_learner(cfg, scenario, method)
-    load_checkpoint(run, state, learner)
+    load_checkpoint(run, state, learner, scenario)
     step = scenario.step(state["step"])
     test = evaluate(method, learner, scenario.parts["test"], step)
     out = {"step": state["step"], "num_classes": step.num_total, "accuracy": test["accuracy"],
@@ -316,8 +399,10 @@ def evaluate_incremental(run_dir: str | os.PathLike) -> dict:
 
 
 def plot_incremental(run_dir: str | os.PathLike) -> list[Path]:
-    """Redraw a run's figures from its ``metrics.json``."""
+    """Redraw a run's figures from its ``metrics.json`` (for a ``seeds`` run, each seed's)."""
     run = RunDir(run_dir, resume=True)
+    if "seeds" in run.read_json("metrics.json"):
+        return [f for s in run.read_json("metrics.json")["seeds"] for f in plot_incremental(run.path / f"seed-{s}")]
     files = write_plots(run.path, run.read_json("metrics.json"))
     for f in files:
         print(f)
@@ -325,4 +410,5 @@ def plot_incremental(run_dir: str | os.PathLike) -> list[Path]:
 
 
 __all__ = ["run_incremental", "check_incremental", "evaluate_incremental", "plot_incremental", "Scenario",
-           "evaluate", "summarize", "format_summary"]
+           "evaluate", "summarize", "format_summary", "run_seeds", "seed_config", "aggregate_seeds", "mean_std",
+           "format_seeds"]
