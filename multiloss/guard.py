@@ -27,23 +27,26 @@ MODES = ("stop", "skip")
 
 
 class GuardState:
-    """What the train step records: batches skipped, and the flags of the latest bad one.
+    """What the train steps record: steps, batches skipped, the first bad step and its flags.
 
     ``flags`` holds one entry per term, then the total, then the gradients
-    (1 = not finite).
+    (1 = not finite).  In ``"stop"`` mode no update is applied from the first
+    bad step on (the callback stops ``fit`` at the end of that epoch, without
+    a per-step sync); in ``"skip"`` mode only the bad steps' updates are withheld.
     """
 
     def __init__(self, num_terms: int, mode: Mode = "stop"):
         if mode not in MODES:
             raise ValueError(f"nonfinite must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        first = {"aggregation": "only_first_replica"}
-        self.skipped = keras.Variable(0.0, trainable=False, name="multiloss_nonfinite_skipped", **first)
-        self.flags = keras.Variable(np.zeros(num_terms + 2, "float32"), trainable=False,
-                                    name="multiloss_nonfinite_flags", **first)
+        first = {"aggregation": "only_first_replica", "trainable": False}
+        self.steps = keras.Variable(0.0, name="multiloss_guard_steps", **first)
+        self.skipped = keras.Variable(0.0, name="multiloss_nonfinite_skipped", **first)
+        self.first_bad = keras.Variable(-1.0, name="multiloss_nonfinite_first_step", **first)
+        self.flags = keras.Variable(np.zeros(num_terms + 2, "float32"), name="multiloss_nonfinite_flags", **first)
 
     def update(self, values, total, grads) -> tf.Tensor:
-        """Record this step's flags (summed over replicas); return whether the step is finite."""
+        """Record this step (flags summed over replicas); return whether its update may be applied."""
         term_bad = ops.cast(ops.logical_not(ops.isfinite(values)), "float32")
         total_bad = ops.cast(ops.logical_not(ops.all(ops.isfinite(total))), "float32")
         grad_ok = [ops.all(ops.isfinite(tf.convert_to_tensor(g))) for g in grads if g is not None]
@@ -51,10 +54,16 @@ class GuardState:
             else ops.zeros((), "float32")
         flags = ops.concatenate([term_bad, ops.reshape(total_bad, (1,)), ops.reshape(grad_bad, (1,))])
         flags = ops.minimum(red.cross_replica_sum(flags), 1.0)   # every replica decides alike
-        bad = ops.max(flags)
-        self.skipped.assign_add(bad)
-        self.flags.assign(ops.where(bad > 0, flags, self.flags))
-        return bad == 0
+        bad = ops.max(flags) > 0
+        clean_so_far = ops.convert_to_tensor(self.first_bad) < 0
+        first = ops.logical_and(bad, clean_so_far)
+        self.steps.assign_add(1.0)
+        self.skipped.assign_add(ops.cast(bad, "float32"))
+        self.first_bad.assign(ops.where(first, self.steps, self.first_bad))
+        keep_first = self.mode == "stop"   # stop: report the first bad step; skip: the latest
+        self.flags.assign(ops.where(first if keep_first else bad, flags, self.flags))
+        ok = ops.logical_not(bad)
+        return ops.logical_and(ok, clean_so_far) if keep_first else ok
 
 
 def snapshot(variables: list) -> list:
@@ -97,24 +106,30 @@ def apply_if_finite(optimizer, grads_and_vars: list, ok) -> None:
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops ``fit`` at the first non-finite step (``"stop"``), or counts skipped batches (``"skip"``)."""
+    """Stops ``fit`` at the end of the epoch of the first non-finite step (``"stop"``: no update was
+    applied from that step on), or reports the batches skipped (``"skip"``).
+
+    It reads the guard's variables at epoch ends only, so the steps run without a per-step sync.
+    """
 
     def __init__(self, state: GuardState, term_names: list[str]):
         super().__init__()
         self.state = state
         self.term_names = list(term_names)
-        self._supports_tf_logs = True   # batch logs stay tensors: no extra sync
-        self.epoch = 0
-        self.seen = 0.0
-        self.epoch_start = 0.0
-        self.total_skipped = 0
+        self.epoch_steps = 0.0
+        self.epoch_skipped = 0.0
+
+    @staticmethod
+    def _read(var) -> float:
+        return float(ops.convert_to_numpy(var))
 
     def on_train_begin(self, logs=None):
-        self.seen = float(ops.convert_to_numpy(self.state.skipped))
+        if self.state.mode == "stop":
+            self.state.first_bad.assign(-1.0)   # a new fit starts clean
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.epoch_start = self.seen
+        self.epoch_steps = self._read(self.state.steps)
+        self.epoch_skipped = self._read(self.state.skipped)
 
     def describe(self) -> str:
         flags = ops.convert_to_numpy(self.state.flags)
@@ -125,23 +140,17 @@ class NonFiniteGuard(keras.callbacks.Callback):
             names.append("the gradients")
         return ", ".join(names) or "the step"
 
-    def on_train_batch_end(self, batch, logs=None):
-        skipped = float(ops.convert_to_numpy(self.state.skipped))
-        if skipped <= self.seen:
-            return
-        self.seen = skipped
-        if self.state.mode == "stop":
+    def on_epoch_end(self, epoch, logs=None):
+        first = self._read(self.state.first_bad)
+        if self.state.mode == "stop" and first >= 0:
             self.model.stop_training = True
             raise NonFiniteError(
-                f"non-finite values (NaN or Inf) in {self.describe()} at epoch {self.epoch + 1}, step "
-                f"{batch + 1}; training stopped and that step's update was not applied, so no weights are "
-                "non-finite and the last checkpoint is intact. Check the data and the loss (a log of 0, "
-                "a division by 0, a learning rate too high), or set `train.nonfinite: skip` to skip such "
-                "batches")
-
-    def on_epoch_end(self, epoch, logs=None):
-        count = int(self.seen - self.epoch_start)
-        self.total_skipped += count
+                f"non-finite values (NaN or Inf) in {self.describe()} at epoch {epoch + 1}, step "
+                f"{int(first - self.epoch_steps)}; training stopped: no update was applied from that step "
+                "on, so no weights are non-finite and the last checkpoint is intact. Check the data and the "
+                "loss (a log of 0, a division by 0, a learning rate too high), or set "
+                "`train.nonfinite: skip` to skip such batches")
+        count = int(self._read(self.state.skipped) - self.epoch_skipped)
         if logs is not None and self.state.mode == "skip":
             logs["nonfinite_skipped"] = float(count)
         if count:
