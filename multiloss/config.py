@@ -19,7 +19,7 @@ from .guard import MODES
 from .models import get_builder
 from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
 from .spec import LossSpec, load_spec, spec_from_data
-from .validation import Problems, check_params
+from .validation import Problems, check_params, did_you_mean
 from .yamlio import dump_yaml
 
 
@@ -161,8 +161,6 @@ def early_stopping_problems(cfg: RunConfig) -> Problems:
     valid = keys + [f"val_{k}" for k in keys]
     if es.monitor in valid:
         return []
-    from .validation import did_you_mean
-
     return [(("train", "callbacks", "early_stopping", "monitor"),
              f"{es.monitor!r} is not a logged key; {did_you_mean(es.monitor, valid)}valid: {', '.join(valid)}")]
 

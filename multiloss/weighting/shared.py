@@ -36,23 +36,8 @@ def _output_tensors(model) -> dict | None:
 
 
 def _layers_on_path(tensors) -> list:
-    seen, layers, stack = set(), [], list(tensors)
-    while stack:
-        t = stack.pop()
-        history = getattr(t, "_keras_history", None)
-        if history is None:
-            continue
-        op, node_index, _ = history
-        if isinstance(op, keras.layers.InputLayer):
-            continue
-        node = op._inbound_nodes[node_index]
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if id(op) not in {id(x) for x in layers}:
-            layers.append(op)
-        stack.extend(node.input_tensors)
-    return layers
+    """The layers on the paths from ``tensors`` back to the inputs, in the order they are met."""
+    return list({id(op): op for op, _ in _nodes_on_path(tensors).values()}.values())
 
 
 def term_variables(model, terms) -> dict[str, set[int]] | None:
