@@ -3,7 +3,9 @@
 This module sits outside the ``multiloss`` package on purpose: importing the
 package loads TensorFlow (so that saved models load after ``import
 multiloss``), and ``multiloss --help``, ``--version`` and every subcommand's
-``--help`` should answer at once.  The commands themselves are in
+``--help`` should answer at once.  ``describe``, ``schema`` and a spec-only
+``validate`` import the package with ``MULTILOSS_SPEC_ONLY=1``: its spec layer
+only, without TensorFlow.  The commands themselves are in
 :mod:`multiloss.cli`.
 
 TensorFlow writes its start-up lines (absl, oneDNN, CUDA probes) straight to
@@ -25,6 +27,11 @@ _NOISE = re.compile(
     r"|[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\] "
     r"|E\d{4} [\d:.]+\s+\d+ (cuda_\w+|cuda_platform|cuda_executor)\.cc:\d+\] "
     r"|To enable the following instructions: .* rebuild TensorFlow)")
+
+
+#: Commands that work on a spec alone: they answer without importing TensorFlow
+#: (``validate`` imports it for a run config, an incremental config or ``--model``).
+SPEC_ONLY_COMMANDS = ("describe", "schema", "validate")
 
 
 def _version() -> str:
@@ -130,8 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         if argv is None:
             filter_stderr()
-    from multiloss.cli import run_command
-
+    spec_only = args.command in SPEC_ONLY_COMMANDS and not getattr(args, "model", None)
+    previous = os.environ.get("MULTILOSS_SPEC_ONLY")
+    if spec_only:   # the package imports its spec layer only; Keras loads if a command needs it
+        os.environ["MULTILOSS_SPEC_ONLY"] = "1"
+    try:
+        from multiloss.cli import run_command
+    finally:
+        if spec_only and previous is None:
+            os.environ.pop("MULTILOSS_SPEC_ONLY", None)
     return run_command(args)
 
 

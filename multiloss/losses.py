@@ -16,13 +16,11 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import keras
-from keras import ops
-
 from .imports import REGISTRIES, import_object, is_import_string
+from .lazy import keras, ops
 
 #: How a loss relates target to prediction shapes (used for shape checks and
 #: for reading class ids out of y_true): ``same`` (targets shaped like the
@@ -33,36 +31,63 @@ TargetKind = Literal["same", "sparse", "custom"]
 
 @dataclass(frozen=True)
 class _Entry:
-    obj: Callable
+    ref: Callable | str   # the loss, or the name of a ``keras.losses`` function (read on first use)
     target: TargetKind
+
+    @property
+    def obj(self) -> Callable:
+        return getattr(keras.losses, self.ref) if isinstance(self.ref, str) else self.ref
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-@dataclass
 class LossFn:
-    """A resolved loss: a callable plus its parameters; returns unreduced L."""
+    """A resolved loss: a callable plus its parameters; returns unreduced L.
 
-    name: str
-    fn: Callable
-    params: dict[str, Any] = field(default_factory=dict)
-    target: TargetKind = "custom"
+    A Keras loss is read from ``keras.losses`` on first use, so a spec is
+    loaded and validated without importing TensorFlow.
+    """
 
-    def __post_init__(self):
-        if inspect.isclass(self.fn):
-            inst = self.fn(**self.params)
+    def __init__(self, name: str, fn: Callable | str, params: dict[str, Any] | None = None,
+                 target: TargetKind = "custom"):
+        self.name, self.params, self.target = name, dict(params or {}), target
+        self._fn = fn
+        self._call = None if isinstance(fn, str) else self._build(fn)
+
+    @property
+    def fn(self) -> Callable:
+        """The loss function or class (a Keras loss is imported here)."""
+        if isinstance(self._fn, str):
+            self._fn = getattr(keras.losses, self._fn)
+        return self._fn
+
+    def _build(self, fn: Callable) -> Callable:
+        if inspect.isclass(fn):
+            inst = fn(**self.params)
             # A Keras Loss: ``call`` is the unreduced math; its own reduction
             # and weighting are bypassed so they happen once, in multiloss.
-            self._call = inst.call if isinstance(inst, keras.losses.Loss) else inst
-        else:
-            params = self.params
-            self._call = (lambda t, p: self.fn(t, p, **params)) if params else self.fn
+            return inst.call if isinstance(inst, keras.losses.Loss) else inst
+        params = self.params
+        return (lambda t, p: fn(t, p, **params)) if params else fn
 
     def __call__(self, y_true, y_pred):
+        if self._call is None:
+            self._call = self._build(self.fn)
         if self.target == "same" and y_true is not None and not isinstance(y_pred, (list, tuple)):
             y_true, y_pred = same_rank(y_true, y_pred)
         return self._call(y_true, y_pred)
+
+    def _key(self) -> tuple:
+        return self.name, _canonical_of(self._fn) or self._fn, self.params, self.target
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LossFn) and self._key() == other._key()
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"LossFn(name={self.name!r}, params={self.params!r}, target={self.target!r})"
 
 
 def same_rank(y_true, y_pred):
@@ -104,18 +129,27 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _check_params(name: str, obj: Callable, params: dict) -> None:
+def _valid_params(obj: Callable | str) -> list[str] | None:
+    """The parameter names a loss takes besides ``(y_true, y_pred)``; None when it takes ``**kwargs``."""
+    if isinstance(obj, str):    # a Keras function, not imported yet
+        return list(KERAS_PARAMS[obj])
     target = obj.__init__ if inspect.isclass(obj) else obj
     try:
         sig = inspect.signature(target)
     except (TypeError, ValueError):
-        return
+        return None
     ps = list(sig.parameters.values())
     if any(p.kind is p.VAR_KEYWORD for p in ps):
-        return
+        return None
     skip = 1 if inspect.isclass(obj) else 2  # self | (y_true, y_pred)
     valid = [p.name for p in ps[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    valid = [v for v in valid if v not in ("name", "reduction", "dtype")] if inspect.isclass(obj) else valid
+    return [v for v in valid if v not in ("name", "reduction", "dtype")] if inspect.isclass(obj) else valid
+
+
+def _check_params(name: str, obj: Callable | str, params: dict) -> None:
+    valid = _valid_params(obj)
+    if valid is None:
+        return
     unknown = sorted(set(params) - set(valid))
     if unknown:
         hint = ("; the reduction is set on the head or term (`reduction: sum`), not in the loss's params"
@@ -134,11 +168,11 @@ def get(name: str, /, **params) -> LossFn:
     """
     if is_import_string(name):
         obj = import_object(name)
-        known = _CANONICAL.get(obj) if _hashable(obj) else None
-        target = _REGISTRY[known].target if known else "custom"
+        known = _canonical_of(obj)
+        target = _REGISTRY[known].target if known in _REGISTRY else "custom"
     elif name in _REGISTRY:
         entry = _REGISTRY[name]
-        obj, target = entry.obj, entry.target
+        obj, target = entry.ref, entry.target
         if name in KERAS_CLASSES:  # a Keras class's name and dtype do not change its math
             params = {k: v for k, v in params.items() if k not in ("name", "dtype")}
     else:
@@ -202,41 +236,65 @@ _ALIASES = {
     "MAPE": "mean_absolute_percentage_error", "MSLE": "mean_squared_logarithmic_error",
     "BCE": "binary_crossentropy", "KLD": "kl_divergence",
 }
-#: Loss objects (Keras's functions and classes, multiloss's functions) ->
-#: canonical name, so that an import string like ``keras.losses:MeanSquaredError``
-#: gets its target kind, and :func:`canonical_name` can say what a loss is.
+#: Keras function name -> its parameters besides ``(y_true, y_pred)``, so that a
+#: spec is checked without importing Keras (tests/test_keras_parity.py compares
+#: them with the real signatures).
+KERAS_PARAMS: dict[str, tuple[str, ...]] = {
+    "mean_squared_error": (), "mean_absolute_error": (), "mean_absolute_percentage_error": (),
+    "mean_squared_logarithmic_error": (), "kl_divergence": (), "log_cosh": (), "hinge": (),
+    "squared_hinge": (), "categorical_hinge": (), "poisson": (), "ctc": (),
+    "binary_crossentropy": ("from_logits", "label_smoothing", "axis"),
+    "categorical_crossentropy": ("from_logits", "label_smoothing", "axis"),
+    "sparse_categorical_crossentropy": ("from_logits", "ignore_class", "axis"),
+    "cosine_similarity": ("axis",),
+    "huber": ("delta",),
+    "binary_focal_crossentropy": ("apply_class_balancing", "alpha", "gamma", "from_logits", "label_smoothing",
+                                  "axis"),
+    "categorical_focal_crossentropy": ("alpha", "gamma", "from_logits", "label_smoothing", "axis"),
+    "circle": ("ref_labels", "ref_embeddings", "remove_diagonal", "gamma", "margin"),
+}
+#: multiloss's own loss functions -> their registered names (see :func:`canonical_name`).
 _CANONICAL: dict[Any, str] = {}
 
 
-def _hashable(obj) -> bool:
+def _canonical_of(obj: Callable | str) -> str | None:
+    """The canonical name of a loss object: a Keras function or class (``MeanSquaredError``
+    gives ``mean_squared_error``), one of multiloss's own, or None for anything else."""
+    if isinstance(obj, str):
+        return obj
     try:
-        hash(obj)
-    except TypeError:
-        return False
-    return True
+        own = _CANONICAL.get(obj)
+    except TypeError:   # unhashable
+        return None
+    if own is not None:
+        return own
+    name = getattr(obj, "__name__", None)
+    if not str(getattr(obj, "__module__", "")).startswith("keras") or name is None:
+        return None
+    fname = KERAS_CLASSES.get(name, name)
+    if fname not in KERAS_FUNCTIONS or (fname in _OWN_NAMES and name == fname) \
+            or getattr(keras.losses, name, None) is not obj:
+        return None   # multiloss's dice/tversky/GCE differ from Keras's functions of the same name
+    return fname
 
 
 def canonical_name(loss: LossFn) -> str | None:
     """The canonical name of a resolved loss: ``MeanSquaredError``, ``mse`` and
     ``keras.losses:MeanSquaredError`` all give ``mean_squared_error``; a
     multiloss loss gives its registered name; a user's own loss gives None."""
-    return _CANONICAL.get(loss.fn) if _hashable(loss.fn) else None
+    return _canonical_of(loss._fn)
 
 
 def _register_keras() -> None:
     for fname, kind in KERAS_FUNCTIONS.items():
-        if fname in _REGISTRY:  # multiloss's own version (dice, tversky, GCE)
-            _REGISTRY[fname] = _Entry(_REGISTRY[fname].obj, kind)
-        else:
-            register_loss(fname, target=kind)(getattr(keras.losses, fname))
-        _CANONICAL[_REGISTRY[fname].obj] = fname
+        own = _REGISTRY.get(fname)  # multiloss's own version (dice, tversky, GCE)
+        _REGISTRY[fname] = _Entry(own.ref if own else fname, kind)
     for cname, fname in KERAS_CLASSES.items():
         _REGISTRY[cname] = _REGISTRY[fname]
-        _CANONICAL[getattr(keras.losses, cname)] = fname
     for alias, fname in _ALIASES.items():
         _REGISTRY[alias] = _REGISTRY[fname]
     for own in _OWN_NAMES:
-        _CANONICAL[_REGISTRY[own].obj] = own
+        _CANONICAL[_REGISTRY[own].ref] = own
 
 
 # --- losses multiloss adds ---------------------------------------------------

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import tensorflow as tf
-from keras import ops
 from pydantic import BeforeValidator
+
+from .lazy import ops, tf
 
 ReductionName = Literal["sum_over_batch_size", "sum_by_nonzero_weights", "weighted_mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ReductionName.__args__

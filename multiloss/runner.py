@@ -20,8 +20,9 @@ import keras
 import tensorflow as tf
 
 from .config import RunConfig, load_data, load_run_config
-from .console import EpochLog, table
+from .console import table
 from .data import Part, Splits
+from .epochlog import EpochLog
 from .errors import SpecError
 from .keras_compile import compile as ml_compile
 from .models import get_builder

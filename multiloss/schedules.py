@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from keras import ops
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .lazy import ops
 
 ScheduleKind = Literal["linear", "cosine", "step", "exponential"]
 KINDS: tuple[str, ...] = ScheduleKind.__args__

@@ -275,12 +275,31 @@ class Term:
 
 
 _METRIC_EXTRAS = {"acc", "crossentropy", "ce"}
+#: The metric names Keras's ``compile(metrics=[...])`` resolves (tests/test_keras_parity.py
+#: compares them with Keras's own table), so that a spec is checked without importing Keras.
+KERAS_METRICS = frozenset("""
+AUC Accuracy BCE BinaryAccuracy BinaryCrossentropy BinaryIoU CategoricalAccuracy
+CategoricalCrossentropy CategoricalHinge ConcordanceCorrelation CosineSimilarity F1Score FBetaScore
+FalseNegatives FalsePositives Hinge IoU KLDivergence LogCoshError MAE MAPE MSE MSLE Mean
+MeanAbsoluteError MeanAbsolutePercentageError MeanIoU MeanMetricWrapper MeanSquaredError
+MeanSquaredLogarithmicError Metric OneHotIoU OneHotMeanIoU PearsonCorrelation Poisson Precision
+PrecisionAtRecall R2Score Recall RecallAtPrecision RootMeanSquaredError SensitivityAtSpecificity
+SparseCategoricalAccuracy SparseCategoricalCrossentropy SparseTopKCategoricalAccuracy
+SpecificityAtSensitivity SquaredHinge Sum TopKCategoricalAccuracy TrueNegatives TruePositives
+accuracy auc bce binary_accuracy binary_crossentropy binary_io_u categorical_accuracy
+categorical_crossentropy categorical_hinge concordance_correlation cosine_similarity f1_score
+f_beta_score false_negatives false_positives hinge io_u kl_divergence log_cosh_error mae mape mean
+mean_absolute_error mean_absolute_percentage_error mean_io_u mean_metric_wrapper mean_squared_error
+mean_squared_logarithmic_error metric mse msle one_hot_io_u one_hot_mean_io_u pearson_correlation
+poisson precision precision_at_recall r2_score recall recall_at_precision root_mean_squared_error
+sensitivity_at_specificity sparse_categorical_accuracy sparse_categorical_crossentropy
+sparse_top_k_categorical_accuracy specificity_at_sensitivity squared_hinge sum
+top_k_categorical_accuracy true_negatives true_positives
+""".split())
 
 
 def _known_metrics() -> list[str]:
-    from .keras_internals import metric_names
-
-    return sorted(set(metric_names()) | _METRIC_EXTRAS)
+    return sorted(KERAS_METRICS | _METRIC_EXTRAS)
 
 
 def _loss_label(ref: str | LossCall) -> str:

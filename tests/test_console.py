@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from multiloss.console import EpochLog, round_weight, table
+from multiloss.console import round_weight, table
+from multiloss.epochlog import EpochLog
 
 
 @pytest.mark.parametrize("x,expected", [

@@ -165,3 +165,19 @@ def test_keras_reduction_aliases_give_keras_values(alias, keras_reduction):
 def test_unknown_reduction_lists_the_canonical_names():
     with pytest.raises(ml.SpecError, match="'sum_over_batch_size'.*got 'avg'"):
         ml.load_spec("outputs: {a: {loss: mse, reduction: avg}}")
+
+
+def test_parameter_table_matches_keras_signatures():
+    """Specs are checked against KERAS_PARAMS without importing Keras; it must be Keras's own signatures."""
+    own = {"dice", "tversky", "categorical_generalized_cross_entropy"}   # multiloss's versions, own signatures
+    assert set(L.KERAS_PARAMS) == set(L.KERAS_FUNCTIONS) - own
+    for fname, params in L.KERAS_PARAMS.items():
+        real = tuple(inspect.signature(getattr(keras.losses, fname)).parameters)[2:]
+        assert params == real, fname
+
+
+def test_metric_table_matches_keras():
+    from multiloss.keras_internals import metric_names
+    from multiloss.spec import KERAS_METRICS
+
+    assert KERAS_METRICS == set(metric_names())

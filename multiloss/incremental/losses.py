@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from keras import ops
 
+from ..lazy import ops
 from ..losses import knowledge_distillation, register_loss
 
 

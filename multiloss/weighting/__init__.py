@@ -17,10 +17,15 @@ interface of :class:`~multiloss.weighting.base.Strategy`; see
 ``docs/weighting.md`` for the formulas and references.
 """
 
+from ..lazy import lazy_attributes
 from .base import Context, Params, Strategy
-from .callbacks import WeightCollapseWarning, WeightLogger
 from .registry import STRATEGIES, check_spec, register_strategy
-from .shared import infer_shared
+
+# Keras callbacks and the layer graph load on first use, so that a spec's `weighting:` is
+# checked without TensorFlow.
+__getattr__ = lazy_attributes(__name__, {
+    "WeightCollapseWarning": "callbacks", "WeightLogger": "callbacks", "infer_shared": "shared",
+})
 
 __all__ = ["STRATEGIES", "Context", "Params", "Strategy", "WeightCollapseWarning", "WeightLogger", "check_spec",
            "infer_shared", "register_strategy"]

@@ -34,10 +34,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import keras
 import numpy as np
-from keras import ops
 from pydantic import BaseModel, ConfigDict
+
+from ..lazy import keras, ops
 
 
 class Params(BaseModel):

@@ -22,10 +22,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import tensorflow as tf
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops, tf
 from . import solvers
 from .base import Params, Strategy, state_variable
 

@@ -19,10 +19,9 @@ new samples every step and β is not used).
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops, tf
 from .base import Params, Strategy, state_variable
 
 

@@ -13,9 +13,9 @@ mean); the weights change at each epoch end.
 from __future__ import annotations
 
 import numpy as np
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops
 from .base import Params, Strategy, state_variable
 
 

@@ -22,9 +22,9 @@ mean of the losses.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 from pydantic import Field
 
+from ..lazy import tf
 from .base import Params, Strategy, state_variable
 
 

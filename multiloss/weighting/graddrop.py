@@ -19,10 +19,9 @@ run matches a one-device run in distribution, not draw for draw.)
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops, tf
 from . import rng
 from .base import Params, Strategy, state_variable
 

@@ -21,10 +21,9 @@ unscaled L_i; the static weight and schedule multiply w_i.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops, tf
 from .base import Params, Strategy, masked_mean, state_variable
 
 

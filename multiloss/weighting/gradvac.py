@@ -15,10 +15,9 @@ pair over all shared parameters (LibMTL's whole-model granularity).
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops, tf
 from .base import Params, Strategy, state_variable
 from .pcgrad import random_order
 

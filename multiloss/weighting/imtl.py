@@ -15,9 +15,8 @@ degenerate gradient sets.)
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
-from keras import ops
 
+from ..lazy import ops, tf
 from .base import Params, Strategy, state_variable
 
 

@@ -18,10 +18,9 @@ so many steps (the authors' ``update_weights_every``).
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops, tf
 from . import solvers
 from .base import Params, Strategy, state_variable
 

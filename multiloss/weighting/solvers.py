@@ -39,11 +39,12 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import tensorflow as tf
+
+from ..lazy import tf
 
 EXACT_MAX_TASKS = 8
 RIDGE = 1e-14
-_F64 = tf.float64
+_F64 = "float64"
 
 
 def _supports(num: int, empty: bool = False) -> np.ndarray:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from keras import ops
 from pydantic import Field
 
+from ..lazy import ops
 from .base import Params, Strategy, state_variable
 
 Kind = Literal["regression", "classification"]
