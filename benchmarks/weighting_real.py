@@ -52,6 +52,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _relative(value):
+    """A path under the repository as a relative path; anything else unchanged."""
+    if isinstance(value, str) and Path(value).is_absolute() and Path(value).resolve().is_relative_to(ROOT):
+        return str(Path(value).resolve().relative_to(ROOT))
+    return value
 sys.path.insert(0, str(ROOT))
 import multiloss as ml  # noqa: E402
 from multiloss.data import get_source  # noqa: E402
@@ -174,8 +181,9 @@ def main(argv=None) -> None:
     text = table(runs, stl)
     md = Path(args.markdown)
     write_markdown(md, command, elapsed / 60, args, text)
+    shown = {k: _relative(v) for k, v in vars(args).items()}   # no machine paths in a committed file
     Path(args.json).write_text(json.dumps({"command": command, "elapsed_min": round(elapsed / 60, 1),
-                                           "args": vars(args), "single_task": stl, "runs": runs}, indent=1))
+                                           "args": shown, "single_task": stl, "runs": runs}, indent=1))
     print(f"\n{text}\n\ntotal {elapsed / 60:.1f} min; wrote {md} and {args.json}")
 
 
