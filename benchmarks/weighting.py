@@ -25,8 +25,8 @@ same ratio in process CPU time, and the backward passes per step:
   not in the default list);
 * the ``+rep`` rows (``weighting.gradients: representation``, MGDA-UB): N
   short passes, each from one term back to the trunk output through its
-  head, then one pass of the combined gradient through the trunk (and one
-  through the heads);
+  head (which also give the head's gradients), then one pass of the
+  combined gradient through the trunk;
 * famo: 1 (loss weighting, no per-task gradients).
 
 Nothing is asserted; this only prints.

@@ -38,15 +38,18 @@ class CAGradParams(Params):
 
 
 def cagrad_coefficients(gram, present, c: float, rescale: int = 1, solver: str = "auto",
-                        max_iter: int = 250, tol: float = 1e-6):
-    """``(λ, w)``: the update Σ λ_k g_k and the dual weights w (float64)."""
+                        max_iter: int = 250, tol: float = 1e-6, support=None):
+    """``(λ, w)``: the update Σ λ_k g_k and the dual weights w (float64).
+
+    ``support``: the exact solver's warm-start variable (:func:`solvers.cagrad_warm`), read and updated.
+    """
     gram = tf.cast(gram, tf.float64)
     p = tf.cast(present, tf.float64)
     k = tf.maximum(tf.reduce_sum(p), 1.0)
     b = p / k
     g0_norm = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", b, gram, b), 0.0))
     rho = c * g0_norm
-    w = solvers.cagrad_weights(gram, b, rho, p, solver, max_iter, tol)
+    w = solvers.cagrad_weights(gram, b, rho, p, solver, max_iter, tol, support)
     gw_norm = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", w, gram, w), 0.0))
     lam = b + tf.math.divide_no_nan(rho, gw_norm) * w
     div = {0: 1.0, 1: 1.0 + c ** 2, 2: 1.0 + c}[rescale]
@@ -61,6 +64,10 @@ class CAGrad(Strategy):
 
     def build(self):
         self.current = state_variable(np.ones(self.num_terms), "multiloss_cagrad_weights")
+        # The exact solver's warm start: the support of the last dual weights.  Only a hint (each step
+        # verifies it and enumerates when it fails), so it is not part of the state that the
+        # non-finite guard restores or that is saved: a wrong or reset hint costs one enumeration.
+        self.support = state_variable(np.ones(self.num_terms), "multiloss_cagrad_support")
         self.state = {"current": self.current}
 
     def weights(self, values, present, ctx):
@@ -68,7 +75,7 @@ class CAGrad(Strategy):
 
     def combine(self, gram, values, present, ctx):
         p = self.params
-        lam, _ = cagrad_coefficients(gram, present, p.c, p.rescale, p.solver, p.max_iter, p.tol)
+        lam, _ = cagrad_coefficients(gram, present, p.c, p.rescale, p.solver, p.max_iter, p.tol, self.support)
         lam = tf.cast(lam, tf.float32)
         self.current.assign(lam)
         return lam

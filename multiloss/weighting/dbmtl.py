@@ -80,7 +80,13 @@ class DBMTL(Strategy):
                     "needs known shared layers: name them in weighting.shared (or set params.beta: 0)")
         if self.buffer is None or self.buffer.shape[1] != size:
             self.buffer = state_variable(np.zeros((self.num_terms, size)), "multiloss_dbmtl_buffer")
+        self.state["buffer"] = self.buffer      # the non-finite guard puts it back after a skipped step
         return None
+
+    def get_state(self):
+        # The averages (T × shared parameters) are not written into the saved config: too large for
+        # it; a reloaded model starts them afresh, as before.
+        return {k: np.asarray(ops.convert_to_numpy(v)).tolist() for k, v in self.state.items() if k != "buffer"}
 
     def weights(self, values, present, ctx):
         return ops.convert_to_tensor(self.current)

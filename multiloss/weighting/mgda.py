@@ -44,6 +44,10 @@ class MGDA(Strategy):
 
     def build(self):
         self.current = state_variable(np.full(self.num_terms, 1.0 / self.num_terms), "multiloss_mgda_weights")
+        # The exact solver's warm start: the support of the last α.  Only a hint (each step
+        # verifies it and enumerates when it fails), so it is not part of the state that the
+        # non-finite guard restores or that is saved: a wrong or reset hint costs one enumeration.
+        self.support = state_variable(np.ones(self.num_terms), "multiloss_mgda_support")
         self.state = {"current": self.current}
 
     def weights(self, values, present, ctx):
@@ -59,6 +63,6 @@ class MGDA(Strategy):
             n = tf.where(n > 0, n, tf.ones_like(n))
             gram = gram / (n[:, None] * n[None, :])
         p = self.params
-        lam = tf.cast(solvers.min_norm(gram, present, p.solver, p.max_iter, p.tol), tf.float32)
+        lam = tf.cast(solvers.min_norm(gram, present, p.solver, p.max_iter, p.tol, self.support), tf.float32)
         self.current.assign(lam)
         return lam

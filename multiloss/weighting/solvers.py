@@ -25,7 +25,26 @@ task 1e4–1e6 times smaller than the others).
 ``exact`` enumerates every support S of the simplex (2^T − 1 of them), solves
 the KKT equations restricted to S in one batched linear solve, and keeps the
 best feasible candidate: no loop, exact to float64 round-off, cheap for
-T ≤ 8 (255 systems of size ≤ 8).  ``frank_wolfe`` is the iterative solver of
+T ≤ 8 (255 systems of size ≤ 8).
+
+**Warm start** (:func:`min_norm_warm`, :func:`cagrad_warm`; the MGDA and
+CAGrad strategies keep the last support in a variable).  The optimal
+support rarely changes between steps, so the KKT point on the previous
+support is computed first (one solve of size T) and *verified*: primal
+feasibility as in the enumeration (weights ≥ 0, support ⊆ present tasks)
+and dual feasibility for every present task off the support (MGDA:
+⟨g_i, d⟩ ≥ ‖d‖²; CAGrad: ⟨g_i, d⟩ ≥ F(w)).  The problems are convex, so a
+point passing both is optimal; otherwise the enumeration runs, in the false
+branch of a ``tf.cond`` (graph mode and XLA run only the branch taken).  The
+dual test has no tolerance: a spurious failure costs one enumeration, while
+a tolerance above round-off would override the ridge's choice among
+identical gradients.  The answer is the enumeration's, except where several
+points are optimal to round-off (identical gradient rows): the split of
+weight between tied tasks may then differ, the combined gradient does not.
+A Gram matrix with a NaN or Inf (a step the non-finite guard skips) gives
+NaN weights rather than an error from a solve.
+
+``frank_wolfe`` is the iterative solver of
 Sener & Koltun (2018, Algorithm 2: Frank-Wolfe with exact line search), with
 away steps so that it converges linearly, in a ``tf.while_loop``; it stops
 when the Frank-Wolfe duality gap — an upper bound on ``f(α) − f*`` — is at
@@ -58,19 +77,33 @@ def _scaled(gram, present):
     the present mask, and which present tasks have a zero gradient."""
     m = tf.cast(gram, _F64)
     m = 0.5 * (m + tf.transpose(m))
+    # A non-finite Gram matrix (a step the non-finite guard skips) must not make a solve raise
+    # ("not invertible"): the matrices are built from its finite entries, and d carries a NaN.
+    finite = tf.math.is_finite(m)
+    m = tf.where(finite, m, 0.0)
     p = tf.cast(present, _F64)
     diag = tf.maximum(tf.linalg.diag_part(m), 0.0)
     zero = tf.logical_and(diag <= 0.0, p > 0)
-    d = tf.where(diag > 0, tf.math.rsqrt(tf.where(diag > 0, diag, 1.0)), tf.ones_like(diag))
-    ms = m * d[:, None] * d[None, :]
-    n = m.shape[0]
-    return ms + RIDGE * tf.eye(n, dtype=_F64), d, p, zero
+    pos = diag > 0
+    d = tf.where(pos, tf.math.rsqrt(tf.where(pos, diag, 1.0)), 1.0)
+    ms = m * _column(d) * d
+    d_out = tf.where(tf.reduce_all(finite), d, np.nan)
+    return ms + tf.constant(RIDGE * np.eye(m.shape[0]), _F64), d_out, p, zero
+
+
+def _column(x):
+    return tf.reshape(x, [-1, 1])
 
 
 def _prepare(gram, present):
     """The Gram matrix as float64 (symmetrised) and the present mask (Frank-Wolfe)."""
     m = tf.cast(gram, _F64)
     return 0.5 * (m + tf.transpose(m)), tf.cast(present, _F64)
+
+
+def _restricted_one(m, s):
+    """The KKT matrix of one support ``s`` (the same values as a row of :func:`_restricted`)."""
+    return m * (_column(s) * s) + tf.linalg.diag(1.0 - s)
 
 
 def _restricted(m, masks):
@@ -93,6 +126,31 @@ def _normalise(w, present):
     return w / tf.maximum(tf.reduce_sum(w), 1e-300)
 
 
+def _min_norm_candidates(ms, d, p, masks):
+    """``(z, α, value, feasible)`` of the KKT point on each support (row of ``masks``, ``[S, n]``)."""
+    z = tf.linalg.solve(_restricted(ms, masks), (masks * d[None, :])[:, :, None])[:, :, 0] * masks
+    dz = tf.reduce_sum(z * d[None, :], 1)
+    beta = tf.math.divide_no_nan(z, dz[:, None])
+    alpha = beta * d[None, :]
+    allowed = tf.reduce_all(masks <= p[None, :], axis=1)
+    feasible = tf.logical_and(tf.logical_and(allowed, dz > 0), tf.reduce_all(alpha >= 0.0, axis=1))
+    value = tf.math.reciprocal_no_nan(dz)                   # βᵀM̃β = zᵀd/(dᵀz)² = 1/dᵀz
+    return z, alpha, value, feasible
+
+
+def _min_norm_enumerate(ms, d, p):
+    """The best feasible KKT point over every support (before :func:`_normalise`)."""
+    masks = tf.constant(_supports(ms.shape[0]))
+    _, alpha, value, feasible = _min_norm_candidates(ms, d, p, masks)
+    return _pick(alpha, value, feasible)
+
+
+def _zero_vertex(alpha, zero):
+    """A zero gradient is the min-norm point by itself: the first one's vertex where there is one."""
+    first_zero = tf.one_hot(tf.argmax(tf.cast(zero, tf.int32)), zero.shape[0], dtype=_F64)
+    return tf.where(tf.reduce_any(zero), first_zero, alpha)
+
+
 def min_norm_exact(gram, present):
     """``argmin_{α∈Δ(present)} αᵀMα`` by support enumeration on the scaled problem (float64).
 
@@ -100,20 +158,37 @@ def min_norm_exact(gram, present):
     point is ``β_S = z/(d_Sᵀz)``, ``M̃_S z = d_S``.
     """
     ms, d, p, zero = _scaled(gram, present)
-    n = ms.shape[0]
-    masks = tf.constant(_supports(n))
-    a = _restricted(ms, masks)
-    z = tf.linalg.solve(a, (masks * d[None, :])[:, :, None])[:, :, 0] * masks
-    dz = tf.reduce_sum(z * d[None, :], 1)
-    beta = tf.math.divide_no_nan(z, dz[:, None])
-    alpha = beta * d[None, :]
-    allowed = tf.reduce_all(masks <= p[None, :], axis=1)
-    feasible = tf.logical_and(tf.logical_and(allowed, dz > 0), tf.reduce_all(alpha >= 0.0, axis=1))
-    value = tf.math.reciprocal_no_nan(dz)                   # βᵀM̃β = zᵀd/(dᵀz)² = 1/dᵀz
-    best = _normalise(_pick(alpha, value, feasible), p)
-    # A zero gradient is the min-norm point by itself.
-    first_zero = tf.one_hot(tf.argmax(tf.cast(zero, tf.int32)), n, dtype=_F64)
-    return tf.where(tf.reduce_any(zero), first_zero, best)
+    return _zero_vertex(_normalise(_min_norm_enumerate(ms, d, p), p), zero)
+
+
+def min_norm_warm(gram, present, support):
+    """:func:`min_norm_exact` warm-started from a guessed support: ``(α, support of α, verified)``.
+
+    The KKT point on ``support`` (0/1 per task, e.g. the previous step's) is one
+    small solve; it is the optimum iff it is primal feasible (the same test as
+    the enumeration's: S ⊆ present, dᵀz > 0, α ≥ 0) and dually feasible:
+    ``(M̃z)_i ≥ d_i`` (i.e. ⟨g_i, d⟩ ≥ ‖d‖²) for every present task off S.  The
+    problem is convex, so a point passing both is optimal; only when the test
+    fails (``verified`` false) does the full enumeration run, inside a
+    ``tf.cond`` (graph mode runs the branch taken).  The comparison has no
+    tolerance: a failed test costs only the enumeration, whereas a tolerance
+    above round-off would override the 1e-14 ridge's choice among identical
+    gradients.
+    """
+    ms, d, p, zero = _scaled(gram, present)
+    s = tf.cast(support, _F64)
+    # The KKT point on S, as in _min_norm_candidates (written for one support: fewer, smaller ops).
+    z = tf.reshape(tf.linalg.solve(_restricted_one(ms, s), _column(s * d)), [-1]) * s
+    dz = tf.reduce_sum(z * d)
+    alpha = tf.math.divide_no_nan(z, dz) * d
+    # Per task: primal (α ≥ 0, S ⊆ present) and dual ((M̃z)_i ≥ d_i off S, for present tasks).
+    dual = tf.logical_or(tf.reduce_sum(ms * z, 1) >= d, tf.logical_or(s > 0, p <= 0))
+    each = tf.logical_and(tf.logical_and(alpha >= 0.0, s <= p), dual)
+    verified = tf.logical_and(tf.reduce_all(each), dz > 0)
+    alpha = tf.cond(tf.logical_or(verified, tf.reduce_any(zero)),
+                    lambda: alpha, lambda: _min_norm_enumerate(ms, d, p))
+    alpha = _zero_vertex(_normalise(alpha, p), zero)
+    return alpha, tf.cast(alpha > 0, support.dtype), verified
 
 
 def _frank_wolfe(grad_fn, line_fn, gap_scale_fn, p, max_iter: int, tol: float):
@@ -169,10 +244,23 @@ def min_norm_frank_wolfe(gram, present, max_iter: int = 250, tol: float = 1e-6):
                         lambda w: tf.einsum("i,ij,j->", w, m, w), p, max_iter, tol)
 
 
-def min_norm(gram, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6):
-    """MGDA's min-norm weights α (float64, on the simplex of present tasks)."""
-    if solver == "exact" or (solver == "auto" and gram.shape[0] <= EXACT_MAX_TASKS):
-        return min_norm_exact(gram, present)
+def uses_exact(solver: str, num: int) -> bool:
+    """Whether ``solver`` (``auto``, ``exact`` or ``frank_wolfe``) means support enumeration for ``num`` tasks."""
+    return solver == "exact" or (solver == "auto" and num <= EXACT_MAX_TASKS)
+
+
+def min_norm(gram, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6, support=None):
+    """MGDA's min-norm weights α (float64, on the simplex of present tasks).
+
+    ``support``: a variable holding the exact solver's warm start (0/1 per task,
+    :func:`min_norm_warm`); it is read and then set to this answer's support.
+    """
+    if uses_exact(solver, gram.shape[0]):
+        if support is None:
+            return min_norm_exact(gram, present)
+        alpha, new, _ = min_norm_warm(gram, present, support)
+        support.assign(new)
+        return alpha
     return min_norm_frank_wolfe(gram, present, max_iter, tol)
 
 
@@ -181,23 +269,20 @@ def _cagrad_objective(w, m, a, rho):
     return tf.einsum("...i,i->...", w, a) + rho * tf.sqrt(tf.maximum(quad, 0.0))
 
 
-def cagrad_exact(gram, b, rho, present):
-    """``argmin_{w∈Δ} wᵀMb + ρ√(wᵀMw)`` by support enumeration on the scaled problem.
-
-    In β = D⁻¹w (``dᵀβ = 1``) with ã = D·Mb, the KKT conditions on a support S
-    give ``β ∝ μ·z − y`` with ``z = M̃_S⁻¹d_S``, ``y = M̃_S⁻¹ã_S`` and μ a root of
-    ``(dᵀz)μ² − 2(dᵀy)μ + ãᵀy − ρ² = 0``; both roots are candidates, and so are
-    the vertices.  ã and ρ are first divided by ``max(‖ã‖∞, ρ)``
-    (the argmin does not change when the objective is scaled).
-    """
+def _cagrad_problem(gram, b, rho, present):
+    """``(M̃, d, p, ã, ρ̃)``: the scaled problem, with ã = D·M·b and ρ divided by ``max(‖ã‖∞, ρ)``."""
     ms, d, p, _ = _scaled(gram, present)
-    n = ms.shape[0]
     rho = tf.cast(rho, _F64)
     # D·M·b = M̃·(D⁻¹b) (M̃ without its ridge would do as well; the ridge is at round-off level)
     a_s = tf.linalg.matvec(ms, tf.math.divide_no_nan(tf.cast(b, _F64), d))
     unit = tf.maximum(tf.maximum(tf.reduce_max(tf.abs(a_s)), rho), 1e-300)
-    a_s, rho_s = a_s / unit, rho / unit
-    masks = tf.constant(_supports(n))
+    return ms, d, p, a_s / unit, rho / unit
+
+
+def _cagrad_candidates(ms, d, p, a_s, rho_s, masks):
+    """``(w, objective, feasible)`` of the KKT points on each support (row of ``masks``), both roots:
+    ``[2S, n]``, ``[2S]``, ``[2S]`` (row 2k: the root μ₊ on support k, row 2k + 1: μ₋)."""
+    n = ms.shape[0]
     dm = masks * d[None, :]
     rhs = tf.stack([dm, masks * a_s[None, :]], axis=2)                        # [S, n, 2]
     zy = tf.linalg.solve(_restricted(ms, masks), rhs) * masks[:, :, None]
@@ -215,14 +300,67 @@ def cagrad_exact(gram, b, rho, present):
     dz2, dy2, ay2 = (tf.repeat(x, 2) for x in (d_z, d_y, a_y))
     quad = tf.math.divide_no_nan(mu_f ** 2 * dz2 - 2.0 * mu_f * dy2 + ay2, total ** 2)
     lin = tf.math.divide_no_nan(mu_f * dy2 - ay2, total)
+    return w, lin + rho_s * tf.sqrt(tf.maximum(quad, 0.0)), _cagrad_feasible(w, p)
+
+
+def _cagrad_feasible(w, p):
+    feasible = tf.reduce_all(tf.logical_and(w >= 0.0, tf.logical_or(w <= 0.0, p[None, :] > 0)), axis=1)
+    return tf.logical_and(feasible, tf.abs(tf.reduce_sum(w, 1) - 1.0) < 1e-9)
+
+
+def _cagrad_enumerate(ms, d, p, a_s, rho_s):
+    """The best feasible candidate over every support and vertex (before :func:`_normalise`)."""
+    n = ms.shape[0]
+    w, obj, _ = _cagrad_candidates(ms, d, p, a_s, rho_s, tf.constant(_supports(n)))
     # Vertices of the simplex are candidates too (they need no interior KKT point): β = e_i/d_i.
     w = tf.concat([w, tf.eye(n, dtype=_F64)], 0)
-    quad = tf.concat([quad, tf.linalg.diag_part(ms) / d ** 2], 0)
-    lin = tf.concat([lin, a_s / d], 0)
-    feasible = tf.reduce_all(tf.logical_and(w >= 0.0, tf.logical_or(w <= 0.0, p[None, :] > 0)), axis=1)
-    feasible = tf.logical_and(feasible, tf.abs(tf.reduce_sum(w, 1) - 1.0) < 1e-9)
-    obj = lin + rho_s * tf.sqrt(tf.maximum(quad, 0.0))
-    return _normalise(_pick(w, obj, feasible), p)
+    obj = tf.concat([obj, a_s / d + rho_s * tf.sqrt(tf.maximum(tf.linalg.diag_part(ms) / d ** 2, 0.0))], 0)
+    return _pick(w, obj, _cagrad_feasible(w, p))
+
+
+def cagrad_exact(gram, b, rho, present):
+    """``argmin_{w∈Δ} wᵀMb + ρ√(wᵀMw)`` by support enumeration on the scaled problem.
+
+    In β = D⁻¹w (``dᵀβ = 1``) with ã = D·Mb, the KKT conditions on a support S
+    give ``β ∝ μ·z − y`` with ``z = M̃_S⁻¹d_S``, ``y = M̃_S⁻¹ã_S`` and μ a root of
+    ``(dᵀz)μ² − 2(dᵀy)μ + ãᵀy − ρ² = 0``; both roots are candidates, and so are
+    the vertices.  ã and ρ are first divided by ``max(‖ã‖∞, ρ)``
+    (the argmin does not change when the objective is scaled).
+    """
+    ms, d, p, a_s, rho_s = _cagrad_problem(gram, b, rho, present)
+    return _normalise(_cagrad_enumerate(ms, d, p, a_s, rho_s), p)
+
+
+def cagrad_warm(gram, b, rho, present, support):
+    """:func:`cagrad_exact` warm-started from a guessed support: ``(w, support of w, verified)``.
+
+    The KKT point β ∝ v = μz − y on ``support`` (root μ₊; one small solve) is the
+    optimum iff it passes the enumeration's feasibility test (w ≥ 0 on present
+    tasks, Σw = 1) and, for every present task off S, ``∇F(β)_i ≥ μ·d_i``
+    (⟨g_i, d⟩ ≥ F(w)): F is convex; with vᵀM̃v = ρ² (the quadratic in μ) the
+    gradient is ``∇F(β) = ã + M̃v`` and μ = F(β) is the multiplier of dᵀβ = 1
+    (``ã_S + M̃_S v_S = μ d_S`` on S).  Otherwise (``verified`` false) the full
+    enumeration runs, inside a ``tf.cond``.  No tolerance, as in :func:`min_norm_warm`.
+    """
+    ms, d, p, a_s, rho_s = _cagrad_problem(gram, b, rho, present)
+    s = tf.cast(support, _F64)
+    # The KKT point on S with the root μ₊, as in _cagrad_candidates (written for one support).
+    da = tf.stack([d, a_s], 1)
+    zy = tf.linalg.solve(_restricted_one(ms, s), da * _column(s)) * _column(s)
+    z, y = tf.unstack(zy, axis=1)
+    d_z, d_y, _, a_y = tf.unstack(tf.reshape(tf.matmul(da, zy, transpose_a=True), [4]))   # dᵀz, dᵀy, ·, ãᵀy
+    root = tf.sqrt(tf.maximum(d_y ** 2 - d_z * (a_y - rho_s ** 2), 0.0))
+    mu = tf.math.divide_no_nan(d_y + root, d_z)
+    v = mu * z - y
+    total = mu * d_z - d_y                                                     # dᵀv
+    w = tf.math.divide_no_nan(v, total) * d * tf.cast(total > 0, _F64)
+    # There vᵀM̃v = ρ², so ∇F(β) = ã + M̃v and the multiplier is μ (ã_S + M̃_S v_S = μ d_S).
+    # Per task: primal (w ≥ 0, S ⊆ present) and dual (∇F_i ≥ μ d_i off S, for present tasks).
+    dual = tf.logical_or(a_s + tf.reduce_sum(ms * v, 1) >= mu * d, tf.logical_or(s > 0, p <= 0))
+    each = tf.logical_and(tf.logical_and(w >= 0.0, s <= p), dual)
+    verified = tf.logical_and(tf.reduce_all(each), tf.abs(tf.reduce_sum(w) - 1.0) < 1e-9)
+    w = _normalise(tf.cond(verified, lambda: w, lambda: _cagrad_enumerate(ms, d, p, a_s, rho_s)), p)
+    return w, tf.cast(w > 0, support.dtype), verified
 
 
 def cagrad_frank_wolfe(gram, b, rho, present, max_iter: int = 250, tol: float = 1e-6):
@@ -255,10 +393,15 @@ def cagrad_frank_wolfe(gram, b, rho, present, max_iter: int = 250, tol: float = 
     return _frank_wolfe(grad, line, scale, p, max_iter, tol)
 
 
-def cagrad_weights(gram, b, rho, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6):
-    """CAGrad's dual weights w (float64, on the simplex of present tasks)."""
-    if solver == "exact" or (solver == "auto" and gram.shape[0] <= EXACT_MAX_TASKS):
-        return cagrad_exact(gram, b, rho, present)
+def cagrad_weights(gram, b, rho, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6,
+                   support=None):
+    """CAGrad's dual weights w (float64, on the simplex of present tasks); ``support`` as in :func:`min_norm`."""
+    if uses_exact(solver, gram.shape[0]):
+        if support is None:
+            return cagrad_exact(gram, b, rho, present)
+        w, new, _ = cagrad_warm(gram, b, rho, present, support)
+        support.assign(new)
+        return w
     return cagrad_frank_wolfe(gram, b, rho, present, max_iter, tol)
 
 
@@ -273,7 +416,7 @@ def nonneg_qp(gram, b, present, solver: str = "auto", max_iter: int = 500):
     ms, d, p, _ = _scaled(gram, present)
     bs = tf.cast(b, _F64) * d[None, :]                      # ½ξᵀM̃ξ + (Db)ᵀξ
     n = ms.shape[0]
-    if solver == "exact" or (solver == "auto" and n <= EXACT_MAX_TASKS):
+    if uses_exact(solver, n):
         masks = tf.constant(_supports(n, empty=True)) * p[None, :]
         a = _restricted(ms, masks)                           # [S, n, n]
         rhs = -tf.transpose(bs)[None, :, :] * masks[:, :, None]      # [S, n, K]

@@ -24,7 +24,8 @@ step with one backward pass.  Per step:
      the heads only), the strategy sees their Gram matrix (summed over
      replicas: each replica's rows are its own samples), and ONE backward pass
      of Σ_i s_i λ_i ∇_Z L_i through the trunk gives the trunk's gradients; the
-     heads get s_i ∇L_i in one more pass through the heads.
+     heads get s_i ∇L_i from the same T short passes (each also reaches the
+     head variables), combined per variable.
    * A ``direct`` strategy (GradDrop, DB-MTL with averaging) gets the rows
      themselves and returns the update of the shared part.
 
@@ -139,7 +140,7 @@ def gradient_train_step(model, data, weighting):
             grads = tape.gradient([scaled, scaled_reg], trainable,
                                   output_gradients=[eff, tf.ones_like(scaled_reg)])
     elif rep is not None:                                     # gradients: representation
-        grads, lam = _representation_step(tape, strategy, rep, z, per_task_losses, scaled, scaled_reg, values,
+        grads, lam = _representation_step(tape, strategy, rep, z, per_task_losses, scaled_reg, values,
                                           s, active, ctx, loss_scale, trainable)
         eff = s * lam
     else:                                                     # PCGrad, MGDA, CAGrad, ...
@@ -213,42 +214,66 @@ def gradient_train_step(model, data, weighting):
 
 
 
-def _representation_step(tape, strategy, rep, z, per_task_losses, scaled, scaled_reg, values, s, active, ctx,
+def _representation_step(tape, strategy, rep, z, per_task_losses, scaled_reg, values, s, active, ctx,
                          loss_scale, trainable):
     """``(gradients of every trainable variable, λ)`` with per-task gradients of the representation Z.
 
-    T short passes (each L_i back to Z through its head), the strategy on their
-    Gram matrix (summed over replicas: rows are local samples), one pass of the
-    combined ∇_Z through the trunk, and one of Σ s_i·h_i·L_i through the heads.
+    T short passes (each L_i back to Z and to the head variables, through its head), the strategy
+    on the Gram matrix of the ∇_Z L_i (summed over replicas: rows are local samples), one pass of
+    the combined ∇_Z through the trunk; the heads get Σ_i s_i·h_i·∇L_i from the same T passes.
     """
     num = len(per_task_losses)
-    rows = []
+    heads = rep.heads
+    rows, per_head = [], []
     for i in range(num):
-        gz = tape.gradient(per_task_losses[i], z)
-        rows.append(tf.concat([tf.reshape(tf.zeros_like(t) if g is None else _dense(g), [-1])
-                               for g, t in zip(gz, z)], 0))
+        grads = tape.gradient(per_task_losses[i], [*z, *heads])
+        gz = grads[:len(z)]
+        per_head.append(grads[len(z):])
+        flat = [tf.reshape(tf.zeros_like(t) if g is None else _dense(g), [-1]) for g, t in zip(gz, z)]
+        rows.append(flat[0] if len(flat) == 1 else tf.concat(flat, 0))
     raw = tf.stack(rows)                                       # [T, N] (loss-scaled, unweighted)
-    jac = raw * s[:, None] / loss_scale
-    gram_local = tf.matmul(jac, jac, transpose_b=True)
+    # The Gram matrix of the rows s_i ∇_Z L_i, scaled after the product (T × T, not T × N, multiplications).
+    unscale = s / loss_scale
+    gram_local = tf.matmul(raw, raw, transpose_b=True) * (unscale[:, None] * unscale)
     global_values, gram = _all_reduce(values, gram_local)
     if strategy.direct:
+        jac = raw * s[:, None] / loss_scale
         update, lam = strategy.aggregate(jac, global_values * s, active, ctx)
         dz = tf.stop_gradient(update) * loss_scale
         lam = tf.stop_gradient(lam)
     else:
         lam = tf.stop_gradient(strategy.combine(gram, global_values * s, active, ctx))
-        dz = tf.tensordot(s * lam, raw, 1)
-    pieces, offset = [], 0
-    for t in z:
-        size = tf.reduce_prod(tf.shape(t))
-        pieces.append(tf.reshape(dz[offset:offset + size], tf.shape(t)))
-        offset += size
+        dz = tf.matmul(tf.reshape(s * lam, [1, num]), raw)                 # [1, N]
+    if len(z) == 1:
+        pieces = [tf.reshape(dz, tf.shape(z[0]))]
+    else:
+        dz, pieces, offset = tf.reshape(dz, [-1]), [], 0
+        for t in z:
+            size = tf.reduce_prod(tf.shape(t))
+            pieces.append(tf.reshape(dz[offset:offset + size], tf.shape(t)))
+            offset += size
     trunk = tape.gradient(z, rep.trunk, output_gradients=pieces)
-    head = s * tf.stop_gradient(strategy.head_scale(global_values, active))
-    heads = tape.gradient(scaled, rep.heads, output_gradients=head)
-    found = {id(v): g for v, g in zip(rep.trunk + rep.heads, list(trunk) + list(heads))}
+    coef = tf.unstack(s * tf.stop_gradient(strategy.head_scale(global_values, active)), num)
+    head_grads = [_combine_rows([(coef[i], per_head[i][k]) for i in range(num) if per_head[i][k] is not None])
+                  for k in range(len(heads))]
+    found = {id(v): g for v, g in zip(rep.trunk + heads, list(trunk) + head_grads)}
     grads = [found.get(id(v)) for v in trainable]
     if scaled_reg is not None:
         reg_grads = tape.gradient(scaled_reg, trainable)
         grads = [r if g is None else (g if r is None else g + _dense(r)) for g, r in zip(grads, reg_grads)]
     return grads, lam
+
+
+def _combine_rows(parts):
+    """``Σ c·g`` over ``[(c, g)]`` (None for none); IndexedSlices stay sparse, as backprop sums them."""
+    if not parts:
+        return None
+    if all(isinstance(g, tf.IndexedSlices) for _, g in parts):
+        scaled = [tf.IndexedSlices(g.values * tf.cast(c, g.values.dtype), g.indices, g.dense_shape)
+                  for c, g in parts]
+        if len(scaled) == 1:
+            return scaled[0]
+        return tf.IndexedSlices(tf.concat([g.values for g in scaled], 0), tf.concat([g.indices for g in scaled], 0),
+                                scaled[0].dense_shape)
+    dense = [_dense(g) * tf.cast(c, g.dtype) for c, g in parts]
+    return dense[0] if len(dense) == 1 else tf.add_n(dense)
