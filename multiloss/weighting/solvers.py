@@ -126,22 +126,15 @@ def _normalise(w, present):
     return w / tf.maximum(tf.reduce_sum(w), 1e-300)
 
 
-def _min_norm_candidates(ms, d, p, masks):
-    """``(z, α, value, feasible)`` of the KKT point on each support (row of ``masks``, ``[S, n]``)."""
-    z = tf.linalg.solve(_restricted(ms, masks), (masks * d[None, :])[:, :, None])[:, :, 0] * masks
-    dz = tf.reduce_sum(z * d[None, :], 1)
-    beta = tf.math.divide_no_nan(z, dz[:, None])
-    alpha = beta * d[None, :]
-    allowed = tf.reduce_all(masks <= p[None, :], axis=1)
-    feasible = tf.logical_and(tf.logical_and(allowed, dz > 0), tf.reduce_all(alpha >= 0.0, axis=1))
-    value = tf.math.reciprocal_no_nan(dz)                   # βᵀM̃β = zᵀd/(dᵀz)² = 1/dᵀz
-    return z, alpha, value, feasible
-
-
 def _min_norm_enumerate(ms, d, p):
     """The best feasible KKT point over every support (before :func:`_normalise`)."""
     masks = tf.constant(_supports(ms.shape[0]))
-    _, alpha, value, feasible = _min_norm_candidates(ms, d, p, masks)
+    z = tf.linalg.solve(_restricted(ms, masks), (masks * d[None, :])[:, :, None])[:, :, 0] * masks
+    dz = tf.reduce_sum(z * d[None, :], 1)
+    alpha = tf.math.divide_no_nan(z, dz[:, None]) * d[None, :]
+    allowed = tf.reduce_all(masks <= p[None, :], axis=1)
+    feasible = tf.logical_and(tf.logical_and(allowed, dz > 0), tf.reduce_all(alpha >= 0.0, axis=1))
+    value = tf.math.reciprocal_no_nan(dz)                   # βᵀM̃β = zᵀd/(dᵀz)² = 1/dᵀz
     return _pick(alpha, value, feasible)
 
 
@@ -177,7 +170,7 @@ def min_norm_warm(gram, present, support):
     """
     ms, d, p, zero = _scaled(gram, present)
     s = tf.cast(support, _F64)
-    # The KKT point on S, as in _min_norm_candidates (written for one support: fewer, smaller ops).
+    # The KKT point on S, as in _min_norm_enumerate (written for one support: fewer, smaller ops).
     z = tf.reshape(tf.linalg.solve(_restricted_one(ms, s), _column(s * d)), [-1]) * s
     dz = tf.reduce_sum(z * d)
     alpha = tf.math.divide_no_nan(z, dz) * d
@@ -262,11 +255,6 @@ def min_norm(gram, present, solver: str = "auto", max_iter: int = 250, tol: floa
         support.assign(new)
         return alpha
     return min_norm_frank_wolfe(gram, present, max_iter, tol)
-
-
-def _cagrad_objective(w, m, a, rho):
-    quad = tf.einsum("...i,ij,...j->...", w, m, w)
-    return tf.einsum("...i,i->...", w, a) + rho * tf.sqrt(tf.maximum(quad, 0.0))
 
 
 def _cagrad_problem(gram, b, rho, present):
