@@ -334,10 +334,17 @@ class CompositeLoss:
         term is *present* when at least one of its elements (in any replica)
         has a nonzero weight.
         """
+        nums, dens, present = self.term_parts(y_true, y_pred, sample_weight)
+        return [ops.divide_no_nan(nums[i], dens[i]) for i in range(len(nums))], present
+
+    def term_parts(self, y_true, y_pred, sample_weight):
+        """``(per-term numerators, global denominators [T], present [T])``: L_i = Σ_replicas num_i / den_i.
+
+        The denominators hold no trainable dependency, so ∇L_i = ∇num_i / den_i: a
+        backward pass can start at ``num_i`` with the output gradient ``1/den_i``.
+        """
         nums, dens, nonzero = self._parts(y_true, y_pred, sample_weight, counts=True)
-        values = [ops.divide_no_nan(nums[i], dens[i]) for i in range(len(nums))]
-        present = ops.cast(nonzero > 0, self.dtype)
-        return values, present
+        return nums, dens, ops.cast(nonzero > 0, self.dtype)
 
     def _compute(self, y_true, y_pred, sample_weight):
         if self.weighting is None:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import multiloss as ml
 from multiloss.weighting import STRATEGIES, Params, Strategy, WeightCollapseWarning
+from multiloss.weighting import step as weighting_step
 from multiloss.weighting.pcgrad import random_order
 
 NEW = ["nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "famo", "db_mtl", "graddrop"]
@@ -63,7 +64,10 @@ def _min_norm_two(g):
     return np.array([a, 1 - a])
 
 
-def test_mgda_ub_moves_the_trunk_along_the_min_norm_combination_of_representation_gradients():
+@pytest.mark.parametrize("stitch_max", [None, 0])
+def test_mgda_ub_moves_the_trunk_along_the_min_norm_combination_of_representation_gradients(stitch_max, monkeypatch):
+    if stitch_max is not None:                  # the rows stacked by Pack instead of DynamicStitch
+        monkeypatch.setattr(weighting_step, "STITCH_MAX", stitch_max)
     model = _model(seed=2)
     ml.compile(model, _spec("mgda", "representation"), optimizer=keras.optimizers.SGD(1.0))
     x, y = _data()
@@ -90,6 +94,17 @@ def test_mgda_ub_moves_the_trunk_along_the_min_norm_combination_of_representatio
         np.testing.assert_allclose(b - v.numpy(), g, rtol=2e-4, atol=1e-7)    # heads: their own gradient
     np.testing.assert_allclose([hist["cls_weight"][0], hist["reg_weight"][0]], lam * [1.0, 0.5], rtol=1e-4)
     assert model.loss.weighting.representation.names == ["rep"]
+
+
+def test_row_stacking_gives_np_stack_on_both_sides_of_the_stitch_limit_and_with_a_dynamic_batch():
+    r = np.random.default_rng(0)
+    small = [r.normal(size=(4, 8)).astype("float32") for _ in range(3)]
+    large = [r.normal(size=(2, weighting_step.STITCH_MAX)).astype("float32") for _ in range(3)]
+    for rows in (small, large):
+        np.testing.assert_array_equal(weighting_step._stack([tf.constant(a) for a in rows]).numpy(), np.stack(rows))
+        dynamic = tf.function(lambda *t: weighting_step._stack(list(t)),
+                              input_signature=[tf.TensorSpec([None, rows[0].shape[1]], tf.float32)] * 3)
+        np.testing.assert_array_equal(dynamic(*rows).numpy(), np.stack(rows))
 
 
 def test_pcgrad_whole_gradient_scope_is_algorithm_1_on_every_parameter():

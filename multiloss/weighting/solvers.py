@@ -76,19 +76,17 @@ def _scaled(gram, present):
     """``(M̃, d, p, zero)``: the unit-diagonal Gram matrix, d = 1/‖g‖ (1 for a zero gradient),
     the present mask, and which present tasks have a zero gradient."""
     m = tf.cast(gram, _F64)
-    m = 0.5 * (m + tf.transpose(m))
     # A non-finite Gram matrix (a step the non-finite guard skips) must not make a solve raise
-    # ("not invertible"): the matrices are built from its finite entries, and d carries a NaN.
-    finite = tf.math.is_finite(m)
+    # ("not invertible"): it is solved as if it were 0, and d carries a NaN.  (A float64 sum of
+    # float32 entries cannot overflow: it is non-finite exactly when an entry is.)
+    finite = tf.math.is_finite(tf.reduce_sum(m))
     m = tf.where(finite, m, 0.0)
     p = tf.cast(present, _F64)
-    diag = tf.maximum(tf.linalg.diag_part(m), 0.0)
-    zero = tf.logical_and(diag <= 0.0, p > 0)
-    pos = diag > 0
-    d = tf.where(pos, tf.math.rsqrt(tf.where(pos, diag, 1.0)), 1.0)
-    ms = m * _column(d) * d
-    d_out = tf.where(tf.reduce_all(finite), d, np.nan)
-    return ms + tf.constant(RIDGE * np.eye(m.shape[0]), _F64), d_out, p, zero
+    pos = tf.linalg.diag_part(m) > 0
+    d = tf.where(pos, tf.math.rsqrt(tf.where(pos, tf.linalg.diag_part(m), 1.0)), 1.0)
+    ms = 0.5 * (m + tf.transpose(m)) * _column(d) * d           # symmetrised, then D·M·D
+    zero = tf.logical_and(tf.logical_not(pos), p > 0)
+    return ms + tf.constant(RIDGE * np.eye(m.shape[0]), _F64), tf.where(finite, d, np.nan), p, zero
 
 
 def _column(x):
@@ -103,7 +101,7 @@ def _prepare(gram, present):
 
 def _restricted_one(m, s):
     """The KKT matrix of one support ``s`` (the same values as a row of :func:`_restricted`)."""
-    return m * (_column(s) * s) + tf.linalg.diag(1.0 - s)
+    return tf.where(_column(s) * s > 0, m, tf.eye(m.shape[0], dtype=_F64))
 
 
 def _restricted(m, masks):
@@ -170,17 +168,18 @@ def min_norm_warm(gram, present, support):
     """
     ms, d, p, zero = _scaled(gram, present)
     s = tf.cast(support, _F64)
-    # The KKT point on S, as in _min_norm_enumerate (written for one support: fewer, smaller ops).
-    z = tf.reshape(tf.linalg.solve(_restricted_one(ms, s), _column(s * d)), [-1]) * s
+    # The KKT point on S, as in _min_norm_enumerate (written for one support: fewer, smaller ops).  The
+    # KKT matrix is the identity off S and the right-hand side 0 there, so z is exactly 0 off S.
+    z = tf.reshape(tf.linalg.solve(_restricted_one(ms, s), _column(s * d)), [-1])
     dz = tf.reduce_sum(z * d)
-    alpha = tf.math.divide_no_nan(z, dz) * d
+    alpha = z * (d / dz)
     # Per task: primal (α ≥ 0, S ⊆ present) and dual ((M̃z)_i ≥ d_i off S, for present tasks).
     dual = tf.logical_or(tf.reduce_sum(ms * z, 1) >= d, tf.logical_or(s > 0, p <= 0))
     each = tf.logical_and(tf.logical_and(alpha >= 0.0, s <= p), dual)
     verified = tf.logical_and(tf.reduce_all(each), dz > 0)
-    alpha = tf.cond(tf.logical_or(verified, tf.reduce_any(zero)),
-                    lambda: alpha, lambda: _min_norm_enumerate(ms, d, p))
-    alpha = _zero_vertex(_normalise(alpha, p), zero)
+    # The warm point is on the simplex already (Σα = dᵀz/dᵀz); the rest only where the check fails.
+    alpha = tf.cond(tf.logical_and(verified, tf.logical_not(tf.reduce_any(zero))), lambda: alpha,
+                    lambda: _zero_vertex(_normalise(_min_norm_enumerate(ms, d, p), p), zero))
     return alpha, tf.cast(alpha > 0, support.dtype), verified
 
 
@@ -332,22 +331,23 @@ def cagrad_warm(gram, b, rho, present, support):
     """
     ms, d, p, a_s, rho_s = _cagrad_problem(gram, b, rho, present)
     s = tf.cast(support, _F64)
-    # The KKT point on S with the root μ₊, as in _cagrad_candidates (written for one support).
+    # The KKT point on S with the root μ₊, as in _cagrad_candidates (written for one support; z and y
+    # are exactly 0 off S, where the KKT matrix is the identity and the right-hand side 0).
     da = tf.stack([d, a_s], 1)
-    zy = tf.linalg.solve(_restricted_one(ms, s), da * _column(s)) * _column(s)
+    zy = tf.linalg.solve(_restricted_one(ms, s), da * _column(s))
     z, y = tf.unstack(zy, axis=1)
     d_z, d_y, _, a_y = tf.unstack(tf.reshape(tf.matmul(da, zy, transpose_a=True), [4]))   # dᵀz, dᵀy, ·, ãᵀy
-    root = tf.sqrt(tf.maximum(d_y ** 2 - d_z * (a_y - rho_s ** 2), 0.0))
+    root = tf.sqrt(tf.maximum(d_y * d_y - d_z * (a_y - rho_s * rho_s), 0.0))
     mu = tf.math.divide_no_nan(d_y + root, d_z)
     v = mu * z - y
-    total = mu * d_z - d_y                                                     # dᵀv
-    w = tf.math.divide_no_nan(v, total) * d * tf.cast(total > 0, _F64)
+    total = mu * d_z - d_y                                                     # dᵀv, so Σw = 1
+    w = v * (d / total)
     # There vᵀM̃v = ρ², so ∇F(β) = ã + M̃v and the multiplier is μ (ã_S + M̃_S v_S = μ d_S).
     # Per task: primal (w ≥ 0, S ⊆ present) and dual (∇F_i ≥ μ d_i off S, for present tasks).
     dual = tf.logical_or(a_s + tf.reduce_sum(ms * v, 1) >= mu * d, tf.logical_or(s > 0, p <= 0))
     each = tf.logical_and(tf.logical_and(w >= 0.0, s <= p), dual)
-    verified = tf.logical_and(tf.reduce_all(each), tf.abs(tf.reduce_sum(w) - 1.0) < 1e-9)
-    w = _normalise(tf.cond(verified, lambda: w, lambda: _cagrad_enumerate(ms, d, p, a_s, rho_s)), p)
+    verified = tf.logical_and(tf.reduce_all(each), total > 0)
+    w = tf.cond(verified, lambda: w, lambda: _normalise(_cagrad_enumerate(ms, d, p, a_s, rho_s), p))
     return w, tf.cast(w > 0, support.dtype), verified
 
 
