@@ -36,7 +36,11 @@ def _warm(kind, m, present, hint):
     if kind == "mgda":
         return solvers.min_norm_warm(m, present, hint)
     b, rho = _cagrad_args(m, present)
-    return solvers.cagrad_warm(m, b, rho, present, hint)
+    w, u, support, verified = solvers.cagrad_warm(m, b, rho, present, hint)
+    # u = (ρ/‖g_w‖)·w, the update's coefficients beyond g_0 (from d∘v on the warm path)
+    want = rho / np.sqrt(max(w.numpy() @ m @ w.numpy(), 0.0)) * w.numpy() if rho > 0 else 0 * w.numpy()
+    np.testing.assert_allclose(u.numpy(), want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+    return w, support, verified
 
 
 def _enumerated(kind, m, present):
@@ -123,7 +127,7 @@ def test_a_task_just_inside_or_outside_the_cagrad_support_is_decided_like_the_en
     rho = 0.5 * np.sqrt(b @ g @ g.T @ b)
     want = solvers.cagrad_exact(g @ g.T, b, rho, np.ones(5)).numpy()
     assert (want[4] > 1e-11) == (delta > 0)
-    got, _, verified = solvers.cagrad_warm(g @ g.T, b, rho, np.ones(5), np.append(w > 0, 0).astype("float32"))
+    got, _, _, verified = solvers.cagrad_warm(g @ g.T, b, rho, np.ones(5), np.append(w > 0, 0).astype("float32"))
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-13)
     assert bool(verified) == (delta < 0)
 
@@ -151,7 +155,7 @@ def test_identical_parallel_and_zero_gradients_keep_the_enumerations_choice():
         np.testing.assert_array_equal(support.numpy(), [0, 1, 0])
     b, rho = _cagrad_args(g @ g.T, ones)
     for hint in ([1, 1, 1], [0, 1, 0], [1, 0, 1]):
-        got, _, _ = solvers.cagrad_warm(g @ g.T, b, rho, ones, np.array(hint, "float32"))
+        got = solvers.cagrad_warm(g @ g.T, b, rho, ones, np.array(hint, "float32"))[0]
         np.testing.assert_allclose(got.numpy(), solvers.cagrad_exact(g @ g.T, b, rho, ones).numpy(), atol=1e-12)
 
 
@@ -198,8 +202,11 @@ def test_warm_solvers_under_xla_take_either_branch():
         if kind == "mgda":
             fn = tf.function(lambda m, h: solvers.min_norm_warm(m, tf.ones(t, tf.float64), h), jit_compile=True)
         else:
-            fn = tf.function(lambda m, h, b=b, rho=rho: solvers.cagrad_warm(m, b, rho, tf.ones(t, tf.float64), h),
-                             jit_compile=True)
+            def warm(m, h, b=b, rho=rho):
+                w, _, support, verified = solvers.cagrad_warm(m, b, rho, tf.ones(t, tf.float64), h)
+                return w, support, verified
+
+            fn = tf.function(warm, jit_compile=True)
         for hint in ((want > 0).astype("float32"), np.ones(t, "float32"), (r.uniform(size=t) > 0.5).astype("float32")):
             got, support, verified = fn(tf.constant(m), tf.constant(hint))
             np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-14)
@@ -228,6 +235,13 @@ def _data(n=32, heads=4, seed=1):
     return x, {f"t{i}": ((-1) ** i * x[:, :2] + r.normal(size=(n, 2))).astype("float32") for i in range(heads)}
 
 
+def _cagrad_enumerated(m, b, rho, present):
+    """``(w, u)`` by enumeration, u = (ρ/‖g_w‖)·w written out here."""
+    w = solvers.cagrad_exact(m, b, rho, present)
+    m64 = tf.cast(m, tf.float64)
+    return w, tf.math.divide_no_nan(tf.cast(rho, tf.float64), tf.sqrt(tf.reduce_sum(w * tf.linalg.matvec(m64, w)))) * w
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["mgda", "cagrad"])
 def test_fit_with_the_warm_start_equals_fit_with_enumeration_under_jit_and_not(strategy, monkeypatch):
@@ -236,8 +250,7 @@ def test_fit_with_the_warm_start_equals_fit_with_enumeration_under_jit_and_not(s
     for label, jit, warm in (("warm", False, True), ("warm+xla", True, True), ("enumeration", False, False)):
         if not warm:   # the strategies without their hint: every step enumerates
             monkeypatch.setattr(solvers, "min_norm_warm", lambda m, p, s: (solvers.min_norm_exact(m, p), s, False))
-            monkeypatch.setattr(solvers, "cagrad_warm",
-                                lambda m, b, rho, p, s: (solvers.cagrad_exact(m, b, rho, p), s, False))
+            monkeypatch.setattr(solvers, "cagrad_warm", lambda m, b, rho, p, s: _cagrad_enumerated(m, b, rho, p) + (s, False))
         model = _model(seed=3)
         ml.compile(model, _spec(strategy), optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
         runs[label] = model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False).history

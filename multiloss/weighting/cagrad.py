@@ -49,11 +49,9 @@ def cagrad_coefficients(gram, present, c: float, rescale: int = 1, solver: str =
     b = p / k
     g0_norm = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", b, gram, b), 0.0))
     rho = c * g0_norm
-    w = solvers.cagrad_weights(gram, b, rho, p, solver, max_iter, tol, support)
-    gw_norm = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", w, gram, w), 0.0))
-    lam = b + tf.math.divide_no_nan(rho, gw_norm) * w
+    w, u = solvers.cagrad_direction(gram, b, rho, p, solver, max_iter, tol, support)      # u = (ρ/‖g_w‖)·w
     div = {0: 1.0, 1: 1.0 + c ** 2, 2: 1.0 + c}[rescale]
-    return k * lam / div, w
+    return k * (b + u) / div, w
 
 
 class CAGrad(Strategy):

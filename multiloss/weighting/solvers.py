@@ -5,7 +5,8 @@ the per-task gradients (never on the gradients themselves), in float64.
 
 * :func:`min_norm` — MGDA's problem ``min_{α∈Δ} αᵀMα``: the min-norm point
   of the convex hull of the gradients.
-* :func:`cagrad_weights` — CAGrad's dual ``min_{w∈Δ} wᵀMb + ρ·√(wᵀMw)``.
+* :func:`cagrad_weights` — CAGrad's dual ``min_{w∈Δ} wᵀMb + ρ·√(wᵀMw)``
+  (:func:`cagrad_direction`: with the coefficients of its update).
 * :func:`nonneg_qp` — ``min_{x≥0} ½xᵀAx + bᵀx`` for several b (UPGrad's projections).
 * :func:`nash_weights` — Nash-MTL's bargaining solution ``α ⊙ (Mα) = 1``.
 
@@ -83,7 +84,7 @@ def _scaled(gram, present):
     m = tf.where(finite, m, 0.0)
     p = tf.cast(present, _F64)
     pos = tf.linalg.diag_part(m) > 0
-    d = tf.where(pos, tf.math.rsqrt(tf.where(pos, tf.linalg.diag_part(m), 1.0)), 1.0)
+    d = tf.math.rsqrt(tf.where(pos, tf.linalg.diag_part(m), 1.0))
     ms = 0.5 * (m + tf.transpose(m)) * _column(d) * d           # symmetrised, then D·M·D
     zero = tf.logical_and(tf.logical_not(pos), p > 0)
     return ms + tf.constant(RIDGE * np.eye(m.shape[0]), _F64), tf.where(finite, d, np.nan), p, zero
@@ -257,13 +258,14 @@ def min_norm(gram, present, solver: str = "auto", max_iter: int = 250, tol: floa
 
 
 def _cagrad_problem(gram, b, rho, present):
-    """``(M̃, d, p, ã, ρ̃)``: the scaled problem, with ã = D·M·b and ρ divided by ``max(‖ã‖∞, ρ)``."""
+    """``(M̃, d, p, ã, ρ)``: the scaled problem, with ã = D·M·b.
+
+    (ã_i = ⟨g_i, g_0⟩/‖g_i‖ and ρ = c‖g_0‖ are both of the order of ‖g_0‖, which a float32
+    Gram matrix bounds far inside the float64 range: no further scaling is needed.)
+    """
     ms, d, p, _ = _scaled(gram, present)
-    rho = tf.cast(rho, _F64)
     # D·M·b = M̃·(D⁻¹b) (M̃ without its ridge would do as well; the ridge is at round-off level)
-    a_s = tf.linalg.matvec(ms, tf.math.divide_no_nan(tf.cast(b, _F64), d))
-    unit = tf.maximum(tf.maximum(tf.reduce_max(tf.abs(a_s)), rho), 1e-300)
-    return ms, d, p, a_s / unit, rho / unit
+    return ms, d, p, tf.reduce_sum(ms * (tf.cast(b, _F64) / d), 1), tf.cast(rho, _F64)
 
 
 def _cagrad_candidates(ms, d, p, a_s, rho_s, masks):
@@ -311,23 +313,25 @@ def cagrad_exact(gram, b, rho, present):
     In β = D⁻¹w (``dᵀβ = 1``) with ã = D·Mb, the KKT conditions on a support S
     give ``β ∝ μ·z − y`` with ``z = M̃_S⁻¹d_S``, ``y = M̃_S⁻¹ã_S`` and μ a root of
     ``(dᵀz)μ² − 2(dᵀy)μ + ãᵀy − ρ² = 0``; both roots are candidates, and so are
-    the vertices.  ã and ρ are first divided by ``max(‖ã‖∞, ρ)``
-    (the argmin does not change when the objective is scaled).
+    the vertices.
     """
     ms, d, p, a_s, rho_s = _cagrad_problem(gram, b, rho, present)
     return _normalise(_cagrad_enumerate(ms, d, p, a_s, rho_s), p)
 
 
 def cagrad_warm(gram, b, rho, present, support):
-    """:func:`cagrad_exact` warm-started from a guessed support: ``(w, support of w, verified)``.
+    """:func:`cagrad_exact` warm-started from a guessed support: ``(w, u, support of w, verified)``,
+    with ``u = (ρ/‖g_w‖)·w`` (see :func:`cagrad_direction`).
 
     The KKT point β ∝ v = μz − y on ``support`` (root μ₊; one small solve) is the
-    optimum iff it passes the enumeration's feasibility test (w ≥ 0 on present
-    tasks, Σw = 1) and, for every present task off S, ``∇F(β)_i ≥ μ·d_i``
-    (⟨g_i, d⟩ ≥ F(w)): F is convex; with vᵀM̃v = ρ² (the quadratic in μ) the
-    gradient is ``∇F(β) = ã + M̃v`` and μ = F(β) is the multiplier of dᵀβ = 1
-    (``ã_S + M̃_S v_S = μ d_S`` on S).  Otherwise (``verified`` false) the full
-    enumeration runs, inside a ``tf.cond``.  No tolerance, as in :func:`min_norm_warm`.
+    optimum iff the quadratic in μ has a real root (then vᵀM̃v = ρ²), the point
+    passes the enumeration's feasibility test (w ≥ 0 on present tasks, Σw = 1)
+    and, for every present task off S, ``∇F(β)_i ≥ μ·d_i`` (⟨g_i, d⟩ ≥ F(w)):
+    F is convex; with vᵀM̃v = ρ² the gradient is ``∇F(β) = ã + M̃v`` and μ = F(β)
+    is the multiplier of dᵀβ = 1 (``ã_S + M̃_S v_S = μ d_S`` on S).  There
+    ‖g_w‖ = ρ/dᵀv, so u = ρ·w/‖g_w‖ = d∘v with no further product.  Otherwise
+    (``verified`` false) the full enumeration runs, inside a ``tf.cond``.  No
+    tolerance, as in :func:`min_norm_warm`.
     """
     ms, d, p, a_s, rho_s = _cagrad_problem(gram, b, rho, present)
     s = tf.cast(support, _F64)
@@ -337,18 +341,29 @@ def cagrad_warm(gram, b, rho, present, support):
     zy = tf.linalg.solve(_restricted_one(ms, s), da * _column(s))
     z, y = tf.unstack(zy, axis=1)
     d_z, d_y, _, a_y = tf.unstack(tf.reshape(tf.matmul(da, zy, transpose_a=True), [4]))   # dᵀz, dᵀy, ·, ãᵀy
-    root = tf.sqrt(tf.maximum(d_y * d_y - d_z * (a_y - rho_s * rho_s), 0.0))
-    mu = tf.math.divide_no_nan(d_y + root, d_z)
+    disc = d_y * d_y - d_z * (a_y - rho_s * rho_s)
+    mu = tf.math.divide_no_nan(d_y + tf.sqrt(tf.maximum(disc, 0.0)), d_z)
     v = mu * z - y
     total = mu * d_z - d_y                                                     # dᵀv, so Σw = 1
-    w = v * (d / total)
-    # There vᵀM̃v = ρ², so ∇F(β) = ã + M̃v and the multiplier is μ (ã_S + M̃_S v_S = μ d_S).
+    dv = d * v
+    w = dv / total
     # Per task: primal (w ≥ 0, S ⊆ present) and dual (∇F_i ≥ μ d_i off S, for present tasks).
     dual = tf.logical_or(a_s + tf.reduce_sum(ms * v, 1) >= mu * d, tf.logical_or(s > 0, p <= 0))
     each = tf.logical_and(tf.logical_and(w >= 0.0, s <= p), dual)
-    verified = tf.logical_and(tf.reduce_all(each), total > 0)
-    w = tf.cond(verified, lambda: w, lambda: _normalise(_cagrad_enumerate(ms, d, p, a_s, rho_s), p))
-    return w, tf.cast(w > 0, support.dtype), verified
+    verified = tf.logical_and(tf.reduce_all(each), tf.logical_and(total > 0, disc >= 0))
+
+    def enumerate_():
+        best = _normalise(_cagrad_enumerate(ms, d, p, a_s, rho_s), p)
+        return best, _beyond_mean(gram, rho, best)
+
+    w, u = tf.cond(verified, lambda: (w, dv), enumerate_)
+    return w, u, tf.cast(w > 0, support.dtype), verified
+
+
+def _beyond_mean(gram, rho, w):
+    """``u = (ρ/‖g_w‖)·w`` from the Gram matrix (0 where ρ or g_w is 0)."""
+    gw = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", w, tf.cast(gram, _F64), w), 0.0))
+    return tf.math.divide_no_nan(tf.cast(rho, _F64), gw) * w
 
 
 def cagrad_frank_wolfe(gram, b, rho, present, max_iter: int = 250, tol: float = 1e-6):
@@ -381,16 +396,23 @@ def cagrad_frank_wolfe(gram, b, rho, present, max_iter: int = 250, tol: float = 
     return _frank_wolfe(grad, line, scale, p, max_iter, tol)
 
 
-def cagrad_weights(gram, b, rho, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6,
-                   support=None):
-    """CAGrad's dual weights w (float64, on the simplex of present tasks); ``support`` as in :func:`min_norm`."""
+def cagrad_weights(gram, b, rho, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6):
+    """CAGrad's dual weights w (float64, on the simplex of present tasks), without a warm start."""
     if uses_exact(solver, gram.shape[0]):
-        if support is None:
-            return cagrad_exact(gram, b, rho, present)
-        w, new, _ = cagrad_warm(gram, b, rho, present, support)
-        support.assign(new)
-        return w
+        return cagrad_exact(gram, b, rho, present)
     return cagrad_frank_wolfe(gram, b, rho, present, max_iter, tol)
+
+
+def cagrad_direction(gram, b, rho, present, solver: str = "auto", max_iter: int = 250, tol: float = 1e-6,
+                     support=None):
+    """``(w, u)``: CAGrad's dual weights and ``u = (ρ/‖g_w‖)·w``, so that its direction is
+    ``g_0 + Σ u_i g_i`` (float64).  ``support``: the exact solver's warm start, as in :func:`min_norm`."""
+    if support is not None and uses_exact(solver, gram.shape[0]):
+        w, u, new, _ = cagrad_warm(gram, b, rho, present, support)
+        support.assign(new)
+        return w, u
+    w = cagrad_weights(gram, b, rho, present, solver, max_iter, tol)
+    return w, _beyond_mean(gram, rho, w)
 
 
 def nonneg_qp(gram, b, present, solver: str = "auto", max_iter: int = 500):
