@@ -73,8 +73,19 @@ def snapshot(variables: list) -> list:
 
 def restore_unless(ok, variables: list, saved: list) -> None:
     """Put back the ``saved`` values where the step is not finite (a strategy's state, the weights)."""
-    for var, value in zip(variables, saved):
-        var.assign(ops.where(ok, var, value))
+    if not variables:
+        return
+    if tf.distribute.has_strategy() and tf.distribute.get_replica_context() is not None:
+        # In a replica context the writes synchronise replicas, which a cond cannot hold.
+        for var, value in zip(variables, saved):
+            var.assign(ops.where(ok, var, value))
+        return
+
+    def restore():
+        for var, value in zip(variables, saved):
+            var.assign(value)
+
+    tf.cond(ok, lambda: None, restore)      # a finite step writes nothing more
 
 
 def apply_if_finite(optimizer, grads_and_vars: list, ok) -> None:

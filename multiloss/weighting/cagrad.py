@@ -47,7 +47,7 @@ def cagrad_coefficients(gram, present, c: float, rescale: int = 1, solver: str =
     p = tf.cast(present, tf.float64)
     k = tf.maximum(tf.reduce_sum(p), 1.0)
     b = p / k
-    g0_norm = tf.sqrt(tf.maximum(tf.einsum("i,ij,j->", b, gram, b), 0.0))
+    g0_norm = tf.sqrt(tf.maximum(tf.reduce_sum(b * tf.reduce_sum(gram * b, 1)), 0.0))
     rho = c * g0_norm
     w, u = solvers.cagrad_direction(gram, b, rho, p, solver, max_iter, tol, support)      # u = (ρ/‖g_w‖)·w
     div = {0: 1.0, 1: 1.0 + c ** 2, 2: 1.0 + c}[rescale]
@@ -65,7 +65,7 @@ class CAGrad(Strategy):
         # The exact solver's warm start: the support of the last dual weights.  Only a hint (each step
         # verifies it and enumerates when it fails), so it is not part of the state that the
         # non-finite guard restores or that is saved: a wrong or reset hint costs one enumeration.
-        self.support = state_variable(np.ones(self.num_terms), "multiloss_cagrad_support")
+        self.support = state_variable(np.ones(self.num_terms), "multiloss_cagrad_support", dtype="float64")
         self.state = {"current": self.current}
 
     def weights(self, values, present, ctx):

@@ -47,7 +47,7 @@ class MGDA(Strategy):
         # The exact solver's warm start: the support of the last α.  Only a hint (each step
         # verifies it and enumerates when it fails), so it is not part of the state that the
         # non-finite guard restores or that is saved: a wrong or reset hint costs one enumeration.
-        self.support = state_variable(np.ones(self.num_terms), "multiloss_mgda_support")
+        self.support = state_variable(np.ones(self.num_terms), "multiloss_mgda_support", dtype="float64")
         self.state = {"current": self.current}
 
     def weights(self, values, present, ctx):

@@ -81,7 +81,7 @@ def _scaled(gram, present):
     # ("not invertible"): it is solved as if it were 0, and d carries a NaN.  (A float64 sum of
     # float32 entries cannot overflow: it is non-finite exactly when an entry is.)
     finite = tf.math.is_finite(tf.reduce_sum(m))
-    m = tf.where(finite, m, 0.0)
+    m = tf.math.multiply_no_nan(m, tf.cast(finite, _F64))      # 0 (NaN and Inf included) when not finite
     p = tf.cast(present, _F64)
     pos = tf.linalg.diag_part(m) > 0
     d = tf.math.rsqrt(tf.where(pos, tf.linalg.diag_part(m), 1.0))
@@ -180,8 +180,18 @@ def min_norm_warm(gram, present, support):
     verified = tf.logical_and(tf.reduce_all(each), dz > 0)
     # The warm point is on the simplex already (Σα = dᵀz/dᵀz); the rest only where the check fails.
     alpha = tf.cond(tf.logical_and(verified, tf.logical_not(tf.reduce_any(zero))), lambda: alpha,
-                    lambda: _zero_vertex(_normalise(_min_norm_enumerate(ms, d, p), p), zero))
+                    lambda: _fallback(min_norm_exact, gram, present))
     return alpha, tf.cast(alpha > 0, support.dtype), verified
+
+
+def _fallback(fn, *args):
+    """``fn(*args)`` as one function call in the graph (the enumeration, in the false branch of the warm
+    start's ``tf.cond``): a branch not taken costs the executor a step per node, ≈ 10 µs per train step
+    for an inlined enumeration on a 2-core CPU, and a single call node costs one."""
+    if tf.executing_eagerly():
+        return fn(*args)
+    return tf.function(fn, autograph=False, experimental_attributes={"_noinline": True})(
+        *[tf.convert_to_tensor(a) for a in args])
 
 
 def _frank_wolfe(grad_fn, line_fn, gap_scale_fn, p, max_iter: int, tol: float):
@@ -342,7 +352,8 @@ def cagrad_warm(gram, b, rho, present, support):
     z, y = tf.unstack(zy, axis=1)
     d_z, d_y, _, a_y = tf.unstack(tf.reshape(tf.matmul(da, zy, transpose_a=True), [4]))   # dᵀz, dᵀy, ·, ãᵀy
     disc = d_y * d_y - d_z * (a_y - rho_s * rho_s)
-    mu = tf.math.divide_no_nan(d_y + tf.sqrt(tf.maximum(disc, 0.0)), d_z)
+    # Without a real root (disc < 0: not a KKT point) or with an empty S, μ and dᵀv are NaN: not verified.
+    mu = (d_y + tf.sqrt(disc)) / d_z
     v = mu * z - y
     total = mu * d_z - d_y                                                     # dᵀv, so Σw = 1
     dv = d * v
@@ -350,13 +361,13 @@ def cagrad_warm(gram, b, rho, present, support):
     # Per task: primal (w ≥ 0, S ⊆ present) and dual (∇F_i ≥ μ d_i off S, for present tasks).
     dual = tf.logical_or(a_s + tf.reduce_sum(ms * v, 1) >= mu * d, tf.logical_or(s > 0, p <= 0))
     each = tf.logical_and(tf.logical_and(w >= 0.0, s <= p), dual)
-    verified = tf.logical_and(tf.reduce_all(each), tf.logical_and(total > 0, disc >= 0))
+    verified = tf.logical_and(tf.reduce_all(each), total > 0)
 
-    def enumerate_():
-        best = _normalise(_cagrad_enumerate(ms, d, p, a_s, rho_s), p)
+    def enumerate_(gram, b, rho, present):
+        best = cagrad_exact(gram, b, rho, present)
         return best, _beyond_mean(gram, rho, best)
 
-    w, u = tf.cond(verified, lambda: (w, dv), enumerate_)
+    w, u = tf.cond(verified, lambda: (w, dv), lambda: _fallback(enumerate_, gram, b, rho, present))
     return w, u, tf.cast(w > 0, support.dtype), verified
 
 
