@@ -15,7 +15,9 @@ machine load hits all of them equally.  Each repeat is one ``model.fit``
 epoch of ``--steps`` batches; its wall time divided by ``--steps`` is one
 ms/step sample.  The table shows the median per strategy and the ratio to
 static (targets: uncertainty, DWA, RLW ≤ 1.05; GradNorm ≤ 1.5), plus the
-same ratio in process CPU time, and the backward passes per step:
+same ratio in process CPU time, the *paired* CPU ratio (the median over
+repeats of the strategy's CPU time over static's in the same repeat, which
+cancels drift of the machine between repeats), and the backward passes per step:
 
 * static, uncertainty, dwa, rlw: 1 (Keras's own step);
 * gradnorm: 1 full pass + N short ones (each from one head to the last shared layer);
@@ -180,10 +182,12 @@ def main(argv=None) -> None:
         base_wall = statistics.median(samples["static"][0])
         base_cpu = statistics.median(samples["static"][1])
         print(f"\n{n} heads")
-        print(f"{'strategy':<16}  {'ms/step':>8}  {'ratio':>6}  {'cpu ratio':>9}  {'backward passes':>15}")
+        print(f"{'strategy':<16}  {'ms/step':>8}  {'ratio':>6}  {'cpu ratio':>9}  {'cpu paired':>10}  "
+              f"{'backward passes':>15}")
         for strategy, (wall, cpu) in samples.items():
             med, med_cpu = statistics.median(wall), statistics.median(cpu)
-            print(f"{strategy:<16}  {med:>8.3f}  {med / base_wall:>6.3f}  {med_cpu / base_cpu:>9.3f}  "
+            paired = statistics.median(c / b for c, b in zip(cpu, samples["static"][1]))
+            print(f"{strategy:<16}  {med:>8.3f}  {med / base_wall:>6.3f}  {med_cpu / base_cpu:>9.3f}  {paired:>10.3f}  "
                   f"{passes(strategy, n):>15}", flush=True)
             if args.verbose:
                 print("              wall:", " ".join(f"{t:.3f}" for t in wall))

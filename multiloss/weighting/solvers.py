@@ -32,11 +32,12 @@ T ≤ 8 (255 systems of size ≤ 8).
 CAGrad strategies keep the last support in a variable).  The optimal
 support rarely changes between steps, so the KKT point on the previous
 support is computed first (one solve of size T) and *verified*: primal
-feasibility as in the enumeration (weights ≥ 0, support ⊆ present tasks)
-and dual feasibility for every present task off the support (MGDA:
-⟨g_i, d⟩ ≥ ‖d‖²; CAGrad: ⟨g_i, d⟩ ≥ F(w)).  The problems are convex, so a
-point passing both is optimal; otherwise the enumeration runs, in the false
-branch of a ``tf.cond`` (graph mode and XLA run only the branch taken).  The
+feasibility as in the enumeration (weights ≥ 0, support ⊆ present tasks;
+CAGrad: a real root of the quadratic in its multiplier) and dual feasibility
+for every present task off the support (MGDA: ⟨g_i, d⟩ ≥ ‖d‖²; CAGrad:
+⟨g_i, d⟩ ≥ F(w)).  The problems are convex, so a point passing both is
+optimal; otherwise the enumeration runs, in the false branch of a ``tf.cond``
+(graph mode and XLA run only the branch taken), as one non-inlined call.  The
 dual test has no tolerance: a spurious failure costs one enumeration, while
 a tolerance above round-off would override the ridge's choice among
 identical gradients.  The answer is the enumeration's, except where several

@@ -20,8 +20,9 @@ step with one backward pass.  Per step:
 
    * ``weighting.gradients: representation`` (MGDA-UB, Sener & Koltun §3.3):
      the forward pass also returns the shared representation Z (the trunk
-     output the heads read); T short backward passes give ∇_Z L_i (through
-     the heads only), the strategy sees their Gram matrix (summed over
+     output the heads read); T short backward passes give s_i ∇_Z L_i (through
+     the heads only; each starts at the term's numerator Σ W·L with the output
+     gradient s_i/denominator), the strategy sees their Gram matrix (summed over
      replicas: each replica's rows are its own samples), and ONE backward pass
      of Σ_i s_i λ_i ∇_Z L_i through the trunk gives the trunk's gradients; the
      heads get s_i ∇L_i from the same T short passes (each also reaches the
