@@ -66,6 +66,11 @@ class GuardState:
         return ops.logical_and(ok, clean_so_far) if keep_first else ok
 
 
+def _in_replica_context() -> bool:
+    """Inside a distribution strategy's replica function (where variable writes synchronise replicas)."""
+    return tf.distribute.has_strategy() and tf.distribute.get_replica_context() is not None
+
+
 def snapshot(variables: list) -> list:
     """The values of ``variables`` now (read before a step changes them)."""
     return [tf.identity(v) for v in variables]
@@ -75,8 +80,7 @@ def restore_unless(ok, variables: list, saved: list) -> None:
     """Put back the ``saved`` values where the step is not finite (a strategy's state, the weights)."""
     if not variables:
         return
-    if tf.distribute.has_strategy() and tf.distribute.get_replica_context() is not None:
-        # In a replica context the writes synchronise replicas, which a cond cannot hold.
+    if _in_replica_context():      # the writes synchronise replicas, which a cond cannot hold
         for var, value in zip(variables, saved):
             var.assign(ops.where(ok, var, value))
         return
@@ -94,8 +98,7 @@ def apply_if_finite(optimizer, grads_and_vars: list, ok) -> None:
     variables = [v for _, v in grads_and_vars]
     if not optimizer.built:
         optimizer.build(variables)
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or not tf.distribute.has_strategy():
+    if not _in_replica_context():
         def apply_here():
             optimizer.apply_gradients(zip(grads, variables))
 
@@ -113,7 +116,7 @@ def apply_if_finite(optimizer, grads_and_vars: list, ok) -> None:
 
         tf.cond(decided, apply, lambda: None)
 
-    ctx.merge_call(merged, args=(grads, ok))
+    tf.distribute.get_replica_context().merge_call(merged, args=(grads, ok))
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

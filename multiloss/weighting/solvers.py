@@ -84,8 +84,9 @@ def _scaled(gram, present):
     finite = tf.math.is_finite(tf.reduce_sum(m))
     m = tf.math.multiply_no_nan(m, tf.cast(finite, _F64))      # 0 (NaN and Inf included) when not finite
     p = tf.cast(present, _F64)
-    pos = tf.linalg.diag_part(m) > 0
-    d = tf.math.rsqrt(tf.where(pos, tf.linalg.diag_part(m), 1.0))
+    diag = tf.linalg.diag_part(m)
+    pos = diag > 0
+    d = tf.math.rsqrt(tf.where(pos, diag, 1.0))
     ms = 0.5 * (m + tf.transpose(m)) * _column(d) * d           # symmetrised, then D·M·D
     zero = tf.logical_and(tf.logical_not(pos), p > 0)
     return ms + tf.constant(RIDGE * np.eye(m.shape[0]), _F64), tf.where(finite, d, np.nan), p, zero
@@ -101,17 +102,11 @@ def _prepare(gram, present):
     return 0.5 * (m + tf.transpose(m)), tf.cast(present, _F64)
 
 
-def _restricted_one(m, s):
-    """The KKT matrix of one support ``s`` (the same values as a row of :func:`_restricted`)."""
-    return tf.where(_column(s) * s > 0, m, tf.eye(m.shape[0], dtype=_F64))
-
-
 def _restricted(m, masks):
-    """``(K, eye)`` for the KKT matrix of every support: M on S, identity off S."""
-    n = m.shape[0]
-    eye = tf.eye(n, dtype=_F64)
-    inside = masks[:, :, None] * masks[:, None, :]
-    return inside * m[None] + (1.0 - masks)[:, :, None] * eye[None]
+    """The KKT matrix of each support (0/1 ``masks``, ``[n]`` or ``[S, n]``): M on S × S, the identity
+    elsewhere (``[n, n]`` or ``[S, n, n]``)."""
+    inside = masks[..., :, None] * masks[..., None, :] > 0
+    return tf.where(inside, m, tf.eye(m.shape[0], dtype=_F64))
 
 
 def _pick(cands, objective, feasible):
@@ -172,7 +167,7 @@ def min_norm_warm(gram, present, support):
     s = tf.cast(support, _F64)
     # The KKT point on S, as in _min_norm_enumerate (written for one support: fewer, smaller ops).  The
     # KKT matrix is the identity off S and the right-hand side 0 there, so z is exactly 0 off S.
-    z = tf.reshape(tf.linalg.solve(_restricted_one(ms, s), _column(s * d)), [-1])
+    z = tf.reshape(tf.linalg.solve(_restricted(ms, s), _column(s * d)), [-1])
     dz = tf.reduce_sum(z * d)
     alpha = z * (d / dz)
     # Per task: primal (α ≥ 0, S ⊆ present) and dual ((M̃z)_i ≥ d_i off S, for present tasks).
@@ -349,7 +344,7 @@ def cagrad_warm(gram, b, rho, present, support):
     # The KKT point on S with the root μ₊, as in _cagrad_candidates (written for one support; z and y
     # are exactly 0 off S, where the KKT matrix is the identity and the right-hand side 0).
     da = tf.stack([d, a_s], 1)
-    zy = tf.linalg.solve(_restricted_one(ms, s), da * _column(s))
+    zy = tf.linalg.solve(_restricted(ms, s), da * _column(s))
     z, y = tf.unstack(zy, axis=1)
     d_z, d_y, _, a_y = tf.unstack(tf.reshape(tf.matmul(da, zy, transpose_a=True), [4]))   # dᵀz, dᵀy, ·, ãᵀy
     disc = d_y * d_y - d_z * (a_y - rho_s * rho_s)

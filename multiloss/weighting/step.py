@@ -76,7 +76,7 @@ def _stack(tensors):
 
 
 def _stack_rows(per_task, shape, dtype):
-    return tf.stack([tf.zeros(shape, dtype) if g is None else _dense(g) for g in per_task])
+    return _stack([tf.zeros(shape, dtype) if g is None else _dense(g) for g in per_task])
 
 
 def _batch_size(x):
@@ -249,7 +249,7 @@ def _representation_step(tape, strategy, rep, z, nums, dens, scaled_reg, values,
     """
     num = len(nums)
     heads = rep.heads
-    coef = tf.unstack(s * loss_scale * tf.math.divide_no_nan(tf.ones_like(dens), dens), num)
+    coef = tf.unstack(tf.math.divide_no_nan(s * loss_scale, dens), num)
     rows, per_head = [], []
     for i in range(num):
         grads = tape.gradient(nums[i], [*z, *heads], output_gradients=coef[i])
