@@ -6,7 +6,7 @@ multiloss``), and ``multiloss --help``, ``--version`` and every subcommand's
 ``--help`` should answer at once.  ``describe``, ``schema`` and a spec-only
 ``validate`` import the package with ``MULTILOSS_SPEC_ONLY=1``: its spec layer
 only, without TensorFlow.  The commands themselves are in
-:mod:`multiloss.cli`.
+:mod:`multiloss.cli.commands`.
 
 TensorFlow writes its start-up lines (absl, oneDNN, CUDA probes) straight to
 file descriptor 2 before its own log level applies; unless ``-v`` is given,
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec_only:   # the package imports its spec layer only; Keras loads if a command needs it
         os.environ["MULTILOSS_SPEC_ONLY"] = "1"
     try:
-        from multiloss.cli import run_command
+        from multiloss.cli.commands import run_command
     finally:
         if spec_only and previous is None:
             os.environ.pop("MULTILOSS_SPEC_ONLY", None)

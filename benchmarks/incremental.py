@@ -98,7 +98,7 @@ def report(results: dict, walls: dict, ablation: dict, ablation_walls: dict, arg
            cfg_text: str) -> str:
     import tensorflow as tf
 
-    from multiloss.quickstart import format_table
+    from multiloss.run.quickstart import format_table
 
     lines = [
         "# Split Fashion-MNIST: class-incremental benchmark",
@@ -154,7 +154,7 @@ def report(results: dict, walls: dict, ablation: dict, ablation_walls: dict, arg
 
 
 def plot(results: dict, path: Path) -> None:
-    from multiloss.plots import new_figure, save_figure
+    from multiloss.run.plots import new_figure, save_figure
 
     fig = new_figure(5.2 * len(results), 4.4)
     axes = fig.subplots(1, len(results), squeeze=False)[0]
@@ -189,9 +189,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     settings = SETTINGS if args.set is None else args.set
 
-    from multiloss import atomic
     from multiloss.incremental import run_incremental
     from multiloss.incremental.config import load_incremental_config
+    from multiloss.run import atomic
 
     results: dict[str, dict] = {}
     walls: dict[str, dict] = {}

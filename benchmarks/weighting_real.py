@@ -5,7 +5,7 @@ What it runs
 Multi-Fashion (Lin et al., *Pareto multi-task learning*, NeurIPS 2019): two
 Fashion-MNIST items on one 36×36 canvas, one top-left, one shifted to the
 bottom-right, and two 10-class tasks, ``left`` and ``right``
-(``multiloss.data``'s ``multi_fashion`` source, built from the Debian
+(``multiloss.run.data``'s ``multi_fashion`` source, built from the Debian
 package ``dataset-fashion-mnist``).  One model for every run: a shared MLP
 trunk (Flatten → Dense 256 ReLU → Dense 128 ReLU, the representation) and a
 Dense softmax head per task, Adam 1e-3, batch 128, cross-entropy.
@@ -61,7 +61,7 @@ def _relative(value):
     return value
 sys.path.insert(0, str(ROOT))
 import multiloss as ml  # noqa: E402
-from multiloss.data import get_source  # noqa: E402
+from multiloss.run.data import get_source  # noqa: E402
 from multiloss.weighting import STRATEGIES  # noqa: E402
 
 TASKS = ["left", "right"]

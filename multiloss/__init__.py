@@ -13,23 +13,25 @@ strategy multiloss saves, so that every model it saves loads after
 needs no TensorFlow; every other name below is then imported on first use.
 """
 
-from . import incremental  # registers the incremental losses (the rest of it loads on first use)
-from .errors import NonFiniteError, RunError, SpecError
-from .imports import allow_import
-from .lazy import lazy_attributes, spec_only
-from .losses import register_loss
-from .reduction import REDUCTIONS
-from .spec import LossSpec, load_spec
+from . import compat, incremental
+from .losses.reduction import REDUCTIONS
+from .losses.table import register_loss
+from .spec.errors import NonFiniteError, RunError, SpecError
+from .spec.imports import allow_import
+from .spec.lazy import lazy_attributes, spec_only
+from .spec.loss_spec import LossSpec, load_spec
 
 __version__ = "0.1.0"
+compat.install()   # old module paths (multiloss.examples, ...) keep resolving
 
 # Public names that need Keras, and the modules that register with Keras what multiloss saves.
 __getattr__ = lazy_attributes(__name__, {
-    "CompositeLoss": "composite", "LossResult": "composite", "GradientDiagnostics": "diagnostics",
-    "build_loss": "keras_compile", "compile": "keras_compile", "compile_kwargs": "keras_compile",
-    "STRATEGIES": "weighting", "WeightLogger": "weighting", "register_strategy": "weighting",
-    "diagnostics": None, "models": None, "schedules": None, "weighting": None,
-})
+    "CompositeLoss": ".core.composite", "LossResult": ".core.composite",
+    "GradientDiagnostics": ".core.diagnostics",
+    "build_loss": ".core.compile", "compile": ".core.compile", "compile_kwargs": ".core.compile",
+    "STRATEGIES": ".weighting", "WeightLogger": ".weighting", "register_strategy": ".weighting",
+}, modules={"diagnostics": ".core.diagnostics", "models": ".run.models", "schedules": ".spec.schedules",
+            "weighting": ".weighting"})
 if not spec_only():
     __getattr__.load_all()
     incremental.load_all()

@@ -96,4 +96,4 @@ def test_no_module_imports_another_modules_underscore_names():
 
 def test_keras_private_modules_are_imported_in_one_place():
     users = sorted(_module_name(p) for p in PACKAGE.rglob("*.py") if "keras.src" in p.read_text())
-    assert users == ["multiloss.keras_internals"], users
+    assert users == ["multiloss.core.keras_access"], users

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from multiloss.cli.commands import main
 
 import multiloss as ml
-from multiloss.cli import main
-from multiloss.synthetic import synthetic_targets
+from multiloss.run.synthetic import synthetic_targets
 
 
 def ctc_model():

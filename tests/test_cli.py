@@ -6,8 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-
-from multiloss.cli import main
+from multiloss.cli.commands import main
 
 
 def test_validate_ok_and_error_exit_codes(tmp_path, capsys):
@@ -22,7 +21,7 @@ def test_validate_ok_and_error_exit_codes(tmp_path, capsys):
 
 
 def test_validate_with_model_checks_output_names(capsys):
-    rc = main(["validate", "configs/siamese.yaml", "--model", "multiloss.examples:depth_model"])
+    rc = main(["validate", "configs/siamese.yaml", "--model", "multiloss.run.examples:depth_model"])
     assert rc == 1
     assert "the model has no output 'ctg_out_1'; its outputs are ['depth', 'segmentation']" in capsys.readouterr().err
     rc = main(["validate", "configs/siamese.yaml", "--model", "nosuch.module:fn"])
@@ -49,7 +48,7 @@ def test_schema_is_valid_json_and_names_fields(capsys):
 
 
 def test_check_prints_loss_shapes_and_values(capsys):
-    assert main(["check", "configs/depth_segmentation.yaml", "--model", "multiloss.examples:depth_model",
+    assert main(["check", "configs/depth_segmentation.yaml", "--model", "multiloss.run.examples:depth_model",
                  "--batch", "3"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith("total")}
@@ -65,6 +64,6 @@ def test_check_prints_loss_shapes_and_values(capsys):
 
 @pytest.mark.slow
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "multiloss.cli", "describe", "configs/siamese.yaml"],
+    out = subprocess.run([sys.executable, "-m", "multiloss.cli.commands", "describe", "configs/siamese.yaml"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "contrastive(margin=1.0)" in out.stdout

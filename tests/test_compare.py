@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import multiloss.compare as compare
+import multiloss.run.compare as compare
 
 
 def _run(path, losses, accuracy, weight=1.0, val=True, as_csv=False):
@@ -81,14 +81,14 @@ def test_missing_history_is_reported(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no history.json or history.csv"):
         compare.compare_runs([tmp_path / "empty"], tmp_path / "c")
-    from multiloss.cli import main
+    from multiloss.cli.commands import main
 
     assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "c")]) == 1
     assert "no history.json" in capsys.readouterr().err
 
 
 def test_cli_compare(tmp_path, capsys):
-    from multiloss.cli import main
+    from multiloss.cli.commands import main
 
     a = _run(tmp_path / "a", [1.0, 0.5], [0.5, 0.6])
     b = _run(tmp_path / "b", [1.0, 0.4], [0.5, 0.7])

@@ -1,4 +1,4 @@
-"""multiloss.console: rounded weights, text tables, one line per epoch."""
+"""multiloss.run.console: rounded weights, text tables, one line per epoch."""
 
 import json
 import math
@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from multiloss.console import round_weight, table
-from multiloss.epochlog import EpochLog
+from multiloss.run.console import round_weight, table
+from multiloss.run.epochlog import EpochLog
 
 
 @pytest.mark.parametrize("x,expected", [
@@ -101,7 +101,7 @@ def test_epoch_log_in_fit():
 
 
 def test_describe_shows_strategy_schedules_and_effective_weights(tmp_path, capsys):
-    from multiloss.cli import main
+    from multiloss.cli.commands import main
 
     spec = tmp_path / "spec.yaml"
     spec.write_text("outputs:\n  a: {loss: mse, weight: 0.1}\n  b: {loss: MeanAbsoluteError, weight: 2.8,"

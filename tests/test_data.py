@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from multiloss import data
+from multiloss.run import data
 
 
 def test_digits_split_is_deterministic_disjoint_and_complete():

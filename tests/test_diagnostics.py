@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import multiloss as ml
-from multiloss.diagnostics import GradientDiagnostics, cosine_similarity, gradient_norms, task_gradients
+from multiloss.core.diagnostics import GradientDiagnostics, cosine_similarity, gradient_norms, task_gradients
 
 SPEC = """
 outputs:

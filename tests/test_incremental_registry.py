@@ -6,8 +6,8 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from multiloss.spec.errors import SpecError
 
-from multiloss.errors import SpecError
 from multiloss.incremental import METHODS, Method, Replay, get_method, register_method
 from multiloss.incremental.config import load_incremental_config
 from multiloss.incremental.methods import classification_term

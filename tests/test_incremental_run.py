@@ -8,9 +8,9 @@ import textwrap
 import numpy as np
 import pytest
 import yaml
+from multiloss.cli.commands import main
+from multiloss.spec.errors import SpecError
 
-from multiloss.cli import main
-from multiloss.errors import SpecError
 from multiloss.incremental import ExemplarMemory, IncrementalNet, run_incremental
 from multiloss.incremental import learner as learner_module
 from multiloss.incremental.config import load_incremental_config

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_ONLY = textwrap.dedent("""\
     import glob, json, sys
     import multiloss as ml
-    from multiloss.configfile import config_kind, read_config
+    from multiloss.spec.configfile import config_kind, read_config
 
     checked = []
     for f in sorted(glob.glob("configs/*.yaml")) + sorted(glob.glob("multiloss/configs/*.yaml")):

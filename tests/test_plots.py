@@ -6,7 +6,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-import multiloss.plots as plots
+import multiloss.run.plots as plots
 
 TERMS = ["ctg", "bin", "contrastive"]
 

@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from multiloss.spec.errors import SpecError
 
-from multiloss import runner
-from multiloss.config import load_run_config
-from multiloss.errors import SpecError
+from multiloss.run import train as runner
+from multiloss.run.config import load_run_config
 
 CONFIG = textwrap.dedent("""
     name: digits_mt
@@ -125,7 +125,7 @@ def test_missing_data_target_is_named(tmp_path):
 
 
 def _cli(*args, env=None, **kw):
-    return [sys.executable, "-m", "multiloss.cli", *args]
+    return [sys.executable, "-m", "multiloss.cli.commands", *args]
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import pytest
 import multiloss as ml
 from multiloss.incremental import IncrementalNet
 from multiloss.incremental.network import cnn
-from multiloss.models import mlp, multihead_cnn, siamese_cnn
+from multiloss.run.models import mlp, multihead_cnn, siamese_cnn
 
 RELOAD = textwrap.dedent("""\
     import json, sys

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import multiloss as ml
-from multiloss import schedules
+from multiloss.spec import schedules
 
 
 def _reference(kind, start, end, steps, warmup, stages, step):

@@ -43,8 +43,9 @@ def test_compile_form_means_the_same():
 def test_shipped_configs_are_valid(tmp_path):
     from pathlib import Path
 
-    from multiloss.config import load_run_config
-    from multiloss.yamlio import load_yaml
+    from multiloss.spec.yamlio import load_yaml
+
+    from multiloss.run.config import load_run_config
 
     files = sorted(Path(__file__).parent.parent.glob("configs/*.yaml"))
     assert len(files) >= 4

@@ -125,7 +125,7 @@ def test_compile_refuses_a_loss_argument():
 
 
 def test_siamese_example_with_cross_output_term_trains():
-    from multiloss.examples import siamese_model
+    from multiloss.run.examples import siamese_model
 
     rng = np.random.default_rng(0)
     n = 24
@@ -189,7 +189,7 @@ def test_masked_head_metrics_skip_missing_pixels_and_missing_target_is_named():
     assert res["depth_mae"] == pytest.approx(err[valid].mean(), rel=1e-5)
     assert res["depth_loss"] == pytest.approx(err[valid].mean(), rel=1e-5)
     siamese = ml.build_loss("configs/siamese.yaml")
-    from multiloss.examples import siamese_model
+    from multiloss.run.examples import siamese_model
 
     preds = siamese_model()({"image_a": x[:, :, :, :1].repeat(2, 1).repeat(2, 2)[:, :8, :8],
                              "image_b": x[:, :, :, 1:].repeat(2, 1).repeat(2, 2)[:, :8, :8]})

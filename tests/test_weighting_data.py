@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from multiloss import data
+from multiloss.run import data
 
 
 def test_overlay_puts_one_item_top_left_and_one_bottom_right_by_the_maximum():

@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 import multiloss as ml
+from multiloss.core import gradient_step as weighting_step
 from multiloss.weighting import STRATEGIES, Params, Strategy, WeightCollapseWarning
-from multiloss.weighting import step as weighting_step
 from multiloss.weighting.pcgrad import random_order
 
 NEW = ["nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "famo", "db_mtl", "graddrop"]

@@ -83,7 +83,7 @@ def test_shared_layers_and_gradnorm_layer_are_checked_against_the_model():
 
 
 def test_shared_parameters_are_inferred_from_the_layer_graph():
-    from multiloss.examples import siamese_model
+    from multiloss.run.examples import siamese_model
 
     model = ml.compile(siamese_model(), "configs/siamese.yaml", optimizer="sgd")
     assert model.loss.weighting is None

@@ -14,19 +14,19 @@ the losses ``incremental_distillation``, ``incremental_classification``,
 ``icarl_bce``, ``pod_spatial``, ``pod_flat`` and ``nca``.
 """
 
-from ..lazy import lazy_attributes, spec_only
+from ..spec.lazy import lazy_attributes, spec_only
 from .losses import distillation_loss, icarl_targets, incremental_targets
 
 # The rest needs Keras at import (layers registered for saving) and loads on first use.
 __getattr__ = lazy_attributes(__name__, {
-    **dict.fromkeys(["IncrementalConfig", "load_incremental_config"], "config"),
-    **dict.fromkeys(["ExemplarMemory", "herding_order"], "memory"),
+    **dict.fromkeys(["IncrementalConfig", "load_incremental_config"], ".config"),
+    **dict.fromkeys(["ExemplarMemory", "herding_order"], ".memory"),
     **dict.fromkeys(["DER", "EEIL", "METHODS", "WA", "BiC", "FineTune", "ICaRL", "Joint", "LwF", "Method",
-                     "PODNet", "Replay", "Step", "get_method", "register_method"], "methods"),
-    **dict.fromkeys(["average_incremental_accuracy", "class_order", "forgetting"], "metrics"),
-    **dict.fromkeys(["DERNet", "IncrementalNet", "align_weights", "expand_classifier"], "network"),
+                     "PODNet", "Replay", "Step", "get_method", "register_method"], ".methods"),
+    **dict.fromkeys(["average_incremental_accuracy", "class_order", "forgetting"], ".metrics"),
+    **dict.fromkeys(["DERNet", "IncrementalNet", "align_weights", "expand_classifier"], ".network"),
     **dict.fromkeys(["check_incremental", "evaluate_incremental", "plot_incremental", "run_incremental"],
-                    "runner"),
+                    ".runner"),
 })
 load_all = __getattr__.load_all
 if not spec_only():

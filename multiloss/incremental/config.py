@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from ..config import DataConfig, ModelConfig, component_problems
-from ..configfile import ConfigFile, read_config, validate
-from ..errors import SpecError
-from ..guard import MODES
-from ..optim import OptimizerConfig
-from ..validation import pydantic_problems
-from ..yamlio import dump_yaml
+from ..core.guard import MODES
+from ..run.config import DataConfig, ModelConfig, component_problems
+from ..run.optim import OptimizerConfig
+from ..spec.configfile import ConfigFile, read_config, validate
+from ..spec.errors import SpecError
+from ..spec.validation import pydantic_problems
+from ..spec.yamlio import dump_yaml
 from .methods import Method, get_method
 from .network import get_backbone
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from ..keras_compile import compile as ml_compile
+from ..core.compile import compile as ml_compile
 from .losses import incremental_targets
 from .memory import ExemplarMemory
 from .methods import Method, Step

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..lazy import ops
-from ..losses import knowledge_distillation, register_loss
+from ..losses.table import knowledge_distillation, register_loss
+from ..spec.lazy import ops
 
 
 def distillation_loss(teacher_logits, student_logits, temperature: float = 2.0):

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from .. import atomic
+from ..run import atomic
 
 Selection = Literal["herding", "random"]
 SELECTIONS = ("herding", "random")

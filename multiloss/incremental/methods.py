@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..imports import import_object, is_import_string, lookup
+from ..spec.imports import import_object, is_import_string, lookup
 from .memory import normalize
 from .network import DERNet, IncrementalNet
 

@@ -6,7 +6,7 @@ for new classes and copies the old units' kernel and bias exactly.
 :meth:`IncrementalNet.model` is a Keras model ``{"logits": ...}`` to compile
 with a multiloss spec.
 
-Backbones: ``cnn`` (``multiloss.models``' CNN trunk: conv-pool blocks, then a
+Backbones: ``cnn`` (``multiloss.run.models``' CNN trunk: conv-pool blocks, then a
 ReLU dense layer), ``mlp``, ``resnet18`` / ``resnet32`` (residual networks
 for 28×28 / 32×32 inputs), the Keras Applications families ``resnet50``,
 ``resnet50v2``, ``mobilenet_v2``, ``mobilenet_v3_small`` (small inputs are
@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ..models import cnn_trunk
+from ..run.models import cnn_trunk
 
 BackboneBuilder = Callable[..., keras.Model]
 
@@ -155,7 +155,7 @@ BACKBONES: dict[str, BackboneBuilder] = {"cnn": cnn, "mlp": mlp, "resnet18": res
 
 def get_backbone(name: str) -> BackboneBuilder:
     """A built-in backbone builder or a ``package.module:function``."""
-    from ..imports import lookup
+    from ..spec.imports import lookup
 
     return lookup(name, BACKBONES, "backbone",
                   " returning a Keras model from the inputs to a feature vector")

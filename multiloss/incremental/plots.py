@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..run.plots import new_figure, save_figure
 
 
 def plot_accuracy(steps: list[dict], path: str | Path, title: str = "") -> Path:

@@ -14,7 +14,7 @@ Artifacts in ``output_dir/<name>``, each written atomically:
   last completed step, then ``state.json`` (written last).  ``--resume``
   continues at the step after it.
 
-The folder is a :class:`~multiloss.rundir.RunDir`, as for ``multiloss train``:
+The folder is a :class:`~multiloss.run.rundir.RunDir`, as for ``multiloss train``:
 an existing run is continued only with ``--resume`` and replaced only with
 ``--overwrite``.
 """
@@ -28,22 +28,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..config import load_data
-from ..console import table
-from ..data import Part
-from ..optim import build_optimizer
-from ..rundir import RunDir
+from ..run.config import load_data
+from ..run.console import table
+from ..run.data import Part
+from ..run.optim import build_optimizer
+from ..run.rundir import RunDir
 from .config import IncrementalConfig, load_incremental_config
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
 from .methods import Method, Step
-from .metrics import (
-    average_incremental_accuracy,
-    class_order,
-    confusion_matrix,
-    forgetting,
-    task_accuracies,
-)
+from .metrics import average_incremental_accuracy, class_order, confusion_matrix, forgetting, task_accuracies
 from .network import get_backbone
 from .plots import plot_accuracy, plot_confusion
 

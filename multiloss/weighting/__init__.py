@@ -17,14 +17,15 @@ interface of :class:`~multiloss.weighting.base.Strategy`; see
 ``docs/weighting.md`` for the formulas and references.
 """
 
-from ..lazy import lazy_attributes
+from ..spec.lazy import lazy_attributes
 from .base import Context, Params, Strategy
 from .registry import STRATEGIES, check_spec, register_strategy
 
 # Keras callbacks and the layer graph load on first use, so that a spec's `weighting:` is
 # checked without TensorFlow.
 __getattr__ = lazy_attributes(__name__, {
-    "WeightCollapseWarning": "callbacks", "WeightLogger": "callbacks", "infer_shared": "shared",
+    "WeightCollapseWarning": "..core.weight_callbacks", "WeightLogger": "..core.weight_callbacks",
+    "infer_shared": "..core.shared_params",
 })
 
 __all__ = ["STRATEGIES", "Context", "Params", "Strategy", "WeightCollapseWarning", "WeightLogger", "check_spec",

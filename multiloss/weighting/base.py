@@ -19,7 +19,7 @@ There are two kinds:
   computes per-task gradients (of the shared parameters, or of the shared
   representation) and passes their Gram matrix to :meth:`Strategy.combine`,
   which returns λ: the coefficients of the per-task gradients in the update of
-  the shared parameters (see :mod:`multiloss.weighting.step`).  A ``direct``
+  the shared parameters (see :mod:`multiloss.core.gradient_step`).  A ``direct``
   strategy gets the gradient rows themselves (:meth:`Strategy.aggregate`).
 
 A strategy of your own subclasses :class:`Strategy` and is registered with
@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from ..lazy import keras, ops
+from ..spec.lazy import keras, ops
 
 
 class Params(BaseModel):

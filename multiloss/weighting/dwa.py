@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from ..lazy import ops
+from ..spec.lazy import ops
 from .base import Params, Strategy, state_variable
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from ..lazy import tf
+from ..spec.lazy import tf
 from .base import Params, Strategy, state_variable
 
 

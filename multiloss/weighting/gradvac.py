@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from ..lazy import ops, tf
+from ..spec.lazy import ops, tf
 from .base import Params, Strategy, state_variable
 from .pcgrad import random_order
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lazy import ops, tf
+from ..spec.lazy import ops, tf
 from .base import Params, Strategy, state_variable
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..lazy import ops, tf
+from ..spec.lazy import ops, tf
 from . import solvers
 from .base import Params, Strategy, state_variable
 

@@ -6,7 +6,7 @@ import difflib
 
 from pydantic import ValidationError
 
-from ..imports import REGISTRIES
+from ..spec.imports import REGISTRIES
 from .aligned_mtl import AlignedMTL
 from .base import Params, Strategy
 from .cagrad import CAGrad
@@ -28,7 +28,7 @@ from .upgrad import UPGrad
 STRATEGIES = {cls.name: cls for cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad,
                                         NashMTL, IMTLG, GradVac, AlignedMTL, UPGrad, FAMO, DBMTL, GradDrop)}
 GRADIENT_MODES = ("parameters", "representation")
-# Registered strategies load from saved models in safe mode (see multiloss.imports).
+# Registered strategies load from saved models in safe mode (see multiloss.spec.imports).
 REGISTRIES.append(lambda obj: any(obj is cls for cls in STRATEGIES.values()))
 
 
@@ -54,7 +54,7 @@ def register_strategy(strategy, name: str | None = None):
     class is validated (a Strategy with a pydantic ``Params``); registering a
     different class under a taken name raises ``ValueError``.  Returns the class.
     """
-    from ..imports import import_object
+    from ..spec.imports import import_object
 
     if isinstance(strategy, str):
         if ":" not in strategy:
@@ -81,7 +81,7 @@ def resolve(name: str):
     if name in STRATEGIES:
         return STRATEGIES[name], None
     if ":" in name:
-        from ..imports import import_object
+        from ..spec.imports import import_object
 
         try:
             cls = import_object(name)

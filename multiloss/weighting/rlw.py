@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..lazy import ops, tf
+from ..spec.lazy import ops, tf
 from . import rng
 from .base import Params, Strategy, state_variable
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ..lazy import tf
+from ..spec.lazy import tf
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9

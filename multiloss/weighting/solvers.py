@@ -61,7 +61,7 @@ import itertools
 
 import numpy as np
 
-from ..lazy import tf
+from ..spec.lazy import tf
 
 EXACT_MAX_TASKS = 8
 RIDGE = 1e-14

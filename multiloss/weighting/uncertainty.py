@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..lazy import ops
+from ..spec.lazy import ops
 from .base import Params, Strategy, state_variable
 
 Kind = Literal["regression", "classification"]

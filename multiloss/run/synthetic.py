@@ -6,7 +6,7 @@ binary ones, positive reals for regression, teacher logits for distillation.
 Every candidate is tried through the composite loss itself (the same shape
 checks, label checks and masking as in training); the first one that every
 term reading that target accepts is kept.  When none fits, a
-:class:`~multiloss.errors.SpecError` names the term and says to pass ``--data``.
+:class:`~multiloss.spec.errors.SpecError` names the term and says to pass ``--data``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import SpecError
-from .losses import canonical_name
+from ..losses.table import canonical_name
+from ..spec.errors import SpecError
 
 _ONE_HOT = {"categorical_crossentropy", "categorical_focal_crossentropy", "kl_divergence",
             "categorical_hinge", "cosine_similarity", "poisson"}

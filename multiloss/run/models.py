@@ -39,7 +39,7 @@ def model_names() -> list[str]:
 
 def get_builder(name: str) -> ModelBuilder:
     """A registered builder, or the function a ``module:function`` names."""
-    from .imports import lookup
+    from ..spec.imports import lookup
 
     return lookup(name, _BUILDERS, "model")
 

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from . import reduction as red
-from .errors import NonFiniteError
+from ..losses import reduction as red
+from ..spec.errors import NonFiniteError
 
 Mode = Literal["stop", "skip"]
 MODES = ("stop", "skip")

@@ -16,11 +16,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ..spec.errors import SpecError
+from ..spec.imports import import_object, is_import_string, restricted
+from ..spec.loss_spec import LossSpec, load_spec
 from . import guard
 from .composite import LABEL_CHECK, CompositeLoss
-from .errors import SpecError
-from .imports import import_object, is_import_string, restricted
-from .keras_internals import (
+from .keras_access import (
     Functional,
     deserialize_keras_object,
     in_safe_mode,
@@ -28,7 +29,6 @@ from .keras_internals import (
     unscale_loss_for_distribution,
 )
 from .metrics import HeadMetrics
-from .spec import LossSpec, load_spec
 
 _SUBCLASSES: dict[type, type] = {}  # registry: model class -> its multiloss subclass
 
@@ -58,7 +58,7 @@ class MultilossModel:
             return _multi_worker_logs(_guarded_train_step(self, data))
         with weighting.in_training():
             if weighting.strategy.gradients:
-                from .weighting.step import gradient_train_step
+                from .gradient_step import gradient_train_step
 
                 logs = gradient_train_step(self, data, weighting)
             else:
@@ -156,7 +156,7 @@ def guard_labels():
 
 
 def _guarded_train_step(model, data):
-    """Keras's TensorFlow train step, with the non-finite guard of :mod:`multiloss.guard`.
+    """Keras's TensorFlow train step, with the non-finite guard of :mod:`multiloss.core.guard`.
 
     The epoch means still see a skipped batch's values (a NaN shows as NaN in the
     logs); only the update is withheld.
@@ -297,7 +297,7 @@ def compile(model: keras.Model, spec: LossSpec | dict | str, optimizer: Any = "r
 
     ``nonfinite``: what ``fit`` does at a step whose terms, total or gradients
     hold a NaN or Inf (the update is never applied): ``"stop"`` raises
-    :class:`~multiloss.errors.NonFiniteError` naming them, ``"skip"`` goes on
+    :class:`~multiloss.spec.errors.NonFiniteError` naming them, ``"skip"`` goes on
     and counts the batches skipped.  Extra keyword arguments go to
     ``model.compile`` (``jit_compile``, ``steps_per_execution``,
     ``weighted_metrics``, ...).  ``loss``, ``loss_weights`` and ``metrics``

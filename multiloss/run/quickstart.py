@@ -14,10 +14,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ..core.compile import compile as ml_compile
+from ..spec.loss_spec import load_spec
 from . import atomic
 from .console import table
-from .keras_compile import compile as ml_compile
-from .spec import load_spec
 
 
 def digits_multitask_data(seed: int = 0):

@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from . import reduction as red
-from .errors import SpecError
-from .spec import LossSpec, Term, load_spec
+from ..losses import reduction as red
+from ..spec.errors import SpecError
+from ..spec.loss_spec import LossSpec, Term, load_spec
 
 
 def as_output_dict(y, names: list[str], what: str) -> dict:
@@ -114,7 +114,7 @@ class CompositeLoss:
         #: The weighting controller (strategy and schedules), or None for static weights.
         self.weighting = None
         if dynamic:
-            from .weighting.controller import Weighting
+            from .weight_control import Weighting
 
             self.weighting = Weighting(self)
             self.weighting.refresh()

@@ -6,7 +6,7 @@ Used by every run kind (``multiloss train``, ``multiloss incremental``).
   replaced only with ``overwrite``; otherwise opening it raises
   :class:`RunError` naming both options.  Users' work is never replaced by
   accident.
-* Every file is written atomically and fsynced (see :mod:`multiloss.atomic`).
+* Every file is written atomically and fsynced (see :mod:`multiloss.run.atomic`).
 * A checkpoint is a set of files named ``<kind>-<index>...`` followed by
   ``checkpoints/state.json`` (written last, so a kill at any moment leaves a
   consistent state).  Old checkpoints are pruned by their index number,
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ..spec.errors import RunError
 from . import atomic
-from .errors import RunError
 
 STATE = "state.json"
 MARKERS = ("config.yaml", "checkpoints", "metrics.json", "history.json", "model.keras")

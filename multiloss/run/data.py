@@ -82,7 +82,7 @@ def data_names() -> list[str]:
 
 def get_source(name: str) -> DataSource:
     """A registered source, or a ``module:function`` (normalised to return Splits)."""
-    from .imports import is_import_string, lookup
+    from ..spec.imports import is_import_string, lookup
 
     fn = lookup(name, _SOURCES, "data source")
     if not is_import_string(name):
@@ -116,7 +116,7 @@ def _normalise(result) -> Splits:
 
         return Splits(part(result["train"]), part(result.get("val")), part(result.get("test")),
                       dict(result.get("info", {})))
-    raise TypeError("a data source must return multiloss.data.Splits or "
+    raise TypeError("a data source must return multiloss.run.data.Splits or "
                     "{'train': (x, y) | tf.data.Dataset, 'val': ..., 'test': ...}")
 
 

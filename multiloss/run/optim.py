@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import SpecError
-from .validation import Problems, check_params, did_you_mean
+from ..spec.errors import SpecError
+from ..spec.validation import Problems, check_params, did_you_mean
 
 _SKIP = {"Optimizer", "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap"}  # wrap other optimizers
 

@@ -16,10 +16,10 @@ import contextlib
 import numpy as np
 from keras import ops
 
-from .. import reduction as red
-from .. import schedules as sched
-from .base import Context, Strategy, state_variable
-from .registry import resolve
+from ..losses import reduction as red
+from ..spec import schedules as sched
+from ..weighting.base import Context, Strategy, state_variable
+from ..weighting.registry import resolve
 
 
 class Weighting:
@@ -54,7 +54,7 @@ class Weighting:
 
     def bind(self, model) -> None:
         """Read the step from the model's optimizer; resolve the shared variables."""
-        from .shared import infer_shared, last_layer, variables_of
+        from .shared_params import infer_shared, last_layer, variables_of
 
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
@@ -85,7 +85,7 @@ class Weighting:
                                      "GradNorm balances the gradients of shared parameters, but no trainable "
                                      "variable is used by two or more terms; name W in weighting.params.layer"))
         if self.mode == "representation" and self.strategy.gradients == "shared":
-            from .shared import find_representation
+            from .shared_params import find_representation
 
             self.representation, problem = find_representation(model, self.composite.terms,
                                                                self.representation_names)
@@ -197,7 +197,7 @@ class Weighting:
 
     def collapsed(self) -> list[tuple[str, float, float]]:
         """``[(term, peak λ, start λ)]`` for terms newly collapsed this epoch (each named once)."""
-        from .callbacks import COLLAPSE_FRACTION
+        from .weight_callbacks import COLLAPSE_FRACTION
 
         if self.start is None or self.strategy.name == "static":
             return []
@@ -215,7 +215,7 @@ class Weighting:
         """The user's callbacks with multiloss's own in front (so their logs reach History/TensorBoard)."""
         import keras
 
-        from .callbacks import EpochHook, WeightLogger
+        from .weight_callbacks import EpochHook, WeightLogger
 
         def first(c):  # WeightLogger, GradientDiagnostics: their logs must reach History/TensorBoard
             return bool(getattr(c, "multiloss_logs_first", False))

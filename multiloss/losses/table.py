@@ -2,7 +2,7 @@
 
 A registered loss is *math only*: ``(y_true, y_pred) -> L`` with L of shape
 ``[B]`` or ``[B, d1..dk]`` (never reduced over the batch).  Weighting,
-masking and reduction happen once, in :mod:`multiloss.reduction`.
+masking and reduction happen once, in :mod:`multiloss.losses.reduction`.
 
     >>> import multiloss as ml
     >>> fn = ml.losses.get("huber", delta=2.0)
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .imports import REGISTRIES, import_object, is_import_string
-from .lazy import keras, ops
+from ..spec.imports import REGISTRIES, import_object, is_import_string
+from ..spec.lazy import keras, ops
 
 #: How a loss relates target to prediction shapes (used for shape checks and
 #: for reading class ids out of y_true): ``same`` (targets shaped like the

@@ -36,7 +36,7 @@ PLOT_FILES = ("terms.png", "contribution.png", "weights.png", "metrics.png", "to
 
 
 def __getattr__(name: str):
-    # ``from multiloss.plots import plt`` (benchmarks/) imports pyplot only when asked.
+    # ``from multiloss.run.plots import plt`` (benchmarks/) imports pyplot only when asked.
     if name == "plt":
         import matplotlib.pyplot as plt
 

@@ -33,21 +33,26 @@ def spec_only() -> bool:
     return os.environ.get("MULTILOSS_SPEC_ONLY") == "1"
 
 
-def lazy_attributes(package: str, names: dict[str, str | None]):
-    """A module-level ``__getattr__`` for ``package``: each of ``names`` is imported from its
-    submodule on first use (``None``: the name is a submodule).  Unless :func:`spec_only`,
-    call the result's ``load_all()`` at the end of the package's ``__init__``."""
+def lazy_attributes(package: str, names: dict[str, str], modules: dict[str, str] | None = None):
+    """A module-level ``__getattr__`` for ``package``: each of ``names`` is imported on first use
+    from its module (relative to ``package``, as ``importlib.import_module`` reads it:
+    ``".core.compile"``), and each of
+    ``modules`` is that submodule itself.  Unless :func:`spec_only`, call the result's
+    ``load_all()`` at the end of the package's ``__init__``."""
+    modules = dict(modules or {})
 
     def __getattr__(name: str):
-        if name not in names:
+        if name in modules:
+            value = importlib.import_module(modules[name], package)
+        elif name in names:
+            value = getattr(importlib.import_module(names[name], package), name)
+        else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module = importlib.import_module(f"{package}.{names[name] or name}")
-        value = module if names[name] is None else getattr(module, name)
         setattr(sys.modules[package], name, value)
         return value
 
     def load_all() -> None:
-        for name in names:
+        for name in [*names, *modules]:
             __getattr__(name)
 
     __getattr__.load_all = load_all

@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator
 
-from .lazy import ops, tf
+from ..spec.lazy import ops, tf
 
 ReductionName = Literal["sum_over_batch_size", "sum_by_nonzero_weights", "weighted_mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ReductionName.__args__

@@ -15,13 +15,13 @@ import sys
 
 
 def _load(path: str):
-    from .spec import load_spec
+    from ..spec.loss_spec import load_spec
 
     return load_spec(path)
 
 
 def _model(ref: str):
-    from .imports import import_object
+    from ..spec.imports import import_object
 
     return import_object(ref)()
 
@@ -30,7 +30,7 @@ def cmd_validate(args) -> int:
     """A loss spec, a run config or an incremental config, each checked fully without training."""
     from pathlib import Path
 
-    from .configfile import config_kind, read_config
+    from ..spec.configfile import config_kind, read_config
 
     path = Path(args.file)
     data, _ = read_config(path, what="YAML file")
@@ -40,16 +40,16 @@ def cmd_validate(args) -> int:
         terms = spec.resolve()
         detail = f"loss spec, {len(terms)} terms: {', '.join(t.name for t in terms)}"
         if args.model:
-            from .keras_compile import compile as ml_compile
+            from ..core.compile import compile as ml_compile
 
             ml_compile(_model(args.model), spec)   # outputs, class ids, shared layers
             detail += f"; matches the model of {args.model}"
     elif kind == "run":
-        from .runner import check_run
+        from ..run.train import check_run
 
         detail = check_run(path, args.set)
     else:
-        from .incremental.runner import check_incremental
+        from ..incremental.runner import check_incremental
 
         detail = check_incremental(path, args.set)
     if args.model and kind != "spec":
@@ -64,7 +64,7 @@ def _loss_text(term) -> str:
 
 
 def cmd_describe(args) -> int:
-    from .console import round_weight, table
+    from ..run.console import round_weight, table
 
     spec = _load(args.spec)
     metrics = spec.head_metrics()
@@ -105,7 +105,7 @@ def cmd_describe(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .spec import LossSpec
+    from ..spec.loss_spec import LossSpec
 
     schema = LossSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -115,7 +115,7 @@ def cmd_schema(args) -> int:
 
 
 def _synthetic_targets(composite, y_pred: dict, batch: int, rng) -> dict:
-    from .synthetic import synthetic_targets
+    from ..run.synthetic import synthetic_targets
 
     return synthetic_targets(composite, y_pred, batch, rng)
 
@@ -124,9 +124,9 @@ def cmd_check(args) -> int:
     import numpy as np
     from keras import ops
 
-    from .console import table
-    from .imports import import_object
-    from .keras_compile import build_loss
+    from ..core.compile import build_loss
+    from ..run.console import table
+    from ..spec.imports import import_object
 
     spec = _load(args.spec)
     model = _model(args.model)
@@ -150,7 +150,7 @@ def cmd_check(args) -> int:
             raise
         import re
 
-        from .errors import RunError
+        from ..spec.errors import RunError
 
         shapes = {k: v.shape for k, v in x.items()} if isinstance(x, dict) else x.shape
         lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()]
@@ -175,7 +175,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from .quickstart import run
+    from ..run.quickstart import run
 
     run(args.out, epochs=args.epochs)
     return 0
@@ -184,8 +184,8 @@ def cmd_quickstart(args) -> int:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from .config import load_run_config
-    from .runner import default_config_path, dry_run, train
+    from ..run.config import load_run_config
+    from ..run.train import default_config_path, dry_run, train
 
     cfg = load_run_config(Path(args.config) if args.config else default_config_path(), args.set)
     if args.dry_run:
@@ -199,8 +199,8 @@ def _run_kind(run_dir: str) -> str:
     """``"run"`` or ``"incremental"``: what made the run folder (from its config.yaml)."""
     from pathlib import Path
 
-    from .configfile import config_kind, read_config
-    from .errors import RunError
+    from ..spec.configfile import config_kind, read_config
+    from ..spec.errors import RunError
 
     config = Path(run_dir) / "config.yaml"
     if not config.is_file():
@@ -211,11 +211,11 @@ def _run_kind(run_dir: str) -> str:
 
 def cmd_evaluate(args) -> int:
     if _run_kind(args.run_dir) == "incremental":
-        from .incremental.runner import evaluate_incremental
+        from ..incremental.runner import evaluate_incremental
 
         evaluate_incremental(args.run_dir)
         return 0
-    from .runner import evaluate_run
+    from ..run.train import evaluate_run
 
     evaluate_run(args.run_dir)
     return 0
@@ -223,18 +223,18 @@ def cmd_evaluate(args) -> int:
 
 def cmd_plot(args) -> int:
     if _run_kind(args.run_dir) == "incremental":
-        from .incremental.runner import plot_incremental
+        from ..incremental.runner import plot_incremental
 
         plot_incremental(args.run_dir)
         return 0
-    from .runner import plot_run
+    from ..run.train import plot_run
 
     plot_run(args.run_dir)
     return 0
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare_runs
+    from ..run.compare import compare_runs
 
     png, md = compare_runs(args.run_dirs, args.out)
     print(md.read_text().split("\n\n![")[0])
@@ -245,7 +245,7 @@ def cmd_compare(args) -> int:
 def cmd_incremental(args) -> int:
     from pathlib import Path
 
-    from .incremental.runner import run_incremental
+    from ..incremental.runner import run_incremental
 
     run_incremental(Path(args.config), args.set, resume=args.resume, overwrite=args.overwrite)
     return 0
@@ -264,7 +264,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Run parsed command-line arguments; user errors become one message and an exit status."""
     import contextlib
 
-    from .errors import run_guarded
+    from ..spec.errors import run_guarded
 
     quiet = open(os.devnull, "w") if getattr(args, "quiet", False) else None  # noqa: SIM115
     with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():

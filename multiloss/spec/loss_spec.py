@@ -24,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from . import losses
+from ..losses import table as losses
+from ..losses.reduction import Reduction
 from .errors import SpecError
 from .imports import import_object, is_import_string
-from .reduction import Reduction
 from .schedules import ScheduleSpec
 from .validation import nonfinite_paths, pydantic_problems
 from .yamlio import Lines, line_of, load_yaml, read_source
@@ -395,7 +395,7 @@ def _resolve(spec: LossSpec) -> list[Term]:
         problems += [(("schedules", key) + p, "must be a finite number")
                      for p in nonfinite_paths(sched.model_dump())]
     if spec.weighting is not None or spec.schedules:
-        from .weighting.registry import check_spec
+        from ..weighting.registry import check_spec
 
         problems += check_spec(spec, terms, list(seen))
     if problems:

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import RunError
+from ..spec.errors import RunError
 
 TMP_PREFIX = ".tmp-"
 

@@ -15,11 +15,11 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from . import reduction as red
+from ..losses import reduction as red
+from ..spec.imports import import_object, is_import_string
+from ..spec.loss_spec import LossSpec
 from .composite import as_output_dict
-from .imports import import_object, is_import_string
-from .keras_internals import get_metric
-from .spec import LossSpec
+from .keras_access import get_metric
 
 
 class HeadMetrics(keras.metrics.Metric):

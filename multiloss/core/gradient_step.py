@@ -47,10 +47,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from .. import reduction as red
-from ..guard import apply_if_finite, restore_unless, snapshot
-from ..keras_internals import unpack_x_y_sample_weight, unscale_loss_for_distribution
-from .base import Strategy
+from ..losses import reduction as red
+from ..weighting.base import Strategy
+from .guard import apply_if_finite, restore_unless, snapshot
+from .keras_access import unpack_x_y_sample_weight, unscale_loss_for_distribution
 
 
 def _dense(g):

@@ -1,4 +1,4 @@
-"""Console output: tables, and weights rounded for people (the epoch line is in :mod:`multiloss.epochlog`).
+"""Console output: tables, and weights rounded for people (the epoch line is in :mod:`multiloss.run.epochlog`).
 
 * :func:`round_weight` — a weight to six significant digits (``0.1``, not
   ``0.09999995678663254``), for history files and tables.

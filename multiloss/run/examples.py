@@ -1,6 +1,6 @@
 """Small example models, used by the quickstart, the configs and the docs.
 
-``multiloss check configs/siamese.yaml --model multiloss.examples:siamese_model``
+``multiloss check configs/siamese.yaml --model multiloss.run.examples:siamese_model``
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from keras import layers
 
 
 def siamese_model(image_shape=(8, 8, 1), num_classes: int = 10, embedding: int = 16) -> keras.Model:
-    """The Siamese network of :func:`multiloss.models.siamese_cnn` for 8×8 digits."""
+    """The Siamese network of :func:`multiloss.run.models.siamese_cnn` for 8×8 digits."""
     from .models import siamese_cnn
 
     return siamese_cnn({"input_shape": image_shape, "num_classes": num_classes}, embedding=embedding)

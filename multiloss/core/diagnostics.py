@@ -1,7 +1,7 @@
 """Where heads conflict: per-task gradient norms and pairwise cosine similarities.
 
 For a batch, the per-task gradient g_i = ∇_θ L_i of every term's loss on the
-*shared* parameters θ (see :mod:`multiloss.weighting.shared` for how they are
+*shared* parameters θ (see :mod:`multiloss.core.shared_params` for how they are
 found) gives
 
 * ``<term>_grad_norm`` = ‖g_i‖, and
@@ -49,7 +49,7 @@ def _shared_variables(model, composite, per_task):
     weighting = composite.weighting
     if weighting is not None and weighting.shared is not None:
         return weighting.shared
-    from .weighting.shared import infer_shared
+    from .shared_params import infer_shared
 
     shared = infer_shared(model, composite.terms)
     if shared is not None:

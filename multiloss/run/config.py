@@ -12,15 +12,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .configfile import ConfigFile, read_config, validate
+from ..core.guard import MODES
+from ..spec.configfile import ConfigFile, read_config, validate
+from ..spec.errors import SpecError
+from ..spec.loss_spec import LossSpec, load_spec, spec_from_data
+from ..spec.validation import Problems, check_params, did_you_mean
+from ..spec.yamlio import dump_yaml
 from .data import get_source
-from .errors import SpecError
-from .guard import MODES
 from .models import get_builder
 from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
-from .spec import LossSpec, load_spec, spec_from_data
-from .validation import Problems, check_params, did_you_mean
-from .yamlio import dump_yaml
 
 
 class _Model(BaseModel):

@@ -19,12 +19,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ..core.compile import compile as ml_compile
+from ..spec.errors import SpecError
 from .config import RunConfig, load_data, load_run_config
 from .console import table
 from .data import Part, Splits
 from .epochlog import EpochLog
-from .errors import SpecError
-from .keras_compile import compile as ml_compile
 from .models import get_builder
 from .optim import build_optimizer
 from .plots import plot_history

@@ -1,0 +1,25 @@
+"""Losses: the table of names (multiloss's own and Keras's), and reduction.
+
+A loss is math only, ``(y_true, y_pred) -> L`` with L shaped ``[B]`` or
+``[B, d1..dk]``; element weights, masks and the reduction over the batch are
+applied once, in :mod:`.reduction`.
+
+    >>> import multiloss as ml
+    >>> fn = ml.losses.get("huber", delta=2.0)
+"""
+
+from .table import (
+    KERAS_CLASSES,
+    KERAS_FUNCTIONS,
+    LossFn,
+    TargetKind,
+    canonical_name,
+    get,
+    is_registered,
+    names,
+    register_loss,
+    same_rank,
+)
+
+__all__ = ["KERAS_CLASSES", "KERAS_FUNCTIONS", "LossFn", "TargetKind", "canonical_name", "get", "is_registered",
+           "names", "register_loss", "same_rank"]
