@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
-from multiloss.cli.commands import main
 
 import multiloss as ml
+from multiloss.cli.commands import main
 from multiloss.run.synthetic import synthetic_targets
 
 

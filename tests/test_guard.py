@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
-from multiloss.spec.errors import NonFiniteError
 
 import multiloss as ml
+from multiloss.spec.errors import NonFiniteError
 
 SPEC = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}}}
 

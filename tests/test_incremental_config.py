@@ -4,10 +4,10 @@ import textwrap
 
 import numpy as np
 import pytest
-from multiloss.spec.errors import SpecError
 
 from multiloss.incremental import load_incremental_config
 from multiloss.run.optim import build_optimizer
+from multiloss.spec.errors import SpecError
 
 CONFIG = textwrap.dedent("""\
     name: inc

@@ -6,12 +6,12 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from multiloss.spec.errors import SpecError
 
 from multiloss.incremental import METHODS, Method, Replay, get_method, register_method
 from multiloss.incremental.config import load_incremental_config
 from multiloss.incremental.methods import classification_term
 from multiloss.incremental.network import BACKBONES, get_backbone, keras_application, resnet18, resnet32
+from multiloss.spec.errors import SpecError
 
 BASE = {"name": "r", "data": {"source": "digits"}, "scenario": {"initial": 2, "increment": 2},
         "memory": {"budget": 20}, "method": {"name": "replay"}}

@@ -8,14 +8,14 @@ import textwrap
 import numpy as np
 import pytest
 import yaml
-from multiloss.cli.commands import main
-from multiloss.spec.errors import SpecError
 
+from multiloss.cli.commands import main
 from multiloss.incremental import ExemplarMemory, IncrementalNet, run_incremental
 from multiloss.incremental import learner as learner_module
 from multiloss.incremental.config import load_incremental_config
 from multiloss.incremental.network import cnn
 from multiloss.incremental.runner import Scenario
+from multiloss.spec.errors import SpecError
 
 CONFIG = textwrap.dedent("""\
     name: digits

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from multiloss.cli.commands import main
 
+from multiloss.cli.commands import main
 from multiloss.incremental import evaluate_incremental, run_incremental
 from multiloss.incremental import learner as learner_module
 from multiloss.incremental.config import load_incremental_config

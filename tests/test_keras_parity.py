@@ -177,8 +177,7 @@ def test_parameter_table_matches_keras_signatures():
 
 
 def test_metric_table_matches_keras():
-    from multiloss.spec.loss_spec import KERAS_METRICS
-
     from multiloss.core.keras_access import metric_names
+    from multiloss.spec.loss_spec import KERAS_METRICS
 
     assert KERAS_METRICS == set(metric_names())

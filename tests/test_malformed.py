@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import yaml
+
 from multiloss.cli.commands import main
 
 RUN = textwrap.dedent("""\

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from multiloss.cli.commands import main
 
 CONFIGS = Path(__file__).parent.parent / "configs"

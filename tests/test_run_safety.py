@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from multiloss.spec.errors import RunError
 
 from multiloss.run import atomic
 from multiloss.run.rundir import RunDir
+from multiloss.spec.errors import RunError
 
 CONFIG = textwrap.dedent("""\
     name: safety

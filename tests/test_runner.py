@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from multiloss.spec.errors import SpecError
 
 from multiloss.run import train as runner
 from multiloss.run.config import load_run_config
+from multiloss.spec.errors import SpecError
 
 CONFIG = textwrap.dedent("""
     name: digits_mt

@@ -43,9 +43,8 @@ def test_compile_form_means_the_same():
 def test_shipped_configs_are_valid(tmp_path):
     from pathlib import Path
 
-    from multiloss.spec.yamlio import load_yaml
-
     from multiloss.run.config import load_run_config
+    from multiloss.spec.yamlio import load_yaml
 
     files = sorted(Path(__file__).parent.parent.glob("configs/*.yaml"))
     assert len(files) >= 4

@@ -157,7 +157,7 @@ def cmd_check(args) -> int:
         why = next((ln for ln in lines if ln and not ln.startswith("Exception encountered")), type(exc).__name__)
         raise RunError(f"{args.model}: the model does not run on random inputs shaped {shapes} ({why[:200]}); "
                        "pass real data with `--data package.module:function` returning (x, y)") from None
-    y_pred = y_pred if isinstance(y_pred, dict) else composite._as_dict(y_pred, "y_pred")
+    y_pred = y_pred if isinstance(y_pred, dict) else composite.keyed(y_pred, "y_pred")
     if y is None:
         y = _synthetic_targets(composite, y_pred, args.batch, rng)
     elements = composite.elementwise(y, y_pred)

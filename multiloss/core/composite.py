@@ -127,14 +127,14 @@ class CompositeLoss:
 
     def build(self, y_true, y_pred) -> None:
         """Check static shapes before the first step (Keras calls this symbolically)."""
-        yt, yp = self._as_dict(y_true, "y_true"), self._as_dict(y_pred, "y_pred")
+        yt, yp = self.keyed(y_true, "y_true"), self.keyed(y_pred, "y_pred")
         for t in self.terms:
             self._inputs(t, yt, yp)
         self.built = True
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         result, values = self._compute(y_true, y_pred, sample_weight)
-        first = next(iter(self._as_dict(y_pred, "y_pred").values()))
+        first = next(iter(self.keyed(y_pred, "y_pred").values()))
         first = first[0] if isinstance(first, (list, tuple)) else first
         self.last_values = values
         # Per-replica values are fractions of the global value; scale back as
@@ -150,8 +150,12 @@ class CompositeLoss:
 
     def elementwise(self, y_true, y_pred, sample_weight=None) -> dict[str, tuple[Any, Any]]:
         """Each term's per-element values L and element weights W (None: all 1)."""
-        y_true, y_pred = self._as_dict(y_true, "y_true"), self._as_dict(y_pred, "y_pred")
+        y_true, y_pred = self.keyed(y_true, "y_true"), self.keyed(y_pred, "y_pred")
         return {t.name: self._term(t, y_true, y_pred, sample_weight) for t in self.terms}
+
+    def keyed(self, y, what: str) -> dict:
+        """``y`` (a dict, a list in output order, or one tensor) keyed by output name."""
+        return as_output_dict(y, self.output_names or list(self.spec.outputs), what)
 
     @property
     def term_names(self) -> list[str]:
@@ -204,9 +208,6 @@ class CompositeLoss:
 
     def _where(self, term: Term, msg: str) -> SpecError:
         return self.spec.error([(term.path, f"term {term.name!r}: {msg}")])
-
-    def _as_dict(self, y, what: str) -> dict:
-        return as_output_dict(y, self.output_names or list(self.spec.outputs), what)
 
     def _inputs(self, t: Term, y_true: dict, y_pred: dict):
         missing = [o for o in t.outputs if o not in y_pred]
@@ -304,8 +305,8 @@ class CompositeLoss:
     def _parts(self, y_true, y_pred, sample_weight, counts: bool = False):
         """Per-term numerators, cross-replica denominators ``[T]`` and (optionally)
         cross-replica counts of elements with a nonzero weight ``[T]``."""
-        y_true = self._as_dict(y_true, "y_true")
-        y_pred = self._as_dict(y_pred, "y_pred")
+        y_true = self.keyed(y_true, "y_true")
+        y_pred = self.keyed(y_pred, "y_pred")
         replicas = red.num_replicas()
         nums, dens, nonzero = [], [], []
         for t in self.terms:
