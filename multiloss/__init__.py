@@ -32,9 +32,17 @@ __getattr__ = lazy_attributes(__name__, {
     "STRATEGIES": ".weighting", "WeightLogger": ".weighting", "register_strategy": ".weighting",
 }, modules={"diagnostics": ".core.diagnostics", "models": ".run.models", "schedules": ".spec.schedules",
             "weighting": ".weighting"})
-if not spec_only():
+
+
+def load_all() -> None:
+    """Import everything a plain ``import multiloss`` imports: Keras, and every layer, loss and
+    strategy multiloss saves (the console script calls it after a spec-only import)."""
     __getattr__.load_all()
     incremental.load_all()
+
+
+if not spec_only():
+    load_all()
 
 __all__ = [
     "CompositeLoss", "GradientDiagnostics", "LossResult", "LossSpec", "NonFiniteError", "REDUCTIONS", "RunError",

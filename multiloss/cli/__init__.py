@@ -1,1 +1,1 @@
-"""The ``multiloss`` commands (the argument parser is the top-level ``multiloss_cli`` module)."""
+"""The ``multiloss`` command line: the argument parser (:mod:`.parser`, no TensorFlow) and the commands."""

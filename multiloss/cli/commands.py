@@ -1,9 +1,8 @@
 """The ``multiloss`` commands.
 
-The argument parser and the quiet start-up live in the top-level module
-``multiloss_cli`` (the console script), which answers ``--help`` and
-``--version`` without importing TensorFlow; each command here imports what
-it needs.
+The argument parser is :mod:`multiloss.cli.parser` (it imports no TensorFlow,
+so ``--help`` and ``--version`` answer at once); the quiet start-up is the
+console script ``multiloss_cli``.  Each command here imports what it needs.
 """
 
 from __future__ import annotations
@@ -277,9 +276,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``multiloss ARGS`` in this process (``python -m multiloss``, tests)."""
-    from multiloss_cli import build_parser
+    from .parser import parse
 
-    return run_command(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))
+    return run_command(parse(argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""The ``multiloss`` argument parser.
+
+Imports nothing but the standard library, so that ``multiloss --help``,
+``--version`` and every subcommand's ``--help`` answer without TensorFlow
+(the console script imports this module with ``MULTILOSS_SPEC_ONLY=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+#: Commands that work on a spec alone: they answer without importing TensorFlow
+#: (``validate`` imports it for a run config, an incremental config or ``--model``).
+SPEC_ONLY_COMMANDS = ("describe", "schema", "validate")
+
+
+def version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("multiloss")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def needs_tensorflow(args: argparse.Namespace) -> bool:
+    """Whether the parsed command needs the whole package (Keras and everything registered with it)."""
+    return args.command not in SPEC_ONLY_COMMANDS or bool(getattr(args, "model", None))
+
+
+def _run_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--resume", action="store_true", help=f"continue the run in its folder after its last {what}")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run that already exists in the folder (without it, or --resume, an "
+                        "existing run is never touched)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config field (repeatable), e.g. --set train.epochs=3")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="multiloss", description="Multi-task loss composition for Keras 3: "
+                                "one YAML spec, final_loss = Σ wᵢ·lossᵢ, every term logged.")
+    p.add_argument("--version", action="version", version=f"multiloss {version()}")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true",
+                       help="show TensorFlow's start-up and runtime log lines (hidden by default)")
+    noise.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    v = sub.add_parser("validate", help="check a loss spec, run config or incremental config; exit 0 if valid, "
+                                        "1 if not")
+    v.add_argument("file", metavar="FILE", help="a loss spec, a run config or an incremental config (YAML)")
+    v.add_argument("--model", help="loss specs: module:function returning the Keras model, to check output "
+                                   "names, class ids and shared layers")
+    v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="configs: override a field before checking (repeatable)")
+    d = sub.add_parser("describe", help="print a table of the spec's terms")
+    d.add_argument("spec")
+    sub.add_parser("schema", help="print the spec's JSON Schema")
+    c = sub.add_parser("check", help="run one dry batch and print each term's shapes and value")
+    c.add_argument("spec")
+    c.add_argument("--model", required=True, help="module:function returning the Keras model")
+    c.add_argument("--data", help="module:function returning (x, y); default: random data")
+    c.add_argument("--batch", type=int, default=2)
+    t = sub.add_parser("train", help="train from a run config (default: the packaged Siamese digits run)")
+    t.add_argument("config", nargs="?", help="run config YAML; omitted: the packaged default")
+    _run_options(t, "checkpoint")
+    t.add_argument("--dry-run", action="store_true",
+                   help="build data, model and loss, run one batch through the loss, and exit")
+    e = sub.add_parser("evaluate", help="re-evaluate a saved run on its test split")
+    e.add_argument("run_dir")
+    pl = sub.add_parser("plot", help="redraw a run's figures from its history")
+    pl.add_argument("run_dir")
+    cmp = sub.add_parser("compare", help="overlay several runs' losses and metrics: one PNG, one Markdown table")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--out", default="compare",
+                     help="output path stem (writes STEM.png and STEM.md) or a folder; default: ./compare")
+    inc = sub.add_parser("incremental", help="run a class-incremental scenario from a config",
+                         description="Run a class-incremental scenario from a config.")
+    inc.add_argument("config", help="incremental config YAML (see configs/incremental_*.yaml)")
+    _run_options(inc, "completed step")
+    q = sub.add_parser("quickstart", help="train the three-head digits example end to end")
+    q.add_argument("--out", default="runs/quickstart")
+    q.add_argument("--epochs", type=int, default=15)
+    return p
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """``argv`` (default: the process's arguments) parsed; ``--help`` and errors exit here."""
+    return build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+
+
+__all__ = ["SPEC_ONLY_COMMANDS", "build_parser", "needs_tensorflow", "parse", "version"]
