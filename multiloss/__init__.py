@@ -13,7 +13,7 @@ strategy multiloss saves, so that every model it saves loads after
 needs no TensorFlow; every other name below is then imported on first use.
 """
 
-from . import compat, incremental
+from . import compat
 from .losses.reduction import REDUCTIONS
 from .losses.table import register_loss
 from .spec.errors import NonFiniteError, RunError, SpecError
@@ -30,15 +30,15 @@ __getattr__ = lazy_attributes(__name__, {
     "GradientDiagnostics": ".core.diagnostics",
     "build_loss": ".core.compile", "compile": ".core.compile", "compile_kwargs": ".core.compile",
     "STRATEGIES": ".weighting", "WeightLogger": ".weighting", "register_strategy": ".weighting",
-}, modules={"diagnostics": ".core.diagnostics", "models": ".run.models", "schedules": ".spec.schedules",
-            "weighting": ".weighting"})
+}, modules={"diagnostics": ".core.diagnostics", "incremental": ".incremental", "models": ".run.models",
+            "schedules": ".spec.schedules", "weighting": ".weighting"})
 
 
 def load_all() -> None:
     """Import everything a plain ``import multiloss`` imports: Keras, and every layer, loss and
     strategy multiloss saves (the console script calls it after a spec-only import)."""
     __getattr__.load_all()
-    incremental.load_all()
+    __getattr__("incremental").load_all()   # its layers and methods, even after a spec-only import
 
 
 if not spec_only():

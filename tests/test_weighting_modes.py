@@ -260,8 +260,7 @@ def test_register_strategy_by_class_and_import_string_and_the_collapse_warning(c
         assert len(collapse) == 1 and "term 'reg'" not in collapse[0] and "epoch 1," in collapse[0]
         assert sum("term 'cls'" in r.getMessage() for r in caplog.records) == 1
     finally:
-        for key in ("halves", "fading"):
-            STRATEGIES.pop(key, None)
+        STRATEGIES.unregister("halves", "fading")
         sys.modules.pop("user_strategies", None)
 
 
@@ -320,4 +319,4 @@ def test_custom_params_are_validated_like_built_ins():
         with pytest.raises(ml.SpecError, match="strategy 'scaled_test' has no parameter 'gian'; valid: gain"):
             ml.load_spec(HEADS + "weighting: {strategy: scaled_test, params: {gian: 2}}\n")
     finally:
-        STRATEGIES.pop("scaled_test", None)
+        STRATEGIES.unregister("scaled_test")

@@ -14,7 +14,7 @@ the losses ``incremental_distillation``, ``incremental_classification``,
 ``icarl_bce``, ``pod_spatial``, ``pod_flat`` and ``nca``.
 """
 
-from ..spec.lazy import lazy_attributes, spec_only
+from ..spec.lazy import lazy_attributes
 from .losses import distillation_loss, icarl_targets, incremental_targets
 
 # The rest needs Keras at import (layers registered for saving) and loads on first use.
@@ -24,17 +24,20 @@ __getattr__ = lazy_attributes(__name__, {
     **dict.fromkeys(["DER", "EEIL", "METHODS", "WA", "BiC", "FineTune", "ICaRL", "Joint", "LwF", "Method",
                      "PODNet", "Replay", "Step", "get_method", "register_method"], ".methods"),
     **dict.fromkeys(["average_incremental_accuracy", "class_order", "forgetting"], ".metrics"),
-    **dict.fromkeys(["DERNet", "IncrementalNet", "align_weights", "expand_classifier"], ".network"),
+    **dict.fromkeys(["BACKBONES", "DERNet", "IncrementalNet", "align_weights", "expand_classifier", "get_backbone",
+                     "register_backbone"], ".network"),
     **dict.fromkeys(["check_incremental", "evaluate_incremental", "plot_incremental", "run_incremental"],
                     ".runner"),
 })
+#: Imports the rest; ``multiloss.load_all()`` (a plain ``import multiloss``) calls it, so that saved
+#: models load.  Not called here: the loss registry imports :mod:`.losses` (so this package) while
+#: validating a spec, which must not import TensorFlow.
 load_all = __getattr__.load_all
-if not spec_only():
-    load_all()
 
 __all__ = [
     "distillation_loss", "incremental_targets", "icarl_targets", "ExemplarMemory", "herding_order",
-    "IncrementalNet", "DERNet", "expand_classifier", "align_weights", "Method", "Step", "METHODS",
+    "IncrementalNet", "DERNet", "expand_classifier", "align_weights", "BACKBONES", "get_backbone",
+    "register_backbone", "Method", "Step", "METHODS",
     "register_method", "get_method", "FineTune", "Joint", "LwF", "ICaRL", "EEIL", "WA", "Replay", "BiC",
     "PODNet", "DER", "class_order", "average_incremental_accuracy", "forgetting",
     "IncrementalConfig", "load_incremental_config", "run_incremental", "check_incremental",

@@ -15,9 +15,11 @@ T, sigmoid(z) for iCaRL's binary targets.  The issue's example rows
 The losses are plain registered multiloss losses ``(y_true, y_pred, **params)
 -> [B]`` with ``y_true`` the layout and ``y_pred`` the student's logits for
 all ``num_total`` classes, so a method is a spec of weighted terms built by
-the one composite machinery.  Importing :mod:`multiloss.incremental`
-registers them: ``incremental_distillation``, ``incremental_classification``
-and ``icarl_bce``.
+the one composite machinery.  This module is a provider of the loss registry
+(:data:`multiloss.losses.table.LOSSES` imports it the first time it is read,
+TensorFlow not needed): ``incremental_distillation``,
+``incremental_classification``, ``icarl_bce``, ``pod_spatial``, ``pod_flat``
+and ``nca`` resolve by name without importing :mod:`multiloss.incremental` first.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..losses.table import knowledge_distillation, register_loss
+from ..losses.builtin import knowledge_distillation
+from ..losses.table import register_loss
 from ..spec.lazy import ops
 
 

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..spec.imports import import_object, is_import_string, lookup
+from ..spec.imports import import_object, is_import_string
+from ..spec.registry import Registry
 from .memory import normalize
 from .network import DERNet, IncrementalNet
 
@@ -629,15 +630,18 @@ def aux_labels(labels: np.ndarray, num_old: int) -> np.ndarray:
 
 # --- the registry -------------------------------------------------------------------
 
-METHODS: dict[str, type[Method]] = {}  # registry: method name -> Method subclass
-
-
-def _check_method(obj: Any, what: str) -> type[Method]:
+def _method_problem(obj: Any) -> str | None:
     if not (isinstance(obj, type) and issubclass(obj, Method)):
-        raise TypeError(f"{what} is {obj!r}, not a subclass of multiloss.incremental.Method")
+        return f"{obj!r} is not a subclass of multiloss.incremental.Method"
     if obj.spec is Method.spec:
-        raise TypeError(f"{what}: {obj.__name__} does not define spec(step)")
-    return obj
+        return f"{obj.__name__} does not define spec(step)"
+    return None
+
+
+#: Method name -> Method subclass.
+METHODS: Registry[type[Method]] = Registry(
+    "method", check=_method_problem,
+    hint="valid: {valid}; or an import string 'package.module:Class' naming a Method subclass")
 
 
 def register_method(method: type[Method] | str | None = None, *, name: str | None = None):
@@ -645,7 +649,8 @@ def register_method(method: type[Method] | str | None = None, *, name: str | Non
 
     ``register_method(MyMethod)``, ``@register_method``, ``@register_method("mine")``
     or ``register_method("package.module:MyMethod")`` (imported, then registered).
-    A name already taken by another class is refused.
+    A name already taken by another class is refused (the conflict policy of
+    :class:`~multiloss.spec.registry.Registry`).
     """
     if isinstance(method, str) and not is_import_string(method):
         return register_method(name=method)
@@ -653,14 +658,10 @@ def register_method(method: type[Method] | str | None = None, *, name: str | Non
     def add(cls):
         if isinstance(cls, str):
             cls = import_object(cls)
-        _check_method(cls, "register_method")
-        key = name or cls.name
-        if not key or not isinstance(key, str):
+        key = name or getattr(cls, "name", None)
+        if not key and isinstance(cls, type) and issubclass(cls, Method):
             raise ValueError(f"{cls.__name__} has no `name`; give register_method(..., name='...')")
-        if METHODS.get(key, cls) is not cls:
-            raise ValueError(f"method name {key!r} is taken by {METHODS[key].__qualname__}; choose another name")
-        METHODS[key] = cls
-        return cls
+        return METHODS.register(key, cls)
 
     return add if method is None else add(method)
 
@@ -671,11 +672,7 @@ for _m in (FineTune, Joint, LwF, ICaRL, EEIL, WA, Replay, BiC, PODNet, DER):
 
 def get_method(name: str) -> type[Method]:
     """A registered method by name, or a Method subclass by import string ``package.module:Class``."""
-    obj = lookup(name, METHODS, "method", " naming a Method subclass")
-    try:
-        return _check_method(obj, f"method {name!r}")
-    except TypeError as exc:
-        raise LookupError(str(exc)) from None
+    return METHODS.get(name)
 
 
 __all__ = ["Step", "Method", "METHODS", "get_method", "register_method", "FineTune", "Joint", "LwF", "ICaRL",

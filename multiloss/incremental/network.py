@@ -30,6 +30,8 @@ import numpy as np
 from keras import layers
 
 from ..run.models import cnn_trunk
+from ..spec.registry import Registry
+from ..spec.validation import unknown_key
 
 BackboneBuilder = Callable[..., keras.Model]
 
@@ -121,11 +123,7 @@ def keras_application(info: dict, family: str = "resnet50", size: int = 32, weig
     backbone; none: random initialisation.  Extra ``params`` go to the application
     (``alpha`` for MobileNet)."""
     if family not in _APPLICATIONS:
-        import difflib
-
-        close = difflib.get_close_matches(family, _APPLICATIONS, n=1)
-        raise ValueError(f"unknown family {family!r}{f'; did you mean {close[0]!r}?' if close else ''} "
-                         f"families: {', '.join(_APPLICATIONS)}")
+        raise ValueError(unknown_key(family, _APPLICATIONS, "family"))
     path = _local_weights(weights)
     own = path is not None and not path.endswith(".weights.h5")
     inputs, x = _resized(info, size)
@@ -149,16 +147,26 @@ def _application(family: str) -> BackboneBuilder:
     return build
 
 
-BACKBONES: dict[str, BackboneBuilder] = {"cnn": cnn, "mlp": mlp, "resnet18": resnet18, "resnet32": resnet32,
-                                         **{k: _application(k) for k in _APPLICATIONS}}
+#: Backbone name -> builder ``(info, **params) -> keras.Model`` from the inputs to a feature vector.
+BACKBONES: Registry[BackboneBuilder] = Registry(
+    "backbone", hint="valid: {valid}; or an import string 'package.module:function' returning a Keras model "
+                     "from the inputs to a feature vector")
+
+
+def register_backbone(name: str, builder: BackboneBuilder | None = None):
+    """Register a backbone builder under ``name``; without ``builder``, a decorator.  A name taken by
+    another builder is refused (the conflict policy of :class:`~multiloss.spec.registry.Registry`)."""
+    return BACKBONES.register(name) if builder is None else BACKBONES.register(name, builder)
+
+
+for _name, _builder in {"cnn": cnn, "mlp": mlp, "resnet18": resnet18, "resnet32": resnet32,
+                        **{k: _application(k) for k in _APPLICATIONS}}.items():
+    register_backbone(_name, _builder)
 
 
 def get_backbone(name: str) -> BackboneBuilder:
-    """A built-in backbone builder or a ``package.module:function``."""
-    from ..spec.imports import lookup
-
-    return lookup(name, BACKBONES, "backbone",
-                  " returning a Keras model from the inputs to a feature vector")
+    """A registered backbone builder or a ``package.module:function``."""
+    return BACKBONES.get(name)
 
 
 def expand_classifier(old: layers.Dense | None, units: int, in_dim: int, *,
@@ -466,5 +474,6 @@ def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 __all__ = ["IncrementalNet", "DERNet", "LocalSimilarityClassifier", "expand_classifier", "expand_lsc",
-           "align_weights", "feature_maps", "get_backbone", "BACKBONES", "cnn", "mlp", "resnet18", "resnet32",
+           "align_weights", "feature_maps", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
+           "resnet18", "resnet32",
            "keras_application"]

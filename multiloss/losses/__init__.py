@@ -1,8 +1,9 @@
-"""Losses: the table of names (multiloss's own and Keras's), and reduction.
+"""Losses: the registry of names (multiloss's own and Keras's), and reduction.
 
 A loss is math only, ``(y_true, y_pred) -> L`` with L shaped ``[B]`` or
 ``[B, d1..dk]``; element weights, masks and the reduction over the batch are
-applied once, in :mod:`.reduction`.
+applied once, in :mod:`.reduction`.  multiloss's own losses are in
+:mod:`.builtin`; the registry (:mod:`.table`) imports it the first time it is read.
 
     >>> import multiloss as ml
     >>> fn = ml.losses.get("huber", delta=2.0)
@@ -11,6 +12,7 @@ applied once, in :mod:`.reduction`.
 from .table import (
     KERAS_CLASSES,
     KERAS_FUNCTIONS,
+    LOSSES,
     LossFn,
     TargetKind,
     canonical_name,
@@ -21,5 +23,5 @@ from .table import (
     same_rank,
 )
 
-__all__ = ["KERAS_CLASSES", "KERAS_FUNCTIONS", "LossFn", "TargetKind", "canonical_name", "get", "is_registered",
-           "names", "register_loss", "same_rank"]
+__all__ = ["KERAS_CLASSES", "KERAS_FUNCTIONS", "LOSSES", "LossFn", "TargetKind", "canonical_name", "get",
+           "is_registered", "names", "register_loss", "same_rank"]

@@ -1,8 +1,12 @@
-"""The loss registry and the losses multiloss adds to Keras's own.
+"""The loss registry: names to losses, their resolution, and the table of Keras's losses.
 
 A registered loss is *math only*: ``(y_true, y_pred) -> L`` with L of shape
 ``[B]`` or ``[B, d1..dk]`` (never reduced over the batch).  Weighting,
 masking and reduction happen once, in :mod:`multiloss.losses.reduction`.
+
+The registry's providers fill it the first time it is read: multiloss's own
+losses and Keras's under their names (:mod:`multiloss.losses.builtin`), and
+the class-incremental ones (``multiloss.incremental.losses``).
 
     >>> import multiloss as ml
     >>> fn = ml.losses.get("huber", delta=2.0)
@@ -13,14 +17,13 @@ masking and reduction happen once, in :mod:`multiloss.losses.reduction`.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..spec.imports import REGISTRIES, import_object, is_import_string
+from ..spec.imports import REGISTRIES, is_import_string
 from ..spec.lazy import keras, ops
+from ..spec.registry import Registry
 
 #: How a loss relates target to prediction shapes (used for shape checks and
 #: for reading class ids out of y_true): ``same`` (targets shaped like the
@@ -28,18 +31,12 @@ from ..spec.lazy import keras, ops
 #: ``custom`` (anything else; not checked).
 TargetKind = Literal["same", "sparse", "custom"]
 
-
-@dataclass(frozen=True)
-class _Entry:
-    ref: Callable | str   # the loss, or the name of a ``keras.losses`` function (read on first use)
-    target: TargetKind
-
-    @property
-    def obj(self) -> Callable:
-        return getattr(keras.losses, self.ref) if isinstance(self.ref, str) else self.ref
-
-
-_REGISTRY: dict[str, _Entry] = {}
+BUILTIN = "multiloss.losses.builtin"
+#: Name -> the loss: a function or class, or the name of a ``keras.losses`` function (read on first use).
+LOSSES: Registry[Callable | str] = Registry(
+    "loss", providers=(BUILTIN, "multiloss.incremental.losses"),
+    hint="use a registered name (see `multiloss.losses.names()`), or an import string 'package.module:function'")
+_TARGETS: dict[str, TargetKind] = {}   # name -> the target kind it was registered with
 
 
 class LossFn:
@@ -105,28 +102,34 @@ def register_loss(name: str, *, target: TargetKind = "custom", aliases: tuple[st
 
     The function takes ``(y_true, y_pred, **params)`` and returns per-sample
     or per-element values; a class is instantiated with ``params`` and then
-    called with ``(y_true, y_pred)``.
+    called with ``(y_true, y_pred)``.  A name taken by another loss is refused
+    (the conflict policy of :class:`~multiloss.spec.registry.Registry`).
     """
 
     def deco(obj):
-        for n in (name, *aliases):
-            _REGISTRY[n] = _Entry(obj, target)
+        LOSSES.register(name, obj, aliases=aliases)
+        _TARGETS.update(dict.fromkeys((name, *aliases), target))
         return obj
 
     return deco
 
 
+def _keras_loss_registered(obj: object) -> bool:
+    """Whether ``obj`` is a Keras loss function the registry holds by name (not imported yet)."""
+    return any(isinstance(held, str) and getattr(keras.losses, held, None) is obj for held in LOSSES.values())
+
+
+REGISTRIES.append(_keras_loss_registered)   # as the registry's own objects, they load in safe mode
+
+
 def is_registered(obj: object) -> bool:
     """Whether ``obj`` is a loss registered with :func:`register_loss` (trusted by safe loading)."""
-    return any(entry.obj is obj for entry in _REGISTRY.values())
-
-
-REGISTRIES.append(is_registered)   # registered losses load from saved models in safe mode
+    return LOSSES.holds(obj) or _keras_loss_registered(obj)
 
 
 def names() -> list[str]:
     """All registered loss names, sorted."""
-    return sorted(_REGISTRY)
+    return LOSSES.names()
 
 
 def _valid_params(obj: Callable | str) -> list[str] | None:
@@ -166,22 +169,13 @@ def get(name: str, /, **params) -> LossFn:
     Raises ``LookupError`` for an unknown name (with a did-you-mean) or an
     import string that does not import, and ``TypeError`` for unknown params.
     """
+    obj = LOSSES.get(name)     # an UnknownNameError (a LookupError) with a did-you-mean
     if is_import_string(name):
-        obj = import_object(name)
-        known = _canonical_of(obj)
-        target = _REGISTRY[known].target if known in _REGISTRY else "custom"
-    elif name in _REGISTRY:
-        entry = _REGISTRY[name]
-        obj, target = entry.ref, entry.target
+        target = _TARGETS.get(_canonical_of(obj), "custom")
+    else:
+        target = _TARGETS.get(name, "custom")
         if name in KERAS_CLASSES:  # a Keras class's name and dtype do not change its math
             params = {k: v for k, v in params.items() if k not in ("name", "dtype")}
-    else:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise LookupError(
-            f"unknown loss {name!r}; {hint}use a registered name (see "
-            "`multiloss.losses.names()`), or an import string 'package.module:function'"
-        )
     _check_params(name, obj, params)
     return LossFn(name, obj, dict(params), target)
 
@@ -205,7 +199,7 @@ KERAS_FUNCTIONS: dict[str, TargetKind] = {
     "binary_focal_crossentropy": "same", "categorical_focal_crossentropy": "same",
     "sparse_categorical_crossentropy": "sparse", "categorical_generalized_cross_entropy": "sparse",
     "ctc": "custom", "circle": "custom",
-    # multiloss's own versions (below): per-sample, see README "Names shared with Keras"
+    # multiloss's own versions (losses/builtin.py): per-sample, see README "Names shared with Keras"
     "dice": "same", "tversky": "same",
 }
 #: Keras class name -> the function name it wraps.
@@ -253,8 +247,6 @@ KERAS_PARAMS: dict[str, tuple[str, ...]] = {
     "categorical_focal_crossentropy": ("alpha", "gamma", "from_logits", "label_smoothing", "axis"),
     "circle": ("ref_labels", "ref_embeddings", "remove_diagonal", "gamma", "margin"),
 }
-#: multiloss's own loss functions -> their registered names (see :func:`canonical_name`).
-_CANONICAL: dict[Any, str] = {}
 
 
 def _canonical_of(obj: Callable | str) -> str | None:
@@ -262,17 +254,13 @@ def _canonical_of(obj: Callable | str) -> str | None:
     gives ``mean_squared_error``), one of multiloss's own, or None for anything else."""
     if isinstance(obj, str):
         return obj
-    try:
-        own = _CANONICAL.get(obj)
-    except TypeError:   # unhashable
-        return None
-    if own is not None:
-        return own
-    name = getattr(obj, "__name__", None)
-    if not str(getattr(obj, "__module__", "")).startswith("keras") or name is None:
+    module, name = str(getattr(obj, "__module__", "")), getattr(obj, "__name__", None)
+    if module == BUILTIN:
+        return LOSSES.name_of(obj)
+    if not module.startswith("keras") or name is None:
         return None
     fname = KERAS_CLASSES.get(name, name)
-    if fname not in KERAS_FUNCTIONS or (fname in _OWN_NAMES and name == fname) \
+    if fname not in KERAS_FUNCTIONS or (name == fname and LOSSES[fname] != fname) \
             or getattr(keras.losses, name, None) is not obj:
         return None   # multiloss's dice/tversky/GCE differ from Keras's functions of the same name
     return fname
@@ -285,121 +273,10 @@ def canonical_name(loss: LossFn) -> str | None:
     return _canonical_of(loss._fn)
 
 
-def _register_keras() -> None:
+def register_keras_losses() -> None:
+    """Register Keras's losses under their function names, class names and aliases (by name: they are
+    imported on first use).  Where multiloss has registered its own version of a function's name
+    (dice, tversky, categorical_generalized_cross_entropy), that one stands for Keras's."""
     for fname, kind in KERAS_FUNCTIONS.items():
-        own = _REGISTRY.get(fname)  # multiloss's own version (dice, tversky, GCE)
-        _REGISTRY[fname] = _Entry(own.ref if own else fname, kind)
-    for cname, fname in KERAS_CLASSES.items():
-        _REGISTRY[cname] = _REGISTRY[fname]
-    for alias, fname in _ALIASES.items():
-        _REGISTRY[alias] = _REGISTRY[fname]
-    for own in _OWN_NAMES:
-        _CANONICAL[_REGISTRY[own].ref] = own
-
-
-# --- losses multiloss adds ---------------------------------------------------
-
-def _non_batch_axes(x) -> tuple[int, ...]:
-    return tuple(range(1, len(x.shape)))
-
-
-def _axes(y_pred, axis) -> tuple[int, ...] | int:
-    if axis is None:
-        return _non_batch_axes(y_pred)
-    return tuple(axis) if isinstance(axis, (list, tuple)) else axis
-
-
-@register_loss("tversky", target="same")
-def tversky(y_true, y_pred, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1e-6, axis=None):
-    """Per-sample Tversky loss (Salehi et al. 2017) over all non-batch axes; ``[B]``.
-
-    ``1 - (TP + s) / (TP + α·FP + β·FN + s)`` with FP = Σ (1 − t)·p and
-    FN = Σ t·(1 − p); α = β = 0.5 is the Dice loss.  ``axis`` (as Keras's)
-    names the summed axes instead; its default here is every non-batch axis
-    (Keras's ``tversky`` sums over the batch too, and weights FN by α).
-    """
-    y_pred = ops.convert_to_tensor(y_pred)
-    y_true = ops.cast(y_true, y_pred.dtype)
-    axes = _axes(y_pred, axis)
-    tp = ops.sum(y_true * y_pred, axis=axes)
-    fp = ops.sum((1.0 - y_true) * y_pred, axis=axes)
-    fn = ops.sum(y_true * (1.0 - y_pred), axis=axes)
-    return 1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
-
-
-@register_loss("dice", target="same")
-def dice(y_true, y_pred, smooth: float = 1e-6, axis=None):
-    """Per-sample soft Dice loss ``1 - (2·Σ t·p + s) / (Σ t + Σ p + s)``; ``[B]``.
-
-    Sums over every non-batch axis, or over ``axis`` (as Keras's ``dice``, whose
-    default sums over the batch too and returns a scalar).
-    """
-    return tversky(y_true, y_pred, 0.5, 0.5, smooth, axis)
-
-
-@register_loss("categorical_generalized_cross_entropy", target="sparse")
-def categorical_generalized_cross_entropy(y_true, y_pred, q: float = 0.5):
-    """Keras's generalized cross entropy ``(1 − p_y^q) / q`` (Zhang & Sabuncu 2018); ``[B]``.
-
-    As ``keras.losses.categorical_generalized_cross_entropy``, with ``q``
-    defaulting to 0.5 (its class's default) and labels ``[B, 1]`` read as ``[B]``.
-    """
-    y_true = ops.convert_to_tensor(y_true)
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
-        y_true = ops.squeeze(y_true, axis=-1)
-    return keras.losses.categorical_generalized_cross_entropy(y_true, y_pred, q)
-
-
-def _distance(a, b):
-    return ops.sqrt(ops.maximum(ops.sum(ops.square(a - b), axis=-1), 1e-12))
-
-
-@register_loss("contrastive")
-def contrastive(y_true, y_pred, margin: float = 1.0):
-    """Contrastive loss for Siamese pairs (Hadsell et al. 2006); returns ``[B]``.
-
-    ``y_true`` is 1 for a same pair and 0 for a different pair.  ``y_pred`` is
-    either ``[emb_a, emb_b]`` (two outputs; d is their Euclidean distance) or
-    one output holding the distance d.  L = y·d² + (1 − y)·max(margin − d, 0)².
-    """
-    if isinstance(y_pred, (list, tuple)):
-        d = _distance(y_pred[0], y_pred[1])
-    else:
-        d = ops.reshape(y_pred, (ops.shape(y_pred)[0],)) if len(y_pred.shape) > 1 else y_pred
-    y = ops.cast(ops.reshape(y_true, ops.shape(d)), d.dtype)
-    return y * ops.square(d) + (1.0 - y) * ops.square(ops.maximum(margin - d, 0.0))
-
-
-@register_loss("triplet")
-def triplet(y_true, y_pred, margin: float = 1.0):
-    """Triplet loss (Schroff et al. 2015) on ``[anchor, positive, negative]``.
-
-    L = max(‖a − p‖² − ‖a − n‖² + margin, 0); ``y_true`` is ignored.  ``[B]``.
-    """
-    a, p, n = y_pred
-    d_ap = ops.sum(ops.square(a - p), axis=-1)
-    d_an = ops.sum(ops.square(a - n), axis=-1)
-    return ops.maximum(d_ap - d_an + margin, 0.0)
-
-
-@register_loss("knowledge_distillation", target="custom", aliases=("kd", "distillation"))
-def knowledge_distillation(y_true, y_pred, temperature: float = 2.0):
-    """Hinton et al. (2015) distillation: T² · KL(softmax(t/T) ‖ softmax(s/T)).
-
-    ``y_true`` holds the teacher's logits for C classes; ``y_pred`` the
-    student's logits for C' ≥ C classes, of which the first C are used.
-    Returns per-sample values (the class axis is summed).
-    """
-    teacher = ops.convert_to_tensor(y_true)
-    student = ops.convert_to_tensor(y_pred)[..., : teacher.shape[-1]]
-    t = ops.cast(temperature, student.dtype)
-    teacher = ops.cast(teacher, student.dtype)
-    log_p_t = ops.log_softmax(teacher / t, axis=-1)
-    log_p_s = ops.log_softmax(student / t, axis=-1)
-    kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
-    return kl * t * t
-
-
-_OWN_NAMES = {"dice", "tversky", "contrastive", "triplet", "knowledge_distillation",
-              "categorical_generalized_cross_entropy"}
-_register_keras()
+        aliases = [n for n, f in (*KERAS_CLASSES.items(), *_ALIASES.items()) if f == fname]
+        register_loss(fname, target=kind, aliases=tuple(aliases))(LOSSES[fname] if fname in LOSSES else fname)

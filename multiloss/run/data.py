@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from ..spec.imports import is_import_string
+from ..spec.registry import Registry
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -63,28 +66,23 @@ class Splits:
 
 
 DataSource = Callable[..., Splits]
-_SOURCES: dict[str, DataSource] = {}
+#: Data source name -> ``(seed, **params) -> Splits``.
+SOURCES: Registry[DataSource] = Registry("data source")
 
 
 def register_data(name: str):
-    """Decorator: register a data source ``(seed, **params) -> Splits``."""
-
-    def deco(fn: DataSource) -> DataSource:
-        _SOURCES[name] = fn
-        return fn
-
-    return deco
+    """Decorator: register a data source ``(seed, **params) -> Splits``.  A name taken by another
+    source is refused (the conflict policy of :class:`~multiloss.spec.registry.Registry`)."""
+    return SOURCES.register(name)
 
 
 def data_names() -> list[str]:
-    return sorted(_SOURCES)
+    return SOURCES.names()
 
 
 def get_source(name: str) -> DataSource:
     """A registered source, or a ``module:function`` (normalised to return Splits)."""
-    from ..spec.imports import is_import_string, lookup
-
-    fn = lookup(name, _SOURCES, "data source")
+    fn = SOURCES.get(name)
     if not is_import_string(name):
         return fn
 

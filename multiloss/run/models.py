@@ -18,30 +18,27 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ..spec.registry import Registry
+
 ModelBuilder = Callable[..., keras.Model]
-_BUILDERS: dict[str, ModelBuilder] = {}
+#: Model name -> builder ``(info, **params) -> keras.Model``.
+MODELS: Registry[ModelBuilder] = Registry("model")
 HEAD_KINDS = ("classification", "binary", "regression", "reconstruction")
 
 
 def register_model(name: str):
-    """Decorator: register a model builder ``(info, **params) -> keras.Model``."""
-
-    def deco(fn: ModelBuilder) -> ModelBuilder:
-        _BUILDERS[name] = fn
-        return fn
-
-    return deco
+    """Decorator: register a model builder ``(info, **params) -> keras.Model``.  A name taken by
+    another builder is refused (the conflict policy of :class:`~multiloss.spec.registry.Registry`)."""
+    return MODELS.register(name)
 
 
 def model_names() -> list[str]:
-    return sorted(_BUILDERS)
+    return MODELS.names()
 
 
 def get_builder(name: str) -> ModelBuilder:
     """A registered builder, or the function a ``module:function`` names."""
-    from ..spec.imports import lookup
-
-    return lookup(name, _BUILDERS, "model")
+    return MODELS.get(name)
 
 
 def cnn_trunk(input_shape, filters, dense: int, name: str) -> keras.Sequential:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 
 _TRUSTED: set[str] = set()  # registry: import strings this process has trusted
 _RESTRICTED = contextvars.ContextVar("multiloss_restricted_imports", default=False)
-#: Callables that say whether an object is registered somewhere (each multiloss registry adds its own).
+#: Callables that say whether an object is registered somewhere: each
+#: :class:`~multiloss.spec.registry.Registry` adds its ``holds`` when it is created.
 REGISTRIES: list[Callable[[object], bool]] = []  # registry of registries
 
 
@@ -41,6 +42,11 @@ def restricted(active: bool = True) -> Iterator[None]:
         _RESTRICTED.reset(token)
 
 
+def registered(obj: object) -> bool:
+    """Whether a multiloss registry holds ``obj`` (the membership test of safe loading)."""
+    return any(holds(obj) for holds in REGISTRIES)
+
+
 def _registered(ref: str) -> bool:
     """Whether ``ref`` names an already imported object that multiloss or Keras has registered."""
     import keras
@@ -51,7 +57,7 @@ def _registered(ref: str) -> bool:
         obj = getattr(obj, part, None) if obj is not None else None
     if obj is None:
         return False
-    if any(check(obj) for check in REGISTRIES):
+    if registered(obj):
         return True
     name = keras.saving.get_registered_name(obj)
     return name != getattr(obj, "__name__", None) and keras.saving.get_registered_object(name) is obj
@@ -96,20 +102,3 @@ def import_object(ref: str) -> Callable:
     if not _RESTRICTED.get():
         _TRUSTED.add(ref)   # named by the user's own config, spec or code
     return obj
-
-
-def lookup(name: str, registry: dict, kind: str, hint: str = "") -> Callable:
-    """A registry entry by name, or the object an import string names.
-
-    An unknown name raises ``LookupError`` with a did-you-mean and the valid names.
-    """
-    import difflib
-
-    if is_import_string(name):
-        return import_object(name)
-    if name in registry:
-        return registry[name]
-    close = difflib.get_close_matches(name, registry, n=2)
-    maybe = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-    raise LookupError(f"unknown {kind} {name!r}; {maybe}built-in: {', '.join(sorted(registry))}; "
-                      f"or give an import string 'package.module:function'{hint}")

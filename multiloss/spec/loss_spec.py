@@ -8,7 +8,6 @@ pasted.  Every problem becomes a :class:`SpecError` naming path and line.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
@@ -29,7 +28,7 @@ from ..losses.reduction import Reduction
 from .errors import SpecError
 from .imports import import_object, is_import_string
 from .schedules import ScheduleSpec
-from .validation import nonfinite_paths, pydantic_problems
+from .validation import did_you_mean, nonfinite_paths, pydantic_problems
 from .yamlio import Lines, line_of, load_yaml, read_source
 
 Weight = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False, description="A finite number ≥ 0.")]
@@ -382,9 +381,7 @@ def _resolve(spec: LossSpec) -> list[Term]:
             continue
         if m in known:
             continue
-        close = difflib.get_close_matches(m, known, n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        problems.append((path, f"unknown metric {m!r}; {hint}use a Keras metric name "
+        problems.append((path, f"unknown metric {m!r}; {did_you_mean(m, known)}use a Keras metric name "
                                "(e.g. accuracy, mae, auc) or an import string 'package.module:attr'"))
     if not spec.outputs and not spec.terms:
         problems.append(((), "the spec defines no loss: add `outputs:` (or the compile form `loss:`)"))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
-
 from pydantic import ValidationError
 
-from ..spec.imports import REGISTRIES
+from ..spec.imports import import_object
+from ..spec.registry import Registry
+from ..spec.validation import did_you_mean, unknown_key
 from .aligned_mtl import AlignedMTL
 from .base import Params, Strategy
 from .cagrad import CAGrad
@@ -25,11 +25,7 @@ from .static import Static
 from .uncertainty import Uncertainty
 from .upgrad import UPGrad
 
-STRATEGIES = {cls.name: cls for cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad,
-                                        NashMTL, IMTLG, GradVac, AlignedMTL, UPGrad, FAMO, DBMTL, GradDrop)}
 GRADIENT_MODES = ("parameters", "representation")
-# Registered strategies load from saved models in safe mode (see multiloss.spec.imports).
-REGISTRIES.append(lambda obj: any(obj is cls for cls in STRATEGIES.values()))
 
 
 def _strategy_problem(cls) -> str | None:
@@ -45,6 +41,12 @@ def _strategy_problem(cls) -> str | None:
     return None
 
 
+#: Strategy name -> Strategy subclass (registered ones load from saved models in safe mode).
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy", check=_strategy_problem,
+    hint="valid: {valid} (or 'package.module:Class', or register your own with multiloss.register_strategy)")
+
+
 def register_strategy(strategy, name: str | None = None):
     """Register a weighting strategy so that ``weighting.strategy: <name>`` finds it.
 
@@ -52,47 +54,32 @@ def register_strategy(strategy, name: str | None = None):
     import string ``'package.module:Class'``; the name is ``name`` or the
     class's ``name``.  Usable as a decorator (``@register_strategy``).  The
     class is validated (a Strategy with a pydantic ``Params``); registering a
-    different class under a taken name raises ``ValueError``.  Returns the class.
+    different class under a taken name raises ``ValueError`` (the conflict
+    policy of :class:`~multiloss.spec.registry.Registry`).  Returns the class.
     """
-    from ..spec.imports import import_object
-
     if isinstance(strategy, str):
         if ":" not in strategy:
             raise ValueError(f"register_strategy needs a Strategy subclass or an import string "
                              f"'package.module:Class', got {strategy!r}")
         strategy = import_object(strategy)
-    problem = _strategy_problem(strategy)
-    if problem:
-        raise TypeError(problem)
-    key = name or strategy.name
-    if not key or not isinstance(key, str) or ":" in key:
-        raise ValueError(f"a strategy needs a name without ':' (class attribute `name` or name=...), got {key!r}")
-    if key in STRATEGIES and STRATEGIES[key] is not strategy:
-        raise ValueError(f"strategy name {key!r} is taken by {STRATEGIES[key].__module__}."
-                         f"{STRATEGIES[key].__name__}")
+    key = name or getattr(strategy, "name", None)
+    STRATEGIES.register(key, strategy)
     if not strategy.name:
         strategy.name = key
-    STRATEGIES[key] = strategy
     return strategy
+
+
+for _cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad, NashMTL, IMTLG, GradVac, AlignedMTL,
+             UPGrad, FAMO, DBMTL, GradDrop):
+    register_strategy(_cls)
 
 
 def resolve(name: str):
     """The strategy class for ``name`` (registered, or an import string), or ``(None, message)``."""
-    if name in STRATEGIES:
-        return STRATEGIES[name], None
-    if ":" in name:
-        from ..spec.imports import import_object
-
-        try:
-            cls = import_object(name)
-        except LookupError as exc:
-            return None, str(exc)
-        problem = _strategy_problem(cls)
-        return (None, problem) if problem else (cls, None)
-    close = difflib.get_close_matches(name, list(STRATEGIES), n=2, cutoff=0.6)
-    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-    return None, (f"unknown strategy {name!r}; {hint}valid: {', '.join(STRATEGIES)} "
-                  "(or 'package.module:Class', or register your own with multiloss.register_strategy)")
+    try:
+        return STRATEGIES.get(name), None
+    except LookupError as exc:
+        return None, str(exc)
 
 
 def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
@@ -103,10 +90,8 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
     problems = []
     for key in spec.schedules:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-            problems.append((("schedules", key), f"no term named {key!r}; {hint}schedules are keyed "
-                                                 f"by term name; terms: {names}"))
+            problems.append((("schedules", key), f"no term named {key!r}; {did_you_mean(key, names)}"
+                                                 f"schedules are keyed by term name; terms: {names}"))
     ws = spec.weighting
     if ws is None:
         return problems
@@ -136,10 +121,7 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
                          f"{ws.strategy!r} has nothing to vectorize"))
     mode = getattr(ws, "gradients", "parameters")
     if mode not in GRADIENT_MODES:
-        close = difflib.get_close_matches(str(mode), GRADIENT_MODES, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        problems.append((("weighting", "gradients"),
-                         f"unknown gradient mode {mode!r}; {hint}valid: {', '.join(GRADIENT_MODES)}"))
+        problems.append((("weighting", "gradients"), unknown_key(mode, GRADIENT_MODES, "gradient mode")))
     elif mode == "representation":
         if cls.gradients != "shared":
             problems.append((("weighting", "gradients"),
