@@ -14,12 +14,12 @@ needs no TensorFlow; every other name below is then imported on first use.
 """
 
 from . import compat
-from .losses.reduction import REDUCTIONS
-from .losses.table import register_loss
 from .spec.errors import NonFiniteError, RunError, SpecError
 from .spec.imports import allow_import
 from .spec.lazy import lazy_attributes, spec_only
 from .spec.loss_spec import LossSpec, load_spec
+from .spec.loss_table import register_loss
+from .spec.reductions import REDUCTIONS
 
 __version__ = "0.1.0"
 compat.install()   # old module paths (multiloss.examples, ...) keep resolving
@@ -30,8 +30,8 @@ __getattr__ = lazy_attributes(__name__, {
     "GradientDiagnostics": ".core.diagnostics",
     "build_loss": ".core.compile", "compile": ".core.compile", "compile_kwargs": ".core.compile",
     "STRATEGIES": ".weighting", "WeightLogger": ".weighting", "register_strategy": ".weighting",
-}, modules={"diagnostics": ".core.diagnostics", "incremental": ".incremental", "models": ".run.models",
-            "schedules": ".spec.schedules", "weighting": ".weighting"})
+}, modules={"diagnostics": ".core.diagnostics", "incremental": ".incremental", "losses": ".losses",
+            "models": ".run.models", "schedules": ".spec.schedules", "weighting": ".weighting"})
 
 
 def load_all() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import multiloss as ml
-from multiloss.losses import table as L
+from multiloss.spec import loss_table as L
 
 _NOT_LOSSES = {"get", "serialize", "deserialize", "Loss"}
 
@@ -29,8 +29,8 @@ def test_every_keras_loss_is_mapped():
     """Fails when a future Keras adds a loss that multiloss does not map yet."""
     funcs, classes = _keras_loss_names()
     assert len(funcs) >= 22 and len(classes) >= 22  # Keras 3.15: 22 of each
-    assert sorted(set(funcs) - set(L.KERAS_FUNCTIONS)) == [], "map it in multiloss.losses.table.KERAS_FUNCTIONS"
-    assert sorted(set(classes) - set(L.KERAS_CLASSES)) == [], "map it in multiloss.losses.table.KERAS_CLASSES"
+    assert sorted(set(funcs) - set(L.KERAS_FUNCTIONS)) == [], "map it in multiloss.spec.loss_table.KERAS_FUNCTIONS"
+    assert sorted(set(classes) - set(L.KERAS_CLASSES)) == [], "map it in multiloss.spec.loss_table.KERAS_CLASSES"
     registered = set(ml.losses.names())
     assert set(funcs) | set(classes) <= registered
     # Keras's own short aliases (keras.losses.get("MSE")) resolve too.

@@ -16,7 +16,7 @@ The losses are plain registered multiloss losses ``(y_true, y_pred, **params)
 -> [B]`` with ``y_true`` the layout and ``y_pred`` the student's logits for
 all ``num_total`` classes, so a method is a spec of weighted terms built by
 the one composite machinery.  This module is a provider of the loss registry
-(:data:`multiloss.losses.table.LOSSES` imports it the first time it is read,
+(:data:`multiloss.spec.loss_table.LOSSES` imports it the first time it is read,
 TensorFlow not needed): ``incremental_distillation``,
 ``incremental_classification``, ``icarl_bce``, ``pod_spatial``, ``pod_flat``
 and ``nca`` resolve by name without importing :mod:`multiloss.incremental` first.
@@ -29,8 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..losses.builtin import knowledge_distillation
-from ..losses.table import register_loss
 from ..spec.lazy import ops
+from ..spec.loss_table import register_loss
 
 
 def distillation_loss(teacher_logits, student_logits, temperature: float = 2.0):

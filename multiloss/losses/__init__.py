@@ -3,13 +3,13 @@
 A loss is math only, ``(y_true, y_pred) -> L`` with L shaped ``[B]`` or
 ``[B, d1..dk]``; element weights, masks and the reduction over the batch are
 applied once, in :mod:`.reduction`.  multiloss's own losses are in
-:mod:`.builtin`; the registry (:mod:`.table`) imports it the first time it is read.
+:mod:`.builtin`; the loss table (:mod:`multiloss.spec.loss_table`) imports it the first time it is read.
 
     >>> import multiloss as ml
     >>> fn = ml.losses.get("huber", delta=2.0)
 """
 
-from .table import (
+from ..spec.loss_table import (
     KERAS_CLASSES,
     KERAS_FUNCTIONS,
     LOSSES,

@@ -1,6 +1,6 @@
 """multiloss's own losses, then Keras's under their names: a provider of the loss registry.
 
-:data:`multiloss.losses.table.LOSSES` imports this module the first time it is
+:data:`multiloss.spec.loss_table.LOSSES` imports this module the first time it is
 read.  Each loss is math only, ``(y_true, y_pred, **params) -> L`` with L
 shaped ``[B]`` or ``[B, d1..dk]``, registered with :func:`register_loss` as a
 user's loss is.
@@ -9,7 +9,7 @@ user's loss is.
 from __future__ import annotations
 
 from ..spec.lazy import keras, ops
-from .table import register_keras_losses, register_loss
+from ..spec.loss_table import register_keras_losses, register_loss
 
 
 def _non_batch_axes(x) -> tuple[int, ...]:

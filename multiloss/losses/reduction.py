@@ -22,31 +22,8 @@ Keras's own spellings are accepted as aliases: ``mean`` (Keras's alias of
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from pydantic import BeforeValidator
-
 from ..spec.lazy import ops, tf
-
-ReductionName = Literal["sum_over_batch_size", "sum_by_nonzero_weights", "weighted_mean", "sum"]
-REDUCTIONS: tuple[str, ...] = ReductionName.__args__
-#: Keras's spellings -> multiloss's canonical reduction names.
-REDUCTION_ALIASES: dict[str, str] = {"mean": "sum_over_batch_size",
-                                     "mean_with_sample_weight": "weighted_mean"}
-
-
-def canonical_reduction(name: str) -> str:
-    """``mean`` -> ``sum_over_batch_size`` and so on; canonical names unchanged."""
-    return REDUCTION_ALIASES.get(name, name)
-
-
-def _canonical(value):
-    return REDUCTION_ALIASES.get(value, value) if isinstance(value, str) else value
-
-
-#: The spec's ``reduction`` field: a canonical name, or a Keras alias stored as
-#: its canonical name (the JSON Schema lists the canonical names).
-Reduction = Annotated[ReductionName, BeforeValidator(_canonical)]
+from ..spec.reductions import REDUCTION_ALIASES, REDUCTIONS, Reduction, ReductionName, canonical_reduction
 
 
 def align(weight, values, what: str):
@@ -137,3 +114,9 @@ def cross_replica_sum(x):
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return x
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+# The reduction names are re-exported: this was their home before the spec layer had them.
+__all__ = ["REDUCTIONS", "REDUCTION_ALIASES", "Reduction", "ReductionName", "canonical_reduction",
+           "align", "class_ids", "class_weight_map", "valid_mask", "reduce_axes_to", "numerator_denominator",
+           "num_replicas", "cross_replica_sum"]

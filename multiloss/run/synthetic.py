@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..losses.table import canonical_name
 from ..spec.errors import SpecError
+from ..spec.loss_table import canonical_name
 
 _ONE_HOT = {"categorical_crossentropy", "categorical_focal_crossentropy", "kl_divergence",
             "categorical_hinge", "cosine_similarity", "poisson"}

@@ -23,13 +23,19 @@ from pydantic import (
     model_validator,
 )
 
-from ..losses import table as losses
-from ..losses.reduction import Reduction
+from . import loss_table as losses
 from .errors import SpecError
 from .imports import import_object, is_import_string
+from .reductions import Reduction
+from .registry import Registry
 from .schedules import ScheduleSpec
 from .validation import did_you_mean, nonfinite_paths, pydantic_problems
 from .yamlio import Lines, line_of, load_yaml, read_source
+
+#: Checks of spec sections that an upper layer defines, each ``(spec, terms, term names) -> problems``:
+#: the weighting strategies check ``weighting:`` and ``schedules:`` (registered by their provider, so
+#: that this layer needs no import of theirs).
+SECTION_CHECKS: Registry = Registry("spec section check", providers=("multiloss.weighting.registry",))
 
 Weight = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False, description="A finite number ≥ 0.")]
 MetricList = list[str]
@@ -136,15 +142,15 @@ class TermSpec(_Model):
 class WeightingSpec(_Model):
     """Dynamic or learned weighting: ``{strategy: gradnorm, params: {alpha: 1.5, lr: 0.025}}``."""
 
-    strategy: str = Field("static", description="static | uncertainty | dwa | gradnorm | pcgrad | rlw | mgda | "
-                                                "cagrad")
+    strategy: str = Field("static", description="A registered strategy (`multiloss.weighting.STRATEGIES`; "
+                                                "docs/weighting.md lists the built-in ones) or 'package.module:Class'.")
     params: dict[str, Any] = Field(default_factory=dict, description="The strategy's parameters.")
     shared: list[str] | None = Field(
         None, description="Gradient strategies: the layers whose variables are the shared parameters "
                           "(default: inferred from the model).")
     vectorize: bool = Field(
-        False, description="gradnorm, pcgrad, mgda, cagrad: per-task gradients in one vectorized "
-                           "jacobian instead of one backward pass per term.")
+        False, description="Gradient strategies: per-task gradients in one vectorized jacobian instead of "
+                           "one backward pass per term.")
     gradients: str = Field(
         "parameters", description="Gradient strategies: per-task gradients of the shared `parameters`, or of "
                                   "the shared `representation` (MGDA-UB: one backward pass through the trunk).")
@@ -391,10 +397,8 @@ def _resolve(spec: LossSpec) -> list[Term]:
     for key, sched in spec.schedules.items():
         problems += [(("schedules", key) + p, "must be a finite number")
                      for p in nonfinite_paths(sched.model_dump())]
-    if spec.weighting is not None or spec.schedules:
-        from ..weighting.registry import check_spec
-
-        problems += check_spec(spec, terms, list(seen))
+    for check in SECTION_CHECKS.values():
+        problems += check(spec, terms, list(seen))
     if problems:
         raise spec.error(problems)
     return terms

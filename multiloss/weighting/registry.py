@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ..spec.imports import import_object
+from ..spec.loss_spec import SECTION_CHECKS
 from ..spec.registry import Registry
 from ..spec.validation import did_you_mean, unknown_key
 from .aligned_mtl import AlignedMTL
@@ -141,3 +142,6 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
                          f"strategy {ws.strategy!r} uses no per-task gradients, so it has no use for "
                          "shared parameters; remove `shared:`"))
     return problems
+
+
+SECTION_CHECKS.register("weighting", check_spec)

@@ -1,4 +1,7 @@
-"""The loss registry: names to losses, their resolution, and the table of Keras's losses.
+"""The loss table: names to losses, their resolution, and the names of Keras's losses.
+
+It sits in the spec layer because it says what a name in a spec means; the losses
+themselves are math in :mod:`multiloss.losses`.
 
 A registered loss is *math only*: ``(y_true, y_pred) -> L`` with L of shape
 ``[B]`` or ``[B, d1..dk]`` (never reduced over the batch).  Weighting,
@@ -21,9 +24,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ..spec.imports import REGISTRIES, is_import_string
-from ..spec.lazy import keras, ops
-from ..spec.registry import Registry
+from .imports import REGISTRIES, is_import_string
+from .lazy import keras, ops
+from .registry import Registry
 
 #: How a loss relates target to prediction shapes (used for shape checks and
 #: for reading class ids out of y_true): ``same`` (targets shaped like the
