@@ -3,6 +3,9 @@
 The argument parser is :mod:`multiloss.cli.parser` (it imports no TensorFlow,
 so ``--help`` and ``--version`` answer at once); the quiet start-up is the
 console script ``multiloss_cli``.  Each command here imports what it needs.
+Commands that run, check, evaluate or plot a run go through its run kind
+(:mod:`multiloss.run.kinds`): ``train`` and ``incremental`` by name, a run
+folder by the kind that recognises it.
 """
 
 from __future__ import annotations
@@ -43,14 +46,10 @@ def cmd_validate(args) -> int:
 
             ml_compile(_model(args.model), spec)   # outputs, class ids, shared layers
             detail += f"; matches the model of {args.model}"
-    elif kind == "run":
-        from ..run.train import check_run
-
-        detail = check_run(path, args.set)
     else:
-        from ..incremental.runner import check_incremental
+        from ..run.kinds import kind_of_config
 
-        detail = check_incremental(path, args.set)
+        detail = kind_of_config(kind).check(path, args.set)
     if args.model and kind != "spec":
         print(f"note: --model is for loss specs; a {kind} config names its own model", file=sys.stderr)
     print(f"{path}: OK ({detail})")
@@ -88,19 +87,26 @@ def cmd_describe(args) -> int:
             f"it multiplies each {'effective ' if spec.schedules else ''}weight during training")
     print(f"weighting: {strategy}{params}{shared} ({note})")
     if spec.schedules:
-        srows = []
-        for t in terms:
-            s = spec.schedules.get(t.name)
-            if s is None:
-                srows.append([t.name, f"{round_weight(t.weight):g}", "-", f"{round_weight(t.weight):g}",
-                              f"{round_weight(t.weight):g}"])
-                continue
-            ramp = f"{s.kind} {s.start:g}→{s.end:g} over steps {s.warmup}–{s.warmup + s.steps}"
-            ramp += f" in {s.stages} stages" if s.stages != 1 else ""
-            srows.append([t.name, f"{round_weight(t.weight):g}", ramp, f"{round_weight(t.weight * s.start):g}",
-                          f"{round_weight(t.weight * s.end):g}"])
-        print(table(srows, ["effective weight", "static", "schedule (factor)", "at step 0", "after the ramp"]))
+        print(_schedule_table(spec, terms))
     return 0
+
+
+def _schedule_table(spec, terms) -> str:
+    """Each term's effective weight: static, its schedule's ramp, at step 0 and after the ramp."""
+    from ..run.console import round_weight, table
+
+    rows = []
+    for t in terms:
+        s = spec.schedules.get(t.name)
+        if s is None:
+            rows.append([t.name, f"{round_weight(t.weight):g}", "-", f"{round_weight(t.weight):g}",
+                         f"{round_weight(t.weight):g}"])
+            continue
+        ramp = f"{s.kind} {s.start:g}→{s.end:g} over steps {s.warmup}–{s.warmup + s.steps}"
+        ramp += f" in {s.stages} stages" if s.stages != 1 else ""
+        rows.append([t.name, f"{round_weight(t.weight):g}", ramp, f"{round_weight(t.weight * s.start):g}",
+                     f"{round_weight(t.weight * s.end):g}"])
+    return table(rows, ["effective weight", "static", "schedule (factor)", "at step 0", "after the ramp"])
 
 
 def cmd_schema(args) -> int:
@@ -119,34 +125,27 @@ def _synthetic_targets(composite, y_pred: dict, batch: int, rng) -> dict:
     return synthetic_targets(composite, y_pred, batch, rng)
 
 
-def cmd_check(args) -> int:
-    import numpy as np
-    from keras import ops
-
-    from ..core.compile import build_loss
-    from ..run.console import table
+def _check_batch(args, model, rng):
+    """``(x, y)`` of ``--batch`` samples: from ``--data``, or random inputs and no targets (``y`` None)."""
     from ..spec.imports import import_object
 
-    spec = _load(args.spec)
-    model = _model(args.model)
-    composite = build_loss(spec, model)
-    rng = np.random.default_rng(0)
     if args.data:
         x, y = import_object(args.data)()
         x = {k: v[: args.batch] for k, v in x.items()} if isinstance(x, dict) else x[: args.batch]
-        y = {k: v[: args.batch] for k, v in y.items()}
-    else:
-        def rand(t):
-            return rng.normal(size=(args.batch, *t.shape[1:])).astype("float32")
+        return x, {k: v[: args.batch] for k, v in y.items()}
 
-        x = {t.name.split(":")[0]: rand(t) for t in model.inputs} if len(model.inputs) > 1 \
-            else rand(model.inputs[0])
-        y = None
+    def rand(t):
+        return rng.normal(size=(args.batch, *t.shape[1:])).astype("float32")
+
+    x = {t.name.split(":")[0]: rand(t) for t in model.inputs} if len(model.inputs) > 1 else rand(model.inputs[0])
+    return x, None
+
+
+def _predict_random(args, model, x):
+    """``model(x)`` on random inputs; a model they cannot feed (e.g. token ids) is a RunError naming why."""
     try:
-        y_pred = model(x, training=False)
-    except Exception as exc:  # a model that random float inputs cannot feed (e.g. token ids)
-        if args.data:
-            raise
+        return model(x, training=False)
+    except Exception as exc:
         import re
 
         from ..spec.errors import RunError
@@ -156,6 +155,21 @@ def cmd_check(args) -> int:
         why = next((ln for ln in lines if ln and not ln.startswith("Exception encountered")), type(exc).__name__)
         raise RunError(f"{args.model}: the model does not run on random inputs shaped {shapes} ({why[:200]}); "
                        "pass real data with `--data package.module:function` returning (x, y)") from None
+
+
+def cmd_check(args) -> int:
+    import numpy as np
+    from keras import ops
+
+    from ..core.compile import build_loss
+    from ..run.console import table
+
+    spec = _load(args.spec)
+    model = _model(args.model)
+    composite = build_loss(spec, model)
+    rng = np.random.default_rng(0)
+    x, y = _check_batch(args, model, rng)
+    y_pred = model(x, training=False) if args.data else _predict_random(args, model, x)
     y_pred = y_pred if isinstance(y_pred, dict) else composite.keyed(y_pred, "y_pred")
     if y is None:
         y = _synthetic_targets(composite, y_pred, args.batch, rng)
@@ -180,55 +194,32 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def cmd_run(args) -> int:
+    """``multiloss KIND [CONFIG]``: a run of the kind named by the command (``train``, ``incremental``)."""
     from pathlib import Path
 
-    from ..run.config import load_run_config
-    from ..run.train import default_config_path, dry_run, train
+    from ..run.kinds import get_kind
 
-    cfg = load_run_config(Path(args.config) if args.config else default_config_path(), args.set)
-    if args.dry_run:
-        dry_run(cfg)
+    kind = get_kind(args.command)
+    cfg = kind.load_config(Path(args.config) if args.config else None, args.set)
+    if getattr(args, "dry_run", False):
+        kind.dry_run(cfg)
         return 0
-    train(cfg, resume=args.resume, overwrite=args.overwrite)
+    kind.run(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
-def _run_kind(run_dir: str) -> str:
-    """``"run"`` or ``"incremental"``: what made the run folder (from its config.yaml)."""
-    from pathlib import Path
-
-    from ..spec.configfile import config_kind, read_config
-    from ..spec.errors import RunError
-
-    config = Path(run_dir) / "config.yaml"
-    if not config.is_file():
-        raise RunError(f"{run_dir} is not a run folder: it has no config.yaml (give the folder that "
-                       "`multiloss train` or `multiloss incremental` wrote, e.g. runs/NAME)")
-    return config_kind(read_config(config)[0])
-
-
 def cmd_evaluate(args) -> int:
-    if _run_kind(args.run_dir) == "incremental":
-        from ..incremental.runner import evaluate_incremental
+    from ..run.kinds import kind_of_run
 
-        evaluate_incremental(args.run_dir)
-        return 0
-    from ..run.train import evaluate_run
-
-    evaluate_run(args.run_dir)
+    kind_of_run(args.run_dir).evaluate(args.run_dir)
     return 0
 
 
 def cmd_plot(args) -> int:
-    if _run_kind(args.run_dir) == "incremental":
-        from ..incremental.runner import plot_incremental
+    from ..run.kinds import kind_of_run
 
-        plot_incremental(args.run_dir)
-        return 0
-    from ..run.train import plot_run
-
-    plot_run(args.run_dir)
+    kind_of_run(args.run_dir).plot(args.run_dir)
     return 0
 
 
@@ -241,22 +232,20 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_incremental(args) -> int:
-    from pathlib import Path
-
-    from ..incremental.runner import run_incremental
-
-    run_incremental(Path(args.config), args.set, resume=args.resume, overwrite=args.overwrite)
-    return 0
-
-
+#: Commands other than the run kinds' (``train``, ``incremental``: :func:`cmd_run`).
 COMMANDS = {
     "validate": cmd_validate, "describe": cmd_describe, "schema": cmd_schema, "check": cmd_check,
-    "train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "compare": cmd_compare,
-    "incremental": cmd_incremental, "quickstart": cmd_quickstart,
+    "evaluate": cmd_evaluate, "plot": cmd_plot, "compare": cmd_compare, "quickstart": cmd_quickstart,
 }
-HINTS = {"train": "`multiloss train CONFIG --resume` continues from the last checkpoint",
-         "incremental": "`multiloss incremental CONFIG --resume` continues after the last completed step"}
+
+
+def _resume_hint(command: str) -> str:
+    """What to type to continue an interrupted run of ``command`` ("" for commands that are no run kind)."""
+    if command in COMMANDS:
+        return ""
+    from ..run.kinds import get_kind
+
+    return get_kind(command).resume_hint
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -268,7 +257,7 @@ def run_command(args: argparse.Namespace) -> int:
     quiet = open(os.devnull, "w") if getattr(args, "quiet", False) else None  # noqa: SIM115
     with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
         try:
-            return run_guarded(lambda: COMMANDS[args.command](args), HINTS.get(args.command, ""))
+            return run_guarded(lambda: COMMANDS.get(args.command, cmd_run)(args), _resume_hint(args.command))
         finally:
             if quiet:
                 quiet.close()

@@ -31,8 +31,10 @@ import numpy as np
 from ..run.config import load_data
 from ..run.console import table
 from ..run.data import Part
+from ..run.kinds import RunKind, register_kind
 from ..run.optim import build_optimizer
 from ..run.rundir import RunDir
+from ..spec.errors import RunError
 from .config import IncrementalConfig, load_incremental_config
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
@@ -199,16 +201,6 @@ def format_summary(summary: dict) -> str:
 
 # --- the run ----------------------------------------------------------------------
 
-def check_incremental(config: str | os.PathLike | dict, overrides: list[str] | None = None) -> str:
-    """Everything ``multiloss incremental`` checks before training (config, data, scenario, network)."""
-    cfg = load_incremental_config(config, overrides)
-    method = cfg.make_method()
-    scenario = Scenario(cfg)
-    build_net(cfg, scenario.info, method)
-    return (f"incremental config {cfg.name!r}: method {method.name!r}, {len(scenario.groups)} steps of "
-            f"{scenario.groups} classes, class order {scenario.order}")
-
-
 def make_learner(cfg: IncrementalConfig, scenario: Scenario, method: Method) -> Learner:
     """The network, memory and training settings of a run (weights as initialised)."""
     net = build_net(cfg, scenario.info, method)
@@ -230,21 +222,11 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
     cfg = config if isinstance(config, IncrementalConfig) else load_incremental_config(config, overrides)
     if cfg.seeds:
         return run_seeds(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    say = speaker(quiet)
     method = cfg.make_method()
-    run = RunDir(cfg.run_dir, resume=resume, overwrite=overwrite, hint="multiloss incremental CONFIG")
-    if resume and run.holds_run():
-        state = run.read_state()
-        if state is not None and state["fingerprint"] != cfg.fingerprint():
-            changed = sorted(k for k in cfg.fingerprint() if state["fingerprint"].get(k) != cfg.fingerprint()[k])
-            raise cfg.error([((k,), f"differs from the run being resumed in {run.path}; resume with the same "
-                                    "config, or give the run another `name`") for k in changed])
+    run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
     scenario = Scenario(cfg)  # loads the data and checks the scenario against it
-    state = run.open()
-    if resume and state is None:
-        say(f"no checkpoint in {run.checkpoints}; starting from scratch")
-    run.write_text("config.yaml", cfg.to_yaml())
-    keras.utils.set_random_seed(cfg.seed)
+    state = KIND.start(run, cfg, say)
     learner = make_learner(cfg, scenario, method)
     steps: list[dict] = []
     confusion = None
@@ -258,31 +240,13 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
         say(f"note: {method.name} keeps no exemplars; `memory` is not used")
 
     for t in range(len(steps), len(scenario.groups)):
-        step = scenario.step(t)
-        start = time.perf_counter()
-        keras.utils.set_random_seed(cfg.seed * 7919 + t)  # each step alike, resumed or not
-        learner.run_step(method, step)
-        test = evaluate(method, learner, scenario.parts["test"], step)
-        record = {"step": t, "num_classes": step.num_total,
-                  "classes": scenario.class_names[step.num_old: step.num_total],
-                  "accuracy": test["accuracy"], "task_accuracy": test["task_accuracy"]}
-        if "accuracy_cnn" in test:
-            record["accuracy_cnn"] = test["accuracy_cnn"]
-        if scenario.parts["val"] is not None:
-            val = evaluate(method, learner, scenario.parts["val"], step)
-            record.update(val_accuracy=val["accuracy"], val_task_accuracy=val["task_accuracy"])
-        if learner.memory is not None:
-            record["memory"] = list(learner.memory.counts().values())
-        record.update(learner.notes)
-        record["seconds"] = round(time.perf_counter() - start, 2)
+        record, confusion = learn_step(cfg, scenario, method, learner, t)
         steps.append(record)
-        confusion = confusion_matrix(test["y"], test["pred"], step.num_total)
-        summary = summarize(cfg, scenario, method, steps, confusion)
         save_checkpoint(run, t, learner, {
-            "step": t, "num_classes": step.num_total, "steps": steps, "history": learner.history,
+            "step": t, "num_classes": record["num_classes"], "steps": steps, "history": learner.history,
             "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint()})
-        write_artifacts(run, summary, learner.history)
-        say(f"step {t}: {step.num_total} classes, accuracy {record['accuracy']:.4f} "
+        write_artifacts(run, summarize(cfg, scenario, method, steps, confusion), learner.history)
+        say(f"step {t}: {record['num_classes']} classes, accuracy {record['accuracy']:.4f} "
             f"(tasks {' '.join(f'{a:.3f}' for a in record['task_accuracy'])}), {record['seconds']:.1f} s")
 
     summary = summarize(cfg, scenario, method, steps, confusion)
@@ -290,6 +254,34 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
     say(format_summary(summary))
     say(f"artifacts: {run.path}")
     return summary
+
+
+def speaker(quiet: bool):
+    """``print`` (flushed), or nothing with ``quiet``."""
+    return (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+
+
+def learn_step(cfg: IncrementalConfig, scenario: Scenario, method: Method, learner: Learner,
+               t: int) -> tuple[dict, np.ndarray]:
+    """Step ``t``: train, then evaluate on the test (and validation) split; its record and test confusion."""
+    step = scenario.step(t)
+    start = time.perf_counter()
+    keras.utils.set_random_seed(cfg.seed * 7919 + t)  # each step alike, resumed or not
+    learner.run_step(method, step)
+    test = evaluate(method, learner, scenario.parts["test"], step)
+    record = {"step": t, "num_classes": step.num_total,
+              "classes": scenario.class_names[step.num_old: step.num_total],
+              "accuracy": test["accuracy"], "task_accuracy": test["task_accuracy"]}
+    if "accuracy_cnn" in test:
+        record["accuracy_cnn"] = test["accuracy_cnn"]
+    if scenario.parts["val"] is not None:
+        val = evaluate(method, learner, scenario.parts["val"], step)
+        record.update(val_accuracy=val["accuracy"], val_task_accuracy=val["task_accuracy"])
+    if learner.memory is not None:
+        record["memory"] = list(learner.memory.counts().values())
+    record.update(learner.notes)
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    return record, confusion_matrix(test["y"], test["pred"], step.num_total)
 
 
 # --- several seeds -----------------------------------------------------------------
@@ -300,11 +292,9 @@ SEED_FIGURES = ("average_incremental_accuracy", "last_accuracy", "forgetting")
 def seed_config(cfg: IncrementalConfig, seed: int) -> IncrementalConfig:
     """The run of one entry of ``seeds``: ``seed`` and ``scenario.order_seed`` set to it (an explicit
     ``class_order`` is kept, so only the initialisation and shuffling change), in ``<run>/seed-<s>``."""
-    sub = cfg.model_copy(update={"seeds": None, "seed": int(seed), "name": f"seed-{seed}",
-                                 "output_dir": str(cfg.run_dir),
-                                 "scenario": cfg.scenario.model_copy(update={"order_seed": int(seed)})})
-    sub._file = cfg._file
-    return sub
+    return cfg.model_copy(update={"seeds": None, "seed": int(seed), "name": f"seed-{seed}",   # keeps the file
+                                  "output_dir": str(cfg.run_dir),                            # for errors
+                                  "scenario": cfg.scenario.model_copy(update={"order_seed": int(seed)})})
 
 
 def mean_std(values: list[float | None]) -> dict:
@@ -353,10 +343,9 @@ def run_seeds(cfg: IncrementalConfig, resume: bool = False, quiet: bool = False,
     """Repeat the scenario for every entry of ``cfg.seeds`` (class order and initialisation), each a
     full run in ``<run>/seed-<s>``; ``metrics.json`` of the parent holds each run's figures and their
     mean ± std."""
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    run = RunDir(cfg.run_dir, resume=resume, overwrite=overwrite, hint="multiloss incremental CONFIG")
-    run.open()
-    run.write_text("config.yaml", cfg.to_yaml())
+    say = speaker(quiet)
+    run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
+    KIND.start(run, cfg, say=lambda *a: None)   # no checkpoint of its own: each seed's run has one
     runs: dict[int, dict] = {}
     for seed in cfg.seeds:
         say(f"--- seed {seed} ---")
@@ -368,41 +357,69 @@ def run_seeds(cfg: IncrementalConfig, resume: bool = False, quiet: bool = False,
     return summary
 
 
-def evaluate_incremental(run_dir: str | os.PathLike) -> dict:
-    """Re-evaluate a run's last completed step on its test split (``evaluation.json``); for a
-    ``seeds`` run, each seed's run (``{seed: evaluation}``)."""
-    run = RunDir(run_dir, resume=True)
-    cfg = load_incremental_config(run.file("config.yaml"))
-    if cfg.seeds:
-        return {str(s): evaluate_incremental(run.path / f"seed-{s}") for s in cfg.seeds}
-    state = run.read_state()
-    if state is None:
-        raise cfg.error([((), f"{run.path} holds no completed step to evaluate")])
-    method = cfg.make_method()
-    scenario = Scenario(cfg)
-    learner = make_learner(cfg, scenario, method)
-    load_checkpoint(run, state, learner, scenario)
-    step = scenario.step(state["step"])
-    test = evaluate(method, learner, scenario.parts["test"], step)
-    out = {"step": state["step"], "num_classes": step.num_total, "accuracy": test["accuracy"],
-           "task_accuracy": test["task_accuracy"]}
-    run.write_json("evaluation.json", out)
-    print(f"{cfg.name}: after step {state['step']} ({step.num_total} classes): test accuracy "
-          f"{out['accuracy']:.4f} (tasks {' '.join(f'{a:.3f}' for a in out['task_accuracy'])})")
-    return out
+class IncrementalKind(RunKind):
+    """``multiloss incremental``: a class-incremental scenario, step after step (:func:`run_incremental`)."""
+
+    name = "incremental"
+    config_kind = "incremental"
+    may_change = "train.verbose and train.nonfinite"
+    resumes_from = "after the last completed step"
+
+    def load_config(self, source, overrides=None) -> IncrementalConfig:
+        if source is None:
+            raise RunError(f"`{self.usage}` needs a config; see configs/incremental_*.yaml")
+        return load_incremental_config(source, overrides)
+
+    def run(self, config, overrides=None, *, resume=False, overwrite=False) -> dict:
+        return run_incremental(config, overrides, resume=resume, overwrite=overwrite)
+
+    def check(self, config: str | os.PathLike | dict, overrides: list[str] | None = None) -> str:
+        """Everything ``multiloss incremental`` checks before training (config, data, scenario, network)."""
+        cfg = load_incremental_config(config, overrides)
+        method = cfg.make_method()
+        scenario = Scenario(cfg)
+        build_net(cfg, scenario.info, method)
+        return (f"incremental config {cfg.name!r}: method {method.name!r}, {len(scenario.groups)} steps of "
+                f"{scenario.groups} classes, class order {scenario.order}")
+
+    def evaluate(self, run_dir: str | os.PathLike) -> dict:
+        """Re-evaluate a run's last completed step on its test split (``evaluation.json``); for a
+        ``seeds`` run, each seed's run (``{seed: evaluation}``)."""
+        run = RunDir(run_dir, resume=True)
+        cfg = load_incremental_config(run.file("config.yaml"))
+        if cfg.seeds:
+            return {str(s): self.evaluate(run.path / f"seed-{s}") for s in cfg.seeds}
+        state = run.read_state()
+        if state is None:
+            raise cfg.error([((), f"{run.path} holds no completed step to evaluate")])
+        method = cfg.make_method()
+        scenario = Scenario(cfg)
+        learner = make_learner(cfg, scenario, method)
+        load_checkpoint(run, state, learner, scenario)
+        step = scenario.step(state["step"])
+        test = evaluate(method, learner, scenario.parts["test"], step)
+        out = {"step": state["step"], "num_classes": step.num_total, "accuracy": test["accuracy"],
+               "task_accuracy": test["task_accuracy"]}
+        run.write_json("evaluation.json", out)
+        print(f"{cfg.name}: after step {state['step']} ({step.num_total} classes): test accuracy "
+              f"{out['accuracy']:.4f} (tasks {' '.join(f'{a:.3f}' for a in out['task_accuracy'])})")
+        return out
+
+    def plot(self, run_dir: str | os.PathLike) -> list[Path]:
+        """Redraw a run's figures from its ``metrics.json`` (for a ``seeds`` run, each seed's)."""
+        run = RunDir(run_dir, resume=True)
+        summary = run.read_json("metrics.json")
+        if "seeds" in summary:
+            return [f for s in summary["seeds"] for f in self.plot(run.path / f"seed-{s}")]
+        files = write_plots(run.path, summary)
+        for f in files:
+            print(f)
+        return files
 
 
-def plot_incremental(run_dir: str | os.PathLike) -> list[Path]:
-    """Redraw a run's figures from its ``metrics.json`` (for a ``seeds`` run, each seed's)."""
-    run = RunDir(run_dir, resume=True)
-    if "seeds" in run.read_json("metrics.json"):
-        return [f for s in run.read_json("metrics.json")["seeds"] for f in plot_incremental(run.path / f"seed-{s}")]
-    files = write_plots(run.path, run.read_json("metrics.json"))
-    for f in files:
-        print(f)
-    return files
-
+KIND = register_kind(IncrementalKind())
+check_incremental, evaluate_incremental, plot_incremental = KIND.check, KIND.evaluate, KIND.plot
 
 __all__ = ["run_incremental", "check_incremental", "evaluate_incremental", "plot_incremental", "Scenario",
            "evaluate", "summarize", "format_summary", "run_seeds", "seed_config", "aggregate_seeds", "mean_std",
-           "format_seeds"]
+           "format_seeds", "IncrementalKind", "KIND"]

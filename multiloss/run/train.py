@@ -25,6 +25,7 @@ from .config import RunConfig, load_data, load_run_config
 from .console import table
 from .data import Part, Splits
 from .epochlog import EpochLog
+from .kinds import RunKind, register_kind
 from .models import get_builder
 from .optim import build_optimizer
 from .plots import plot_history
@@ -154,18 +155,6 @@ def build_model(cfg: RunConfig, info: dict) -> keras.Model:
                       jit_compile=cfg.train.jit_compile, nonfinite=cfg.train.nonfinite)
 
 
-def check_run(config: str | os.PathLike | dict, overrides: list[str] | None = None) -> str:
-    """Everything ``train`` checks before it trains (config, data, model, loss, targets); writes nothing."""
-    cfg = load_run_config(config, overrides)
-    splits = load_splits(cfg)
-    model = build_model(cfg, splits.info)
-    for split in ("train", "val", "test"):
-        prepare(getattr(splits, split), cfg, split)
-    terms = model.loss.term_names
-    return (f"run config {cfg.name!r}: data {cfg.data.source!r}, model {cfg.model.builder!r} with outputs "
-            f"{', '.join(model.output_names)}; {len(terms)} terms: {', '.join(terms)}")
-
-
 def dry_run(cfg: RunConfig) -> dict[str, float]:
     """Build data, model and loss; run one training batch through the loss; train nothing."""
     splits = load_splits(cfg)
@@ -196,27 +185,13 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
     """
     cfg = config if isinstance(config, RunConfig) else load_run_config(config, overrides)
     chief = is_chief()
-    run = RunDir(cfg.run_dir, resume=resume, overwrite=overwrite, writer=chief)
-    state = run.open()
     strategy = make_strategy(cfg.distribute)
-    keras.utils.set_random_seed(cfg.seed)
-    if resume and state is None:
-        print(f"no checkpoint in {run.checkpoints}; starting from scratch")
-    if state is not None and state.get("fingerprint") not in (None, cfg.fingerprint()):
-        old, new = state["fingerprint"], cfg.fingerprint()
-        changed = [k for k in new if old.get(k) != new[k]]
-        raise cfg.error([((k,), f"differs from the run being resumed in {run.path}; resume with the same "
-                                "config (only train.epochs, verbose, nonfinite and callbacks may change), or "
-                                "start another run (--set name=...)") for k in changed])
-    run.write_text("config.yaml", cfg.to_yaml())
+    run = KIND.folder(cfg, resume=resume, overwrite=overwrite, writer=chief)
+    state = KIND.start(run, cfg)
 
     splits = load_splits(cfg)
     with strategy.scope():
-        if state is not None:
-            model = keras.saving.load_model(run.checkpoints / state["files"][0])
-            model.loss.guard.mode = cfg.train.nonfinite
-        else:
-            model = build_model(cfg, splits.info)
+        model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
     train_xy, val_xy, test_xy = (prepare(splits.train, cfg, "train"), prepare(splits.val, cfg, "val"),
                                  prepare(splits.test, cfg, "test"))
     with strategy.scope():
@@ -225,6 +200,27 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
     history: list[dict] = list(state["history"]) if state else []
     initial_epoch = state["epoch"] if state else 0
 
+    start = time.perf_counter()
+    if initial_epoch < cfg.train.epochs:
+        fit(model, cfg, train_xy, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief))
+    seconds = time.perf_counter() - start
+
+    metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
+                              cfg.train.batch_size)
+    if chief:
+        write_results(cfg, run, model, history, metrics, seconds, initial_epoch)
+    return metrics
+
+
+def restore_model(run: RunDir, state: dict, cfg: RunConfig) -> keras.Model:
+    """The model of the checkpoint ``state`` names, with the config's non-finite mode."""
+    model = keras.saving.load_model(run.checkpoints / state["files"][0])
+    model.loss.guard.mode = cfg.train.nonfinite
+    return model
+
+
+def run_callbacks(cfg: RunConfig, run: RunDir, history: list[dict], chief: bool) -> list[keras.callbacks.Callback]:
+    """History files and checkpoints, TensorBoard (chief only), early stopping, plain epoch lines."""
     ckpt = cfg.train.callbacks.checkpoint
     callbacks: list[keras.callbacks.Callback] = [
         RunRecorder(run, history, ckpt.every, ckpt.keep, cfg.fingerprint())]
@@ -233,63 +229,43 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
     es = cfg.train.callbacks.early_stopping
     if es is not None:
         callbacks.append(keras.callbacks.EarlyStopping(**es.model_dump()))
-
-    verbose = cfg.train.verbose
-    if verbose == 2 or (verbose == 1 and not sys.stdout.isatty()):
+    if plain_epoch_lines(cfg):
         callbacks.append(EpochLog(lambda line: print(line, flush=True)))   # plain lines, weights when they change
-        verbose = 0
+    return callbacks
 
-    start = time.perf_counter()
-    if initial_epoch < cfg.train.epochs:
-        fit_args: dict[str, Any] = {"epochs": cfg.train.epochs, "initial_epoch": initial_epoch,
-                                    "callbacks": callbacks, "verbose": verbose}
-        if isinstance(train_xy, tuple):
-            fit_args.update(x=train_xy[0], y=train_xy[1], batch_size=cfg.train.batch_size,
-                            shuffle=cfg.train.shuffle)
-        else:
-            fit_args["x"] = train_xy
-        model.fit(validation_data=val_xy, **fit_args)
-    seconds = time.perf_counter() - start
 
-    metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
-                              cfg.train.batch_size)
+def plain_epoch_lines(cfg: RunConfig) -> bool:
+    """One printed line per epoch instead of Keras's progress bar (``verbose: 2``, or output not a terminal)."""
+    return cfg.train.verbose == 2 or (cfg.train.verbose == 1 and not sys.stdout.isatty())
+
+
+def fit(model: keras.Model, cfg: RunConfig, train_xy: Any, val_xy: Any, initial_epoch: int,
+        callbacks: list[keras.callbacks.Callback]) -> None:
+    """``model.fit`` from ``initial_epoch`` to ``train.epochs``."""
+    fit_args: dict[str, Any] = {"epochs": cfg.train.epochs, "initial_epoch": initial_epoch, "callbacks": callbacks,
+                                "verbose": 0 if plain_epoch_lines(cfg) else cfg.train.verbose}
+    if isinstance(train_xy, tuple):
+        fit_args.update(x=train_xy[0], y=train_xy[1], batch_size=cfg.train.batch_size, shuffle=cfg.train.shuffle)
+    else:
+        fit_args["x"] = train_xy
+    model.fit(validation_data=val_xy, **fit_args)
+
+
+def write_results(cfg: RunConfig, run: RunDir, model: keras.Model, history: list[dict],
+                  metrics: dict[str, dict[str, float]], seconds: float, initial_epoch: int) -> None:
+    """``model.keras``, the history files, ``metrics.json`` and the plots; the summary table printed."""
     terms = model.loss.term_names
-    if chief:
-        run.write_with("model.keras", model.save)
-        run.write_history(history)
-        skipped = sum(int(row.get("nonfinite_skipped", 0)) for row in history)
-        summary = {"splits": metrics, "epochs": len(history), "train_seconds": round(seconds, 2),
-                   "resumed_from_epoch": initial_epoch or None, "nonfinite_skipped_batches": skipped}
-        run.write_json("metrics.json", summary)
-        plot_history(history, terms, run.file("plots"))
-        print(f"\n{cfg.name}: {len(history)} epochs, {seconds:.1f}s training"
-              + (f", {skipped} batch(es) skipped (non-finite)" if skipped else ""))
-        print(summary_table(metrics, terms))
-        print(f"artifacts: {run.path}")
-    return metrics
-
-
-def evaluate_run(run_dir: str | os.PathLike) -> dict:
-    """Re-evaluate a saved run on its test split (rebuilt from the saved config and seed)."""
-    run = RunDir(run_dir, resume=True)
-    cfg = load_run_config(run.file("config.yaml"))
-    model = keras.saving.load_model(run.file("model.keras"))
-    splits = load_splits(cfg)
-    metrics = evaluate_splits(model, {"test": prepare(splits.test, cfg, "test")}, cfg.train.batch_size)
-    run.write_json("evaluation.json", metrics)
-    print(summary_table(metrics, model.loss.term_names))
-    return metrics
-
-
-def plot_run(run_dir: str | os.PathLike) -> list[Path]:
-    """Redraw a run's figures from its history.json."""
-    run_dir = Path(run_dir)
-    history = json.loads((run_dir / "history.json").read_text())
-    cfg = load_run_config(run_dir / "config.yaml")
-    files = plot_history(history, [t.name for t in cfg.spec.resolve()], run_dir / "plots")
-    for f in files:
-        print(f)
-    return files
+    run.write_with("model.keras", model.save)
+    run.write_history(history)
+    skipped = sum(int(row.get("nonfinite_skipped", 0)) for row in history)
+    summary = {"splits": metrics, "epochs": len(history), "train_seconds": round(seconds, 2),
+               "resumed_from_epoch": initial_epoch or None, "nonfinite_skipped_batches": skipped}
+    run.write_json("metrics.json", summary)
+    plot_history(history, terms, run.file("plots"))
+    print(f"\n{cfg.name}: {len(history)} epochs, {seconds:.1f}s training"
+          + (f", {skipped} batch(es) skipped (non-finite)" if skipped else ""))
+    print(summary_table(metrics, terms))
+    print(f"artifacts: {run.path}")
 
 
 def default_config_path() -> Path:
@@ -298,4 +274,58 @@ def default_config_path() -> Path:
     return Path(str(resources.files("multiloss") / "configs" / "siamese_digits.yaml"))
 
 
-__all__ = ["train", "dry_run", "evaluate_run", "plot_run", "build_model"]
+class TrainKind(RunKind):
+    """``multiloss train``: a run config to a trained, saved model (:func:`train`)."""
+
+    name = "train"
+    config_kind = "run"
+    may_change = "train.epochs, verbose, nonfinite and callbacks"
+    resumes_from = "from the last checkpoint"
+
+    def load_config(self, source, overrides=None) -> RunConfig:
+        return load_run_config(default_config_path() if source is None else source, overrides)
+
+    def run(self, config, overrides=None, *, resume=False, overwrite=False) -> dict:
+        return train(config, overrides, resume=resume, overwrite=overwrite)
+
+    def dry_run(self, cfg: RunConfig) -> dict[str, float]:
+        return dry_run(cfg)
+
+    def check(self, config: str | os.PathLike | dict, overrides: list[str] | None = None) -> str:
+        """Everything ``train`` checks before it trains (config, data, model, loss, targets); writes nothing."""
+        cfg = load_run_config(config, overrides)
+        splits = load_splits(cfg)
+        model = build_model(cfg, splits.info)
+        for split in ("train", "val", "test"):
+            prepare(getattr(splits, split), cfg, split)
+        terms = model.loss.term_names
+        return (f"run config {cfg.name!r}: data {cfg.data.source!r}, model {cfg.model.builder!r} with outputs "
+                f"{', '.join(model.output_names)}; {len(terms)} terms: {', '.join(terms)}")
+
+    def evaluate(self, run_dir: str | os.PathLike) -> dict:
+        """Re-evaluate a saved run on its test split (rebuilt from the saved config and seed)."""
+        run = RunDir(run_dir, resume=True)
+        cfg = load_run_config(run.file("config.yaml"))
+        model = keras.saving.load_model(run.file("model.keras"))
+        splits = load_splits(cfg)
+        metrics = evaluate_splits(model, {"test": prepare(splits.test, cfg, "test")}, cfg.train.batch_size)
+        run.write_json("evaluation.json", metrics)
+        print(summary_table(metrics, model.loss.term_names))
+        return metrics
+
+    def plot(self, run_dir: str | os.PathLike) -> list[Path]:
+        """Redraw a run's figures from its history.json."""
+        run = RunDir(run_dir, resume=True)
+        cfg = load_run_config(run.file("config.yaml"))
+        files = plot_history(run.read_json("history.json"), [t.name for t in cfg.spec.resolve()],
+                             run.file("plots"))
+        for f in files:
+            print(f)
+        return files
+
+
+KIND = register_kind(TrainKind())
+check_run, evaluate_run, plot_run = KIND.check, KIND.evaluate, KIND.plot
+
+__all__ = ["train", "check_run", "dry_run", "evaluate_run", "plot_run", "build_model", "default_config_path",
+           "TrainKind", "KIND"]
