@@ -14,7 +14,7 @@ from multiloss.cli.commands import main
 from multiloss.incremental import evaluate_incremental, run_incremental
 from multiloss.incremental import learner as learner_module
 from multiloss.incremental.config import load_incremental_config
-from multiloss.incremental.runner import Scenario
+from multiloss.incremental.runner import Scenario, seed_config
 
 CONFIG = textwrap.dedent("""\
     name: digits
@@ -55,6 +55,15 @@ def test_b_first_steps_and_an_explicit_class_order(tmp_path):
     for split in ("train", "test"):
         np.testing.assert_array_equal(rev.parts[split].x, base.parts[split].x)
         np.testing.assert_array_equal(rev.parts[split].y, 9 - base.parts[split].y)
+
+
+def test_each_seeds_run_reports_problems_at_the_lines_of_the_config(tmp_path):
+    path = _config(tmp_path, seeds=[3, 4])
+    sub = seed_config(load_incremental_config(path, ["method.name=lwf"]), 3)
+    assert (sub.seed, sub.scenario.order_seed, sub.run_dir) == (3, 3, tmp_path / "runs" / "digits" / "seed-3")
+    line = path.read_text().splitlines().index("scenario:") + 1     # the parent's file, lines and overrides
+    assert str(sub.error([(("scenario",), "x")])) == f"{path}:{line}: scenario: x"
+    assert str(sub.error([(("method", "name"), "x")])) == f"{path}: method.name: x (from --set method.name=lwf)"
 
 
 @pytest.mark.slow
