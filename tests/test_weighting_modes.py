@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import multiloss as ml
-from multiloss.core import gradient_step as weighting_step
+from multiloss.core import gradients as weighting_step
 from multiloss.weighting import STRATEGIES, Params, Strategy, WeightCollapseWarning
 from multiloss.weighting.pcgrad import random_order
 

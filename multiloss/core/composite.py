@@ -45,6 +45,26 @@ class LossResult(NamedTuple):
     weights: dict[str, Any]
 
 
+class TermParts(NamedTuple):
+    """What :meth:`CompositeLoss.parts` returns: L_i = Σ_replicas numerators[i] / denominators[i].
+
+    The denominators hold no trainable dependency, so ∇L_i = ∇num_i / den_i: a
+    backward pass can start at ``numerators[i]`` with the output gradient ``1/den_i``.
+    """
+
+    numerators: list        # per term, this replica's numerator (a scalar)
+    denominators: Any       # [T], summed over replicas
+    present: Any            # [T]: 1 where an element of the term has a nonzero weight (any replica); or None
+
+    def values(self) -> list:
+        """Each term's value, its own scalar: the gradient of one touches only that term's part of the graph."""
+        return [ops.divide_no_nan(num, self.denominators[i]) for i, num in enumerate(self.numerators)]
+
+    def stacked(self):
+        """The term values as one ``[T]`` vector."""
+        return ops.divide_no_nan(ops.stack(self.numerators), self.denominators)
+
+
 class TermTracker(keras.metrics.Metric):
     """Epoch means of every term's loss and weight, in two vector variables.
 
@@ -148,10 +168,42 @@ class CompositeLoss:
         """Total, each term's unweighted value, and each term's current weight."""
         return self._compute(y_true, y_pred, sample_weight)[0]
 
-    def elementwise(self, y_true, y_pred, sample_weight=None) -> dict[str, tuple[Any, Any]]:
-        """Each term's per-element values L and element weights W (None: all 1)."""
+    def elementwise(self, y_true, y_pred, sample_weight=None, terms=None) -> dict[str, tuple[Any, Any]]:
+        """Each term's per-element values L and element weights W (None: all 1).
+
+        ``terms``: the names of the terms to compute (default: every term; then
+        ``y_true`` needs only those terms' targets).
+        """
         y_true, y_pred = self.keyed(y_true, "y_true"), self.keyed(y_pred, "y_pred")
-        return {t.name: self._term(t, y_true, y_pred, sample_weight) for t in self.terms}
+        chosen = self.terms if terms is None else [self.terms[self.term_index(n)] for n in terms]
+        return {t.name: self._term(t, y_true, y_pred, sample_weight) for t in chosen}
+
+    def parts(self, y_true, y_pred, sample_weight=None, present: bool = True) -> TermParts:
+        """Each term's numerator and cross-replica denominator, and (``present``) whether it is in the batch.
+
+        ``present=False`` leaves out the counts of nonzero-weight elements (``present`` is then None).
+        """
+        y_true = self.keyed(y_true, "y_true")
+        y_pred = self.keyed(y_pred, "y_pred")
+        replicas = red.num_replicas()
+        nums, dens, nonzero = [], [], []
+        for t in self.terms:
+            values, weights = self._term(t, y_true, y_pred, sample_weight)
+            if len(values.shape) == 0:
+                # A scalar loss is a per-replica mean: each replica holds 1/R.
+                num, den = values, ops.ones((), self.dtype)
+            else:
+                num, den = red.numerator_denominator(values, weights, t.reduction)
+                if t.reduction == "sum":
+                    den = den / replicas
+            nums.append(num)
+            dens.append(den)
+            if present:
+                nonzero.append(_nonzero_count(values, weights, self.dtype))
+        if not present:
+            return TermParts(nums, red.cross_replica_sum(ops.stack(dens)), None)
+        both = red.cross_replica_sum(ops.stack([ops.stack(dens), ops.stack(nonzero)]))
+        return TermParts(nums, both[0], ops.cast(both[1] > 0, self.dtype))
 
     def keyed(self, y, what: str) -> dict:
         """``y`` (a dict, a list in output order, or one tensor) keyed by output name."""
@@ -160,6 +212,12 @@ class CompositeLoss:
     @property
     def term_names(self) -> list[str]:
         return [t.name for t in self.terms]
+
+    def term_index(self, name: str) -> int:
+        """The position of term ``name`` (in ``terms``, ``weights`` and every ``[T]`` vector)."""
+        if name not in self._index:
+            raise KeyError(f"unknown term {name!r}; terms: {self.term_names}")
+        return self._index[name]
 
     def get_weights(self) -> dict[str, float]:
         """Current term weights as Python floats.
@@ -302,61 +360,15 @@ class CompositeLoss:
             values = ops.where(ops.cast(weights, "bool"), values, ops.zeros_like(values))
         return values, weights
 
-    def _parts(self, y_true, y_pred, sample_weight, counts: bool = False):
-        """Per-term numerators, cross-replica denominators ``[T]`` and (optionally)
-        cross-replica counts of elements with a nonzero weight ``[T]``."""
-        y_true = self.keyed(y_true, "y_true")
-        y_pred = self.keyed(y_pred, "y_pred")
-        replicas = red.num_replicas()
-        nums, dens, nonzero = [], [], []
-        for t in self.terms:
-            values, weights = self._term(t, y_true, y_pred, sample_weight)
-            if len(values.shape) == 0:
-                # A scalar loss is a per-replica mean: each replica holds 1/R.
-                num, den = values, ops.ones((), self.dtype)
-            else:
-                num, den = red.numerator_denominator(values, weights, t.reduction)
-                if t.reduction == "sum":
-                    den = den / replicas
-            nums.append(num)
-            dens.append(den)
-            if counts:
-                nonzero.append(_nonzero_count(values, weights, self.dtype))
-        if not counts:
-            return nums, red.cross_replica_sum(ops.stack(dens)), None
-        both = red.cross_replica_sum(ops.stack([ops.stack(dens), ops.stack(nonzero)]))
-        return nums, both[0], both[1]
-
-    def _values(self, y_true, y_pred, sample_weight):
-        """``(per-term scalar values, present [T])`` for the weighting strategies.
-
-        Each value is its own scalar (not a slice of a stacked vector), so the
-        gradient of one term touches only that term's part of the graph.  A
-        term is *present* when at least one of its elements (in any replica)
-        has a nonzero weight.
-        """
-        nums, dens, present = self.term_parts(y_true, y_pred, sample_weight)
-        return [ops.divide_no_nan(nums[i], dens[i]) for i in range(len(nums))], present
-
-    def term_parts(self, y_true, y_pred, sample_weight):
-        """``(per-term numerators, global denominators [T], present [T])``: L_i = Σ_replicas num_i / den_i.
-
-        The denominators hold no trainable dependency, so ∇L_i = ∇num_i / den_i: a
-        backward pass can start at ``num_i`` with the output gradient ``1/den_i``.
-        """
-        nums, dens, nonzero = self._parts(y_true, y_pred, sample_weight, counts=True)
-        return nums, dens, ops.cast(nonzero > 0, self.dtype)
-
     def _compute(self, y_true, y_pred, sample_weight):
         if self.weighting is None:
-            nums, dens, _ = self._parts(y_true, y_pred, sample_weight)
-            values = ops.divide_no_nan(ops.stack(nums), dens)
+            values = self.parts(y_true, y_pred, sample_weight, present=False).stacked()
             weights = ops.convert_to_tensor(self.weights)
             total = ops.sum(values * weights)
         else:
-            per_term, present = self._values(y_true, y_pred, sample_weight)
-            values = ops.stack(per_term)
-            total, weights = self.weighting.objective(values, present)
+            parts = self.parts(y_true, y_pred, sample_weight)
+            values = ops.stack(parts.values())
+            total, weights = self.weighting.objective(values, parts.present)
         names = self.term_names
         result = LossResult(
             total,

@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .keras_access import compiled_loss
+
 
 class TaskGradients(NamedTuple):
     """Per-task gradients on the shared parameters."""
@@ -59,11 +61,11 @@ def _shared_variables(model, composite, per_task):
 
 
 def _per_task(model, x, y, sample_weight, training):
-    composite = model._compile_loss
+    composite = compiled_loss(model)
     trainable = model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
         y_pred = model(x, training=training)
-        values, _ = composite._values(y, y_pred, sample_weight)
+        values = composite.parts(y, y_pred, sample_weight).values()
     per_task = [tape.gradient(v, trainable) for v in values]
     del tape
     return per_task
@@ -76,7 +78,7 @@ def task_gradients(model, x, y, sample_weight=None, variables=None, training: bo
     """
     from .composite import CompositeLoss
 
-    composite = getattr(model, "_compile_loss", None)
+    composite = compiled_loss(model)
     if not isinstance(composite, CompositeLoss):
         raise TypeError("task_gradients needs a model compiled with ml.compile")
     per_task = _per_task(model, x, y, sample_weight, training)

@@ -1,15 +1,22 @@
-"""Every use of Keras's private modules (``keras.src``), in one place.
+"""Every use of Keras's private modules and attributes, in one place.
 
 multiloss plugs into Keras's trainer (its train step, compiled loss and
-metrics, and safe-mode loading); the few private functions that needs are
-imported here and nowhere else, so a Keras upgrade has one module to check.
+metrics, and safe-mode loading) and reads its layer graph; the private
+functions and attributes that needs are imported, read and written here and
+nowhere else, as small named functions, so a Keras upgrade has one module to
+check (``pyproject.toml`` pins the minor version they were checked against).
+The overrides of Keras's private methods (``_maybe_symbolic_build``,
+``_get_metrics_result_or_logs``) are :class:`TrainerOverrides`, mixed into
+every model ``ml.compile`` installs on.
 """
 
 from __future__ import annotations
 
+from keras import ops
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.metrics import ALL_OBJECTS_DICT as _METRICS
 from keras.src.models.functional import Functional
+from keras.src.saving import object_registration
 from keras.src.saving.serialization_lib import deserialize_keras_object, in_safe_mode
 from keras.src.trainers.compile_utils import get_metric
 from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
@@ -20,5 +27,143 @@ def metric_names() -> list[str]:
     return sorted(_METRICS)
 
 
-__all__ = ["Functional", "deserialize_keras_object", "get_metric", "in_safe_mode", "metric_names",
-           "unpack_x_y_sample_weight", "unscale_loss_for_distribution"]
+# --- the trainer's compiled loss and metrics -------------------------------------------
+
+
+def compiled_loss(model):
+    """The loss the trainer computes (``compile(loss=...)``; ml.compile's CompositeLoss), or None."""
+    return getattr(model, "_compile_loss", None)
+
+
+def set_compiled_loss(model, loss) -> None:
+    model._compile_loss = loss
+
+
+def compiled_metrics(model):
+    """The trainer's compiled metrics container (ml.compile's HeadMetrics), or None."""
+    return getattr(model, "_compile_metrics", None)
+
+
+def set_compiled_metrics(model, metrics) -> None:
+    model._compile_metrics = metrics
+
+
+def loss_tracker(model):
+    """The trainer's ``loss`` mean metric."""
+    return model._loss_tracker
+
+
+def compute_loss(model, x, y, y_pred, sample_weight, training: bool = True):
+    """The trainer's loss of a batch (compiled loss + ``model.losses``, through a user's ``compute_loss``)."""
+    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+
+
+def regularization_loss(model):
+    """The sum of ``model.losses`` (each aggregated as the trainer does), or None without any."""
+    if not model.losses:
+        return None
+    return ops.sum(ops.stack([model._aggregate_additional_loss(extra) for extra in model.losses]))
+
+
+def call_model(model, x, training: bool = True):
+    """``model(x, training=...)``, or ``model(x)`` when its ``call`` takes no ``training``."""
+    return model(x, training=training) if model._call_has_training_arg else model(x)
+
+
+# --- the layer graph -----------------------------------------------------------------------
+
+
+def output_structure(model):
+    """The structure (a dict, list or tensor) of a functional model's outputs, or None."""
+    return getattr(model, "_outputs_struct", None)
+
+
+def input_structure(model):
+    """The structure of a functional model's inputs, or None."""
+    return getattr(model, "_inputs_struct", None)
+
+
+def producer(tensor):
+    """``(layer, node)`` that made a symbolic tensor, or None (not made by a layer)."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    layer, node_index, _ = history
+    return layer, layer._inbound_nodes[node_index]
+
+
+def all_layers(model) -> list:
+    """Every layer of ``model``, nested ones included (the model itself first)."""
+    return list(model._flatten_layers())
+
+
+# --- registered names ------------------------------------------------------------------------
+
+
+class _Registry(dict):
+    """Keras's dict of registered objects, with a fallback for names it does not hold."""
+
+    def __init__(self, items, fallback):
+        super().__init__(items)
+        self.fallback = fallback
+
+    def __contains__(self, key):
+        if super().__contains__(key):
+            return True
+        return isinstance(key, str) and self.fallback(key) is not None
+
+    def __missing__(self, key):
+        found = self.fallback(key) if isinstance(key, str) else None
+        if found is None:
+            raise KeyError(key)
+        return found
+
+
+def install_registered_name_fallback(fallback) -> None:
+    """Have Keras's registry of custom objects ask ``fallback(name)`` (an object or None) for a name it lacks.
+
+    Keras resolves a saved object's ``registered_name`` in its global dict of
+    registered objects alone; this puts a dict there that also asks
+    ``fallback`` (once: a second call replaces the fallback).  Nothing is
+    added to the dict: ``keras.saving.get_custom_objects()`` lists what it did.
+    """
+    registry = object_registration.GLOBAL_CUSTOM_OBJECTS
+    if isinstance(registry, _Registry):
+        registry.fallback = fallback
+        return
+    object_registration.GLOBAL_CUSTOM_OBJECTS = _Registry(registry, fallback)
+
+
+# --- overrides of the trainer's private methods ---------------------------------------------
+
+
+class TrainerOverrides:
+    """The overrides of Keras's private trainer methods, mixed into :class:`~multiloss.core.model.MultilossModel`."""
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras keeps the last step's logs unless their keys equal a fresh read;
+        # ours lack the per-epoch `<term>_weight` keys, so prefer the fresh read.
+        metric_logs = self.get_metrics_result()
+        if isinstance(logs, dict) and set(logs) <= set(metric_logs):
+            return metric_logs
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras first reduces a whole batch across replicas to build things
+        # symbolically; that fails under MultiWorkerMirroredStrategy.  When the
+        # model, loss and metrics are built already there is nothing to build.
+        built = all(layer.built for layer in all_layers(self)) and all(
+            obj is None or obj.built for obj in (compiled_loss(self), compiled_metrics(self)))
+        if not built:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        return None
+
+
+__all__ = ["Functional", "TrainerOverrides", "all_layers", "call_model", "compiled_loss", "compiled_metrics",
+           "compute_loss", "deserialize_keras_object", "get_metric", "in_safe_mode", "input_structure",
+           "install_registered_name_fallback", "loss_tracker", "metric_names", "output_structure", "producer",
+           "regularization_loss", "set_compiled_loss", "set_compiled_metrics", "unpack_x_y_sample_weight",
+           "unscale_loss_for_distribution"]

@@ -21,6 +21,8 @@ import difflib
 
 import keras
 
+from .keras_access import input_structure, output_structure, producer
+
 
 def _output_tensors(model) -> dict | None:
     try:
@@ -29,7 +31,7 @@ def _output_tensors(model) -> dict | None:
         return None
     if not outputs:
         return None
-    struct = getattr(model, "_outputs_struct", None)
+    struct = output_structure(model)
     if isinstance(struct, dict):
         return dict(struct)
     return dict(zip(model.output_names, outputs))
@@ -115,12 +117,12 @@ class Representation:
     def __init__(self, model, tensors: list, names: list[str]):
         self.tensors = tensors
         self.names = names
-        struct = getattr(model, "_outputs_struct", None)
+        struct = output_structure(model)
         if struct is None:
             struct = model.outputs
         self.struct = struct
         flat = keras.tree.flatten(struct)
-        inputs = getattr(model, "_inputs_struct", None)
+        inputs = input_structure(model)
         if inputs is None:
             inputs = model.inputs
         self.model = keras.Model(inputs, [*tensors, *flat], name=f"{model.name}_representation")
@@ -140,19 +142,23 @@ def _nodes_on_path(tensors) -> dict:
     """``{id(node): (layer, node)}`` for every node on the paths from ``tensors`` back to the inputs."""
     seen, stack = {}, list(tensors)
     while stack:
-        t = stack.pop()
-        history = getattr(t, "_keras_history", None)
-        if history is None:
+        made = producer(stack.pop())
+        if made is None:
             continue
-        op, node_index, _ = history
+        op, node = made
         if isinstance(op, keras.layers.InputLayer):
             continue
-        node = op._inbound_nodes[node_index]
         if id(node) in seen:
             continue
         seen[id(node)] = (op, node)
         stack.extend(node.input_tensors)
     return seen
+
+
+def _made_by(tensor, nodes) -> bool:
+    """Whether a node among ``nodes`` (ids) made ``tensor``."""
+    made = producer(tensor)
+    return made is not None and id(made[1]) in nodes
 
 
 def find_representation(model, terms, names: list[str] | None = None):
@@ -203,14 +209,12 @@ def find_representation(model, terms, names: list[str] | None = None):
             if k in trunk:
                 continue
             for t in node.input_tensors:
-                history = getattr(t, "_keras_history", None)
-                if history is not None and id(history[0]._inbound_nodes[history[1]]) in trunk:
+                if _made_by(t, trunk):
                     add(t)
         for t in outputs.values():
-            history = getattr(t, "_keras_history", None)
-            if history is not None and id(history[0]._inbound_nodes[history[1]]) in trunk:
+            if _made_by(t, trunk):
                 add(t)
-    rep = Representation(model, tensors, names or [t._keras_history[0].name for t in tensors])
+    rep = Representation(model, tensors, names or [producer(t)[0].name for t in tensors])
     shared = infer_shared(model, terms) or []
     trunk_ids = {id(v) for v in rep.trunk}
     after = [v.path for v in shared if id(v) not in trunk_ids]

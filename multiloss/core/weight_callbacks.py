@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .keras_access import compiled_loss
+
 LOG = logging.getLogger("multiloss.weighting")
 
 
@@ -79,7 +81,7 @@ class WeightLogger(keras.callbacks.Callback):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if step % self.every:
             return
-        loss = self.model._compile_loss
+        loss = compiled_loss(self.model)
         weights = np.asarray(keras.ops.convert_to_numpy(loss.weights))
         with self._writer.as_default(step=step):
             for name, w in zip(loss.term_names, weights):

@@ -18,7 +18,7 @@ from keras import ops
 
 from ..losses import reduction as red
 from ..spec import schedules as sched
-from ..weighting.base import Context, Strategy, state_variable
+from ..weighting.base import Context, LayerGradientWeighting, LossWeighting, Strategy, state_variable
 from ..weighting.registry import resolve
 
 
@@ -32,7 +32,7 @@ class Weighting:
         self.composite = composite
         self.strategy: Strategy = cls(cls.Params(**(ws.params if ws else {})), composite.terms)
         self.strategy.build()
-        self.schedules = {composite._index[k]: v for k, v in spec.schedules.items()}
+        self.schedules = {composite.term_index(k): v for k, v in spec.schedules.items()}
         self.base = state_variable([t.weight for t in composite.terms], "multiloss_static_weights")
         self.shared_names = list(ws.shared) if ws and ws.shared is not None else None
         self.vectorize = bool(ws and ws.vectorize)
@@ -53,38 +53,56 @@ class Weighting:
     # --- binding to a model ------------------------------------------------------
 
     def bind(self, model) -> None:
-        """Read the step from the model's optimizer; resolve the shared variables."""
-        from .shared_params import infer_shared, last_layer, variables_of
+        """Read the step from the model's optimizer; resolve what the strategy's kind needs of the model."""
+        from .shared_params import infer_shared, variables_of
 
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
             self._step = optimizer.iterations
-        if not self.strategy.gradients:
+        kind = self.strategy.kind()
+        if kind is LossWeighting:
             return
-        spec = self.composite.spec
         problems = []
         if self.shared_names is not None:
             self.shared, bad = variables_of(model, self.shared_names)
             problems += [(("weighting", "shared", i), msg) for i, msg in bad]
         else:
             self.shared = infer_shared(model, self.composite.terms)
-        if self.strategy.gradients == "layer":
-            layer = getattr(self.strategy.params, "layer", None)
-            if layer is not None:
-                self.layer, bad = variables_of(model, [layer])
-                problems += [(("weighting", "params", "layer"), msg) for _, msg in bad]
-            elif self.shared is None:
-                problems.append((("weighting", "params", "layer"),
-                                 "GradNorm needs its layer W, and the shared layers of a subclassed model "
-                                 "cannot be read from its graph: name W here (or list the shared layers "
-                                 "in weighting.shared)"))
-            else:
-                self.layer = last_layer(self.shared)
-                if not self.layer:
-                    problems.append((("weighting", "strategy"),
-                                     "GradNorm balances the gradients of shared parameters, but no trainable "
-                                     "variable is used by two or more terms; name W in weighting.params.layer"))
-        if self.mode == "representation" and self.strategy.gradients == "shared":
+        if kind is LayerGradientWeighting:
+            problems += self._bind_layer(model)
+        else:
+            problems += self._bind_rows(model, problems)
+        if self.vectorize and self.shared is None:
+            problems.append((("weighting", "vectorize"),
+                             "vectorized per-task gradients need the shared layers, which cannot be read "
+                             "from a subclassed model: list them in weighting.shared"))
+        if problems:
+            raise self.composite.spec.error(problems)
+
+    def _bind_layer(self, model) -> list:
+        """GradNorm's layer W: named, or the last shared layer."""
+        from .shared_params import last_layer, variables_of
+
+        layer = getattr(self.strategy.params, "layer", None)
+        if layer is not None:
+            self.layer, bad = variables_of(model, [layer])
+            return [(("weighting", "params", "layer"), msg) for _, msg in bad]
+        if self.shared is None:
+            return [(("weighting", "params", "layer"),
+                     "GradNorm needs its layer W, and the shared layers of a subclassed model "
+                     "cannot be read from its graph: name W here (or list the shared layers "
+                     "in weighting.shared)")]
+        self.layer = last_layer(self.shared)
+        if not self.layer:
+            return [(("weighting", "strategy"),
+                     "GradNorm balances the gradients of shared parameters, but no trainable "
+                     "variable is used by two or more terms; name W in weighting.params.layer")]
+        return []
+
+    def _bind_rows(self, model, earlier: list) -> list:
+        """The representation (``gradients: representation``), then the rows' length told to the strategy."""
+        problems = []
+        if self.mode == "representation":
             from .shared_params import find_representation
 
             self.representation, problem = find_representation(model, self.composite.terms,
@@ -92,18 +110,13 @@ class Weighting:
             if problem:
                 key = "representation" if self.representation_names else "gradients"
                 problems.append((("weighting", key), problem))
-        if self.strategy.gradients == "shared" and not problems:
+        if not earlier and not problems:
             size = None if self.shared is None or self.mode == "representation" else \
                 sum(int(np.prod(v.shape)) for v in self.shared)
             problem = self.strategy.bind_rows(size, self.mode)
             if problem:
                 problems.append((("weighting", "params"), problem))
-        if self.vectorize and self.shared is None:
-            problems.append((("weighting", "vectorize"),
-                             "vectorized per-task gradients need the shared layers, which cannot be read "
-                             "from a subclassed model: list them in weighting.shared"))
-        if problems:
-            raise spec.error(problems)
+        return problems
 
     @property
     def step(self):

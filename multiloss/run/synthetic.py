@@ -110,7 +110,7 @@ def synthetic_targets(composite, y_pred: dict, batch: int, rng: np.random.Genera
 def _fits(composite, terms, target: str, candidate, y_pred: dict) -> bool:
     for t in terms:
         try:
-            values, _ = composite._term(t, {target: candidate}, y_pred, None)
+            values, _ = composite.elementwise({target: candidate}, y_pred, terms=[t.name])[t.name]
             if not np.all(np.isfinite(np.asarray(values))):
                 return False
         except (SpecError, ValueError, TypeError, IndexError):

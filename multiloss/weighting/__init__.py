@@ -18,7 +18,16 @@ interface of :class:`~multiloss.weighting.base.Strategy`; see
 """
 
 from ..spec.lazy import lazy_attributes
-from .base import Context, Params, Strategy
+from .base import (
+    Context,
+    GramWeighting,
+    LayerGradientWeighting,
+    LossWeighting,
+    Params,
+    RowAggregator,
+    StateUpdate,
+    Strategy,
+)
 from .registry import STRATEGIES, check_spec, register_strategy
 
 # Keras callbacks and the layer graph load on first use, so that a spec's `weighting:` is
@@ -28,5 +37,6 @@ __getattr__ = lazy_attributes(__name__, {
     "infer_shared": "..core.shared_params",
 })
 
-__all__ = ["STRATEGIES", "Context", "Params", "Strategy", "WeightCollapseWarning", "WeightLogger", "check_spec",
+__all__ = ["STRATEGIES", "Context", "GramWeighting", "LayerGradientWeighting", "LossWeighting", "Params",
+           "RowAggregator", "StateUpdate", "Strategy", "WeightCollapseWarning", "WeightLogger", "check_spec",
            "infer_shared", "register_strategy"]

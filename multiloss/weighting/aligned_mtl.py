@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec.lazy import ops, tf
-from .base import Params, Strategy, state_variable
+from ..spec.lazy import tf
+from .base import GramWeighting, Params
 
 
 def aligned_coefficients(gram, present):
@@ -36,20 +36,13 @@ def aligned_coefficients(gram, present):
     return tf.linalg.matvec(b, p)
 
 
-class AlignedMTL(Strategy):
+class AlignedMTL(GramWeighting):
     name = "aligned_mtl"
     Params = Params
-    gradients = "shared"
     reference = "Senushkin, Patakin, Kuznetsov & Konushin, CVPR 2023 (arXiv:2305.19000)"
 
     def build(self):
-        self.current = state_variable(np.ones(self.num_terms), "multiloss_aligned_weights")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
+        self.keep_current(1.0, "multiloss_aligned_weights")
 
     def combine(self, gram, values, present, ctx):
-        lam = tf.cast(aligned_coefficients(gram, present), tf.float32)
-        self.current.assign(lam)
-        return lam
+        return tf.cast(aligned_coefficients(gram, present), tf.float32)

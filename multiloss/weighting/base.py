@@ -1,4 +1,4 @@
-"""The one interface every weighting strategy implements (think optax).
+"""The interface every weighting strategy implements (think optax), one type per kind.
 
 A strategy is a small object with state in a few ``keras.Variable``s.  The
 composite loss asks it for *strategy weights* λ (a ``[T]`` vector, one per
@@ -7,23 +7,36 @@ term, in term order); the weight actually applied, logged as
 
     effective weight = static spec weight × schedule factor × λ
 
-There are two kinds:
+:class:`Strategy` is the common root; what a strategy needs from the train
+step is its *kind*, one of four types (:meth:`Strategy.kind`):
 
-* **loss weighting** (``static``, ``uncertainty``, ``dwa``, ``rlw``):
-  :meth:`Strategy.weights` returns λ for this step's losses and
-  :meth:`Strategy.regularizer` any extra term of the objective; Keras's own
-  train step differentiates ``Σ s·λ·L + regularizer`` (one backward pass).
-* **gradient strategies** (``gradnorm``, ``pcgrad``, ``mgda``, ``cagrad``,
-  ``nash_mtl``, ``imtl_g``, ``gradvac``, ``aligned_mtl``, ``upgrad``,
-  ``db_mtl``, ``graddrop``: ``gradients`` is set): the multiloss train step
-  computes per-task gradients (of the shared parameters, or of the shared
-  representation) and passes their Gram matrix to :meth:`Strategy.combine`,
-  which returns λ: the coefficients of the per-task gradients in the update of
-  the shared parameters (see :mod:`multiloss.core.gradient_step`).  A ``direct``
-  strategy gets the gradient rows themselves (:meth:`Strategy.aggregate`).
+* :class:`LossWeighting` (``static``, ``uncertainty``, ``dwa``, ``rlw``,
+  ``famo``): :meth:`~LossWeighting.weights` returns λ from this step's loss
+  values and :meth:`~Strategy.regularizer` any extra term of the objective;
+  the step differentiates ``Σ s·λ·L + regularizer`` (one backward pass).
+* :class:`GramWeighting` (``pcgrad``, ``mgda``, ``cagrad``, ``nash_mtl``,
+  ``imtl_g``, ``gradvac``, ``aligned_mtl``, ``upgrad``, ``db_mtl`` without
+  averages): the step computes per-task gradients (of the shared parameters,
+  or of the shared representation) and passes their Gram matrix to
+  :meth:`~GramWeighting.combine`, which returns λ: the coefficients of the
+  per-task gradients in the update of the shared parameters.
+* :class:`RowAggregator` (``graddrop``, ``db_mtl`` with averages): the
+  update is no combination Σ λ_i g_i, so :meth:`~RowAggregator.aggregate`
+  gets the ``[T, P]`` gradient rows themselves.
+* :class:`LayerGradientWeighting` (``gradnorm``): λ from the norms of the
+  per-task gradients of one shared layer W.
 
-A strategy of your own subclasses :class:`Strategy` and is registered with
-:func:`multiloss.weighting.register_strategy`.
+The compute hooks (``combine``, ``aggregate``) only compute: they return λ,
+or a :class:`StateUpdate` holding λ and the new values of state variables,
+and the step then calls :meth:`GradientWeighting.update_state` (so every
+write of a step sits between the guard's snapshot and its restore).  A
+strategy of your own subclasses one of the kind types and is registered with
+:func:`multiloss.weighting.register_strategy`.  A subclass of
+:class:`Strategy` itself written against the flags of earlier releases
+(``gradients = "shared"`` with ``combine``, ``direct = True`` with
+``aggregate``, ``gradients = "layer"``) keeps working: :meth:`Strategy.kind`
+falls back to those flags, and a hook that writes state itself is still put
+back by the non-finite guard.
 
 Every tensor method runs inside the compiled train step and is written with
 ``keras.ops``/``tf``; ``on_epoch_end`` runs eagerly between epochs.
@@ -32,7 +45,7 @@ Every tensor method runs inside the compiled train step and is written with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -55,6 +68,13 @@ class Context:
     replicas: int        # replicas in sync (1 outside tf.distribute)
 
 
+class StateUpdate(NamedTuple):
+    """What a compute hook returns when it moves state besides ``current``: λ and ``{state key: new value}``."""
+
+    weights: Any
+    state: dict
+
+
 def state_variable(value, name: str, dtype: str = "float32", trainable: bool = False) -> keras.Variable:
     """A strategy state variable, assignable inside a replica step.
 
@@ -66,7 +86,14 @@ def state_variable(value, name: str, dtype: str = "float32", trainable: bool = F
 
 
 class Strategy:
-    """Interface of a weighting strategy; the defaults are static weighting."""
+    """The common root of the strategy kinds; its defaults are static weighting.
+
+    The class attributes ``gradients``, ``direct`` and ``uses_values`` are the
+    flags of earlier releases: each kind type sets them (``gradients`` is
+    None, ``"shared"`` or ``"layer"``; ``direct`` marks a row aggregator), so
+    they stay readable on every class, and a subclass of :class:`Strategy`
+    that sets them itself gets the kind they name.
+    """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
@@ -75,6 +102,8 @@ class Strategy:
     gradients: ClassVar[str | None] = None
     #: Whether :meth:`weights` needs this step's (all-reduced) loss values.
     uses_values: ClassVar[bool] = False
+    #: The update is computed from the gradient rows (:meth:`aggregate`), not as Σ λ_i g_i.
+    direct: ClassVar[bool] = False
     reference: ClassVar[str] = ""
 
     def __init__(self, params: Params, terms: list):
@@ -84,6 +113,28 @@ class Strategy:
         self.state: dict[str, keras.Variable] = {}
 
     @classmethod
+    def kind(cls) -> type[Strategy]:
+        """The kind type of this class: :class:`LossWeighting`, :class:`GramWeighting`,
+        :class:`RowAggregator` or :class:`LayerGradientWeighting`.
+
+        The kind types come first (a class of two kinds, DB-MTL, is named by the
+        first of Layer, Gram, Row it derives from; see :meth:`active_kind`); a
+        plain subclass of :class:`Strategy` is read from its flags.
+        """
+        for kind in KINDS:
+            if issubclass(cls, kind):
+                return kind
+        if cls.gradients == "layer":
+            return LayerGradientWeighting
+        if cls.gradients == "shared":
+            return RowAggregator if cls.direct else GramWeighting
+        return LossWeighting
+
+    def active_kind(self) -> type[Strategy]:
+        """The kind this instance runs as in the train step (after :meth:`bind_rows`); :meth:`kind` by default."""
+        return self.kind()
+
+    @classmethod
     def check(cls, params: Params, terms: list) -> list[tuple[tuple, str]]:
         """Problems of ``params`` that need the terms: ``[(path under params, message)]``."""
         return []
@@ -91,13 +142,22 @@ class Strategy:
     def build(self) -> None:
         """Create the state variables (called under the model's distribution scope)."""
 
+    def keep_current(self, initial: float, name: str) -> None:
+        """Create ``current``, the last λ (what :meth:`current_weights` reads), as ``state["current"]``."""
+        self.current = state_variable(np.full(self.num_terms, initial), name)
+        self.state["current"] = self.current
+
+    def current_weights(self):
+        """The last λ of the train step (held in ``current``)."""
+        return ops.convert_to_tensor(self.current)
+
     @property
     def trainable_variables(self) -> list:
         """Variables the model's optimizer trains with the network (uncertainty's log-variances)."""
         return []
 
     def weights(self, values, present, ctx: Context):
-        """Strategy weights λ ``[T]`` for this step (loss weighting and evaluation)."""
+        """Strategy weights λ ``[T]`` for this step (loss weighting; every kind for evaluation and logs)."""
         return ops.ones((self.num_terms,), "float32")
 
     def regularizer(self, scale, present, ctx: Context):
@@ -105,17 +165,26 @@ class Strategy:
         return None
 
     def combine(self, gram, values, present, ctx: Context):
-        """Gradient strategies: λ from the Gram matrix of the per-task gradients."""
+        """Gram and layer strategies: λ (or a :class:`StateUpdate`) from the Gram matrix of the per-task gradients."""
         raise NotImplementedError
-
-    #: Gradient strategies whose update is not a combination Σ λ_i g_i of the
-    #: per-task gradients (GradDrop's masks, DB-MTL's moving averages) set this and
-    #: implement :meth:`aggregate` on the ``[T, P]`` gradient rows themselves.
-    direct: ClassVar[bool] = False
 
     def aggregate(self, rows, values, present, ctx):
-        """Direct strategies: ``(update [P], λ [T] to log)`` from the per-task gradient rows."""
+        """Row aggregators: ``(update [P], λ [T] or a StateUpdate)`` from the per-task gradient rows."""
         raise NotImplementedError
+
+    def update_state(self, result) -> Any:
+        """Write what a compute hook returned (λ or a :class:`StateUpdate`) into the state; return λ.
+
+        Called by the train step after ``combine``/``aggregate``.  A plain
+        :class:`Strategy` subclass writes its state in its hooks, so only a
+        :class:`StateUpdate`'s variables are written here; the kind types also
+        keep λ in ``current`` (:meth:`GradientWeighting.update_state`).
+        """
+        if not isinstance(result, StateUpdate):
+            return result
+        for key, value in result.state.items():
+            self.state[key].assign(value)
+        return result.weights
 
     def head_scale(self, values, present):
         """Factor on the task-specific gradients s_i ∇L_i (1; DB-MTL: 1/L_i, the log-loss gradient)."""
@@ -137,6 +206,62 @@ class Strategy:
         for k, v in state.items():
             if k in self.state:
                 self.state[k].assign(np.asarray(v, self.state[k].dtype))
+
+
+class LossWeighting(Strategy):
+    """λ from this step's loss values (:meth:`weights`, :meth:`regularizer`): one backward pass."""
+
+    gradients = None
+    direct = False
+
+
+class GradientWeighting(Strategy):
+    """The kinds that see per-task gradients; λ for evaluation and the logs is the last step's (``current``)."""
+
+    def weights(self, values, present, ctx):
+        return self.current_weights()
+
+    def update_state(self, result):
+        """The :class:`StateUpdate`'s variables, and λ into ``current`` unless it names ``current`` itself."""
+        lam = super().update_state(result)
+        named = result.state if isinstance(result, StateUpdate) else {}
+        if "current" in self.state and "current" not in named:
+            self.state["current"].assign(lam)
+        return lam
+
+
+class GramWeighting(GradientWeighting):
+    """λ from the Gram matrix ``M = G Gᵀ`` of the per-task gradients.
+
+    Implement :meth:`~Strategy.combine` (compute only): λ ``[T]``, or a
+    :class:`StateUpdate`; the update of the shared part is Σ λ_i g_i.
+    """
+
+    gradients = "shared"
+    direct = False
+
+
+class RowAggregator(GradientWeighting):
+    """The update of the shared part from the ``[T, P]`` gradient rows themselves.
+
+    Implement :meth:`~Strategy.aggregate` (compute only): ``(update [P], λ [T]
+    to log, or a StateUpdate)``.
+    """
+
+    gradients = "shared"
+    direct = True
+
+
+class LayerGradientWeighting(GradientWeighting):
+    """λ from the per-task gradients of one shared layer W (GradNorm): :meth:`combine` gets their Gram
+    matrix's diagonal, ``diag(‖∇_W L_i‖²)``."""
+
+    gradients = "layer"
+    direct = False
+
+
+#: The kind types, in the order :meth:`Strategy.kind` tries them.
+KINDS: tuple[type[Strategy], ...] = (LayerGradientWeighting, GramWeighting, RowAggregator, LossWeighting)
 
 
 def masked_mean(x, mask):

@@ -24,9 +24,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from . import solvers
-from .base import Params, Strategy, state_variable
+from .base import GramWeighting, Params, state_variable
 
 
 class CAGradParams(Params):
@@ -54,26 +54,19 @@ def cagrad_coefficients(gram, present, c: float, rescale: int = 1, solver: str =
     return k * (b + u) / div, w
 
 
-class CAGrad(Strategy):
+class CAGrad(GramWeighting):
     name = "cagrad"
     Params = CAGradParams
-    gradients = "shared"
     reference = "Liu, Liu, Jin, Stone & Liu, NeurIPS 2021 (arXiv:2110.14048)"
 
     def build(self):
-        self.current = state_variable(np.ones(self.num_terms), "multiloss_cagrad_weights")
+        self.keep_current(1.0, "multiloss_cagrad_weights")
         # The exact solver's warm start: the support of the last dual weights.  Only a hint (each step
         # verifies it and enumerates when it fails), so it is not part of the state that the
         # non-finite guard restores or that is saved: a wrong or reset hint costs one enumeration.
         self.support = state_variable(np.ones(self.num_terms), "multiloss_cagrad_support", dtype="float64")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
 
     def combine(self, gram, values, present, ctx):
         p = self.params
         lam, _ = cagrad_coefficients(gram, present, p.c, p.rescale, p.solver, p.max_iter, p.tol, self.support)
-        lam = tf.cast(lam, tf.float32)
-        self.current.assign(lam)
-        return lam
+        return tf.cast(lam, tf.float32)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from ..spec.lazy import ops, tf
-from .base import Params, Strategy, state_variable
+from .base import GramWeighting, Params, RowAggregator, StateUpdate, state_variable
 
 
 class DBMTLParams(Params):
@@ -57,20 +57,21 @@ def dbmtl_coefficients(gram, values, present, eps: float = 1e-8):
     return p * top / (norms / loss + eps) / loss
 
 
-class DBMTL(Strategy):
+class DBMTL(GramWeighting, RowAggregator):
+    """A Gram weighting without averages (``beta: 0``, or ``gradients: representation``); a row
+    aggregator with them (its averages are kept per shared parameter): :meth:`active_kind`."""
+
     name = "db_mtl"
     Params = DBMTLParams
-    gradients = "shared"
     reference = "Lin, Ye, Xu, Shi & Zhang, Dual-balancing for multi-task learning, 2023 (arXiv:2308.12029)"
 
     def build(self):
-        self.current = state_variable(np.ones(self.num_terms), "multiloss_dbmtl_weights")
+        self.keep_current(1.0, "multiloss_dbmtl_weights")
         self.buffer = None
-        self.state = {"current": self.current}
 
-    @property
-    def direct(self):  # noqa: D401 - instance-level: the averages need the rows themselves
-        return self.params.beta > 0 and self.buffer is not None
+    def active_kind(self):
+        # The averages need the rows themselves; bind_rows made their buffer (β > 0, gradients: parameters).
+        return RowAggregator if self.params.beta > 0 and self.buffer is not None else GramWeighting
 
     def bind_rows(self, size, mode):
         if self.params.beta == 0 or mode == "representation":
@@ -88,21 +89,14 @@ class DBMTL(Strategy):
         # it; a reloaded model starts them afresh, as before.
         return {k: np.asarray(ops.convert_to_numpy(v)).tolist() for k, v in self.state.items() if k != "buffer"}
 
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
-
     def head_scale(self, values, present):
         return 1.0 / (tf.cast(values, tf.float32) + self.params.eps)
 
     def combine(self, gram, values, present, ctx):
-        lam = tf.cast(dbmtl_coefficients(gram, values, present, self.params.eps), tf.float32)
-        self.current.assign(lam)
-        return lam
+        return tf.cast(dbmtl_coefficients(gram, values, present, self.params.eps), tf.float32)
 
     def aggregate(self, rows, values, present, ctx):
         p = self.params
         update, new, lam = dbmtl_update(rows, tf.convert_to_tensor(self.buffer), values, present, ctx.step,
                                         p.beta, p.beta_sigma, p.eps)
-        self.buffer.assign(new)
-        self.current.assign(lam)
-        return update, lam
+        return update, StateUpdate(lam, {"buffer": new})

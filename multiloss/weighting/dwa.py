@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from ..spec.lazy import ops
-from .base import Params, Strategy, state_variable
+from .base import LossWeighting, Params, state_variable
 
 
 class DWAParams(Params):
@@ -30,7 +30,7 @@ def dwa_weights(loss_prev, loss_prev2, temperature: float):
     return k * ops.softmax(ratio / temperature)
 
 
-class DWA(Strategy):
+class DWA(LossWeighting):
     name = "dwa"
     Params = DWAParams
     uses_values = True
@@ -50,7 +50,7 @@ class DWA(Strategy):
         if ctx.training:
             self.sums.assign_add(values * present)
             self.counts.assign_add(present)
-        return ops.convert_to_tensor(self.current)
+        return self.current_weights()
 
     def on_epoch_end(self, epoch):
         sums, counts = ops.convert_to_numpy(self.sums), ops.convert_to_numpy(self.counts)

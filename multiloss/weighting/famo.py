@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from ..spec.lazy import tf
-from .base import Params, Strategy, state_variable
+from .base import LossWeighting, Params, state_variable
 
 
 class FAMOParams(Params):
@@ -44,7 +44,7 @@ def famo_weights(logits, values, present, eps: float = 1e-8):
     return tf.math.divide_no_nan(inv, tf.reduce_sum(inv)), z
 
 
-class FAMO(Strategy):
+class FAMO(LossWeighting):
     name = "famo"
     Params = FAMOParams
     uses_values = True
@@ -63,7 +63,7 @@ class FAMO(Strategy):
 
     def weights(self, values, present, ctx):
         if not ctx.training:
-            return tf.convert_to_tensor(self.current)
+            return self.current_weights()
         p = self.params
         values = tf.stop_gradient(tf.cast(values, tf.float32))
         xi = tf.convert_to_tensor(self.xi)

@@ -18,12 +18,11 @@ run matches a one-device run in distribution, not draw for draw.)
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from . import rng
-from .base import Params, Strategy, state_variable
+from .base import Params, RowAggregator
 
 
 class GradDropParams(Params):
@@ -43,27 +42,16 @@ def graddrop_update(rows, uniform, leak: float = 0.0):
     return tf.reduce_sum(kept, 0), lam
 
 
-class GradDrop(Strategy):
+class GradDrop(RowAggregator):
     name = "graddrop"
     Params = GradDropParams
-    gradients = "shared"
-    direct = True
     reference = "Chen, Ngiam, Huang, Luong, Kretzschmar, Chai & Anguelov, NeurIPS 2020 (arXiv:2010.06808)"
 
     def build(self):
-        self.current = state_variable(np.ones(self.num_terms), "multiloss_graddrop_weights")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
-
-    def combine(self, gram, values, present, ctx):
-        return tf.ones([self.num_terms], tf.float32)
+        self.keep_current(1.0, "multiloss_graddrop_weights")
 
     def aggregate(self, rows, values, present, ctx):
         rows = rows * tf.cast(present, rows.dtype)[:, None]
         u = rng.uniform(tf.shape(rows)[1], self.params.seed, ctx.step)
         update, lam = graddrop_update(rows, u, self.params.leak)
-        lam = tf.cast(lam, tf.float32)
-        self.current.assign(lam)
-        return update, lam
+        return update, tf.cast(lam, tf.float32)

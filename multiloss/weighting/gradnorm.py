@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from ..spec.lazy import ops, tf
-from .base import Params, Strategy, masked_mean, state_variable
+from .base import LayerGradientWeighting, Params, StateUpdate, masked_mean, state_variable
 
 
 class GradNormParams(Params):
@@ -48,10 +48,9 @@ def gradnorm_loss(norms, weights, loss_ratios, alpha: float, present=None):
     return l_grad, grad
 
 
-class GradNorm(Strategy):
+class GradNorm(LayerGradientWeighting):
     name = "gradnorm"
     Params = GradNormParams
-    gradients = "layer"
     reference = "Chen, Badrinarayanan, Lee & Rabinovich, ICML 2018 (arXiv:1711.02257)"
 
     def build(self):
@@ -65,7 +64,7 @@ class GradNorm(Strategy):
         return ops.convert_to_tensor(self.w)
 
     def combine(self, gram, values, present, ctx):
-        """Return w(t) for this step's update and move the state to w(t+1)."""
+        """w(t) for this step's update, and the state of w(t+1)."""
         w = tf.convert_to_tensor(self.w)
         norms = tf.cast(tf.sqrt(tf.maximum(tf.linalg.diag_part(tf.cast(gram, tf.float64)), 0.0)), tf.float32)
         first = present * (1.0 - self.seen)
@@ -78,7 +77,4 @@ class GradNorm(Strategy):
         total = tf.reduce_sum(new)
         n = float(self.num_terms)
         new = tf.where(total > 0, new * n / tf.maximum(total, 1e-30), tf.ones_like(new))
-        self.initial.assign(initial)
-        self.seen.assign(seen)
-        self.w.assign(new)
-        return w
+        return StateUpdate(w, {"initial": initial, "seen": seen, "w": new})

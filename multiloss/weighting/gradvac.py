@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
-from .base import Params, Strategy, state_variable
+from ..spec.lazy import tf
+from .base import GramWeighting, Params, StateUpdate, state_variable
 from .pcgrad import random_order
 
 
@@ -56,25 +56,19 @@ def gradvac_coefficients(gram, order, targets, beta: float, present=None):
     return coef, rho_t
 
 
-class GradVac(Strategy):
+class GradVac(GramWeighting):
     name = "gradvac"
     Params = GradVacParams
-    gradients = "shared"
     reference = "Wang, Tsvetkov, Firat & Cao, ICLR 2021 (arXiv:2010.05874)"
 
     def build(self):
         n = self.num_terms
-        self.current = state_variable(np.ones(n), "multiloss_gradvac_weights")
+        self.keep_current(1.0, "multiloss_gradvac_weights")
         self.targets = state_variable(np.zeros((n, n)), "multiloss_gradvac_targets")
-        self.state = {"current": self.current, "targets": self.targets}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
+        self.state["targets"] = self.targets
 
     def combine(self, gram, values, present, ctx):
         order = random_order(self.num_terms, self.params.seed, ctx.step)
         coef, targets = gradvac_coefficients(gram, order, self.targets, self.params.beta, present)
         lam = tf.cast(tf.reduce_sum(coef, 0), tf.float32) * tf.cast(present, tf.float32)
-        self.targets.assign(tf.cast(targets, tf.float32))
-        self.current.assign(lam)
-        return lam
+        return StateUpdate(lam, {"targets": tf.cast(targets, tf.float32)})

@@ -14,10 +14,8 @@ degenerate gradient sets.)
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..spec.lazy import ops, tf
-from .base import Params, Strategy, state_variable
+from ..spec.lazy import tf
+from .base import GramWeighting, Params
 
 
 def imtl_g_coefficients(gram, present):
@@ -43,20 +41,13 @@ def imtl_g_coefficients(gram, present):
     return alpha + ea * (1.0 - tf.reduce_sum(alpha)) * tf.reduce_max(p)
 
 
-class IMTLG(Strategy):
+class IMTLG(GramWeighting):
     name = "imtl_g"
     Params = Params
-    gradients = "shared"
     reference = "Liu, Li, Kuang, Xue, Chen, Yang, Liao & Zhang, ICLR 2021 (openreview IMrnTwcD6jL)"
 
     def build(self):
-        self.current = state_variable(np.full(self.num_terms, 1.0 / self.num_terms), "multiloss_imtl_weights")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
+        self.keep_current(1.0 / self.num_terms, "multiloss_imtl_weights")
 
     def combine(self, gram, values, present, ctx):
-        lam = tf.cast(imtl_g_coefficients(gram, present), tf.float32)
-        self.current.assign(lam)
-        return lam
+        return tf.cast(imtl_g_coefficients(gram, present), tf.float32)

@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from . import solvers
-from .base import Params, Strategy, state_variable
+from .base import GramWeighting, Params, state_variable
 
 Solver = Literal["auto", "exact", "frank_wolfe"]
 
@@ -36,22 +36,17 @@ class MGDAParams(Params):
     tol: float = Field(1e-6, gt=0, description="Frank-Wolfe stops at a duality gap ≤ tol × ‖d‖² (relative suboptimality ≤ tol).")
 
 
-class MGDA(Strategy):
+class MGDA(GramWeighting):
     name = "mgda"
     Params = MGDAParams
-    gradients = "shared"
     reference = "Sener & Koltun, NeurIPS 2018 (arXiv:1810.04650)"
 
     def build(self):
-        self.current = state_variable(np.full(self.num_terms, 1.0 / self.num_terms), "multiloss_mgda_weights")
+        self.keep_current(1.0 / self.num_terms, "multiloss_mgda_weights")
         # The exact solver's warm start: the support of the last α.  Only a hint (each step
         # verifies it and enumerates when it fails), so it is not part of the state that the
         # non-finite guard restores or that is saved: a wrong or reset hint costs one enumeration.
         self.support = state_variable(np.ones(self.num_terms), "multiloss_mgda_support", dtype="float64")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
 
     def combine(self, gram, values, present, ctx):
         gram = tf.cast(gram, tf.float64)
@@ -63,6 +58,4 @@ class MGDA(Strategy):
             n = tf.where(n > 0, n, tf.ones_like(n))
             gram = gram / (n[:, None] * n[None, :])
         p = self.params
-        lam = tf.cast(solvers.min_norm(gram, present, p.solver, p.max_iter, p.tol, self.support), tf.float32)
-        self.current.assign(lam)
-        return lam
+        return tf.cast(solvers.min_norm(gram, present, p.solver, p.max_iter, p.tol, self.support), tf.float32)

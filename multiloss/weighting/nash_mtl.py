@@ -17,12 +17,11 @@ so many steps (the authors' ``update_weights_every``).
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from . import solvers
-from .base import Params, Strategy, state_variable
+from .base import GramWeighting, Params
 
 
 class NashMTLParams(Params):
@@ -37,18 +36,13 @@ def nash_coefficients(gram, present, iters: int = 30):
     return solvers.nash_weights(m, present, iters)
 
 
-class NashMTL(Strategy):
+class NashMTL(GramWeighting):
     name = "nash_mtl"
     Params = NashMTLParams
-    gradients = "shared"
     reference = "Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik & Fetaya, ICML 2022 (arXiv:2202.01017)"
 
     def build(self):
-        self.current = state_variable(np.ones(self.num_terms), "multiloss_nash_weights")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
+        self.keep_current(1.0, "multiloss_nash_weights")
 
     def combine(self, gram, values, present, ctx):
         every = self.params.update_every
@@ -57,9 +51,6 @@ class NashMTL(Strategy):
             return tf.cast(nash_coefficients(gram, present, self.params.iters), tf.float32)
 
         if every == 1:
-            lam = fresh()
-        else:
-            lam = tf.cond(tf.equal(tf.math.floormod(tf.cast(ctx.step, tf.int64), every), 0), fresh,
-                          lambda: tf.convert_to_tensor(self.current) * tf.cast(present, tf.float32))
-        self.current.assign(lam)
-        return lam
+            return fresh()
+        return tf.cond(tf.equal(tf.math.floormod(tf.cast(ctx.step, tf.int64), every), 0), fresh,
+                       lambda: self.current_weights() * tf.cast(present, tf.float32))

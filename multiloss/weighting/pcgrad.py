@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from . import rng
-from .base import Params, Strategy, state_variable
+from .base import GramWeighting, Params
 
 
 class PCGradParams(Params):
@@ -61,22 +60,15 @@ def random_order(num: int, seed: int, step):
     return tf.argsort(keys, axis=1)[:, : num - 1]
 
 
-class PCGrad(Strategy):
+class PCGrad(GramWeighting):
     name = "pcgrad"
     Params = PCGradParams
-    gradients = "shared"
     reference = "Yu, Kumar, Gupta, Levine, Hausman & Finn, NeurIPS 2020 (arXiv:2001.06782)"
 
     def build(self):
-        self.current = state_variable(np.ones(self.num_terms), "multiloss_pcgrad_weights")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
+        self.keep_current(1.0, "multiloss_pcgrad_weights")
 
     def combine(self, gram, values, present, ctx):
         gram = tf.cast(gram, tf.float64)
         order = random_order(self.num_terms, self.params.seed, ctx.step)
-        lam = tf.cast(tf.reduce_sum(pcgrad_coefficients(gram, order), axis=0), tf.float32)
-        self.current.assign(lam)
-        return lam
+        return tf.cast(tf.reduce_sum(pcgrad_coefficients(gram, order), axis=0), tf.float32)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from . import rng
-from .base import Params, Strategy, state_variable
+from .base import LossWeighting, Params
 
 
 class RLWParams(Params):
@@ -43,18 +42,17 @@ def rlw_sample(num: int, seed: int, step, distribution: str = "normal"):
     return tf.cast(lam, tf.float32)
 
 
-class RLW(Strategy):
+class RLW(LossWeighting):
     name = "rlw"
     Params = RLWParams
     reference = "Lin, Ye, Xu, Shi & Zhang, TMLR 2022 (arXiv:2111.10603)"
 
     def build(self):
-        self.current = state_variable(np.full(self.num_terms, 1.0 / self.num_terms), "multiloss_rlw_weights")
-        self.state = {"current": self.current}
+        self.keep_current(1.0 / self.num_terms, "multiloss_rlw_weights")
 
     def weights(self, values, present, ctx):
         if not ctx.training:
-            return ops.convert_to_tensor(self.current)
+            return self.current_weights()
         p = self.params
         lam = rlw_sample(self.num_terms, p.seed, ctx.step, p.distribution)
         self.current.assign(lam)

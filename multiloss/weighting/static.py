@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .base import Strategy
+from .base import LossWeighting
 
 
-class Static(Strategy):
+class Static(LossWeighting):
     """``final_loss = Σ wᵢ·Lᵢ`` with the spec's weights (and schedules, if any)."""
 
     name = "static"

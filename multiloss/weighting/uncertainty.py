@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..spec.lazy import ops
-from .base import Params, Strategy, state_variable
+from .base import LossWeighting, Params, state_variable
 
 Kind = Literal["regression", "classification"]
 
@@ -44,7 +44,7 @@ def default_kind(term) -> str:
     return "classification" if "crossentropy" in name.lower() else "regression"
 
 
-class Uncertainty(Strategy):
+class Uncertainty(LossWeighting):
     name = "uncertainty"
     Params = UncertaintyParams
     reference = "Kendall, Gal & Cipolla, CVPR 2018 (arXiv:1705.07115)"

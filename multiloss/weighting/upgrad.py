@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from . import solvers
-from .base import Params, Strategy, state_variable
+from .base import GramWeighting, Params
 
 
 class UPGradParams(Params):
@@ -37,21 +36,14 @@ def upgrad_coefficients(gram, present, solver: str = "auto", max_iter: int = 500
     return tf.reduce_sum(w, 0) / tf.maximum(tf.reduce_sum(p), 1.0)
 
 
-class UPGrad(Strategy):
+class UPGrad(GramWeighting):
     name = "upgrad"
     Params = UPGradParams
-    gradients = "shared"
     reference = "Quinton & Rey, Jacobian descent for multi-objective optimization, 2024 (arXiv:2406.16232)"
 
     def build(self):
-        self.current = state_variable(np.full(self.num_terms, 1.0 / self.num_terms), "multiloss_upgrad_weights")
-        self.state = {"current": self.current}
-
-    def weights(self, values, present, ctx):
-        return ops.convert_to_tensor(self.current)
+        self.keep_current(1.0 / self.num_terms, "multiloss_upgrad_weights")
 
     def combine(self, gram, values, present, ctx):
         p = self.params
-        lam = tf.cast(upgrad_coefficients(gram, present, p.solver, p.max_iter), tf.float32)
-        self.current.assign(lam)
-        return lam
+        return tf.cast(upgrad_coefficients(gram, present, p.solver, p.max_iter), tf.float32)

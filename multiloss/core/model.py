@@ -1,0 +1,272 @@
+"""The model side of ``ml.compile``: the :class:`MultilossModel` mixin and the registry of its subclasses.
+
+``ml.compile`` gives a model a subclass of its own class with the mixin (so
+``.keras`` round trips carry the composite loss in the compile config, and
+every train step runs through :func:`multiloss.core.train_step.train_step`).
+Each such subclass is registered with Keras under a name of its own:
+
+* ``multiloss>Model``, ``multiloss>Sequential``, ``multiloss>Functional`` for
+  Keras's own model classes (the names every release has saved);
+* ``multiloss>{module}.{qualname}`` for a user's class, so two classes named
+  ``Net`` in two modules keep apart.
+
+In a fresh process a user's subclass is registered by its first
+``ml.compile``, or, when a saved file names it first, looked up by
+:func:`saved_class` among the model classes defined (the user's module must
+be imported, as Keras asks of any registered class).  Earlier releases
+registered a user's class as ``multiloss>{class name}``; a file saved then
+loads the same way when one model class of that name is defined, with no
+throwaway ``ml.compile`` needed first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+
+import keras
+import tensorflow as tf
+
+from ..spec.errors import SpecError
+from ..spec.imports import restricted
+from . import guard
+from .composite import LABEL_CHECK, CompositeLoss
+from .keras_access import (
+    Functional,
+    TrainerOverrides,
+    compiled_loss,
+    deserialize_keras_object,
+    in_safe_mode,
+    install_registered_name_fallback,
+    set_compiled_loss,
+    set_compiled_metrics,
+)
+from .metrics import HeadMetrics
+
+PACKAGE = "multiloss"
+
+
+class MultilossModel(TrainerOverrides):
+    """Mixin that runs the guarded train step and saves and restores the composite loss with the model.
+
+    Its overrides of Keras's private trainer methods come from
+    :class:`~multiloss.core.keras_access.TrainerOverrides`, the one place they live.
+    """
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        composite = compiled_loss(self)
+        if isinstance(composite, CompositeLoss):
+            config["multiloss"] = composite.get_config()
+        return config
+
+    def train_step(self, data):
+        composite = compiled_loss(self)
+        if not isinstance(composite, CompositeLoss) or composite.guard is None:
+            return super().train_step(data)
+        from .train_step import train_step
+
+        weighting = composite.weighting
+        with weighting.in_training() if weighting is not None else contextlib.nullcontext():
+            return _multi_worker_logs(train_step(self, data))
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        model = super().from_config(config, custom_objects=custom_objects)
+        model._remember_safe_mode(in_safe_mode() is not False)
+        return model
+
+    def _remember_safe_mode(self, safe: bool) -> None:
+        """Keras calls ``compile_from_config`` outside its safe-mode scope: remember it at ``from_config``."""
+        self._multiloss_safe_mode = safe
+
+    @property
+    def trainable_weights(self):
+        # Learned strategy parameters (uncertainty's log-variances) train with the network.
+        return super().trainable_weights + _strategy_trainables(self)
+
+    @property
+    def trainable_variables(self):
+        return super().trainable_variables + _strategy_trainables(self)
+
+    def fit(self, *args, **kwargs):
+        try:
+            call = inspect.signature(super().fit).bind(*args, **kwargs)
+        except TypeError:
+            call = None                  # Keras names the bad arguments itself
+        callbacks = call.arguments.get("callbacks") if call is not None else None
+        if not isinstance(callbacks, keras.callbacks.CallbackList):   # one assembled by the caller stays
+            ordered = _fit_callbacks(self, list(callbacks or []))
+            if ordered is not None and call is not None:
+                call.arguments["callbacks"] = ordered
+                args, kwargs = call.args, call.kwargs
+        with guard_labels():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with guard_labels():
+            return super().evaluate(*args, **kwargs)
+
+    def test_step(self, data):
+        return _multi_worker_logs(super().test_step(data))
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        composite = config.pop("multiloss", None)
+        if composite is not None:
+            # Safe mode: import strings in the file resolve only to registered or trusted code.
+            with restricted(getattr(self, "_multiloss_safe_mode", True)):
+                composite = CompositeLoss.from_config(composite)
+        if composite is None or composite.weighting is None:
+            super().compile_from_config(config)
+            if composite is not None:
+                with self.distribute_strategy.scope():
+                    install(self, composite)
+            return
+        # With a weighting strategy the composite is installed before the
+        # optimizer is built: its learned parameters (if any) need slots too.
+        self.compile(**deserialize_keras_object(config))
+        with self.distribute_strategy.scope():
+            install(self, composite)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+
+def install(model, composite: CompositeLoss, nonfinite: str = "stop") -> None:
+    """Make ``composite`` the model's compiled loss (with its guard, weighting and head metrics)."""
+    composite.guard = guard.GuardState(len(composite.terms), nonfinite)
+    if composite.weighting is not None:
+        composite.weighting.bind(model)   # the training step, the shared parameters (SpecError)
+    set_compiled_loss(model, composite)
+    model.loss = composite
+    metrics = HeadMetrics(composite.spec, composite.output_names)
+    set_compiled_metrics(model, metrics if metrics.names else None)
+
+
+_LABEL = re.compile(re.escape(LABEL_CHECK) + r"\|(?P<source>[^|]*)\|(?P<path>[^|]*)\|(?P<msg>[^\]]*)\]"
+                    r"\s*\[(?P<value>-?\d+)")
+
+
+@contextlib.contextmanager
+def guard_labels():
+    """Turn TensorFlow's failed label assert (a long traceback) into one SpecError line."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as exc:
+        found = _LABEL.search(exc.message or "")
+        if found is None:
+            raise
+        msg = found["msg"].replace("\\'", "'").replace("{}", found["value"], 1)
+        path = tuple(found["path"].split(".")) if found["path"] else ()
+        raise SpecError([(path, None, msg)], found["source"]) from None
+
+
+def _weighting(model):
+    loss = compiled_loss(model)
+    return loss.weighting if isinstance(loss, CompositeLoss) else None
+
+
+def _strategy_trainables(model) -> list:
+    weighting = _weighting(model)
+    return weighting.strategy.trainable_variables if weighting is not None else []
+
+
+def _fit_callbacks(model, callbacks: list) -> list | None:
+    """multiloss's callbacks first (their logs reach History and TensorBoard): the
+    non-finite guard, the weighting's own and gradient diagnostics."""
+    composite = compiled_loss(model)
+    if not isinstance(composite, CompositeLoss):
+        return None
+    if not any(isinstance(c, guard.NonFiniteGuard) for c in callbacks):
+        callbacks = [guard.NonFiniteGuard(composite.guard, composite.term_names)] + callbacks
+    weighting = _weighting(model)
+    if weighting is not None:
+        return weighting.fit_callbacks(callbacks)
+    from .diagnostics import GradientDiagnostics
+
+    ours = [c for c in callbacks if isinstance(c, (guard.NonFiniteGuard, GradientDiagnostics))]
+    return ours + [c for c in callbacks if c not in ours]
+
+
+def _multi_worker_logs(logs):
+    """Give step logs a length-1 axis under a multi-worker strategy.
+
+    Keras 3.15 reduces each step log across workers with
+    ``strategy.reduce("MEAN", v, axis=0)``, which fails for scalars.  Epoch
+    values are unaffected: they come from the metrics' cross-worker read.
+    """
+    strategy = tf.distribute.get_strategy()
+    extended = getattr(strategy, "extended", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and getattr(
+            extended, "_in_multi_worker_mode", lambda: False)():
+        return {k: tf.reshape(v, (1,)) for k, v in logs.items()}
+    return logs
+
+
+# --- the registry of the multiloss subclasses -----------------------------------------------------
+
+_SUBCLASSES: dict[type, type] = {}  # registry: model class -> its multiloss subclass
+#: Keras's own model classes, registered under the names every release has saved.
+BUILTIN_NAMES = {keras.Model: "Model", keras.Sequential: "Sequential", Functional: "Functional"}
+
+
+def registered_name(cls: type) -> str:
+    """The name (after ``multiloss>``) under which the multiloss subclass of ``cls`` is registered."""
+    if cls in BUILTIN_NAMES:
+        return BUILTIN_NAMES[cls]
+    return re.sub(r"[^A-Za-z0-9_.]", "_", f"{cls.__module__}.{cls.__qualname__}")
+
+
+def multiloss_class(cls: type) -> type:
+    """The registered subclass of model class ``cls`` with the :class:`MultilossModel` mixin (made once)."""
+    if issubclass(cls, MultilossModel):
+        return cls
+    if cls not in _SUBCLASSES:
+        sub = type(cls.__name__, (MultilossModel, cls), {"__module__": __name__})
+        keras.saving.register_keras_serializable(PACKAGE, registered_name(cls))(sub)
+        _SUBCLASSES[cls] = sub
+    return _SUBCLASSES[cls]
+
+
+def _model_classes(root: type = keras.Model):
+    """Every subclass of ``root`` defined in this process (not the multiloss subclasses)."""
+    seen, stack = set(), [root]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+                if not issubclass(sub, MultilossModel):
+                    yield sub
+
+
+def saved_class(key: str) -> type | None:
+    """The multiloss subclass that a saved ``registered_name`` names, when Keras's registry lacks it; or None.
+
+    ``multiloss>{module}.{qualname}`` is registered when ``ml.compile`` first
+    derives the subclass; in a fresh process it resolves to the subclass of
+    the model class of that module and name, if that class is defined
+    (imported), as Keras asks of any registered class.  An earlier release's
+    ``multiloss>{class name}`` carries no module: it resolves when exactly
+    one model class of that name is defined.  Nothing is imported here.
+    """
+    package, _, name = key.partition(">")
+    if package != PACKAGE or not name:
+        return None
+    if "." in name:
+        found = [c for c in _model_classes() if registered_name(c) == name]
+    elif name.isidentifier():
+        found = [c for c in _model_classes() if c.__name__ == name]
+    else:
+        return None
+    return multiloss_class(found[0]) if len(found) == 1 else None
+
+
+for _cls in BUILTIN_NAMES:
+    multiloss_class(_cls)
+install_registered_name_fallback(saved_class)
+
+
+__all__ = ["BUILTIN_NAMES", "MultilossModel", "guard_labels", "install", "multiloss_class", "registered_name",
+           "saved_class"]
