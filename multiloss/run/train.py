@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ..core import keras_access
 from ..core.compile import compile as ml_compile
 from ..spec.errors import SpecError
 from .config import RunConfig, load_data, load_run_config
@@ -111,7 +112,7 @@ def prebuild(model, xy) -> None:
     head = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
     y = {k: v[:2] for k, v in y.items()}
     y_pred = model(head, training=False)
-    for obj in (model._compile_loss, model._compile_metrics):
+    for obj in (keras_access.compiled_loss(model), keras_access.compiled_metrics(model)):
         if obj is not None and not obj.built:
             obj.build(y, y_pred)
 
