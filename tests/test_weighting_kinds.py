@@ -182,7 +182,8 @@ def _train(strategy, **params):
     x = r.normal(size=(16, 4)).astype("float32")
     y = {"a": r.normal(size=(16, 2)).astype("float32"), "b": r.normal(size=(16, 1)).astype("float32")}
     hist = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history
-    return hist, [v.numpy() for v in model.trainable_variables], model.loss.weighting.strategy.get_state()
+    weighting = model.loss.weighting
+    return hist, [v.numpy() for v in model.trainable_variables], weighting and weighting.strategy.get_state()
 
 
 @pytest.mark.parametrize("legacy, builtin, params", [(LegacyPCGrad, "pcgrad", {"seed": 3}),
@@ -195,3 +196,18 @@ def test_a_strategy_subclass_written_against_the_flags_trains_as_the_built_in(le
     for a, b in zip(got[1], want[1]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(got[2]["current"], want[2]["current"], rtol=1e-6)
+
+
+class SumOfGradients(GramWeighting):
+    """The least a Gram strategy of one's own needs: ``combine``."""
+
+    def combine(self, gram, values, present, ctx):
+        return tf.ones([self.num_terms]) * tf.cast(present, tf.float32)
+
+
+def test_a_gram_weighting_of_ones_trains_as_static_weights_and_logs_its_last_lambda():
+    got, want = _train(f"{__name__}:SumOfGradients"), _train("static")
+    for a, b in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[0]["loss"], want[0]["loss"], rtol=1e-5)
+    assert got[2] == {"current": [1.0, 1.0]}

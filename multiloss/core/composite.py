@@ -310,7 +310,7 @@ class CompositeLoss:
                 bad = arr[(arr < 0) | (arr >= n_classes)][0]
                 raise self._where(t, f"label {bad} {rule}")
             return ids
-        # In a graph the check is an assert whose message keras_compile.guard_labels
+        # In a graph the check is an assert whose message core.model.guard_labels
         # turns back into one SpecError line (with the first bad label).
         flat = tf.reshape(ids, [-1])
         ok = tf.logical_and(flat >= 0, flat < tf.cast(n_classes, flat.dtype))
@@ -382,7 +382,7 @@ LABEL_CHECK = "multiloss label check"
 
 
 def label_check_message(source: str, path: tuple, message: str) -> str:
-    """The text of a graph-mode label assert: parsed back by ``keras_compile.guard_labels``."""
+    """The text of a graph-mode label assert: parsed back by ``core.model.guard_labels``."""
     return f"{LABEL_CHECK}|{source}|{'.'.join(map(str, path))}|{message}"
 
 

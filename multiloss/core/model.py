@@ -67,8 +67,9 @@ class MultilossModel(TrainerOverrides):
             return super().train_step(data)
         from .train_step import train_step
 
-        weighting = composite.weighting
-        with weighting.in_training() if weighting is not None else contextlib.nullcontext():
+        if composite.weighting is None:
+            return _multi_worker_logs(train_step(self, data))
+        with composite.weighting.in_training():
             return _multi_worker_logs(train_step(self, data))
 
     @classmethod

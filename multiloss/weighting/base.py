@@ -218,6 +218,10 @@ class LossWeighting(Strategy):
 class GradientWeighting(Strategy):
     """The kinds that see per-task gradients; λ for evaluation and the logs is the last step's (``current``)."""
 
+    def build(self):
+        """``current`` starts at 1 (a strategy with more state overrides this and calls :meth:`keep_current`)."""
+        self.keep_current(1.0, f"multiloss_{self.name or type(self).__name__}_weights")
+
     def weights(self, values, present, ctx):
         return self.current_weights()
 

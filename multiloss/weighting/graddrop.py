@@ -47,9 +47,6 @@ class GradDrop(RowAggregator):
     Params = GradDropParams
     reference = "Chen, Ngiam, Huang, Luong, Kretzschmar, Chai & Anguelov, NeurIPS 2020 (arXiv:2010.06808)"
 
-    def build(self):
-        self.keep_current(1.0, "multiloss_graddrop_weights")
-
     def aggregate(self, rows, values, present, ctx):
         rows = rows * tf.cast(present, rows.dtype)[:, None]
         u = rng.uniform(tf.shape(rows)[1], self.params.seed, ctx.step)

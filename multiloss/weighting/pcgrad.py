@@ -65,9 +65,6 @@ class PCGrad(GramWeighting):
     Params = PCGradParams
     reference = "Yu, Kumar, Gupta, Levine, Hausman & Finn, NeurIPS 2020 (arXiv:2001.06782)"
 
-    def build(self):
-        self.keep_current(1.0, "multiloss_pcgrad_weights")
-
     def combine(self, gram, values, present, ctx):
         gram = tf.cast(gram, tf.float64)
         order = random_order(self.num_terms, self.params.seed, ctx.step)
