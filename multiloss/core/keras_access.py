@@ -12,6 +12,7 @@ every model ``ml.compile`` installs on.
 
 from __future__ import annotations
 
+import tensorflow as tf
 from keras import ops
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.metrics import ALL_OBJECTS_DICT as _METRICS
@@ -119,6 +120,14 @@ class _Registry(dict):
         return found
 
 
+def in_multi_worker_mode(strategy) -> bool:
+    """Whether ``strategy`` is a MultiWorkerMirroredStrategy across more than one worker (a private
+    method of TensorFlow's strategy, read here)."""
+    extended = getattr(strategy, "extended", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and getattr(
+        extended, "_in_multi_worker_mode", lambda: False)()
+
+
 def install_registered_name_fallback(fallback) -> None:
     """Have Keras's registry of custom objects ask ``fallback(name)`` (an object or None) for a name it lacks.
 
@@ -163,7 +172,7 @@ class TrainerOverrides:
 
 
 __all__ = ["Functional", "TrainerOverrides", "all_layers", "call_model", "compiled_loss", "compiled_metrics",
-           "compute_loss", "deserialize_keras_object", "get_metric", "in_safe_mode", "input_structure",
+           "compute_loss", "deserialize_keras_object", "get_metric", "in_multi_worker_mode", "in_safe_mode", "input_structure",
            "install_registered_name_fallback", "loss_tracker", "metric_names", "output_structure", "producer",
            "regularization_loss", "set_compiled_loss", "set_compiled_metrics", "unpack_x_y_sample_weight",
            "unscale_loss_for_distribution"]

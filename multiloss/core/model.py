@@ -37,6 +37,7 @@ from .keras_access import (
     TrainerOverrides,
     compiled_loss,
     deserialize_keras_object,
+    in_multi_worker_mode,
     in_safe_mode,
     install_registered_name_fallback,
     set_compiled_loss,
@@ -197,10 +198,7 @@ def _multi_worker_logs(logs):
     ``strategy.reduce("MEAN", v, axis=0)``, which fails for scalars.  Epoch
     values are unaffected: they come from the metrics' cross-worker read.
     """
-    strategy = tf.distribute.get_strategy()
-    extended = getattr(strategy, "extended", None)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and getattr(
-            extended, "_in_multi_worker_mode", lambda: False)():
+    if in_multi_worker_mode(tf.distribute.get_strategy()):
         return {k: tf.reshape(v, (1,)) for k, v in logs.items()}
     return logs
 
