@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from multiloss.cli.commands import main
 from multiloss.run import train as runner
 from multiloss.run.config import load_run_config
 from multiloss.spec.errors import SpecError
@@ -130,7 +131,7 @@ def _cli(*args, env=None, **kw):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_gives_unbroken_history(tmp_path):
-    path = _config(tmp_path, CONFIG.replace("epochs: 3, batch_size: 64", "epochs: 6, batch_size: 8"))
+    path = _config(tmp_path, CONFIG.replace("epochs: 3, batch_size: 64", "epochs: 4, batch_size: 8"))
     run = tmp_path / "runs" / "digits_mt"
     state = run / "checkpoints" / "state.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -145,18 +146,32 @@ def test_resume_after_sigkill_mid_epoch_gives_unbroken_history(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = json.loads(state.read_text())["epoch"]
-    assert 2 <= killed_at < 6, "the run should have been killed mid-run"
+    assert 2 <= killed_at < 4, "the run should have been killed mid-run"
     assert not (run / "metrics.json").exists()
     out = subprocess.run(_cli("train", str(path), "--resume"), env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     history = json.loads((run / "history.json").read_text())
-    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     csv_rows = (run / "history.csv").read_text().strip().splitlines()
-    assert len(csv_rows) == 7
+    assert len(csv_rows) == 5
     summary = json.loads((run / "metrics.json").read_text())
-    assert summary["resumed_from_epoch"] == killed_at and summary["epochs"] == 6
+    assert summary["resumed_from_epoch"] == killed_at and summary["epochs"] == 4
     keras.saving.load_model(run / "model.keras")
     assert not list(run.rglob(".tmp-*"))
+
+
+ONE_EPOCH = CONFIG.replace("epochs: 3", "epochs: 1").replace("verbose: 0", "verbose: 0, shuffle: false")
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """The config of one unshuffled epoch, and the folder of its plain (``distribute: none``) run:
+    the reference the multi-worker and mirrored runs are compared with, trained once, in this
+    process (it needs no strategy of its own)."""
+    tmp = tmp_path_factory.mktemp("one_epoch")
+    path = _config(tmp, ONE_EPOCH)
+    assert main(["train", str(path), "--set", "name=plain", "--set", "distribute=none"]) == 0
+    return path, tmp / "runs" / "plain"
 
 
 def _free_port():
@@ -166,10 +181,10 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_workers_match_one_process_first_epoch(tmp_path):
+def test_two_workers_match_one_process_first_epoch(plain_run):
     """Two local workers (MultiWorkerMirroredStrategy over 127.0.0.1) see the same global
     batches (no shuffling) as one process; first-epoch losses agree to a relative 1e-5."""
-    path = _config(tmp_path, CONFIG.replace("epochs: 3", "epochs: 1").replace("verbose: 0", "verbose: 0, shuffle: false"))
+    path, plain = plain_run
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
     procs = []
@@ -178,14 +193,12 @@ def test_two_workers_match_one_process_first_epoch(tmp_path):
         args = _cli("train", str(path), "--set", "distribute=multi_worker", "--set", f"name=worker{i}")
         procs.append(subprocess.Popen(args, env=dict(env, TF_CONFIG=tf_config), stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
-    one = subprocess.run(_cli("train", str(path), "--set", "name=single"), env=env, capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr[-2000:]
     for p in procs:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out[-3000:]
-    runs = tmp_path / "runs"
+    runs = plain.parent
     assert not (runs / "worker1" / "history.json").exists()  # only the chief writes
-    single = json.loads((runs / "single" / "history.json").read_text())[0]
+    single = json.loads((plain / "history.json").read_text())[0]
     multi = json.loads((runs / "worker0" / "history.json").read_text())[0]
     assert single.keys() == multi.keys()
     for key in single:
@@ -193,21 +206,20 @@ def test_two_workers_match_one_process_first_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_mirrored_run_matches_plain_run(tmp_path):
+def test_mirrored_run_matches_plain_run(plain_run):
     """`distribute: mirrored` (MirroredStrategy over the visible devices) trains like `none`.
 
-    Each run is its own process, as `multiloss train` is: TensorFlow reuses collective keys
-    across MirroredStrategy objects in one process.  Per-step exactness is tested in
+    The mirrored run is its own process, as `multiloss train` is: TensorFlow reuses collective
+    keys across MirroredStrategy objects in one process.  Per-step exactness is tested in
     test_distributed.py (1e-5); over a whole Adam epoch the replicas' different summation
     order compounds, hence 1e-3 here."""
-    path = _config(tmp_path, CONFIG.replace("epochs: 3", "epochs: 1").replace("verbose: 0", "verbose: 0, shuffle: false"))
+    path, plain = plain_run
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    results = {}
-    for name, distribute in (("plain", "none"), ("mirrored", "mirrored")):
-        out = subprocess.run(_cli("train", str(path), "--set", f"name={name}", "--set", f"distribute={distribute}"),
-                             env=env, capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr[-2000:]
-        results[name] = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())["splits"]["test"]
+    out = subprocess.run(_cli("train", str(path), "--set", "name=mirrored", "--set", "distribute=mirrored"),
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = {name: json.loads((run / "metrics.json").read_text())["splits"]["test"]
+               for name, run in (("plain", plain), ("mirrored", plain.parent / "mirrored"))}
     for key, value in results["plain"].items():
         assert results["mirrored"][key] == pytest.approx(value, rel=1e-3), key
 
