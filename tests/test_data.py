@@ -69,6 +69,7 @@ def test_fashion_mnist_from_path_and_missing_files(tmp_path):
         data.get_source("fashion_mnist")(seed=0, path=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 @pytest.mark.fashion_mnist
 def test_real_fashion_mnist():
     s = data.get_source("fashion_mnist")(seed=0)
