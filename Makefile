@@ -4,7 +4,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv run test lint bench bench-weighting bench-incremental clean
+.PHONY: venv run test test-slow test-all lint bench bench-weighting bench-incremental clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,9 +21,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # Two workers: the suite is mostly single-threaded TensorFlow, and the machine has 2 cores.
+# `test` leaves out the runs marked `slow` (notebooks, real data, end-to-end runs in fresh processes:
+# about 6 minutes on 2 cores); `test-slow` runs only those (about 16 minutes); CI runs both.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow
+
+test-all: test test-slow
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

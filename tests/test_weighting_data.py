@@ -19,6 +19,7 @@ def test_overlay_puts_one_item_top_left_and_one_bottom_right_by_the_maximum():
     assert np.count_nonzero(out) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.fashion_mnist
 def test_multi_fashion_canvases_and_labels_come_from_the_idx_files():
     splits = data.get_source("multi_fashion")(seed=3, train_size=500, test_size=200, val_fraction=0.2)
