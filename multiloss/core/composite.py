@@ -271,7 +271,7 @@ class CompositeLoss:
         missing = [o for o in t.outputs if o not in y_pred]
         if missing:
             raise self._where(t, f"the model has no output {missing[0]!r}; outputs: {sorted(y_pred)}")
-        preds = [y_pred[o] for o in t.outputs]
+        preds = [_full_precision(y_pred[o]) for o in t.outputs]
         pred = preds[0] if len(preds) == 1 else preds
         target = None
         if t.target is not None:
@@ -384,6 +384,14 @@ LABEL_CHECK = "multiloss label check"
 def label_check_message(source: str, path: tuple, message: str) -> str:
     """The text of a graph-mode label assert: parsed back by ``core.model.guard_labels``."""
     return f"{LABEL_CHECK}|{source}|{'.'.join(map(str, path))}|{message}"
+
+
+def _full_precision(x):
+    """A float16 or bfloat16 output (mixed precision) in float32: the losses compute in float32, as
+    Keras's own do (``Loss.dtype``)."""
+    if x is not None and keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+        return ops.cast(x, "float32")
+    return x
 
 
 def _nonzero_count(values, weights, dtype):

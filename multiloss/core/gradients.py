@@ -233,7 +233,10 @@ class PerTask(Provider):
     def finish(self, fwd, grads, trainable, lam, eff, active) -> Gradients:
         """Record λ (collapse warning), write the effective weights; the total the guard checks."""
         self.weighting.record(lam, active)
-        total = ops.sum(eff * fwd.values) + (fwd.reg if fwd.reg is not None else 0.0)
+        # The λ of a step whose scaled gradients overflowed (mixed float16) is not finite; the step is
+        # skipped and the weights put back, so its total is taken with the weights as they were.
+        weights = ops.where(ops.isfinite(eff), eff, ops.convert_to_tensor(self.composite.weights))
+        total = ops.sum(weights * fwd.values) + (fwd.reg if fwd.reg is not None else 0.0)
         self.composite.weights.assign(eff)
         pairs = [(g, v) for g, v in zip(grads, trainable) if g is not None]
         return Gradients([g for g, _ in pairs], [v for _, v in pairs], fwd.values, total)

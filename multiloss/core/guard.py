@@ -3,7 +3,14 @@
 Inside every multiloss train step (Keras's own and the gradient strategies'),
 each term's value, the total and the gradients are checked; when any is not
 finite the optimizer update of that step is skipped on every replica, the
-step is counted and what was non-finite is recorded.  :class:`NonFiniteGuard`
+step is counted and what was non-finite is recorded.
+
+Under loss scaling (mixed ``float16``: Keras wraps the optimizer in a
+``LossScaleOptimizer``) non-finite gradients with finite terms and total are
+an *overflow* of the scaled gradients, not a NaN: the update goes to the
+optimizer, which skips it and halves its scale exactly as in Keras's own step,
+and the step is not counted as skipped.  Only a non-finite term or total is
+then a NaN.  :class:`NonFiniteGuard`
 (added to ``fit`` automatically) then either stops training with a
 :class:`NonFiniteError` naming the terms, epoch and step (``"stop"``, the
 default), or lets training go on and reports how many batches were skipped
@@ -45,8 +52,13 @@ class GuardState:
         self.first_bad = keras.Variable(-1.0, name="multiloss_nonfinite_first_step", **first)
         self.flags = keras.Variable(np.zeros(num_terms + 2, "float32"), name="multiloss_nonfinite_flags", **first)
 
-    def update(self, values, total, grads) -> tf.Tensor:
-        """Record this step (flags summed over replicas); return whether its update may be applied."""
+    def update(self, values, total, grads, loss_scaled: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Record this step (flags summed over replicas); return ``(apply, finite)``.
+
+        ``apply``: whether the update goes to the optimizer.  ``finite``: whether the step changes the
+        weights (without loss scaling the same; with it, an overflow is applied, but the optimizer
+        skips it, so the strategy's state must be put back as well).
+        """
         term_bad = ops.cast(ops.logical_not(ops.isfinite(values)), "float32")
         total_bad = ops.cast(ops.logical_not(ops.all(ops.isfinite(total))), "float32")
         grad_ok = [ops.all(ops.isfinite(tf.convert_to_tensor(g))) for g in grads if g is not None]
@@ -54,6 +66,9 @@ class GuardState:
             else ops.zeros((), "float32")
         flags = ops.concatenate([term_bad, ops.reshape(total_bad, (1,)), ops.reshape(grad_bad, (1,))])
         flags = ops.minimum(red.cross_replica_sum(flags), 1.0)   # every replica decides alike
+        finite = ops.logical_not(ops.max(flags) > 0)
+        if loss_scaled:     # non-finite gradients alone are an overflow: the optimizer skips the step
+            flags = ops.concatenate([flags[:-1], ops.zeros((1,), "float32")])
         bad = ops.max(flags) > 0
         clean_so_far = ops.convert_to_tensor(self.first_bad) < 0
         first = ops.logical_and(bad, clean_so_far)
@@ -63,7 +78,8 @@ class GuardState:
         keep_first = self.mode == "stop"   # stop: report the first bad step; skip: the latest
         self.flags.assign(ops.where(first if keep_first else bad, flags, self.flags))
         ok = ops.logical_not(bad)
-        return ops.logical_and(ok, clean_so_far) if keep_first else ok
+        apply = ops.logical_and(ok, clean_so_far) if keep_first else ok
+        return apply, ops.logical_and(apply, finite)
 
 
 def _in_replica_context() -> bool:

@@ -16,12 +16,17 @@ aggregator                      :class:`~.gradients.Representation` with
                                 ``weighting.gradients: representation``
 =============================  ==========================================
 
+Under loss scaling (mixed ``float16``) an overflow of the scaled gradients
+goes to the ``LossScaleOptimizer``, which skips it and lowers its scale, as
+in Keras's step; the weighting's state is put back all the same.
+
 The epoch means still see a skipped batch's values (a NaN shows as NaN in
 the logs); only the update is withheld.
 """
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 from ..weighting.base import LayerGradientWeighting, LossWeighting
@@ -42,6 +47,11 @@ def provider_for(composite) -> gradients.Provider:
     return gradients.Parameters(composite)
 
 
+def loss_scaled(optimizer) -> bool:
+    """Whether ``optimizer`` scales the loss (a ``LossScaleOptimizer``: mixed ``float16``)."""
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
 def train_step(model, data):
     """One guarded training step; returns the metrics' logs."""
     x, y, sample_weight = unpack_x_y_sample_weight(data)
@@ -53,13 +63,13 @@ def train_step(model, data):
         fwd = provider.forward(model, x, y, sample_weight)
     out = provider.gradients(model, tape, fwd)
     del tape
-    ok = composite.guard.update(out.values, out.total, out.grads)
+    apply, finite = composite.guard.update(out.values, out.total, out.grads, loss_scaled(model.optimizer))
     pairs = [(g, v) for g, v in zip(out.grads, out.variables) if g is not None]
     if pairs:
-        guard.apply_if_finite(model.optimizer, pairs, ok)
-    guard.restore_unless(ok, state, saved)
+        guard.apply_if_finite(model.optimizer, pairs, apply)
+    guard.restore_unless(finite, state, saved)
     provider.track(model, x, fwd, out)
     return model.compute_metrics(x, y, fwd.y_pred, sample_weight=sample_weight)
 
 
-__all__ = ["provider_for", "train_step"]
+__all__ = ["loss_scaled", "provider_for", "train_step"]
