@@ -113,3 +113,26 @@ def test_bfloat16_static_weights_equal_native_compile(policy):
     ml.compile(ours, SPEC, optimizer=keras.optimizers.Adam(1e-2))
     assert not isinstance(ours.optimizer, keras.optimizers.LossScaleOptimizer)
     np.testing.assert_allclose(_fit(ours, x, y)["loss"], _fit(native, x, y)["loss"], rtol=1e-5)
+
+
+def test_train_and_incremental_runs_take_train_precision(tmp_path):
+    from multiloss.incremental import run_incremental
+    from multiloss.run.precision import dtype_policy
+    from multiloss.run.train import default_config_path, train
+
+    metrics = train(default_config_path(),
+                    ["train.epochs=1", "train.precision=mixed_float16", f"output_dir={tmp_path}", "train.verbose=0"])
+    assert keras.config.dtype_policy().name == "float32"        # put back after the run
+    assert np.isfinite(metrics["test"]["loss"])
+    # Keras saves no model-level policy: a mixed_float16 model reloads with its loss scale under the same
+    # policy (as `--resume` does), for native models as well.
+    with dtype_policy("mixed_float16"):
+        model = keras.saving.load_model(next(tmp_path.glob("*/model.keras")))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert {layer.dtype_policy.name for layer in model.layers if layer.weights} == {"mixed_float16"}
+
+    summary = run_incremental("configs/incremental_digits.yaml", [
+        "train.precision=mixed_bfloat16", "train.epochs=2", "scenario.initial=5", "scenario.increment=5",
+        f"output_dir={tmp_path}", "name=inc"], quiet=True)
+    assert keras.config.dtype_policy().name == "float32"
+    assert len(summary["accuracy"]) == 2 and summary["accuracy"][-1] > 0.3     # 10 classes: chance is 0.1

@@ -57,10 +57,31 @@ def _output_shape(model, index: int) -> tuple | None:
     return tuple(outputs[index].shape)
 
 
+def output_names(model: keras.Model, spec: LossSpec) -> list[str]:
+    """The names of ``model``'s outputs, as the composite loss matches predictions to them.
+
+    * a Functional model: its own ``output_names``;
+    * a ``keras.Sequential`` (one output): its last layer's name, or the spec's one head when the spec
+      has one head under another name;
+    * any other model (a subclass whose ``call`` returns a dict, a list or one tensor): the outputs the
+      spec names, heads first, then those only terms read, in the order written.  A dict is matched by
+      its keys, a list in that order, a single tensor to the one name.
+    """
+    names = getattr(model, "output_names", None)       # a Functional model (Sequential and subclasses: none)
+    if names:
+        return list(names)
+    heads = list(spec.outputs)
+    if isinstance(model, keras.Sequential):
+        last = model.layers[-1].name if model.layers else None
+        return heads if len(heads) == 1 and last not in heads else [last]
+    extra = [o for t in spec.terms for o in t.outputs if o not in heads]
+    return heads + list(dict.fromkeys(extra))
+
+
 def build_loss(spec: LossSpec | dict | str, model: keras.Model | None = None) -> CompositeLoss:
     """Build the composite loss of ``spec``; with ``model``, check its outputs."""
     spec = load_spec(spec)
-    names = list(model.output_names) if model is not None else None
+    names = output_names(model, spec) if model is not None else None
     if names is not None:
         _check_outputs(spec, names, model)
     return CompositeLoss(spec, names)
@@ -170,4 +191,4 @@ def compile_kwargs(spec: LossSpec | dict | str) -> dict[str, Any]:
     return out
 
 
-__all__ = ["compile", "build_loss", "compile_kwargs", "MultilossModel", "SpecError"]
+__all__ = ["compile", "build_loss", "compile_kwargs", "output_names", "MultilossModel", "SpecError"]

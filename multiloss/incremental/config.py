@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ..core.guard import MODES
 from ..run.config import DataConfig, ModelConfig, component_problems
 from ..run.optim import OptimizerConfig
+from ..run.precision import Precision
 from ..spec.configfile import ConfigFile, read_config, validate
 from ..spec.errors import SpecError
 from ..spec.validation import pydantic_problems
@@ -67,6 +68,8 @@ class StepTrainConfig(_Model):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: the learning rate decays to 0 over each training stage "
                                 "(a fresh schedule per stage, as the fresh optimizer).")
+    precision: Precision = Field("float32", description="Keras's dtype policy for the run (as train.precision "
+                                                         "of `multiloss train`).")
     verbose: Literal[0, 1, 2] = 0
     nonfinite: Literal[MODES] = Field(
         "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "

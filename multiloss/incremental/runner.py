@@ -33,6 +33,7 @@ from ..run.console import table
 from ..run.data import Part
 from ..run.kinds import RunKind, register_kind
 from ..run.optim import build_optimizer
+from ..run.precision import dtype_policy
 from ..run.rundir import RunDir
 from ..spec.errors import RunError
 from .config import IncrementalConfig, load_incremental_config
@@ -222,6 +223,12 @@ def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overri
     cfg = config if isinstance(config, IncrementalConfig) else load_incremental_config(config, overrides)
     if cfg.seeds:
         return run_seeds(cfg, resume=resume, quiet=quiet, overwrite=overwrite)
+    with dtype_policy(cfg.train.precision):
+        return _run_one(cfg, resume, quiet, overwrite)
+
+
+def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool) -> dict:
+    """One seed's scenario (:func:`run_incremental`)."""
     say = speaker(quiet)
     method = cfg.make_method()
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite)

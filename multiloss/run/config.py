@@ -21,6 +21,7 @@ from ..spec.yamlio import dump_yaml
 from .data import get_source
 from .models import get_builder
 from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
+from .precision import Precision
 
 
 class _Model(BaseModel):
@@ -67,6 +68,9 @@ class TrainConfig(_Model):
         "(passed to the source as val_fraction); default: the source's own.")
     shuffle: bool = True
     jit_compile: bool = False
+    precision: Precision = Field(
+        "float32", description="Keras's dtype policy for the run: mixed_float16 (loss scaling: an overflow "
+                               "skips its step and lowers the scale, as in Keras) or mixed_bfloat16.")
     verbose: Literal[0, 1, 2] = Field(1, description="1: a Keras progress bar per epoch; 2: one line per epoch.")
     nonfinite: Literal[MODES] = Field(
         "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "

@@ -30,6 +30,7 @@ from .kinds import RunKind, register_kind
 from .models import get_builder
 from .optim import build_optimizer
 from .plots import plot_history
+from .precision import dtype_policy
 from .rundir import RunDir
 
 
@@ -185,6 +186,11 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
     with ``overwrite``; otherwise :class:`RunError` is raised and nothing is touched.
     """
     cfg = config if isinstance(config, RunConfig) else load_run_config(config, overrides)
+    with dtype_policy(cfg.train.precision):
+        return _train(cfg, resume, overwrite)
+
+
+def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     chief = is_chief()
     strategy = make_strategy(cfg.distribute)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite, writer=chief)
@@ -290,13 +296,15 @@ class TrainKind(RunKind):
         return train(config, overrides, resume=resume, overwrite=overwrite)
 
     def dry_run(self, cfg: RunConfig) -> dict[str, float]:
-        return dry_run(cfg)
+        with dtype_policy(cfg.train.precision):
+            return dry_run(cfg)
 
     def check(self, config: str | os.PathLike | dict, overrides: list[str] | None = None) -> str:
         """Everything ``train`` checks before it trains (config, data, model, loss, targets); writes nothing."""
         cfg = load_run_config(config, overrides)
         splits = load_splits(cfg)
-        model = build_model(cfg, splits.info)
+        with dtype_policy(cfg.train.precision):
+            model = build_model(cfg, splits.info)
         for split in ("train", "val", "test"):
             prepare(getattr(splits, split), cfg, split)
         terms = model.loss.term_names
