@@ -12,11 +12,8 @@ import csv
 import json
 from pathlib import Path
 
+from .monitor import direction
 from .plots import epoch_axis, is_flat, new_figure, save_figure
-
-#: Keys where lower is better / higher is better (by their ending), for the bold best value.
-_LOWER = ("loss", "error", "mae", "mse", "mape", "msle", "crossentropy", "hinge", "divergence", "logcosh")
-_HIGHER = ("accuracy", "auc", "precision", "recall", "iou", "f1_score", "fbeta_score", "r2_score")
 
 
 def read_history(run_dir: str | Path) -> list[dict]:
@@ -78,15 +75,6 @@ def _series(history: list[dict], key: str):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _direction(key: str) -> int:
-    k = key.lower()
-    if k.endswith(_HIGHER):
-        return 1
-    if k.endswith(_LOWER):
-        return -1
-    return 0
-
-
 def _out_paths(out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     if out.is_dir() or str(out).endswith(("/", "\\")):
@@ -110,10 +98,10 @@ def compare_table(labels: list[str], histories: list[list[dict]]) -> str:
             last = {k: v for r in h for k, v in r.items() if v is not None}  # the latest value of each key
             val = None if key.endswith("_weight") else last.get(f"val_{key}")  # val weight = train weight
             finals.append((last.get(key), val))
-        direction = _direction(key)
+        better = direction(key)
         scores = [(v if v is not None else t) for t, v in finals]
         valid = [s for s in scores if s is not None]
-        best = (max(valid) if direction > 0 else min(valid)) if direction and len(set(valid)) > 1 else None
+        best = (max(valid) if better > 0 else min(valid)) if better and len(set(valid)) > 1 else None
         cells = []
         for (t, v), score in zip(finals, scores):
             text = "–" if t is None and v is None else (

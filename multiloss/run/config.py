@@ -20,6 +20,7 @@ from ..spec.validation import Problems, check_params, did_you_mean
 from ..spec.yamlio import dump_yaml
 from .data import get_source
 from .models import get_builder
+from .monitor import Mode, resolve_mode
 from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
 from .precision import Precision
 
@@ -44,7 +45,10 @@ class ModelConfig(_Model):
 
 
 class EarlyStoppingConfig(_Model):
-    monitor: str = "val_loss"
+    monitor: str = Field("val_loss", description="Any key the run logs: loss, <term>_loss, <head>_<metric>, "
+                                                 "each also with val_.")
+    mode: Mode = Field("auto", description="auto: min for losses and errors, max for accuracy, AUC and the "
+                                           "like; give min or max for any other key.")
     patience: int = Field(3, ge=0)
     min_delta: float = 0.0
     restore_best_weights: bool = True
@@ -160,13 +164,17 @@ def early_stopping_problems(cfg: RunConfig) -> Problems:
     es = cfg.train.callbacks.early_stopping
     if es is None:
         return []
-    keys = ["loss"] + [f"{t.name}_loss" for t in cfg.spec.resolve()]
+    keys = ["loss"] + [f"{t.name}_{what}" for t in cfg.spec.resolve() for what in ("loss", "weight")]
     keys += [f"{head}_{m}" for head, ms in cfg.spec.head_metrics().items() for m in ms]
     valid = keys + [f"val_{k}" for k in keys]
-    if es.monitor in valid:
-        return []
-    return [(("train", "callbacks", "early_stopping", "monitor"),
-             f"{es.monitor!r} is not a logged key; {did_you_mean(es.monitor, valid)}valid: {', '.join(valid)}")]
+    where = ("train", "callbacks", "early_stopping")
+    if es.monitor not in valid:
+        return [((*where, "monitor"), f"{es.monitor!r} is not a logged key; {did_you_mean(es.monitor, valid)}"
+                                      f"valid: {', '.join(valid)}")]
+    if resolve_mode(es.monitor, es.mode) is None:
+        return [((*where, "mode"), f"mode auto cannot tell whether {es.monitor!r} is better lower or higher; "
+                                   "give mode: min or mode: max")]
+    return []
 
 
 def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | None = None) -> RunConfig:

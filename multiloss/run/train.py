@@ -28,6 +28,7 @@ from .data import Part, Splits
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
 from .models import get_builder
+from .monitor import resolve_mode
 from .optim import build_optimizer
 from .plots import plot_history
 from .precision import dtype_policy
@@ -235,7 +236,8 @@ def run_callbacks(cfg: RunConfig, run: RunDir, history: list[dict], chief: bool)
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard"))))
     es = cfg.train.callbacks.early_stopping
     if es is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(**es.model_dump()))
+        callbacks.append(keras.callbacks.EarlyStopping(**es.model_dump(exclude={"mode"}),
+                                                       mode=resolve_mode(es.monitor, es.mode)))
     if plain_epoch_lines(cfg):
         callbacks.append(EpochLog(lambda line: print(line, flush=True)))   # plain lines, weights when they change
     return callbacks
