@@ -317,8 +317,12 @@ class TrainKind(RunKind):
         """Re-evaluate a saved run on its test split (rebuilt from the saved config and seed)."""
         run = RunDir(run_dir, resume=True)
         cfg = load_run_config(run.file("config.yaml"))
-        model = keras.saving.load_model(run.file("model.keras"))
         splits = load_splits(cfg)
+        if splits.test is None:
+            raise cfg.error([(("data",), f"the data source {cfg.data.source!r} gives no test split, so there is "
+                                         "nothing to evaluate; give it one (npz: test/<name> arrays; a user "
+                                         "source: a 'test' entry)")])
+        model = keras.saving.load_model(run.file("model.keras"))
         metrics = evaluate_splits(model, {"test": prepare(splits.test, cfg, "test")}, cfg.train.batch_size)
         run.write_json("evaluation.json", metrics)
         print(summary_table(metrics, model.loss.term_names))

@@ -56,7 +56,7 @@ def run_guarded(call, resume_hint: str = "") -> int:
     """Run a command; report user errors as one message (no traceback) and an exit status.
 
     ``SpecError``/``LookupError``/missing files: 1; :class:`RunError`: its
-    ``exit_status``; an ``OSError`` (unwritable or full disk): 1; Ctrl-C: 130.
+    ``exit_status``; an ``OSError`` (unwritable or full disk): 1; a closed pipe: 141, quietly; Ctrl-C: 130.
     """
     import sys
 
@@ -72,6 +72,11 @@ def run_guarded(call, resume_hint: str = "") -> int:
     except (LookupError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:         # the reader went away (`multiloss schema | head`): end quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 141                  # 128 + SIGPIPE, as other commands in a pipe
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)

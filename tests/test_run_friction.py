@@ -1,0 +1,36 @@
+"""What a new user met on the run layer: evaluate without a test split, `schema | head`."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import multiloss as ml
+from multiloss.run.train import KIND, train
+
+
+def test_evaluate_on_a_run_without_a_test_split_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}/{k}": v for split in ("train", "val")
+              for k, v in {"x": rng.normal(size=(16, 3)), "y": rng.normal(size=(16, 1))}.items()}
+    np.savez(tmp_path / "d.npz", **{k: v.astype("float32") for k, v in arrays.items()})
+    config = {"name": "notest", "data": {"source": "npz", "params": {"path": str(tmp_path / "d.npz"), "inputs": ["x"]}},
+              "model": {"builder": "mlp", "params": {"heads": {"y": {"kind": "regression", "units": 1}}, "hidden": [4]}},
+              "loss": {"outputs": {"y": {"loss": "mse"}}}, "train": {"epochs": 1, "verbose": 0},
+              "output_dir": str(tmp_path / "runs")}
+    metrics = train(config)
+    assert "test" not in metrics and set(metrics) == {"train", "val"}
+    with pytest.raises(ml.SpecError, match=r"data: the data source 'npz' gives no test split, so there is nothing "
+                                           r"to evaluate"):
+        KIND.evaluate(tmp_path / "runs" / "notest")
+
+
+def test_schema_into_a_closed_pipe_ends_quietly():
+    """``| true`` has exited (and closed the pipe) long before the command writes: every write fails."""
+    out = subprocess.run(f"{sys.executable} -m multiloss schema | true; echo \"status ${{PIPESTATUS[0]}}\"",
+                         shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.stdout.strip() == "status 141"
+    assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr and "error" not in out.stderr
