@@ -34,3 +34,23 @@ def test_schema_into_a_closed_pipe_ends_quietly():
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.stdout.strip() == "status 141"
     assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr and "error" not in out.stderr
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_fixed_rerun(tmp_path):
+    from multiloss.run.train import default_config_path
+
+    base = [f"output_dir={tmp_path}", "train.epochs=1", "train.verbose=0", "data.params.pairs_per_image=0.25"]
+    with pytest.raises(ml.SpecError, match=r"model\.builder: model builder 'siamese_cnn' failed"):
+        train(default_config_path(), [*base, "model.params.embedding=-4"])
+    run = tmp_path / "siamese_digits"
+    assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "state.json").exists()
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "events.failed").write_text("a failed first epoch's events")
+    train(default_config_path(), base)                     # no --overwrite needed: there was nothing to lose
+    assert (run / "model.keras").is_file() and (run / "checkpoints" / "state.json").is_file()
+    assert not (run / "tensorboard" / "events.failed").exists()
+    events = sorted(p.name for p in (run / "tensorboard").rglob("*") if p.is_file())
+    with pytest.raises(ml.RunError, match="already holds a run"):   # now there is
+        train(default_config_path(), base)
+    train(default_config_path(), [*base, "train.epochs=2"], resume=True)
+    assert set(events) <= {p.name for p in (run / "tensorboard").rglob("*") if p.is_file()}   # kept on resume

@@ -2,10 +2,11 @@
 
 Used by every run kind (``multiloss train``, ``multiloss incremental``).
 
-* A folder that already holds a run is continued only with ``resume``, or
-  replaced only with ``overwrite``; otherwise opening it raises
-  :class:`RunError` naming both options.  Users' work is never replaced by
-  accident.
+* A folder that already holds a run (a checkpoint, a history or results) is
+  continued only with ``resume``, or replaced only with ``overwrite``;
+  otherwise opening it raises :class:`RunError` naming both options.  Users'
+  work is never replaced by accident; a run that failed before its first
+  checkpoint left none, and its rerun goes ahead.
 * Every file is written atomically and fsynced (see :mod:`multiloss.run.atomic`).
 * A checkpoint is a set of files named ``<kind>-<index>...`` followed by
   ``checkpoints/state.json`` (written last, so a kill at any moment leaves a
@@ -33,7 +34,9 @@ from ..spec.errors import RunError
 from . import atomic
 
 STATE = "state.json"
-MARKERS = ("config.yaml", "checkpoints", "metrics.json", "history.json", "model.keras")
+#: What a run writes before its work: its config and the TensorBoard events of a first epoch.  A folder with
+#: nothing else (a run that failed before its first checkpoint) has nothing to lose: a rerun replaces it.
+NOT_WORK = ("config.yaml", "tensorboard")
 _INDEX = re.compile(r"^(?P<kind>[a-z]+)-(?P<index>\d+)")
 
 
@@ -81,7 +84,11 @@ class RunDir:
     # --- opening -----------------------------------------------------------------
 
     def holds_run(self) -> bool:
-        return self.path.is_dir() and any((self.path / m).exists() for m in MARKERS)
+        """Whether the folder holds a run's work: any file but those of ``NOT_WORK`` and temporaries."""
+        if not self.path.is_dir():
+            return False
+        return any(f.is_file() and f.relative_to(self.path).parts[0] not in NOT_WORK
+                   and not f.name.startswith(atomic.TMP_PREFIX) for f in self.path.rglob("*"))
 
     def open(self) -> dict | None:
         """Check the folder may be used; create it; return the state to resume from (or None)."""
@@ -96,6 +103,8 @@ class RunDir:
             return self.read_state() if self.resume else None
         if existing and self.overwrite:
             self._clear()
+        elif not existing and (self.path / "tensorboard").is_dir():   # a failed start's (config.yaml: replaced)
+            shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
