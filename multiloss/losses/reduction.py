@@ -26,6 +26,21 @@ from ..spec.lazy import ops, tf
 from ..spec.reductions import REDUCTION_ALIASES, REDUCTIONS, Reduction, ReductionName, canonical_reduction
 
 
+def _align_unknown_rank(weight, values, what: str):
+    """``weight`` of unknown rank (``tf.function``'s relaxed signature) as L's rank, by the rule of
+    :func:`align`, checked when the step runs: trailing axes beyond L's rank must be 1."""
+    rank, shape = len(values.shape), tf.shape(weight)
+    extra = tf.maximum(tf.size(shape) - rank, 0)
+    check = tf.debugging.assert_equal(
+        tf.reduce_prod(shape[rank:]), 1,
+        message=f"{what} has more axes than the per-element loss values {tuple(values.shape)} and they are not "
+                "of size 1: give it shape [B] or a prefix of the values' shape")
+    with tf.control_dependencies([check]):
+        kept = shape[:tf.size(shape) - extra]
+        target = tf.concat([kept, tf.ones([rank - tf.size(kept)], shape.dtype)], 0)
+        return tf.ensure_shape(tf.reshape(weight, target), [None] * rank)
+
+
 def align(weight, values, what: str):
     """Broadcast ``weight`` to ``values``' shape; weights align from the left.
 
@@ -33,6 +48,8 @@ def align(weight, values, what: str):
     are dropped.  Raises ``ValueError`` naming ``what`` when they cannot match.
     """
     weight = ops.cast(weight, values.dtype)
+    if weight.shape.rank is None:       # a retraced step (another weight rank than the first fit's)
+        weight = _align_unknown_rank(weight, values, what)
     while len(weight.shape) > len(values.shape) and weight.shape[-1] == 1:
         weight = ops.squeeze(weight, axis=-1)
     while len(weight.shape) < len(values.shape):
