@@ -232,10 +232,25 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from ..run.serve import export_run
+
+    export_run(args.run_dir, args.format, args.out)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..run.serve import predict_run
+
+    predict_run(args.run_dir, args.input, args.out)
+    return 0
+
+
 #: Commands other than the run kinds' (``train``, ``incremental``: :func:`cmd_run`).
 COMMANDS = {
     "validate": cmd_validate, "describe": cmd_describe, "schema": cmd_schema, "check": cmd_check,
     "evaluate": cmd_evaluate, "plot": cmd_plot, "compare": cmd_compare, "quickstart": cmd_quickstart,
+    "export": cmd_export, "predict": cmd_predict,
 }
 
 

@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     pl = sub.add_parser("plot", help="redraw a run's figures from its history")
     pl.add_argument("run_dir")
+    ex = sub.add_parser("export", help="write a run's model for serving, loadable without multiloss")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", default="tf_saved_model", choices=("tf_saved_model", "keras"),
+                    help="tf_saved_model (any model; default) or keras (Functional and Sequential models)")
+    ex.add_argument("--out", help="where to write; default: RUN_DIR/export/saved_model or RUN_DIR/export/model.keras")
+    pr = sub.add_parser("predict", help="run a run's model on an .npz and write its named outputs")
+    pr.add_argument("run_dir")
+    pr.add_argument("--input", required=True, help=".npz with one array, or one per model input")
+    pr.add_argument("--out", help="default: RUN_DIR/predictions.npz")
     cmp = sub.add_parser("compare", help="overlay several runs' losses and metrics: one PNG, one Markdown table")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     cmp.add_argument("--out", default="compare",

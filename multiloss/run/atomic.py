@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -88,3 +89,27 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], object]) -> Non
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def write_dir(path: str | os.PathLike, writer: Callable[[Path], object]) -> None:
+    """Call ``writer(tmp_dir)`` (a folder not yet there) and put the folder at ``path``; a folder already at
+    ``path`` is replaced only once the new one is complete."""
+    path = Path(path)
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}"
+    old = path.parent / f"{TMP_PREFIX}{path.name}.old.{secrets.token_hex(4)}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer(tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_path(f)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_path(path.parent, directory=True)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        for leftover in (tmp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+
