@@ -17,4 +17,6 @@ def test_readme_python_blocks_run(capsys):
         exec(compile(block, str(README), "exec"), namespace)
     printed = capsys.readouterr().out
     assert "'kind_loss', 'kind_weight'" in printed
+    # The first example prints what its comment says: no accuracy for the Huber head.
+    assert "'loss', 'score_loss', 'score_mae', 'score_weight']" in printed and "score_accuracy" not in printed
     assert namespace["model"].loss.get_weights()["score"] == pytest.approx(0.2)
