@@ -65,7 +65,7 @@ def test_table_without_rich_is_the_same(monkeypatch):
 
 def test_epoch_log_lines():
     lines = []
-    log = EpochLog(print_fn=lines.append)
+    log = EpochLog(print_fn=lines.append, width=1000)
     log.set_params({"epochs": 3})
     log.on_train_begin()
     base = {"loss": 1.5, "a_loss": 1.0, "b_loss": 2.0, "a_accuracy": 0.5, "a_weight": 0.5, "b_weight": 0.10000000149,
@@ -83,6 +83,18 @@ def test_epoch_log_lines():
     assert all("val_a_weight" not in line and "\x1b" not in line and "\r" not in line for line in lines)
 
 
+def test_epoch_lines_wrap_at_the_terminal_width_and_keep_every_value():
+    logs = {"loss": 1.25, **{f"head_{i}_loss": 0.5 + i for i in range(12)},
+            **{f"val_head_{i}_accuracy": 0.25 for i in range(12)}, **{f"head_{i}_weight": 1.0 for i in range(12)}}
+    line = EpochLog(width=80).format(0, logs)
+    rows = line.split("\n")
+    assert len(rows) > 3 and all(len(r) <= 80 for r in rows)
+    assert rows[0].startswith("epoch 1  loss 1.25") and all(r.startswith("    ") for r in rows[1:])
+    flat = " ".join(r.strip() for r in rows)
+    assert all(f"{k} " in flat for k in logs)
+    assert EpochLog(width=10_000).format(0, logs).count("\n") == 0
+
+
 def test_epoch_log_in_fit():
     import multiloss as ml
 
@@ -94,7 +106,7 @@ def test_epoch_log_in_fit():
     y = {"a": rng.normal(size=(16, 1)).astype("float32"), "b": rng.normal(size=(16, 1)).astype("float32")}
     lines = []
     hist = model.fit(x, y, epochs=2, batch_size=8, verbose=0, validation_data=(x, y),
-                     callbacks=[EpochLog(print_fn=lines.append)]).history
+                     callbacks=[EpochLog(print_fn=lines.append, width=1000)]).history
     assert len(lines) == 2 and lines[0].startswith("epoch 1/2  loss ")
     assert f"loss {hist['loss'][1]:.4g}" in lines[1] and f"val_b_mse {hist['val_b_mse'][1]:.4g}" in lines[1]
     assert "a_weight 0.1" in lines[0] and "_weight" not in lines[1]

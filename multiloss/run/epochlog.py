@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 
 import keras
@@ -17,7 +18,9 @@ def _fmt(v: float) -> str:
 class EpochLog(keras.callbacks.Callback):
     """One compact plain-text line per epoch, for logs that are not a terminal.
 
-    ``epoch 3/10  loss 0.412  a_loss 0.31  b_loss 1.02  a_accuracy 0.91 | val_loss 0.45 ... | a_weight 0.5``
+    ``epoch 3/10  loss 0.412  a_loss 0.31  b_loss 1.02  a_accuracy 0.91  | val_loss 0.45 ...  | a_weight 0.5``
+
+    Lines longer than the terminal (100 characters where it is not one) go on, indented, on the next.
 
     Shows ``loss``, every per-term loss and metric, their ``val_*`` versions,
     and each ``<term>_weight`` (and ``learning_rate``) only in the first epoch
@@ -25,9 +28,11 @@ class EpochLog(keras.callbacks.Callback):
     repeats the training weight).
     """
 
-    def __init__(self, print_fn: Callable[[str], object] = print):
+    def __init__(self, print_fn: Callable[[str], object] = print, width: int | None = None):
         super().__init__()
         self.print_fn = print_fn
+        #: Line width: the terminal's (``COLUMNS``), else 100.
+        self.width = width or shutil.get_terminal_size((100, 24)).columns
         self._last_weights: dict[str, float] | None = None
         self._epochs: int | None = None
 
@@ -50,12 +55,23 @@ class EpochLog(keras.callbacks.Callback):
         val = [k for k in rest if k.startswith("val_")]
         val = (["val_loss"] if "val_loss" in val else []) + sorted(k for k in val if k != "val_loss")
         total = f"/{self._epochs}" if self._epochs else ""
-        parts = [f"epoch {epoch + 1}{total}", "  ".join(f"{k} {_fmt(rest[k])}" for k in train)]
-        if val:
-            parts.append("| " + "  ".join(f"{k} {_fmt(rest[k])}" for k in val))
-        if shown_weights:
-            parts.append("| " + "  ".join(f"{k} {round_weight(v):g}" for k, v in sorted(shown_weights.items())))
-        return "  ".join(p for p in parts if p)
+        items = [f"epoch {epoch + 1}{total}"] + [f"{k} {_fmt(rest[k])}" for k in train]
+        for i, k in enumerate(val):
+            items.append(("| " if i == 0 else "") + f"{k} {_fmt(rest[k])}")
+        for i, (k, v) in enumerate(sorted(shown_weights.items())):
+            items.append(("| " if i == 0 else "") + f"{k} {round_weight(v):g}")
+        return self._wrap(items)
+
+    def _wrap(self, items: list[str]) -> str:
+        """The items two spaces apart, in lines of at most ``width`` characters (continuations indented)."""
+        lines, line = [], ""
+        for item in items:
+            if line and len(line) + 2 + len(item) > self.width:
+                lines.append(line)
+                line = "    " + item
+            else:
+                line = f"{line}  {item}" if line else item
+        return "\n".join([*lines, line])
 
     def on_epoch_end(self, epoch, logs=None):
         self.print_fn(self.format(epoch, logs or {}))
