@@ -54,3 +54,34 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_fixed_
         train(default_config_path(), base)
     train(default_config_path(), [*base, "train.epochs=2"], resume=True)
     assert set(events) <= {p.name for p in (run / "tensorboard").rglob("*") if p.is_file()}   # kept on resume
+
+
+BAD_RUN = """\
+name: bad
+data: {source: digitz}
+model: {builder: mlpp}
+loss:
+  outputs:
+    a: {loss: msee}
+optimizer: {name: adamm}
+train: {epochs: 0}
+"""
+
+
+def test_validate_reports_every_problem_of_a_file_in_one_pass(tmp_path):
+    from multiloss.incremental.config import load_incremental_config
+    from multiloss.run.config import load_run_config
+
+    (tmp_path / "bad.yaml").write_text(BAD_RUN)
+    with pytest.raises(ml.SpecError) as err:
+        load_run_config(tmp_path / "bad.yaml")
+    found = {(p, line) for p, line, _ in err.value.problems}
+    assert found == {(("train", "epochs"), 8), (("data", "source"), 2), (("model", "builder"), 3),
+                     (("optimizer", "name"), 7), (("loss", "outputs", "a", "loss"), 6)}
+    assert str(err.value).startswith("5 problems:")
+    (tmp_path / "inc.yaml").write_text("name: inc\ndata: {source: digitz}\nmodel: {builder: cnn}\n"
+                                       "scenario: {initial: 2, increment: 2}\nmethod: {name: icarll}\n"
+                                       "train: {epochs: 0}\n")
+    with pytest.raises(ml.SpecError) as err:
+        load_incremental_config(tmp_path / "inc.yaml")
+    assert {p for p, _, _ in err.value.problems} == {("train", "epochs"), ("data", "source"), ("method", "name")}

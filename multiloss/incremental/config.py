@@ -18,7 +18,7 @@ from ..core.guard import MODES
 from ..run.config import DataConfig, ModelConfig, component_problems
 from ..run.optim import OptimizerConfig
 from ..run.precision import Precision
-from ..spec.configfile import ConfigFile, read_config, validate
+from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
 from ..spec.validation import pydantic_problems
 from ..spec.yamlio import dump_yaml
@@ -121,9 +121,9 @@ def load_incremental_config(source: str | os.PathLike | dict,
                             overrides: list[str] | None = None) -> IncrementalConfig:
     """Load, override and validate an incremental config; raise SpecError naming path and line."""
     data, cf = read_config(source, overrides, "incremental config")
-    cfg = validate(IncrementalConfig, data, cf)
+    cfg, problems = validate_rest(IncrementalConfig, data, cf)
     cfg._file = cf
-    problems = component_problems(cfg, get_backbone)
+    problems += component_problems(cfg, get_backbone)
     try:
         method_cls = get_method(cfg.method.name)
     except LookupError as exc:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.guard import MODES
-from ..spec.configfile import ConfigFile, read_config, validate
+from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
 from ..spec.loss_spec import LossSpec, load_spec, spec_from_data
 from ..spec.validation import Problems, check_params, did_you_mean
@@ -180,8 +180,8 @@ def early_stopping_problems(cfg: RunConfig) -> Problems:
 def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | None = None) -> RunConfig:
     """Load, override and validate a run config; raise SpecError naming path and line."""
     data, cf = read_config(source, overrides, "run config")
-    cfg = validate(RunConfig, data, cf)
-    problems = component_problems(cfg)
+    cfg, problems = validate_rest(RunConfig, data, cf)
+    problems += component_problems(cfg)
     spec_file = cf.resolve_path(cfg.loss) if isinstance(cfg.loss, str) else None
     try:
         if spec_file is None:

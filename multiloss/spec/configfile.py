@@ -8,6 +8,7 @@ for misspelt keys.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,35 @@ def validate(model: type[M], data: dict, cf: ConfigFile) -> M:
         raise cf.error(pydantic_problems(exc, model)) from None
 
 
+def validate_rest(model: type[M], data: dict, cf: ConfigFile) -> tuple[M, Problems]:
+    """``(config, problems)``: the schema's problems, and the config validated without the keys that have
+    them (their defaults in their place), so that the checks after the schema's see the rest of the file
+    and every problem is reported in one pass.  Raises when the rest does not validate either."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        problems = pydantic_problems(exc, model)
+    pruned = copy.deepcopy(data)
+    for path, _ in problems:
+        _drop(pruned, path)
+    try:
+        return model.model_validate(pruned), problems
+    except ValidationError:
+        raise cf.error(problems) from None
+
+
+def _drop(data: Any, path: tuple) -> None:
+    """Remove the key at ``path`` (its first mapping key whose value is a scalar or does not exist) from
+    ``data``, in place."""
+    for i, key in enumerate(path):
+        if not isinstance(data, dict) or key not in data:
+            return
+        if i == len(path) - 1 or not isinstance(data[key], dict):
+            del data[key]
+            return
+        data = data[key]
+
+
 def config_kind(data: Any) -> str:
     """What a YAML document is: ``"spec"``, ``"run"`` or ``"incremental"`` (by its keys)."""
     if isinstance(data, dict):
@@ -124,4 +154,5 @@ def config_kind(data: Any) -> str:
     return "spec"
 
 
-__all__ = ["ConfigFile", "parse_override", "apply_overrides", "read_config", "validate", "config_kind"]
+__all__ = ["ConfigFile", "parse_override", "apply_overrides", "read_config", "validate", "validate_rest",
+           "config_kind"]
