@@ -60,11 +60,7 @@ def _pcgrad_update(model, x, y):
         rows.append(np.concatenate([np.zeros(v.shape).ravel() if g is None else g.numpy().ravel()
                                     for g, v in zip(grads, variables)]).astype("float64"))
     g = np.stack(rows)
-    projected = []
-    for i, j in ((0, 1), (1, 0)):
-        gi = g[i] - min(g[i] @ g[j], 0.0) / (g[j] @ g[j]) * g[j]
-        projected.append(gi)
-    return np.sum(projected, 0), g
+    return _project_sum(g), g
 
 
 def test_pcgrad_combines_each_micro_batch_and_the_optimizer_applies_their_mean():
@@ -90,4 +86,5 @@ def test_pcgrad_combines_each_micro_batch_and_the_optimizer_applies_their_mean()
 
 
 def _project_sum(g):
+    """Σ_i of g_i projected off g_j where they conflict (PCGrad, two tasks)."""
     return sum(g[i] - min(g[i] @ g[j], 0.0) / (g[j] @ g[j]) * g[j] for i, j in ((0, 1), (1, 0)))

@@ -106,14 +106,6 @@ def read_config(source: str | os.PathLike | dict, overrides: list[str] | None = 
     return data, cf
 
 
-def validate(model: type[M], data: dict, cf: ConfigFile) -> M:
-    """``model.model_validate(data)``, with every problem named by path and line."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise cf.error(pydantic_problems(exc, model)) from None
-
-
 def validate_rest(model: type[M], data: dict, cf: ConfigFile) -> tuple[M, Problems]:
     """``(config, problems)``: the schema's problems, and the config validated without the keys that have
     them (their defaults in their place), so that the checks after the schema's see the rest of the file
@@ -154,5 +146,5 @@ def config_kind(data: Any) -> str:
     return "spec"
 
 
-__all__ = ["ConfigFile", "parse_override", "apply_overrides", "read_config", "validate", "validate_rest",
+__all__ = ["ConfigFile", "parse_override", "apply_overrides", "read_config", "validate_rest",
            "config_kind"]
