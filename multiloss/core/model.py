@@ -1,22 +1,21 @@
 """The model side of ``ml.compile``: the :class:`MultilossModel` mixin and the registry of its subclasses.
 
-``ml.compile`` gives a model a subclass of its own class with the mixin (so
-``.keras`` round trips carry the composite loss in the compile config, and
-every train step runs through :func:`multiloss.core.train_step.train_step`).
-Each such subclass is registered with Keras under a name of its own:
+``ml.compile`` gives a model a subclass of its own class with the mixin, so
+every train step runs through :func:`multiloss.core.train_step.train_step`, and
+the compile config carries the composite loss (spec, params and current
+weights) under ``multiloss``.
 
-* ``multiloss>Model``, ``multiloss>Sequential``, ``multiloss>Functional`` for
-  Keras's own model classes (the names every release has saved);
-* ``multiloss>{module}.{qualname}`` for a user's class, so two classes named
-  ``Net`` in two modules keep apart.
-
-In a fresh process a user's subclass is registered by its first
-``ml.compile``, or, when a saved file names it first, looked up by
-:func:`saved_class` among the model classes defined (the user's module must
-be imported, as Keras asks of any registered class).  Earlier releases
-registered a user's class as ``multiloss>{class name}``; a file saved then
-loads the same way when one model class of that name is defined, with no
-throwaway ``ml.compile`` needed first.
+A saved file names the model's own Keras class when Keras can load it
+(:func:`saves_as_itself`: Keras's model classes and classes registered with
+Keras), so ``load_model(path, compile=False)`` works where multiloss is not
+installed; with multiloss imported, :func:`compile_saved` (hooked into Keras's
+``compile_from_config``) gives the loaded model its subclass and composite loss
+back.  A class Keras has not registered is saved as
+``multiloss>{module}.{qualname}``, so two classes named ``Net`` in two modules
+keep apart; in a fresh process that name is looked up by :func:`saved_class`
+among the model classes defined (the user's module must be imported).  Files of
+earlier releases name ``multiloss>Model``, ``multiloss>Sequential``,
+``multiloss>Functional`` or ``multiloss>{class name}``; they load the same way.
 """
 
 from __future__ import annotations
@@ -39,7 +38,9 @@ from .keras_access import (
     deserialize_keras_object,
     in_multi_worker_mode,
     in_safe_mode,
+    install_compile_config_hook,
     install_registered_name_fallback,
+    save_as,
     set_compiled_loss,
     set_compiled_metrics,
 )
@@ -224,8 +225,37 @@ def multiloss_class(cls: type) -> type:
     if cls not in _SUBCLASSES:
         sub = type(cls.__name__, (MultilossModel, cls), {"__module__": __name__})
         keras.saving.register_keras_serializable(PACKAGE, registered_name(cls))(sub)
+        if saves_as_itself(cls):
+            save_as(sub, cls)
         _SUBCLASSES[cls] = sub
     return _SUBCLASSES[cls]
+
+
+def saves_as_itself(cls: type) -> bool:
+    """Whether a model of class ``cls`` compiled by multiloss is saved under ``cls``'s own Keras name.
+
+    True for Keras's own model classes and for classes registered with Keras
+    (``@keras.saving.register_keras_serializable``): their files load with plain
+    Keras, ``compile=False``, where multiloss is not installed.  A class Keras has
+    not registered (which plain Keras could not load either) is saved as
+    ``multiloss>{module}.{qualname}``, which multiloss resolves.
+    """
+    return cls in BUILTIN_NAMES or ">" in keras.saving.get_registered_name(cls)
+
+
+def compile_saved(model, config) -> bool:
+    """Give a model loaded as its own Keras class its composite loss back, when its compile config has one.
+
+    Keras calls this (through the hook installed below) for every model it loads
+    with ``compile=True``; it answers False, leaving Keras's own
+    ``compile_from_config``, when the config carries no multiloss part.
+    """
+    if isinstance(model, MultilossModel) or not isinstance(config, dict) or "multiloss" not in config:
+        return False
+    model.__class__ = multiloss_class(type(model))
+    model._remember_safe_mode(in_safe_mode() is not False)
+    model.compile_from_config(config)
+    return True
 
 
 def _model_classes(root: type = keras.Model):
@@ -265,7 +295,8 @@ def saved_class(key: str) -> type | None:
 for _cls in BUILTIN_NAMES:
     multiloss_class(_cls)
 install_registered_name_fallback(saved_class)
+install_compile_config_hook(compile_saved)
 
 
-__all__ = ["BUILTIN_NAMES", "MultilossModel", "guard_labels", "install", "multiloss_class", "registered_name",
-           "saved_class"]
+__all__ = ["BUILTIN_NAMES", "MultilossModel", "compile_saved", "guard_labels", "install", "multiloss_class",
+           "registered_name", "saved_class", "saves_as_itself"]
