@@ -45,10 +45,17 @@ class ModelConfig(_Model):
 
 
 class EarlyStoppingConfig(_Model):
-    monitor: str = Field("val_loss", description="Any key the run logs: loss, <term>_loss, <head>_<metric>, "
-                                                 "each also with val_.")
+    """Early stopping and the best epoch's model (``best.keras``); see :mod:`multiloss.run.selection`."""
+
+    monitor: str | dict[str, Mode] = Field(
+        "val_loss", description="Any key the run logs (loss, <term>_loss, <head>_<metric>, each also with "
+                                "val_), or several as {key: mode}: their delta_m (Δm%, lower is better) is "
+                                "monitored.")
     mode: Mode = Field("auto", description="auto: min for losses and errors, max for accuracy, AUC and the "
                                            "like; give min or max for any other key.")
+    baselines: dict[str, float] | None = Field(
+        None, description="For several keys: each key's single-task baseline for delta_m; default: its "
+                          "first-epoch value.")
     patience: int = Field(3, ge=0)
     min_delta: float = 0.0
     restore_best_weights: bool = True
@@ -160,7 +167,7 @@ def load_data(cfg, **params):
 
 
 def early_stopping_problems(cfg: RunConfig) -> Problems:
-    """The monitored key must be one the run logs."""
+    """The monitored keys must be ones the run logs, each with a mode; baselines only for several keys."""
     es = cfg.train.callbacks.early_stopping
     if es is None:
         return []
@@ -168,13 +175,33 @@ def early_stopping_problems(cfg: RunConfig) -> Problems:
     keys += [f"{head}_{m}" for head, ms in cfg.spec.head_metrics().items() for m in ms]
     valid = keys + [f"val_{k}" for k in keys]
     where = ("train", "callbacks", "early_stopping")
-    if es.monitor not in valid:
-        return [((*where, "monitor"), f"{es.monitor!r} is not a logged key; {did_you_mean(es.monitor, valid)}"
-                                      f"valid: {', '.join(valid)}")]
-    if resolve_mode(es.monitor, es.mode) is None:
-        return [((*where, "mode"), f"mode auto cannot tell whether {es.monitor!r} is better lower or higher; "
-                                   "give mode: min or mode: max")]
-    return []
+    several = not isinstance(es.monitor, str)
+    monitors = dict(es.monitor) if several else {es.monitor: es.mode}
+    problems: Problems = []
+    if several and len(monitors) < 2:
+        problems.append(((*where, "monitor"), "give one key as a string, or two or more as {key: mode}"))
+    for key, mode in monitors.items():
+        path = (*where, "monitor", key) if several else (*where, "monitor")
+        if key not in valid:
+            problems.append((path, f"{key!r} is not a logged key; {did_you_mean(key, valid)}"
+                                   f"valid: {', '.join(valid)}"))
+        elif resolve_mode(key, mode) is None:
+            problems.append((path if several else (*where, "mode"),
+                             f"mode auto cannot tell whether {key!r} is better lower or higher; "
+                             + (f"write {key}: min or {key}: max" if several else "give mode: min or mode: max")))
+    if several and es.mode != "auto":
+        problems.append(((*where, "mode"), "with several keys each key has its own mode and delta_m is "
+                                           "minimised; leave mode out"))
+    if es.baselines is not None:
+        if not several:
+            problems.append(((*where, "baselines"), "baselines are for a monitor of several keys (delta_m)"))
+        elif set(es.baselines) != set(monitors):
+            problems.append(((*where, "baselines"), f"give one baseline for each monitored key: "
+                                                    f"{', '.join(monitors)}; got {', '.join(es.baselines)}"))
+        else:
+            problems += [((*where, "baselines", k), "a baseline of 0 makes the relative change undefined")
+                         for k, v in es.baselines.items() if v == 0]
+    return problems
 
 
 def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | None = None) -> RunConfig:

@@ -7,7 +7,8 @@ from typing import Literal
 Mode = Literal["auto", "min", "max"]
 
 #: Keys where lower is better / higher is better, by their ending.
-LOWER = ("loss", "error", "mae", "mse", "mape", "msle", "crossentropy", "hinge", "divergence", "logcosh")
+LOWER = ("loss", "error", "mae", "mse", "mape", "msle", "crossentropy", "hinge", "divergence", "logcosh",
+         "delta_m")
 HIGHER = ("accuracy", "auc", "precision", "recall", "iou", "f1_score", "fbeta_score", "r2_score")
 
 

@@ -22,13 +22,13 @@ import tensorflow as tf
 from ..core import keras_access
 from ..core.compile import compile as ml_compile
 from ..spec.errors import SpecError
+from . import selection
 from .config import RunConfig, load_data, load_run_config
 from .console import table
 from .data import Part, Splits
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
 from .models import get_builder
-from .monitor import resolve_mode
 from .optim import build_optimizer
 from .plots import plot_history
 from .precision import dtype_policy
@@ -209,7 +209,10 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     initial_epoch = state["epoch"] if state else 0
 
     start = time.perf_counter()
-    if initial_epoch < cfg.train.epochs:
+    es = cfg.train.callbacks.early_stopping
+    if es is not None and selection.stopped_before(es, history):
+        selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
+    elif initial_epoch < cfg.train.epochs:
         fit(model, cfg, train_xy, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief))
     seconds = time.perf_counter() - start
 
@@ -236,8 +239,7 @@ def run_callbacks(cfg: RunConfig, run: RunDir, history: list[dict], chief: bool)
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard"))))
     es = cfg.train.callbacks.early_stopping
     if es is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(**es.model_dump(exclude={"mode"}),
-                                                       mode=resolve_mode(es.monitor, es.mode)))
+        callbacks[:0] = selection.callbacks(es, run, history)   # delta_m logged before the history records it
     if plain_epoch_lines(cfg):
         callbacks.append(EpochLog(lambda line: print(line, flush=True)))   # plain lines, weights when they change
     return callbacks
