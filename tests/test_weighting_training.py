@@ -93,9 +93,10 @@ _CAGRAD = (1 + 0.5) / (1 + 0.5 ** 2)   # K = 1: d = g(1 + c), rescaled by 1/(1 +
 _PARTIAL = [(s, f, m) for s, f in [("pcgrad", 1.0), ("mgda", 1.0), ("gradnorm", 1.0), ("cagrad", _CAGRAD)]
             for m in ("sample_weight", "mask_value")]
 _PARTIAL += [("mgda+vectorize", 1.0, "sample_weight"), ("gradnorm+vectorize", 1.0, "sample_weight")]
-# With one task present every new gradient strategy's update is that task's gradient (λ = 1).
-_PARTIAL += [(s, 1.0, "sample_weight") for s in ("nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad",
-                                                 "graddrop")]
+# With one task present every new gradient strategy's update is that task's gradient (λ = 1), Nash-MTL's
+# its unit gradient (the paper's α(Mα) = 1 for one task: α = 1/‖g‖; factor None).
+_PARTIAL += [(s, 1.0, "sample_weight") for s in ("imtl_g", "gradvac", "aligned_mtl", "upgrad", "graddrop")]
+_PARTIAL += [("nash_mtl", None, "sample_weight")]
 
 
 @pytest.mark.parametrize("strategy,factor,missing", _PARTIAL)
@@ -123,6 +124,8 @@ def test_a_head_without_labels_in_the_batch_is_left_out(strategy, factor, missin
     data = tf.data.Dataset.from_tensors((x, y) if sw is None else (x, y, sw))
     hist = model.fit(data, epochs=1, verbose=0, shuffle=False).history
     after = [v.numpy() for v in model.get_layer("trunk").trainable_variables]
+    if factor is None:
+        factor = 1.0 / np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in g_reg))
     for b, a, g, p in zip(before, after, g_reg, penalty):
         np.testing.assert_allclose(b - a, factor * g + p, rtol=2e-4, atol=1e-7)
     for b, v in zip(cls_before, model.get_layer("cls").trainable_variables):
