@@ -2,14 +2,20 @@
 
 Loss-scale balancing: every term is trained through log L_i, whose gradient
 is ∇L_i / L_i.  Gradient-magnitude balancing: with ĝ_i an exponential moving
-average of ∇ log L_i (ĝ ← g + β_t (ĝ − g), β_t = β / t^σ, t the step), the
-update of the shared parameters is
+average of ∇ log L_i (ĝ ← g + β_t (ĝ − g), β_t = β / t^σ, t = 1, 2, … the
+step), the update of the shared parameters is
 
     Σ_i (max_j ‖ĝ_j‖ / ‖ĝ_i‖) · ĝ_i,
 
-every task's part scaled to the largest norm (LibMTL's ``DB_MTL``).  The
-task-specific parameters get ∇ log L_i = s_i ∇L_i / L_i.  With ``beta: 0``
-there is no average and the update is Σ λ_i g_i with
+every task's part scaled to the largest norm (LibMTL's ``DB_MTL``, the
+authors' code).  The average starts at zero (``average_start: zero``, as the
+authors' code), so step t of constant gradients gives (1 − β^t) × the
+gradients' update (0.1× at step 1 for β = 0.9); ``average_start:
+first_gradient`` starts each task's average at its first gradient (a row of
+the average that is still all zero: the first step, a task's first present
+step, or the first step after loading a model, whose averages are not saved).
+The task-specific parameters get ∇ log L_i = s_i ∇L_i / L_i.  With ``beta:
+0`` there is no average and the update is Σ λ_i g_i with
 λ_i = max_j(‖g_j‖/L_j) / ‖g_i‖, computed from the Gram matrix (any gradient
 mode); with ``beta > 0`` the averages are kept per shared parameter
 (``gradients: parameters``; with ``gradients: representation`` the rows are
@@ -17,6 +23,8 @@ new samples every step and β is not used).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -29,16 +37,26 @@ class DBMTLParams(Params):
     beta: float = Field(0.9, ge=0, lt=1, description="EMA rate of the log-loss gradients (LibMTL: 0.9).")
     beta_sigma: float = Field(0.0, ge=0, description="β_t = β / t^σ (LibMTL: 0).")
     eps: float = Field(1e-8, gt=0, description="Added to the losses and norms.")
+    average_start: Literal["zero", "first_gradient"] = Field(
+        "zero", description="Where the averages start: zero (the authors' code, LibMTL) or each task's first "
+                            "gradient.")
 
 
-def dbmtl_update(rows, buffer, values, present, step, beta: float, beta_sigma: float, eps: float = 1e-8):
-    """``(update [P], new buffer [T, P], λ [T])`` of DB-MTL from the rows g_i (float32)."""
+def dbmtl_update(rows, buffer, values, present, step, beta: float, beta_sigma: float, eps: float = 1e-8,
+                 start: str = "zero"):
+    """``(update [P], new buffer [T, P], λ [T])`` of DB-MTL from the rows g_i (float32).
+
+    ``start``: ``zero`` (the buffer's zeros are the average so far) or ``first_gradient`` (an all-zero row
+    of the buffer takes the gradient itself).
+    """
     p = tf.cast(present, rows.dtype)
     logs = rows / (tf.cast(values, rows.dtype)[:, None] + eps)          # ∇ log L_i
     t = tf.cast(step, rows.dtype) + 1.0
     b = beta / tf.pow(t, beta_sigma)
-    first = tf.cast(step, tf.int64) == 0
-    new = tf.where(first, logs, logs + b * (buffer - logs))
+    new = logs + b * (buffer - logs)
+    if start == "first_gradient":
+        unstarted = tf.reduce_all(tf.equal(buffer, 0.0), axis=1, keepdims=True)
+        new = tf.where(unstarted, logs, new)
     new = tf.where(p[:, None] > 0, new, buffer)
     norms = tf.norm(new, axis=1)
     top = tf.reduce_max(norms * p)
@@ -98,5 +116,5 @@ class DBMTL(GramWeighting, RowAggregator):
     def aggregate(self, rows, values, present, ctx):
         p = self.params
         update, new, lam = dbmtl_update(rows, tf.convert_to_tensor(self.buffer), values, present, ctx.step,
-                                        p.beta, p.beta_sigma, p.eps)
+                                        p.beta, p.beta_sigma, p.eps, p.average_start)
         return update, StateUpdate(lam, {"buffer": new})
