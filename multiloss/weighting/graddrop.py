@@ -1,8 +1,8 @@
 """GradDrop, gradient sign dropout (Chen, Ngiam, Huang, Luong, Kretzschmar, Chai & Anguelov, NeurIPS 2020).
 
 For every coordinate of the per-task gradients g_i (a shared parameter, or
-an element of the shared representation with ``gradients: representation``,
-where the paper applies it), the sign purity
+an element of the shared representation with ``gradients: representation``),
+the sign purity
 
     P = ½ (1 + Σ_i g_i / Σ_i |g_i|)     ∈ [0, 1]
 
@@ -10,10 +10,20 @@ and a uniform draw U keep the positive parts when P > U and the negative
 parts otherwise: M_i = [P > U]·[g_i > 0] + [P < U]·[g_i < 0]; the update is
 Σ_i (ℓ + (1 − ℓ) M_i) g_i with leak ℓ (``leak``, default 0).  The draws are a
 pure function of ``(seed, step)``.  The logged λ_i is the share of g_i kept,
-⟨M_i g_i, g_i⟩ / ‖g_i‖².  (LibMTL sums the sign purity over the batch for a
-representation; here it is per element.  Under ``MirroredStrategy`` with
-``gradients: representation`` each replica draws U for its own samples, so a
-run matches a one-device run in distribution, not draw for draw.)
+⟨M_i g_i, g_i⟩ / ‖g_i‖².  Per coordinate, E_U[update] = P·Σ⁺ + (1 − P)·Σ⁻ =
+Σ_i g_i exactly (Σ⁺, Σ⁻ the sums of the positive and negative parts).
+
+Where this departs from the paper: its Algorithm 1 reads P and the signs
+from the batch sum ∇_i = Σ_batch sign(A) ∘ ∇_A L_i at an activation A (one P
+and one U per feature, the masks broadcast over the samples), as LibMTL does
+(which refuses parameter gradients).  Here P and U are per element of the
+rows (TorchJD's ``GradDrop`` on the rows of a Jacobian), because a row
+aggregator is given the rows only, flattened: neither the values of A (for
+sign(A)) nor the batch axis reach it.  For a batch of one the two agree up
+to the draw: sign(A) relabels U ↔ 1 − U where A < 0 (the same
+distribution), and where A = 0 the paper keeps only ℓ·g_i.  (Under ``MirroredStrategy``
+with ``gradients: representation`` each replica draws U for its own samples,
+so a run matches a one-device run in distribution, not draw for draw.)
 """
 
 from __future__ import annotations
