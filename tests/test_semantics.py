@@ -46,25 +46,32 @@ def test_reductions_match_hand_values(reduction, weights, expected):
     assert total == pytest.approx(expected, rel=1e-6)
 
 
-def test_dense_output_loss_shape_per_pixel_weights_and_mask():
-    """[B,H,W,C] MSE gives L [B,H,W]; W = sample_weight × per-pixel × mask."""
+@pytest.mark.parametrize("loss", ["mse", "categorical_crossentropy"])
+def test_dense_output_loss_shape_per_pixel_weights_and_mask(loss):
+    """[B,H,W,C] MSE masks per element (L [B,H,W,C]); categorical CE per pixel (L [B,H,W], one missing
+    channel masks the whole pixel); W = sample_weight × per-pixel × mask."""
     rng = np.random.default_rng(0)
     B, H, W, C = 3, 5, 4, 3
-    y_pred = rng.normal(size=(B, H, W, C)).astype("float32")
-    y_true = rng.normal(size=(B, H, W, C)).astype("float32")
+    logits = rng.normal(size=(B, H, W, C))
+    y_pred = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+    y_true = rng.uniform(0.1, 1.0, size=(B, H, W, C)).astype("float32")
     y_true[0, 1, 2, :] = 0.0  # missing pixel: every channel equals the mask value
-    y_true[2, 0, 0, 1] = 0.0  # one channel missing masks the whole pixel too
-    spec = {"outputs": {"img": {"loss": "mse", "mask_value": 0.0, "reduction": "weighted_mean"}}}
+    y_true[2, 0, 0, 1] = 0.0  # one channel missing
+    spec = {"outputs": {"img": {"loss": loss, "mask_value": 0.0, "reduction": "weighted_mean"}}}
     composite = ml.build_loss(spec)
     (values, weights), = composite.elementwise({"img": y_true}, {"img": y_pred}).values()
-    assert tuple(values.shape) == (B, H, W)
-
-    L = ((y_true - y_pred) ** 2).mean(-1)
-    mask = (y_true != 0).all(-1).astype("float32")
     per_pixel = rng.uniform(0.5, 2.0, size=(B, H, W)).astype("float32")
+    if loss == "mse":
+        assert tuple(values.shape) == (B, H, W, C)
+        L, mask, expand = (y_true - y_pred) ** 2, (y_true != 0).astype("float32"), (lambda a: a[..., None])
+    else:
+        assert tuple(values.shape) == (B, H, W)
+        L = -(y_true * np.log(y_pred)).sum(-1)
+        mask, expand = (y_true != 0).all(-1).astype("float32"), (lambda a: a)
+    assert mask.sum() == mask.size - (C + 1 if loss == "mse" else 2)
     for sw, w in [(None, mask), (np.array([1.0, 2.0, 0.5], "float32"),
-                                 mask * np.array([1.0, 2.0, 0.5])[:, None, None]),
-                  (per_pixel, mask * per_pixel)]:
+                                 mask * expand(np.array([1.0, 2.0, 0.5])[:, None, None])),
+                  (per_pixel, mask * expand(per_pixel))]:
         total, _ = _total(spec, {"img": y_true}, {"img": y_pred}, sw)
         assert total == pytest.approx((w * L).sum() / w.sum(), rel=1e-5)
 

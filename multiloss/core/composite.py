@@ -171,6 +171,8 @@ class CompositeLoss:
     def elementwise(self, y_true, y_pred, sample_weight=None, terms=None) -> dict[str, tuple[Any, Any]]:
         """Each term's per-element values L and element weights W (None: all 1).
 
+        A term that masks per element (:meth:`per_element`) has L shaped like its prediction.
+
         ``terms``: the names of the terms to compute (default: every term; then
         ``y_true`` needs only those terms' targets).
         """
@@ -193,7 +195,7 @@ class CompositeLoss:
                 # A scalar loss is a per-replica mean: each replica holds 1/R.
                 num, den = values, ops.ones((), self.dtype)
             else:
-                num, den = red.numerator_denominator(values, weights, t.reduction)
+                num, den = red.numerator_denominator(values, weights, t.reduction, self.per_element(t))
                 if t.reduction == "sum":
                     den = den / replicas
             nums.append(num)
@@ -204,6 +206,12 @@ class CompositeLoss:
             return TermParts(nums, red.cross_replica_sum(ops.stack(dens)), None)
         both = red.cross_replica_sum(ops.stack([ops.stack(dens), ops.stack(nonzero)]))
         return TermParts(nums, both[0], ops.cast(both[1] > 0, self.dtype))
+
+    @staticmethod
+    def per_element(term: Term) -> bool:
+        """Whether ``term`` masks per element: a ``mask_value`` on an elementwise loss (its L then keeps the
+        loss's last axis; see :mod:`multiloss.losses.reduction`)."""
+        return term.mask_value is not None and term.loss.elementwise
 
     def keyed(self, y, what: str) -> dict:
         """``y`` (a dict, a list in output order, or one tensor) keyed by output name."""
@@ -325,10 +333,8 @@ class CompositeLoss:
         target, pred = self._inputs(t, y_true, y_pred)
         factors, valid = [], None
         if t.mask_value is not None:
-            target = ops.convert_to_tensor(target)
-            valid = red.valid_mask(target, t.mask_value)
-            # Masked targets are replaced so that no NaN can leak through 0·L.
-            target = ops.where(valid, target, ops.zeros_like(target))
+            # Missing targets are replaced by 0 so that no NaN can leak through 0·L.
+            target, valid = red.mask_targets(target, t.mask_value)
         sparse = t.loss.target == "sparse"
         if sparse and "ignore_class" not in t.loss.params and not isinstance(pred, list):
             ids = self._check_labels(t, red.class_ids(target, pred, True), pred.shape[-1])
@@ -336,7 +342,10 @@ class CompositeLoss:
                 # The loss must consume the checked ids: otherwise TensorFlow may run
                 # the loss first and fail with its own message about the label.
                 target = ops.reshape(ops.cast(ids, target.dtype), ops.shape(target))
-        values = ops.cast(t.loss(target, pred), self.dtype)
+        if self.per_element(t):
+            values = ops.cast(red.per_element_values(t.loss, target, pred), self.dtype)
+        else:
+            values = ops.cast(t.loss(target, pred), self.dtype)
         sw = sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
         if sw is not None:
             factors.append(("sample_weight", sw))
@@ -344,7 +353,7 @@ class CompositeLoss:
             ids = red.class_ids(target, pred, sparse)
             factors.append(("class_weight", red.class_weight_map(ids, t.class_weight, values.dtype)))
         if valid is not None:
-            factors.append(("mask_value", red.reduce_axes_to(valid, values)))
+            factors.append(("mask_value", red.reduce_axes_to(valid, len(values.shape))))
         if len(values.shape) == 0 and factors:
             raise self._where(
                 t, f"its loss returns a scalar, so {' and '.join(k for k, _ in factors)} cannot apply; "

@@ -7,6 +7,17 @@ the heads that have metrics, leaves masked targets out, and otherwise
 follows Keras: ``accuracy`` resolves to binary, categorical or sparse
 accuracy from the shapes, and sample weights do not apply (as for Keras's
 ``metrics=``).
+
+Missing labels are left out as the losses leave them out
+(:mod:`multiloss.losses.reduction`), by the metric's class:
+
+- per element, for :data:`MEAN_OF_ELEMENTS` (a mean over the last axis of a
+  function of each pair: binary accuracy, MAE, MSE, RMSE, BCE, …: evaluated on
+  ``[.., K, 1]`` with a weight per label) and :data:`ENTRY_COUNTS` (thresholded
+  counts of every entry: AUC, precision, recall, …: given a weight per label):
+  the metric is its value over the present (position, label) pairs;
+- per position for every other metric (categorical and sparse accuracy,
+  top-k, IoU, a user's own): a position with any missing component is left out.
 """
 
 from __future__ import annotations
@@ -18,8 +29,40 @@ from keras import ops
 from ..losses import reduction as red
 from ..spec.imports import import_object, is_import_string
 from ..spec.loss_spec import LossSpec
+from ..spec.loss_table import same_rank
 from .composite import as_output_dict
 from .keras_access import get_metric
+
+#: Keras's metrics that are a mean over the last axis of a function of each (target, prediction) pair.
+MEAN_OF_ELEMENTS = (
+    keras.metrics.Accuracy, keras.metrics.BinaryAccuracy, keras.metrics.BinaryCrossentropy,
+    keras.metrics.MeanAbsoluteError, keras.metrics.MeanSquaredError, keras.metrics.RootMeanSquaredError,
+    keras.metrics.MeanAbsolutePercentageError, keras.metrics.MeanSquaredLogarithmicError,
+    keras.metrics.LogCoshError, keras.metrics.Poisson, keras.metrics.Hinge, keras.metrics.SquaredHinge,
+)
+#: Keras's metrics that threshold and count every entry of the prediction.
+ENTRY_COUNTS = (
+    keras.metrics.AUC, keras.metrics.Precision, keras.metrics.Recall, keras.metrics.TruePositives,
+    keras.metrics.TrueNegatives, keras.metrics.FalsePositives, keras.metrics.FalseNegatives,
+    keras.metrics.PrecisionAtRecall, keras.metrics.RecallAtPrecision,
+    keras.metrics.SensitivityAtSpecificity, keras.metrics.SpecificityAtSensitivity,
+)
+
+
+def masked_update(metric: keras.metrics.Metric, target, pred, valid) -> None:
+    """Update ``metric`` leaving out missing labels: per element or per position, as the module's docstring says.
+
+    ``target`` holds no missing value any more (:func:`~multiloss.losses.reduction.mask_targets`);
+    ``valid`` is its boolean map.
+    """
+    if isinstance(metric, MEAN_OF_ELEMENTS):
+        metric.update_state(ops.expand_dims(target, -1), ops.expand_dims(pred, -1),
+                            sample_weight=ops.cast(valid, "float32"))
+    elif isinstance(metric, ENTRY_COUNTS):
+        metric.update_state(target, pred, sample_weight=ops.cast(valid, "float32"))
+    else:
+        per_position = red.reduce_axes_to(valid, len(pred.shape) - 1)
+        metric.update_state(target, pred, sample_weight=ops.cast(per_position, "float32"))
 
 
 class HeadMetrics(keras.metrics.Metric):
@@ -53,19 +96,17 @@ class HeadMetrics(keras.metrics.Metric):
         if not self.built:
             self.build(y_true, y_pred)
         for head, metrics in self.head_metrics.items():
-            target, pred, weight = y_true.get(head), y_pred[head], None
+            target, pred = y_true.get(head), y_pred[head]
             if target is None:
                 continue
             mask_value = self.mask_values[head]
-            if mask_value is not None:
-                target = ops.convert_to_tensor(target)
-                valid = red.valid_mask(target, mask_value)
-                target = ops.where(valid, target, ops.zeros_like(target))
-                if len(valid.shape) == len(pred.shape):
-                    valid = ops.all(valid, axis=-1)
-                weight = ops.cast(valid, "float32")
+            if mask_value is None:
+                for m in metrics:
+                    m.update_state(target, pred)
+                continue
+            target, valid = red.mask_targets(same_rank(target, pred)[0], mask_value)
             for m in metrics:
-                m.update_state(target, pred, sample_weight=weight)
+                masked_update(m, target, pred, valid)
 
     def reset_state(self):
         for metrics in self.head_metrics.values():

@@ -18,11 +18,36 @@ reduction                  numerator                     denominator
 Keras's own spellings are accepted as aliases: ``mean`` (Keras's alias of
 ``sum_over_batch_size``) and ``mean_with_sample_weight`` (Σ W·L / Σ W, i.e.
 ``weighted_mean``); a spec holding them resolves to the canonical name.
+
+Missing labels (``mask_value``)
+-------------------------------
+A target equal to ``mask_value`` (or NaN, for ``mask_value: .nan``) is missing.
+Missing targets are replaced by 0 before the loss sees them
+(:func:`mask_targets`), so no NaN or infinity enters L or its gradient, and
+their elements get ``mask = 0``.  How far a missing value reaches depends on
+the loss (:attr:`multiloss.spec.loss_table.LossFn.elementwise`):
+
+- an *elementwise* loss (BCE, MSE, MAE, Huber, …) masks **per element**: it
+  is evaluated on ``[.., K, 1]`` (:func:`per_element_values`), so L keeps the
+  last axis, ``[B, d1..dk, K]``, and only the missing labels get weight 0.
+  The reductions count (position, label) pairs: ``weighted_mean`` is the mean
+  over the valid pairs, ``sum_over_batch_size`` divides by all ``B·K`` pairs,
+  ``sum_by_nonzero_weights`` by the valid (nonzero-weight) pairs, and ``sum``
+  divides Σ W·L by K, so that it stays the sum over positions of the loss's
+  own mean over its last axis (a missing label adding 0).  With no label
+  missing every reduction equals the unmasked value.
+- any other loss (categorical CE, KL, sparse CE, Dice, a user's own unless
+  registered ``elementwise=True``) masks **per position**: an element of L is
+  kept only when every component of its target is present
+  (:func:`reduce_axes_to`).
 """
 
 from __future__ import annotations
 
-from ..spec.lazy import ops, tf
+import math
+
+from ..spec.lazy import keras, ops, tf
+from ..spec.loss_table import same_rank
 from ..spec.reductions import REDUCTION_ALIASES, REDUCTIONS, Reduction, ReductionName, canonical_reduction
 
 
@@ -88,35 +113,58 @@ def class_weight_map(ids, table: dict[int, float], dtype):
 
 
 def valid_mask(y_true, mask_value: float):
-    """Boolean map, True where no component of the target equals ``mask_value``."""
-    equal = ops.equal(y_true, ops.cast(mask_value, y_true.dtype))
-    return ops.logical_not(equal)
+    """Boolean map shaped like the target, True where the target is present.
+
+    A component is missing where it equals ``mask_value``, or, for a NaN
+    ``mask_value``, where it is NaN (NaN equals nothing).  Integer targets
+    cannot hold NaN or a fractional ``mask_value``: none of them is missing then.
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    if not keras.backend.is_float_dtype(y_true.dtype) and (math.isnan(mask_value) or mask_value != int(mask_value)):
+        return ops.ones_like(y_true, dtype="bool")
+    if math.isnan(mask_value):
+        return ops.logical_not(ops.isnan(y_true))
+    return ops.not_equal(y_true, ops.cast(mask_value, y_true.dtype))
 
 
-def reduce_axes_to(mask, values):
-    """Collapse trailing axes of a boolean mask (all valid) to L's rank."""
-    while len(mask.shape) > len(values.shape):
+def mask_targets(y_true, mask_value: float):
+    """``(targets, valid)``: the missing targets replaced by 0 (so no NaN reaches a loss or its gradient),
+    and :func:`valid_mask`'s boolean map."""
+    y_true = ops.convert_to_tensor(y_true)
+    valid = valid_mask(y_true, mask_value)
+    return ops.where(valid, y_true, ops.zeros_like(y_true)), valid
+
+
+def per_element_values(loss, y_true, y_pred):
+    """An elementwise loss's values per element, shaped like ``y_pred``: the loss evaluated on
+    ``[.., K, 1]``, whose mean over the last axis is the loss's own value."""
+    y_true, y_pred = same_rank(y_true, y_pred)
+    return loss(ops.expand_dims(y_true, -1), ops.expand_dims(y_pred, -1))
+
+
+def reduce_axes_to(mask, rank: int):
+    """Collapse trailing axes of a boolean mask to ``rank`` axes: a position is valid when all its components are."""
+    while len(mask.shape) > rank:
         mask = ops.all(mask, axis=-1)
     return mask
 
 
-def numerator_denominator(values, weights, reduction: str):
-    """Return ``(Σ W·L, denominator)`` for one replica's batch; W may be None."""
+def numerator_denominator(values, weights, reduction: str, per_element: bool = False):
+    """Return ``(Σ W·L, denominator)`` for one replica's batch; W may be None.
+
+    ``per_element``: L carries an elementwise loss's last axis (a masked head, see the module's
+    docstring); ``sum`` then divides by its length K.
+    """
     dtype = values.dtype
-    if weights is None:
-        num = ops.sum(values)
-        count = ops.cast(ops.size(values), dtype)
-        den = {"sum": ops.ones((), dtype)}.get(reduction, count)
-        return num, den
-    num = ops.sum(values * weights)
-    if reduction == "sum_over_batch_size":
+    num = ops.sum(values) if weights is None else ops.sum(values * weights)
+    if reduction == "sum":
+        den = ops.cast(ops.shape(values)[-1], dtype) if per_element else ops.ones((), dtype)
+    elif weights is None or reduction == "sum_over_batch_size":
         den = ops.cast(ops.size(values), dtype)
     elif reduction == "sum_by_nonzero_weights":
         den = ops.sum(ops.cast(ops.not_equal(weights, 0), dtype))
-    elif reduction == "weighted_mean":
-        den = ops.sum(weights)
     else:
-        den = ops.ones((), dtype)
+        den = ops.sum(weights)
     return num, den
 
 
@@ -135,5 +183,6 @@ def cross_replica_sum(x):
 
 # The reduction names are re-exported: this was their home before the spec layer had them.
 __all__ = ["REDUCTIONS", "REDUCTION_ALIASES", "Reduction", "ReductionName", "canonical_reduction",
-           "align", "class_ids", "class_weight_map", "valid_mask", "reduce_axes_to", "numerator_denominator",
+           "align", "class_ids", "class_weight_map", "valid_mask", "mask_targets", "per_element_values",
+           "reduce_axes_to", "numerator_denominator",
            "num_replicas", "cross_replica_sum"]

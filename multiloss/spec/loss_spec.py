@@ -124,7 +124,9 @@ class HeadSpec(_Model):
     class_weight: dict[int, Weight] | None = Field(
         None, description="Class id -> weight; e.g. {3: 5.0}. Unlisted classes weigh 1."
     )
-    mask_value: float | None = Field(None, description="Targets equal to this value get weight 0.")
+    mask_value: float | None = Field(
+        None, description="Targets equal to this value (NaN targets for `.nan`) are missing and get weight 0: "
+                          "per label for an elementwise loss (BCE, MSE, MAE, Huber, ...), per position otherwise.")
     reduction: Reduction = "sum_over_batch_size"
 
 

@@ -7,6 +7,16 @@ A registered loss is *math only*: ``(y_true, y_pred) -> L`` with L of shape
 ``[B]`` or ``[B, d1..dk]`` (never reduced over the batch).  Weighting,
 masking and reduction happen once, in :mod:`multiloss.losses.reduction`.
 
+A loss is *elementwise* when it is the mean over the last axis of a function of
+each (target, prediction) pair, ``L[..] = mean_k f(t[.., k], p[.., k])``:
+BCE, MSE, MAE, Huber, log-cosh, … (:data:`KERAS_ELEMENTWISE` lists Keras's).
+On a head with ``mask_value`` such a loss masks *per element*: it is called on
+``[.., K, 1]`` to get its values per label, and a missing label drops only
+itself.  Every other loss (categorical CE, KL, sparse CE, Dice, a user's own
+unless registered with ``elementwise=True``) masks *per position*: a position
+with any missing component drops out.  This table is the one place that says
+which losses are elementwise.
+
 The registry's providers fill it the first time it is read: multiloss's own
 losses and Keras's under their names (:mod:`multiloss.losses.builtin`), and
 the class-incremental ones (``multiloss.incremental.losses``).
@@ -39,7 +49,7 @@ BUILTIN = "multiloss.losses.builtin"
 LOSSES: Registry[Callable | str] = Registry(
     "loss", providers=(BUILTIN, "multiloss.incremental.losses"),
     hint="use a registered name (see `multiloss.losses.names()`), or an import string 'package.module:function'")
-_TARGETS: dict[str, TargetKind] = {}   # name -> the target kind it was registered with
+_KINDS: dict[str, tuple[TargetKind, bool]] = {}   # name -> (target kind, elementwise) it was registered with
 
 
 class LossFn:
@@ -50,8 +60,9 @@ class LossFn:
     """
 
     def __init__(self, name: str, fn: Callable | str, params: dict[str, Any] | None = None,
-                 target: TargetKind = "custom"):
+                 target: TargetKind = "custom", elementwise: bool = False):
         self.name, self.params, self.target = name, dict(params or {}), target
+        self._elementwise = elementwise
         self._fn = fn
         self._call = None if isinstance(fn, str) else self._build(fn)
 
@@ -61,6 +72,14 @@ class LossFn:
         if isinstance(self._fn, str):
             self._fn = getattr(keras.losses, self._fn)
         return self._fn
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether the loss is a mean over the last axis of a per-element function (masks per element).
+
+        Declared at registration; an ``axis`` other than -1 in the params (BCE's) makes it per position.
+        """
+        return self._elementwise and self.params.get("axis", -1) == -1
 
     def _build(self, fn: Callable) -> Callable:
         if inspect.isclass(fn):
@@ -79,7 +98,7 @@ class LossFn:
         return self._call(y_true, y_pred)
 
     def _key(self) -> tuple:
-        return self.name, _canonical_of(self._fn) or self._fn, self.params, self.target
+        return self.name, _canonical_of(self._fn) or self._fn, self.params, self.target, self._elementwise
 
     def __eq__(self, other) -> bool:
         return isinstance(other, LossFn) and self._key() == other._key()
@@ -100,18 +119,27 @@ def same_rank(y_true, y_pred):
     return y_true, y_pred
 
 
-def register_loss(name: str, *, target: TargetKind = "custom", aliases: tuple[str, ...] = ()):
+def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool = False,
+                  aliases: tuple[str, ...] = ()):
     """Decorator: register a loss function or class under ``name``.
 
     The function takes ``(y_true, y_pred, **params)`` and returns per-sample
     or per-element values; a class is instantiated with ``params`` and then
     called with ``(y_true, y_pred)``.  A name taken by another loss is refused
     (the conflict policy of :class:`~multiloss.spec.registry.Registry`).
+
+    ``elementwise=True`` declares the loss a mean over the last axis of a
+    function of each (target, prediction) pair (it needs ``target="same"``):
+    on a head with ``mask_value`` it is then masked per element, not per
+    position (see the module's docstring).
     """
+    if elementwise and target != "same":
+        raise ValueError(f"loss {name!r}: an elementwise loss takes targets shaped like the prediction; "
+                         f"register it with target='same' (got target={target!r})")
 
     def deco(obj):
         LOSSES.register(name, obj, aliases=aliases)
-        _TARGETS.update(dict.fromkeys((name, *aliases), target))
+        _KINDS.update(dict.fromkeys((name, *aliases), (target, elementwise)))
         return obj
 
     return deco
@@ -174,13 +202,13 @@ def get(name: str, /, **params) -> LossFn:
     """
     obj = LOSSES.get(name)     # an UnknownNameError (a LookupError) with a did-you-mean
     if is_import_string(name):
-        target = _TARGETS.get(_canonical_of(obj), "custom")
+        target, elementwise = _KINDS.get(_canonical_of(obj), ("custom", False))
     else:
-        target = _TARGETS.get(name, "custom")
+        target, elementwise = _KINDS.get(name, ("custom", False))
         if name in KERAS_CLASSES:  # a Keras class's name and dtype do not change its math
             params = {k: v for k, v in params.items() if k not in ("name", "dtype")}
     _check_params(name, obj, params)
-    return LossFn(name, obj, dict(params), target)
+    return LossFn(name, obj, dict(params), target, elementwise)
 
 
 # --- Keras's built-in losses, under their Keras names and common aliases ----
@@ -205,6 +233,14 @@ KERAS_FUNCTIONS: dict[str, TargetKind] = {
     # multiloss's own versions (losses/builtin.py): per-sample, see README "Names shared with Keras"
     "dice": "same", "tversky": "same",
 }
+#: Keras's losses that are a mean over the last axis of a function of each (target, prediction)
+#: pair: masked per element (tests/test_missing_labels.py checks each against its own values on
+#: ``[.., K, 1]``, and that every other ``same`` loss of this table is not).
+KERAS_ELEMENTWISE = frozenset({
+    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error", "binary_crossentropy", "binary_focal_crossentropy", "log_cosh",
+    "huber", "hinge", "squared_hinge", "poisson",
+})
 #: Keras class name -> the function name it wraps.
 KERAS_CLASSES: dict[str, str] = {
     "MeanSquaredError": "mean_squared_error", "MeanAbsoluteError": "mean_absolute_error",
@@ -282,4 +318,5 @@ def register_keras_losses() -> None:
     (dice, tversky, categorical_generalized_cross_entropy), that one stands for Keras's."""
     for fname, kind in KERAS_FUNCTIONS.items():
         aliases = [n for n, f in (*KERAS_CLASSES.items(), *_ALIASES.items()) if f == fname]
-        register_loss(fname, target=kind, aliases=tuple(aliases))(LOSSES[fname] if fname in LOSSES else fname)
+        register_loss(fname, target=kind, elementwise=fname in KERAS_ELEMENTWISE,
+                      aliases=tuple(aliases))(LOSSES[fname] if fname in LOSSES else fname)
