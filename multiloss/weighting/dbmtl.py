@@ -1,4 +1,4 @@
-"""DB-MTL, dual-balancing multi-task learning (Lin, Ye, Xu, Shi & Zhang, 2023).
+"""DB-MTL, dual-balancing multi-task learning (Lin, Jiang, Ye, Zhang, Chen, Chen, Liu, Tsang & Kwok, 2023).
 
 Loss-scale balancing: every term is trained through log L_i, whose gradient
 is ∇L_i / L_i.  Gradient-magnitude balancing: with ĝ_i an exponential moving
@@ -81,7 +81,8 @@ class DBMTL(GramWeighting, RowAggregator):
 
     name = "db_mtl"
     Params = DBMTLParams
-    reference = "Lin, Ye, Xu, Shi & Zhang, Dual-balancing for multi-task learning, 2023 (arXiv:2308.12029)"
+    reference = ("Lin, Jiang, Ye, Zhang, Chen, Chen, Liu, Tsang & Kwok, Dual-balancing for multi-task learning, "
+                 "2023 (arXiv:2308.12029)")
 
     def build(self):
         self.keep_current(1.0, "multiloss_dbmtl_weights")
