@@ -97,6 +97,22 @@ def test_regression_mse_with_nan_mask_value_and_gradient():
     np.testing.assert_allclose(g[valid], (2 * (p - t) / valid.sum())[valid], rtol=1e-4)
 
 
+def test_a_single_label_head_keeps_its_loss_shape():
+    """With K = 1 per element is per position: L stays [B, H, W] for a [B, H, W, 1] depth head."""
+    rng = np.random.default_rng(13)
+    p = rng.normal(size=(3, 4, 4, 1)).astype("float32")
+    t = rng.normal(size=(3, 4, 4, 1)).astype("float32")
+    missing = rng.random(t.shape) < MISSING
+    t[missing] = np.nan
+    composite = ml.build_loss(_spec("huber", float("nan")))
+    (values, weights), = composite.elementwise({"y": t}, {"y": p}).values()
+    assert tuple(values.shape) == (3, 4, 4)
+    np.testing.assert_array_equal(np.asarray(weights), (~missing[..., 0]).astype("float32"))
+    err = np.abs(p - t)[~missing]
+    huber = np.where(err <= 1.0, 0.5 * err ** 2, err - 0.5)
+    assert float(composite.compute({"y": t}, {"y": p}).total) == pytest.approx(huber.mean(), rel=1e-5)
+
+
 @pytest.mark.parametrize("loss", ["mae", "huber", "log_cosh", "msle", "mape", "poisson", "binary_focal_crossentropy"])
 def test_elementwise_losses_with_nan_targets_are_finite_and_equal_the_per_label_mean(loss):
     rng = np.random.default_rng(5)
@@ -268,3 +284,37 @@ def test_a_short_fit_on_nan_targets_runs_and_logs_the_per_label_values():
     assert res["cls_loss"] == pytest.approx(ce[valid["cls"]].mean(), rel=1e-4)
     hit = (pred["tags"] > 0.5) == (t == 1)
     assert res["tags_binary_accuracy"] == pytest.approx(hit[valid["tags"]].mean(), rel=1e-6)
+
+
+def _masked_fit(strategy, reduction):
+    spec = {"outputs": {"tags": {"loss": "bce", "mask_value": float("nan"), "reduction": reduction}}}
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        x_in = keras.Input((5,))
+        model = keras.Model(x_in, {"tags": keras.layers.Dense(K, activation="sigmoid", name="tags")(x_in)})
+        ml.compile(model, spec, optimizer=keras.optimizers.SGD(1.0))
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(8, 5)).astype("float32")
+    t = (rng.random((8, K)) < 0.5).astype("float32")
+    missing = rng.random((8, K)) < MISSING
+    missing[:4, :] |= rng.random((4, K)) < 0.5           # the first replica's half misses more
+    t[missing] = np.nan
+    p = np.clip(model.predict(x, verbose=0)["tags"], 1e-7, 1 - 1e-7)
+    before = [v.numpy() for v in model.trainable_variables]
+    hist = model.fit(tf.data.Dataset.from_tensors((x, {"tags": t})), epochs=1, verbose=0).history
+    step = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
+    return hist["tags_loss"][0], _bce(np.nan_to_num(t), p) * ~missing, ~missing, step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum_by_nonzero_weights", "weighted_mean", "sum"])
+def test_two_replicas_mask_per_label_as_one_device(reduction):
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    one, losses, valid, g1 = _masked_fit(tf.distribute.OneDeviceStrategy(devices[0]), reduction)
+    two, _, _, g2 = _masked_fit(tf.distribute.MirroredStrategy(devices[:2]), reduction)
+    expected = {"sum_over_batch_size": losses.sum() / losses.size, "sum_by_nonzero_weights": losses.sum() / valid.sum(),
+                "weighted_mean": losses.sum() / valid.sum(), "sum": losses.sum() / K}[reduction]
+    assert one == pytest.approx(expected, rel=1e-5)
+    assert two == pytest.approx(expected, rel=1e-5)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)

@@ -171,7 +171,8 @@ class CompositeLoss:
     def elementwise(self, y_true, y_pred, sample_weight=None, terms=None) -> dict[str, tuple[Any, Any]]:
         """Each term's per-element values L and element weights W (None: all 1).
 
-        A term that masks per element (:meth:`per_element`) has L shaped like its prediction.
+        A head that masks per element (:func:`~multiloss.losses.reduction.masks_per_element`) has L shaped
+        like its prediction.
 
         ``terms``: the names of the terms to compute (default: every term; then
         ``y_true`` needs only those terms' targets).
@@ -195,7 +196,8 @@ class CompositeLoss:
                 # A scalar loss is a per-replica mean: each replica holds 1/R.
                 num, den = values, ops.ones((), self.dtype)
             else:
-                num, den = red.numerator_denominator(values, weights, t.reduction, self.per_element(t))
+                per_element = red.masks_per_element(t.loss, t.mask_value, y_pred[t.outputs[0]])
+                num, den = red.numerator_denominator(values, weights, t.reduction, per_element)
                 if t.reduction == "sum":
                     den = den / replicas
             nums.append(num)
@@ -206,12 +208,6 @@ class CompositeLoss:
             return TermParts(nums, red.cross_replica_sum(ops.stack(dens)), None)
         both = red.cross_replica_sum(ops.stack([ops.stack(dens), ops.stack(nonzero)]))
         return TermParts(nums, both[0], ops.cast(both[1] > 0, self.dtype))
-
-    @staticmethod
-    def per_element(term: Term) -> bool:
-        """Whether ``term`` masks per element: a ``mask_value`` on an elementwise loss (its L then keeps the
-        loss's last axis; see :mod:`multiloss.losses.reduction`)."""
-        return term.mask_value is not None and term.loss.elementwise
 
     def keyed(self, y, what: str) -> dict:
         """``y`` (a dict, a list in output order, or one tensor) keyed by output name."""
@@ -342,7 +338,7 @@ class CompositeLoss:
                 # The loss must consume the checked ids: otherwise TensorFlow may run
                 # the loss first and fail with its own message about the label.
                 target = ops.reshape(ops.cast(ids, target.dtype), ops.shape(target))
-        if self.per_element(t):
+        if red.masks_per_element(t.loss, t.mask_value, pred):
             values = ops.cast(red.per_element_values(t.loss, target, pred), self.dtype)
         else:
             values = ops.cast(t.loss(target, pred), self.dtype)

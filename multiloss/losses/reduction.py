@@ -29,7 +29,8 @@ the loss (:attr:`multiloss.spec.loss_table.LossFn.elementwise`):
 
 - an *elementwise* loss (BCE, MSE, MAE, Huber, …) masks **per element**: it
   is evaluated on ``[.., K, 1]`` (:func:`per_element_values`), so L keeps the
-  last axis, ``[B, d1..dk, K]``, and only the missing labels get weight 0.
+  last axis, ``[B, d1..dk, K]``, and only the missing labels get weight 0
+  (:func:`masks_per_element`; with K = 1 this is per position, and L keeps its shape).
   The reductions count (position, label) pairs: ``weighted_mean`` is the mean
   over the valid pairs, ``sum_over_batch_size`` divides by all ``B·K`` pairs,
   ``sum_by_nonzero_weights`` by the valid (nonzero-weight) pairs, and ``sum``
@@ -135,6 +136,13 @@ def mask_targets(y_true, mask_value: float):
     return ops.where(valid, y_true, ops.zeros_like(y_true)), valid
 
 
+def masks_per_element(loss, mask_value: float | None, y_pred) -> bool:
+    """Whether a head's mask applies per element: a ``mask_value``, an elementwise loss, and a last axis
+    of more than one label (with one, per element is per position, and L keeps the loss's own shape)."""
+    return (mask_value is not None and loss.elementwise and not isinstance(y_pred, (list, tuple))
+            and len(y_pred.shape) > 1 and y_pred.shape[-1] != 1)
+
+
 def per_element_values(loss, y_true, y_pred):
     """An elementwise loss's values per element, shaped like ``y_pred``: the loss evaluated on
     ``[.., K, 1]``, whose mean over the last axis is the loss's own value."""
@@ -183,6 +191,6 @@ def cross_replica_sum(x):
 
 # The reduction names are re-exported: this was their home before the spec layer had them.
 __all__ = ["REDUCTIONS", "REDUCTION_ALIASES", "Reduction", "ReductionName", "canonical_reduction",
-           "align", "class_ids", "class_weight_map", "valid_mask", "mask_targets", "per_element_values",
+           "align", "class_ids", "class_weight_map", "valid_mask", "mask_targets", "masks_per_element", "per_element_values",
            "reduce_axes_to", "numerator_denominator",
            "num_replicas", "cross_replica_sum"]
