@@ -5,7 +5,8 @@ so ``--help`` and ``--version`` answer at once); the quiet start-up is the
 console script ``multiloss_cli``.  Each command here imports what it needs.
 Commands that run, check, evaluate or plot a run go through its run kind
 (:mod:`multiloss.run.kinds`): ``train`` and ``incremental`` by name, a run
-folder by the kind that recognises it.
+folder by the kind that recognises it.  Import strings (``--model mymodel:build``, a config's
+``data.source: folders:load``) resolve from the current folder first, as ``python -m`` would.
 """
 
 from __future__ import annotations
@@ -268,9 +269,10 @@ def run_command(args: argparse.Namespace) -> int:
     import contextlib
 
     from ..spec.errors import run_guarded
+    from ..spec.imports import importable_from
 
     quiet = open(os.devnull, "w") if getattr(args, "quiet", False) else None  # noqa: SIM115
-    with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+    with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext(), importable_from(os.getcwd()):
         try:
             return run_guarded(lambda: COMMANDS.get(args.command, cmd_run)(args), _resume_hint(args.command))
         finally:

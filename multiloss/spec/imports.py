@@ -6,6 +6,10 @@ that power: while a ``.keras`` file is loaded with ``safe_mode=True`` (Keras's
 default) an import string resolves only when it names an object registered
 with multiloss or Keras, or one this process has already trusted (named in a
 config or spec it loaded, or passed to :func:`allow_import`).
+
+The ``multiloss`` command resolves import strings from the current folder first, as ``python -m``
+would (:func:`importable_from`, used once, around every command), so ``folders:load`` finds
+``./folders.py`` without ``PYTHONPATH=.``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -40,6 +45,22 @@ def restricted(active: bool = True) -> Iterator[None]:
         yield
     finally:
         _RESTRICTED.reset(token)
+
+
+@contextlib.contextmanager
+def importable_from(folder: str | os.PathLike) -> Iterator[None]:
+    """Within this block modules in ``folder`` import first, as ``python -m`` puts the current folder
+    first on ``sys.path``; the folder leaves ``sys.path`` after the block if it was not there before."""
+    folder = os.path.abspath(folder)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+        importlib.invalidate_caches()    # files written since a finder last looked there
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
 
 
 def registered(obj: object) -> bool:
