@@ -1,16 +1,29 @@
 """Built-in data sources and the one interface they share.
 
-A data source is a function ``(seed, **params) -> Splits``: inputs and a dict
-of named targets for the train, validation and test parts, split
-deterministically from the seed.  Register one with ``@register_data(name)``;
-a user's ``package.module:function`` may return a :class:`Splits`, or a dict
-``{"train": ..., "val": ..., "test": ...}`` of ``(x, y)`` arrays or
-``tf.data`` datasets.
+A data source is ``(seed, **params) -> Splits``: inputs and a dict of named targets for the train,
+validation and test parts, split deterministically from the seed.  Register one with
+``@register_data(name)``; the file sources (``image_folder``, ``csv``, ``parquet``, ``tfrecord``)
+are in :mod:`multiloss.run.sources`.  Targets every image source provides: ``class`` (int id),
+``image`` (the input, for reconstruction), and for Fashion-MNIST ``group`` (tops, bottoms &
+dresses, footwear, bags); pair sources provide ``class_a``, ``class_b`` and ``same``.
 
-Targets every image source provides: ``class`` (int id), ``image`` (the
-input, for reconstruction), and for Fashion-MNIST ``group`` (a coarse group:
-tops, bottoms & dresses, footwear, bags); pair sources provide ``class_a``,
-``class_b`` and ``same`` (1 for a same-class pair).
+**A user's source** ``package.module:function`` (the CLI imports it from the current folder) returns
+a :class:`Splits` or ``{"train": ..., "val": ..., "test": ..., "info": {...}}``, each part ``(x, y)``
+arrays (``y`` a dict of named targets) or a ``tf.data`` dataset of *single examples* ``(x, y)`` or
+``(x, y, sample_weight)``.  multiloss batches a dataset with ``train.batch_size`` and shuffles its
+train part with the run's seed (``train.shuffle``).  An already batched dataset is refused (undo it
+with ``ds.unbatch()``): its batch size and order would silently override the config's.
+
+**The info contract**, checked for every user source (an error names the source and what is missing):
+
+- ``input_shape``: one example's input shape without the batch axis, e.g. ``(64, 64, 3)``.  Taken
+  from the arrays or the dataset's examples when they have one fully known shape (for a dict of
+  inputs: one shared shape, else left to the model builder); examples with unknown dimensions
+  (``(None, None, 3)``) must give it.
+- ``num_classes``, ``class_names`` (optional): the class target's number of classes and their names
+  in id order; they must agree, and ``num_classes`` is filled from ``class_names``.  The
+  classification heads of ``multihead_cnn`` and ``mlp`` read ``num_classes``; ``multiloss predict``
+  reports ``class_names``.
 """
 
 from __future__ import annotations
@@ -34,12 +47,23 @@ FASHION_GROUPS = ["tops", "bottoms & dresses", "footwear", "bags"]
 FASHION_GROUP_OF_CLASS = np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2], "int32")
 
 
+#: The shuffle buffer of a dataset whose elements are examples (not file paths), capped by its size.
+SHUFFLE_BUFFER = 10_000
+
+
 @dataclass
 class Part:
-    """Inputs and named targets of one split (arrays), or a ``tf.data`` dataset."""
+    """Inputs and named targets of one split (arrays), or a ``tf.data`` dataset of single examples.
+
+    A dataset part may hold small records (file paths) with ``decode``, the function that reads
+    one into ``(x, y)``: records are shuffled all at once, then decoded, so the examples stream.
+    ``cache`` keeps the decoded examples: ``""`` in memory, else in files with that prefix.
+    """
 
     x: Any
     y: dict[str, np.ndarray] | None = None
+    decode: Callable | None = None
+    cache: str | None = None
 
     def __len__(self) -> int:
         first = next(iter(self.x.values())) if isinstance(self.x, dict) else self.x
@@ -54,6 +78,31 @@ class Part:
     def is_dataset(self) -> bool:
         return self.y is None
 
+    def element_spec(self) -> tuple:
+        """``(x, y, ...)`` specs of one example of a dataset part (after ``decode``)."""
+        spec = (self.x.map(self.decode) if self.decode is not None else self.x).element_spec   # traced, not read
+        if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+            raise ValueError(f"a dataset must yield (x, y) or (x, y, sample_weight) examples, not {spec}")
+        return spec
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
+                targets: dict[str, str] | None = None):
+        """The dataset part as Keras reads it: shuffled with ``seed`` (a new order each epoch, the
+        same for the same seed), batched, prefetched; ``targets`` renames ``{key: data target}``."""
+        import tensorflow as tf
+
+        def example(*records):
+            x, y, *rest = self.decode(*records) if self.decode is not None else records
+            return (x, {k: y[v] for k, v in targets.items()} if targets is not None else y, *rest)
+
+        ds, size, cached = self.x, int(self.x.cardinality()), self.cache is not None   # size -1: infinite
+        known = size if size > 0 else SHUFFLE_BUFFER
+        buffer = known if self.decode is not None and not cached else min(known, SHUFFLE_BUFFER)
+        ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE).cache(self.cache) if cached else ds
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+        ds = ds if cached else ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
 
 @dataclass
 class Splits:
@@ -67,7 +116,7 @@ class Splits:
 
 DataSource = Callable[..., Splits]
 #: Data source name -> ``(seed, **params) -> Splits``.
-SOURCES: Registry[DataSource] = Registry("data source")
+SOURCES: Registry[DataSource] = Registry("data source", providers=("multiloss.run.sources",))
 
 
 def register_data(name: str):
@@ -81,13 +130,13 @@ def data_names() -> list[str]:
 
 
 def get_source(name: str) -> DataSource:
-    """A registered source, or a ``module:function`` (normalised to return Splits)."""
+    """A registered source, or a ``module:function`` (normalised to return Splits, its info checked)."""
     fn = SOURCES.get(name)
     if not is_import_string(name):
         return fn
 
     def user_source(seed: int, **params) -> Splits:
-        return _normalise(fn(seed=seed, **params) if _takes_seed(fn) else fn(**params))
+        return check_info(_normalise(fn(seed=seed, **params) if _takes_seed(fn) else fn(**params)))
 
     return user_source
 
@@ -110,12 +159,71 @@ def _normalise(result) -> Splits:
                 return v
             if isinstance(v, (tuple, list)) and len(v) == 2:
                 return Part(v[0], dict(v[1]))
-            return Part(v)  # a tf.data dataset yielding (x, y) batches
+            if not hasattr(v, "element_spec"):
+                raise TypeError(f"a split must be (x, y) arrays or a tf.data.Dataset, not {type(v).__name__}")
+            return Part(v)
 
         return Splits(part(result["train"]), part(result.get("val")), part(result.get("test")),
                       dict(result.get("info", {})))
     raise TypeError("a data source must return multiloss.run.data.Splits or "
-                    "{'train': (x, y) | tf.data.Dataset, 'val': ..., 'test': ...}")
+                    "{'train': (x, y) | tf.data.Dataset, 'val': ..., 'test': ..., 'info': {...}}")
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def _fits(shape: tuple, expected: tuple) -> bool:
+    return len(shape) == len(expected) and all(a is None or b is None or a == b for a, b in zip(shape, expected))
+
+
+def input_shapes(part: Part) -> dict[str, tuple] | tuple:
+    """The shape of one example's input (a dict of them for named inputs), ``None`` for unknown dims."""
+    x = part.element_spec()[0] if part.is_dataset else part.x
+    shape = (lambda v: tuple(v.shape)) if part.is_dataset else (lambda v: tuple(np.shape(v)[1:]))
+    return {k: shape(v) for k, v in x.items()} if isinstance(x, dict) else shape(x)
+
+
+def check_info(splits: Splits) -> Splits:
+    """The info contract of the module docstring: fill what the data shows; refuse batched datasets
+    and a missing or contradicted ``input_shape``, ``num_classes`` or ``class_names``."""
+    info, contract = splits.info, ("a source returns info {'input_shape': (height, width, channels), "
+                                   "'num_classes': K, 'class_names': [...]} (see multiloss.run.data)")
+    parts = {n: p for n, p in zip(("train", "val", "test"), (splits.train, splits.val, splits.test))
+             if p is not None}
+    shapes = {n: input_shapes(p) for n, p in parts.items()}
+    train = shapes["train"]
+    common = set(train.values()) if isinstance(train, dict) else {train}
+    if "input_shape" not in info and len(common) == 1 and None not in next(iter(common)):
+        info["input_shape"] = next(iter(common))
+    if "input_shape" not in info and not isinstance(train, dict):
+        batched = "; a batched dataset must be returned unbatched (ds.unbatch())" if train[:1] == (None,) else ""
+        raise ValueError(f"info has no 'input_shape' and the train examples' input is shaped "
+                         f"{_shape_text(train)}, not fully known; {contract}{batched}")
+    try:
+        given = info["input_shape"] = tuple(int(d) for d in info["input_shape"]) if "input_shape" in info else None
+    except (TypeError, ValueError):
+        raise ValueError(f"info['input_shape'] must be a tuple of ints, got {info['input_shape']!r}") from None
+    for split, shape in shapes.items() if given is not None else ():
+        for name, one in (shape.items() if isinstance(shape, dict) else [("input", shape)]):
+            if parts[split].is_dataset and _fits(one, (None, *given)):
+                raise ValueError(
+                    f"the {split} dataset is already batched: its {name} is shaped {_shape_text(one)} where one "
+                    f"example is {_shape_text(given)} (info['input_shape']); return it unbatched (ds.unbatch()): "
+                    "multiloss batches it with train.batch_size and shuffles it with the run's seed")
+            if not isinstance(shape, dict) and not _fits(one, given):
+                raise ValueError(f"the {split} examples' input is shaped {_shape_text(one)}, but "
+                                 f"info['input_shape'] is {_shape_text(given)}")
+    names, k = info.get("class_names"), info.get("num_classes")
+    if names is not None:
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
+            raise ValueError(f"info['class_names'] must be a list of distinct strings, got {names!r}; {contract}")
+        info["class_names"], k = list(names), len(names) if k is None else k
+        info["num_classes"] = k
+    if k is not None and (type(k) is not int or k < 1 or (names is not None and k != len(names))):
+        raise ValueError(f"info['num_classes'] must be a positive int equal to the number of class_names, got "
+                         f"{k!r} for {len(names) if names is not None else 'no'} class_names; {contract}")
+    return splits
 
 
 def split_indices(n: int, seed: int, fractions: tuple[float, ...]) -> list[np.ndarray]:

@@ -68,19 +68,25 @@ def target_keys(cfg: RunConfig) -> list[str]:
 
 
 def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
-    """``(x, y)`` for Keras, ``y`` keyed by head/target name via ``cfg.targets``."""
-    if part is None or part.is_dataset:
-        return part and part.x
-    y = {}
-    for key in target_keys(cfg):
-        source_key = cfg.targets.get(key, key)
-        if source_key not in part.y:
-            raise SpecError([(("targets", key), None,
-                              f"the {split} data has no target {source_key!r} for {key!r}; data targets: "
-                              f"{sorted(part.y)}; map it with `targets: {{{key}: <data target>}}`")],
-                            "run config")
-        y[key] = part.y[source_key]
-    return part.x, y
+    """``(x, y)`` arrays for Keras, or a dataset part batched with ``train.batch_size`` (the train split
+    shuffled with the run's seed when ``train.shuffle``); ``y`` keyed by head/target name via
+    ``cfg.targets``."""
+    if part is None:
+        return None
+    names = part.element_spec()[1] if part.is_dataset else part.y
+    keys = None     # a dataset whose y is one tensor goes to Keras as it is
+    if isinstance(names, dict):
+        keys = {key: cfg.targets.get(key, key) for key in target_keys(cfg)}
+        for key, source_key in keys.items():
+            if source_key not in names:
+                raise SpecError([(("targets", key), None,
+                                  f"the {split} data has no target {source_key!r} for {key!r}; data targets: "
+                                  f"{sorted(names)}; map it with `targets: {{{key}: <data target>}}`")],
+                                "run config")
+    if part.is_dataset:
+        return part.batches(cfg.train.batch_size, shuffle=cfg.train.shuffle and split == "train", seed=cfg.seed,
+                            targets=keys)
+    return part.x, {key: part.y[source_key] for key, source_key in keys.items()}
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -252,13 +258,14 @@ def plain_epoch_lines(cfg: RunConfig) -> bool:
 
 def fit(model: keras.Model, cfg: RunConfig, train_xy: Any, val_xy: Any, initial_epoch: int,
         callbacks: list[keras.callbacks.Callback]) -> None:
-    """``model.fit`` from ``initial_epoch`` to ``train.epochs``."""
+    """``model.fit`` from ``initial_epoch`` to ``train.epochs``; a dataset comes batched and shuffled
+    (:func:`prepare`), arrays are batched and shuffled here (Keras, under the run's seed)."""
     fit_args: dict[str, Any] = {"epochs": cfg.train.epochs, "initial_epoch": initial_epoch, "callbacks": callbacks,
                                 "verbose": 0 if plain_epoch_lines(cfg) else cfg.train.verbose}
     if isinstance(train_xy, tuple):
         fit_args.update(x=train_xy[0], y=train_xy[1], batch_size=cfg.train.batch_size, shuffle=cfg.train.shuffle)
     else:
-        fit_args["x"] = train_xy
+        fit_args.update(x=train_xy, shuffle=False)
     model.fit(validation_data=val_xy, **fit_args)
 
 
