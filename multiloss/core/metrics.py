@@ -13,9 +13,10 @@ Missing labels are left out as the losses leave them out
 
 - per element, for :data:`MEAN_OF_ELEMENTS` (a mean over the last axis of a
   function of each pair: binary accuracy, MAE, MSE, RMSE, BCE, …: evaluated on
-  ``[.., K, 1]`` with a weight per label) and :data:`ENTRY_COUNTS` (thresholded
-  counts of every entry: AUC, precision, recall, …: given a weight per label):
-  the metric is its value over the present (position, label) pairs;
+  ``[.., K, 1]`` with a weight per label) and :data:`PER_ENTRY` (values per
+  entry already: AUC, precision, recall and the other thresholded counts,
+  exact-match ``Accuracy``: given a weight per label): the metric is its value
+  over the present (position, label) pairs;
 - per position for every other metric (categorical and sparse accuracy,
   top-k, IoU, a user's own): a position with any missing component is left out.
 """
@@ -35,14 +36,14 @@ from .keras_access import get_metric
 
 #: Keras's metrics that are a mean over the last axis of a function of each (target, prediction) pair.
 MEAN_OF_ELEMENTS = (
-    keras.metrics.Accuracy, keras.metrics.BinaryAccuracy, keras.metrics.BinaryCrossentropy,
+    keras.metrics.BinaryAccuracy, keras.metrics.BinaryCrossentropy,
     keras.metrics.MeanAbsoluteError, keras.metrics.MeanSquaredError, keras.metrics.RootMeanSquaredError,
     keras.metrics.MeanAbsolutePercentageError, keras.metrics.MeanSquaredLogarithmicError,
     keras.metrics.LogCoshError, keras.metrics.Poisson, keras.metrics.Hinge, keras.metrics.SquaredHinge,
 )
-#: Keras's metrics that threshold and count every entry of the prediction.
-ENTRY_COUNTS = (
-    keras.metrics.AUC, keras.metrics.Precision, keras.metrics.Recall, keras.metrics.TruePositives,
+#: Keras's metrics whose values are per entry of the prediction already (thresholded counts, exact match).
+PER_ENTRY = (
+    keras.metrics.Accuracy, keras.metrics.AUC, keras.metrics.Precision, keras.metrics.Recall, keras.metrics.TruePositives,
     keras.metrics.TrueNegatives, keras.metrics.FalsePositives, keras.metrics.FalseNegatives,
     keras.metrics.PrecisionAtRecall, keras.metrics.RecallAtPrecision,
     keras.metrics.SensitivityAtSpecificity, keras.metrics.SpecificityAtSensitivity,
@@ -58,7 +59,7 @@ def masked_update(metric: keras.metrics.Metric, target, pred, valid) -> None:
     if isinstance(metric, MEAN_OF_ELEMENTS):
         metric.update_state(ops.expand_dims(target, -1), ops.expand_dims(pred, -1),
                             sample_weight=ops.cast(valid, "float32"))
-    elif isinstance(metric, ENTRY_COUNTS):
+    elif isinstance(metric, PER_ENTRY):
         metric.update_state(target, pred, sample_weight=ops.cast(valid, "float32"))
     else:
         per_position = red.reduce_axes_to(valid, len(pred.shape) - 1)
