@@ -245,6 +245,17 @@ def test_metrics_skip_missing_labels_per_element_and_per_position():
         (np.argmax(probs, -1) == labels)[~s_missing].mean(), rel=1e-6)
 
 
+def test_exact_match_accuracy_counts_present_entries():
+    rng = np.random.default_rng(15)
+    p = rng.integers(0, 2, (B, K)).astype("float32")
+    t = rng.integers(0, 2, (B, K)).astype("float32")
+    missing = rng.random((B, K)) < MISSING
+    t[missing] = np.nan
+    spec = {"outputs": {"y": {"loss": "bce", "mask_value": float("nan"), "metrics": ["keras.metrics:Accuracy"]}}}
+    got = _head_metrics(spec, {"y": t}, {"y": p})
+    assert got["y_accuracy"] == pytest.approx((p == t)[~missing].mean(), rel=1e-6)
+
+
 # --- a fit --------------------------------------------------------------------------------------
 
 
