@@ -22,7 +22,7 @@ from ..spec.registry import Registry
 
 ModelBuilder = Callable[..., keras.Model]
 #: Model name -> builder ``(info, **params) -> keras.Model``.
-MODELS: Registry[ModelBuilder] = Registry("model")
+MODELS: Registry[ModelBuilder] = Registry("model", providers=("multiloss.run.architectures",))
 HEAD_KINDS = ("classification", "binary", "regression", "reconstruction")
 
 
@@ -49,7 +49,8 @@ def cnn_trunk(input_shape, filters, dense: int, name: str) -> keras.Sequential:
     return keras.Sequential(stack, name=name)
 
 
-def _head(name: str, cfg: dict, features, info: dict):
+def output_head(name: str, cfg: dict, features, info: dict):
+    """The output layer of head ``name`` (its ``kind`` and ``units``) on ``features``."""
     kind = cfg.get("kind", "classification")
     if kind not in HEAD_KINDS:
         raise ValueError(f"head {name!r}: unknown kind {kind!r}; kinds: {', '.join(HEAD_KINDS)}")
@@ -73,7 +74,7 @@ def multihead_cnn(info: dict, heads: dict[str, dict], filters=(32, 64), dense: i
     """One CNN trunk with a head per entry of ``heads`` (``{name: {kind, units}}``)."""
     x = keras.Input(tuple(info["input_shape"]), name="inputs")
     features = cnn_trunk(info["input_shape"], filters, dense, "trunk")(x)
-    return keras.Model(x, {n: _head(n, dict(c or {}), features, info) for n, c in heads.items()},
+    return keras.Model(x, {n: output_head(n, dict(c or {}), features, info) for n, c in heads.items()},
                        name="multihead_cnn")
 
 
@@ -85,7 +86,7 @@ def mlp(info: dict, heads: dict[str, dict] | None = None, hidden=(128, 64)) -> k
     h = layers.Flatten()(x)
     for units in hidden:
         h = layers.Dense(units, activation="relu")(h)
-    return keras.Model(x, {n: _head(n, dict(c or {}), h, info) for n, c in heads.items()}, name="mlp")
+    return keras.Model(x, {n: output_head(n, dict(c or {}), h, info) for n, c in heads.items()}, name="mlp")
 
 
 @keras.saving.register_keras_serializable("multiloss")
