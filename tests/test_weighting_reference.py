@@ -248,3 +248,176 @@ def test_graddrop_per_element_is_the_plain_sum_in_expectation_the_batch_rule_is_
     np.testing.assert_allclose(mean, g.sum(0).ravel(), atol=2e-3 * np.abs(g).sum(0).max())
     paper = np.mean([_graddrop_paper(g, a, np.full(f, u)) for u in grid[::10]], axis=0)
     assert np.abs(paper - g.sum(0)).max() > 0.1 * np.abs(g.sum(0)).max()
+
+
+# --- GLS (Chennupati et al. CVPR Workshops 2019) --------------------------------------------------------
+
+
+def test_gls_weights_are_the_derivatives_of_the_geometric_mean():
+    from multiloss.weighting.gls import gls_weights
+
+    r = np.random.default_rng(9)
+    for t in (2, 3, 5):
+        losses = r.uniform(0.01, 30.0, size=t)
+        g = np.prod(losses) ** (1.0 / t)
+        lam = gls_weights(losses, np.ones(t), eps=0.0).numpy()
+        np.testing.assert_allclose(lam, g / (t * losses), rtol=1e-12)           # ∂G/∂L_i
+        np.testing.assert_allclose(lam @ losses, g, rtol=1e-12)                 # Σ λ_i L_i = G
+        h = 1e-6 * losses[0]                                                     # a finite difference
+        bumped = np.prod(np.r_[losses[0] + h, losses[1:]]) ** (1.0 / t)
+        np.testing.assert_allclose(lam[0], (bumped - g) / h, rtol=1e-5)
+    present = np.array([1.0, 0.0, 1.0])
+    losses = np.array([2.0, 5.0, 8.0])
+    np.testing.assert_allclose(gls_weights(losses, present, eps=0.0).numpy(), [4 / (2 * 2), 0, 4 / (2 * 8)])
+
+
+def test_gls_fit_takes_the_gradient_of_the_geometric_mean_of_the_losses():
+    r = np.random.default_rng(10)
+    x = r.normal(size=(8, 3)).astype("float32")
+    y = {"a": r.normal(size=(8, 2)).astype("float32"), "b": (10 * r.normal(size=(8, 1))).astype("float32")}
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    z = keras.layers.Dense(4, activation="tanh", name="trunk")(inp)
+    model = keras.Model(inp, {k: keras.layers.Dense(y[k].shape[1], name=k)(z) for k in "ab"})
+    ml.compile(model, {"outputs": {k: {"loss": "mse"} for k in "ab"}, "weighting": {"strategy": "gls"}},
+               optimizer=keras.optimizers.SGD(0.1))
+    with tf.GradientTape() as tape:
+        out = model(x)
+        la, lb = (tf.reduce_mean(tf.square(y[k] - out[k])) for k in "ab")
+        geometric = tf.sqrt(la * lb)                                   # (Π L_i)^{1/T}, T = 2
+    want = [w.numpy() - 0.1 * g.numpy() for w, g in zip(model.trainable_variables,
+                                                          tape.gradient(geometric, model.trainable_variables))]
+    hist = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False).history
+    for got, w in zip(model.trainable_variables, want):
+        np.testing.assert_allclose(got.numpy(), w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(hist["loss"][0], float(geometric), rtol=1e-5)
+    np.testing.assert_allclose([hist["a_weight"][0], hist["b_weight"][0]],
+                               [float(geometric / (2 * la)), float(geometric / (2 * lb))], rtol=1e-5)
+
+
+# --- FairGrad (Ban & Ji, ICML 2024) ------------------------------------------------------------------------
+
+
+def _fair(m, alpha):
+    """The paper's w: (Mw)_i = w_i^{−1/α}, by scipy fsolve in log w from the orthogonal answer."""
+    u0 = -alpha / (alpha + 1.0) * np.log(np.diag(m))
+    u = fsolve(lambda u: (m @ np.exp(u)) * np.exp(u / alpha) - 1.0, u0, xtol=1e-13)
+    w = np.exp(u)
+    assert np.abs(m @ w * w ** (1 / alpha) - 1).max() < 1e-9          # the reference converged
+    return w
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_fairgrad_solves_the_alpha_fair_equation(alpha):
+    from multiloss.weighting.fairgrad import fairgrad_weights
+
+    r = np.random.default_rng(11)
+    for t in (2, 3, 5):
+        for scale in (1e-3, 1.0, 1e3):
+            g = _grads(r, t, p=30) * r.uniform(0.2, 3.0, size=(t, 1)) * scale
+            m = g @ g.T
+            w = fairgrad_weights(m, np.ones(t), alpha).numpy()
+            np.testing.assert_allclose(w, _fair(m, alpha), rtol=1e-8)
+            d = w @ g
+            np.testing.assert_allclose(g @ d, w ** (-1 / alpha), rtol=1e-8)         # ⟨g_i, d⟩ = w_i^{−1/α}
+            np.testing.assert_allclose(d @ d, np.sum(w ** (1 - 1 / alpha)), rtol=1e-8)
+    g = _grads(r, 4, p=30)
+    w = fairgrad_weights(g @ g.T, np.array([1.0, 1.0, 0.0, 1.0]), alpha).numpy()
+    assert w[2] == 0
+    h = g[[0, 1, 3]]
+    np.testing.assert_allclose(w[[0, 1, 3]], _fair(h @ h.T, alpha), rtol=1e-8)
+
+
+def test_fairgrad_is_exact_for_gradient_norms_far_apart():
+    from multiloss.weighting.fairgrad import fairgrad_weights
+
+    r = np.random.default_rng(12)
+    g = r.normal(size=(5, 30)) * np.array([[1e-6], [1e-3], [1.0], [1e3], [1e6]])
+    m = g @ g.T
+    for alpha in (0.25, 1.0, 5.0):
+        w = fairgrad_weights(m, np.ones(5), alpha).numpy()
+        # backward error of (Mw)_i = w_i^{−1/α}, relative to the size of its terms
+        err = np.abs(m @ w - w ** (-1 / alpha)) / (np.abs(m) @ np.abs(w) + w ** (-1 / alpha))
+        assert err.max() < 1e-12, (alpha, err)
+    assert "weighting.params.alpha" in _spec_error("weighting: {strategy: fairgrad, params: {alpha: 0}}")
+
+
+# --- GLS and FairGrad in a model: the guard, saving --------------------------------------------------------
+
+
+def _small(spec, nonfinite="stop"):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    z = keras.layers.Dense(4, activation="tanh", name="trunk")(inp)
+    model = keras.Model(inp, {"a": keras.layers.Dense(2, name="a")(z), "b": keras.layers.Dense(1, name="b")(z)})
+    ml.compile(model, spec, optimizer=keras.optimizers.SGD(0.1), nonfinite=nonfinite)
+    return model
+
+
+@pytest.mark.parametrize("weighting", [{"strategy": "gls"}, {"strategy": "fairgrad", "params": {"alpha": 2.0}},
+                                       {"strategy": "fairgrad", "gradients": "representation"}])
+def test_gls_and_fairgrad_skip_a_nan_step_and_save_their_state(weighting, tmp_path):
+    spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}}, "weighting": weighting}
+    r = np.random.default_rng(1)
+    x = r.normal(size=(8, 3)).astype("float32")
+    y = {"a": r.normal(size=(8, 2)).astype("float32"), "b": r.normal(size=(8, 1)).astype("float32")}
+    y["b"][5] = np.nan                                              # the second batch of 4
+    model = _small(spec, nonfinite="skip")
+    hist = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+    assert hist["nonfinite_skipped"] == [1.0, 1.0]
+    reference = _small(spec)
+    reference.fit(x[:4], {k: v[:4] for k, v in y.items()}, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    state = model.loss.weighting.strategy.get_state()
+    np.testing.assert_allclose(state["current"], reference.loss.weighting.strategy.get_state()["current"], rtol=1e-5)
+    assert np.all(np.asarray(state["current"]) > 0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.loss.weighting.strategy.get_state() == state
+    loaded.fit(x[:4], {k: v[:4] for k, v in y.items()}, batch_size=4, epochs=1, verbose=0)
+
+
+_NEW = [{"strategy": "gls"}, {"strategy": "fairgrad", "params": {"alpha": 2.0}},
+        {"strategy": "fairgrad", "gradients": "representation"}]
+
+
+def _two_heads(weighting):
+    spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}}, "weighting": weighting}
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((3,))
+    h = keras.layers.Dense(5, activation="tanh", name="trunk")(inp)
+    z = keras.layers.Dense(4, activation="tanh", name="rep")(h)
+    model = keras.Model(inp, {"a": keras.layers.Dense(2, name="a")(z), "b": keras.layers.Dense(1, name="b")(z)})
+    return spec, model
+
+
+def _xy(n=16):
+    r = np.random.default_rng(2)
+    return (r.normal(size=(n, 3)).astype("float32"),
+            {"a": r.normal(size=(n, 2)).astype("float32"), "b": (3 * r.normal(size=(n, 1))).astype("float32")})
+
+
+def _fit(weighting, dist=None, jit=False):
+    """``(history, every parameter)`` after 2 epochs of 3 steps on uneven sample weights."""
+    x, y = _xy(8)
+    sw = np.array([1.0, 0.0, 2.0, 0.0, 5.0, 0.5, 3.0, 0.0], "float32")
+    with (dist or tf.distribute.get_strategy()).scope():
+        spec, model = _two_heads(weighting)
+        ml.compile(model, spec, optimizer=keras.optimizers.SGD(0.5), jit_compile=jit)
+    data = tf.data.Dataset.from_tensors((x, y, {"a": sw, "b": sw})).repeat(3)
+    hist = model.fit(data, epochs=2, verbose=0, shuffle=False).history
+    return hist, np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weighting", _NEW)
+def test_gls_and_fairgrad_train_the_same_under_xla_and_on_two_replicas(weighting):
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    want, params = _fit(weighting, tf.distribute.OneDeviceStrategy(cpus[0]))
+    for got, got_params in (_fit(weighting, jit=True),
+                            _fit(weighting, tf.distribute.MirroredStrategy(
+                                cpus[:2], cross_device_ops=tf.distribute.ReductionToOneDevice()))):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
+        np.testing.assert_allclose(got_params, params, rtol=1e-4, atol=1e-6)

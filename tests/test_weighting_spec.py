@@ -23,10 +23,10 @@ def _error(text: str) -> str:
     return str(info.value)
 
 
-def test_the_sixteen_strategies_are_registered_and_load_from_yaml():
+def test_the_eighteen_strategies_are_registered_and_load_from_yaml():
     assert sorted(STRATEGIES) == sorted(["static", "uncertainty", "dwa", "gradnorm", "pcgrad", "rlw",
                                          "mgda", "cagrad", "nash_mtl", "imtl_g", "gradvac", "aligned_mtl",
-                                         "upgrad", "famo", "db_mtl", "graddrop"])
+                                         "upgrad", "famo", "db_mtl", "graddrop", "gls", "fairgrad"])
     for name in STRATEGIES:
         spec = ml.load_spec(HEADS + f"weighting: {{strategy: {name}}}\n")
         composite = ml.build_loss(spec)
@@ -46,7 +46,8 @@ def test_a_spec_without_weighting_keeps_the_static_path():
 @pytest.mark.parametrize("tail,where,message", [
     ("weighting: {strategy: gradnrom}", "weighting.strategy",
      "unknown strategy 'gradnrom'; did you mean 'gradnorm' or 'graddrop'? valid: static, uncertainty, dwa, gradnorm, "
-     "pcgrad, rlw, mgda, cagrad, nash_mtl, imtl_g, gradvac, aligned_mtl, upgrad, famo, db_mtl, graddrop "
+     "pcgrad, rlw, mgda, cagrad, nash_mtl, imtl_g, gradvac, aligned_mtl, upgrad, famo, db_mtl, graddrop, gls, "
+     "fairgrad "
      "(or 'package.module:Class', or register your own with multiloss.register_strategy)"),
     ("weighting: {strategy: gradnorm, params: {alph: 1.5}}", "weighting.params.alph",
      "strategy 'gradnorm' has no parameter 'alph'; valid: alpha, lr, layer"),

@@ -13,7 +13,9 @@ from .base import Params, Strategy
 from .cagrad import CAGrad
 from .dbmtl import DBMTL
 from .dwa import DWA
+from .fairgrad import FairGrad
 from .famo import FAMO
+from .gls import GLS
 from .graddrop import GradDrop
 from .gradnorm import GradNorm
 from .gradvac import GradVac
@@ -71,7 +73,7 @@ def register_strategy(strategy, name: str | None = None):
 
 
 for _cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad, NashMTL, IMTLG, GradVac, AlignedMTL,
-             UPGrad, FAMO, DBMTL, GradDrop):
+             UPGrad, FAMO, DBMTL, GradDrop, GLS, FairGrad):
     register_strategy(_cls)
 
 
