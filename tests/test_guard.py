@@ -148,3 +148,26 @@ def test_incremental_run_stops_on_nan_with_exit_status_3(tmp_path):
     assert out.returncode == 3, out.stderr[-2000:]
     assert "Traceback" not in out.stderr and "non-finite values (NaN or Inf) in term" in out.stderr
     assert not (tmp_path / "runs" / "nan_inc" / "metrics.json").exists()
+
+
+def test_the_gradient_check_sees_every_nan_and_inf_and_passes_large_finite_values():
+    """One sum per gradient: NaN, +Inf, −Inf, +Inf with −Inf, and a NaN inside sparse (IndexedSlices)
+    gradients all make it non-finite; finite gradients up to 1e30 do not."""
+    import tensorflow as tf
+
+    from multiloss.core.guard import gradient_sum
+
+    dense = tf.ones((3, 4))
+
+    def sparse(values):
+        return tf.IndexedSlices(tf.constant(values, "float32"), tf.constant([0, 2]), tf.constant([5, 2]))
+
+    def finite(*grads):
+        return bool(tf.math.is_finite(gradient_sum(list(grads))))
+
+    for bad in (np.nan, np.inf, -np.inf):
+        assert not finite(dense, tf.constant([[1.0, bad]]))
+    assert not finite(dense, tf.constant([np.inf, -np.inf]))            # their sum is NaN
+    assert not finite(dense, sparse([[1.0, np.nan], [2.0, 3.0]]))
+    assert finite(dense, sparse([[1.0, 2.0], [2.0, 3.0]]), None, tf.fill((4, 4), 1e30))
+    assert finite()                                                      # no gradients at all
