@@ -1,9 +1,9 @@
 """Dynamic and learned loss weighting, chosen in the spec::
 
     weighting:
-      strategy: gradnorm          # static | uncertainty | dwa | rlw | famo | gradnorm | pcgrad | mgda |
-                                  # cagrad | nash_mtl | imtl_g | gradvac | aligned_mtl | upgrad | db_mtl |
-                                  # graddrop | package.module:Class
+      strategy: gradnorm          # static | uncertainty | dwa | rlw | famo | gls | gradnorm | pcgrad |
+                                  # mgda | cagrad | nash_mtl | imtl_g | gradvac | aligned_mtl | upgrad |
+                                  # fairgrad | db_mtl | graddrop | package.module:Class
       params: {alpha: 1.5, lr: 0.025}
       gradients: parameters       # or representation (MGDA-UB: one backward pass through the trunk)
     schedules:
