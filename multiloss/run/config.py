@@ -18,6 +18,7 @@ from ..spec.errors import SpecError
 from ..spec.loss_spec import LossSpec, load_spec, spec_from_data
 from ..spec.validation import Problems, check_params, did_you_mean
 from ..spec.yamlio import dump_yaml
+from .augment import AugmentList
 from .data import get_source
 from .models import get_builder
 from .monitor import Mode, resolve_mode
@@ -87,6 +88,9 @@ class TrainConfig(_Model):
         "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "
                             "checkpoint intact) or skip that batch (counted and reported).")
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    augment: AugmentList = Field(
+        default_factory=list, description="Keras random preprocessing layers applied to training batches only, "
+                                          "e.g. [{random_flip: {mode: horizontal}}]; see multiloss.run.augment.")
 
 
 class RunConfig(_Model):

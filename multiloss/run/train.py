@@ -23,9 +23,10 @@ from ..core import keras_access
 from ..core.compile import compile as ml_compile
 from ..spec.errors import SpecError
 from . import selection
+from .augment import array_batches, augmenter_for
 from .config import RunConfig, load_data, load_run_config
 from .console import table
-from .data import Part, Splits
+from .data import Part, Splits, input_shapes
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
 from .models import get_builder
@@ -70,7 +71,8 @@ def target_keys(cfg: RunConfig) -> list[str]:
 def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
     """``(x, y)`` arrays for Keras, or a dataset part batched with ``train.batch_size`` (the train split
     shuffled with the run's seed when ``train.shuffle``); ``y`` keyed by head/target name via
-    ``cfg.targets``."""
+    ``cfg.targets``.  With ``train.augment`` the train split's batches of a dataset are augmented here;
+    arrays are augmented in :func:`fit` (both checked here against the inputs' shapes)."""
     if part is None:
         return None
     names = part.element_spec()[1] if part.is_dataset else part.y
@@ -83,9 +85,11 @@ def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
                                   f"the {split} data has no target {source_key!r} for {key!r}; data targets: "
                                   f"{sorted(names)}; map it with `targets: {{{key}: <data target>}}`")],
                                 "run config")
+    augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(part)) if split == "train" else None
     if part.is_dataset:
-        return part.batches(cfg.train.batch_size, shuffle=cfg.train.shuffle and split == "train", seed=cfg.seed,
-                            targets=keys)
+        ds = part.batches(cfg.train.batch_size, shuffle=cfg.train.shuffle and split == "train", seed=cfg.seed,
+                          targets=keys)
+        return ds if augmenter is None else augmenter.dataset(ds)
     return part.x, {key: part.y[source_key] for key, source_key in keys.items()}
 
 
@@ -259,10 +263,18 @@ def plain_epoch_lines(cfg: RunConfig) -> bool:
 def fit(model: keras.Model, cfg: RunConfig, train_xy: Any, val_xy: Any, initial_epoch: int,
         callbacks: list[keras.callbacks.Callback]) -> None:
     """``model.fit`` from ``initial_epoch`` to ``train.epochs``; a dataset comes batched and shuffled
-    (:func:`prepare`), arrays are batched and shuffled here (Keras, under the run's seed)."""
+    (:func:`prepare`), arrays are batched and shuffled here (Keras, under the run's seed).  With
+    ``train.augment``, arrays go through a ``tf.data`` pipeline (shuffled with the run's seed, batched,
+    augmented; :func:`multiloss.run.augment.array_batches`), so the model itself, and its
+    ``model.keras``, hold no augmentation layer."""
     fit_args: dict[str, Any] = {"epochs": cfg.train.epochs, "initial_epoch": initial_epoch, "callbacks": callbacks,
                                 "verbose": 0 if plain_epoch_lines(cfg) else cfg.train.verbose}
-    if isinstance(train_xy, tuple):
+    arrays = isinstance(train_xy, tuple)
+    augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(Part(*train_xy))) if arrays else None
+    if augmenter is not None:
+        fit_args.update(x=array_batches(*train_xy, cfg.train.batch_size, cfg.train.shuffle, cfg.seed, augmenter),
+                        shuffle=False)
+    elif arrays:
         fit_args.update(x=train_xy[0], y=train_xy[1], batch_size=cfg.train.batch_size, shuffle=cfg.train.shuffle)
     else:
         fit_args.update(x=train_xy, shuffle=False)
