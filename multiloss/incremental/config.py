@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..core.guard import MODES
-from ..run.config import DataConfig, ModelConfig, component_problems
+from ..run.augment import AugmentList
+from ..run.config import DataConfig, component_problems
 from ..run.optim import OptimizerConfig
 from ..run.precision import Precision
 from ..spec.configfile import ConfigFile, read_config, validate_rest
@@ -23,7 +24,7 @@ from ..spec.errors import SpecError
 from ..spec.validation import pydantic_problems
 from ..spec.yamlio import dump_yaml
 from .methods import Method, get_method
-from .network import get_backbone
+from .network import get_backbone, saved_backbone
 
 
 class _Model(BaseModel):
@@ -62,6 +63,47 @@ class MethodConfig(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class BackboneConfig(_Model):
+    """The feature extractor: a backbone builder (``cnn``, ``mlp``, ``resnet18``, ...,
+    ``package.module:function``), or a saved Keras model cut at a layer (``path`` and ``features``)."""
+
+    builder: str | None = Field(None, description="cnn (the default), mlp, resnet18, resnet32, resnet50, "
+                                                  "resnet50v2, mobilenet_v2, mobilenet_v3_small or "
+                                                  "package.module:function.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = Field(None, description="A saved Keras model (.keras) whose layers up to `features` are "
+                                               "the backbone, with their saved weights (fine-tuned).")
+    features: str | None = Field(None, description="The layer of the saved model whose output is the feature "
+                                                   "vector [B, D].")
+
+    @model_validator(mode="after")
+    def _default_builder(self):
+        if self.builder is None and self.path is None:
+            self.builder = "cnn"
+        return self
+
+
+def backbone_problems(model: BackboneConfig, cf: ConfigFile) -> list[tuple[tuple, str]]:
+    """A saved model as the backbone: ``path`` (an existing file) with ``features``, and no builder."""
+    if model.path is None:
+        if model.features is not None:
+            return [(("model", "features"), "features names the layer of a saved model to cut at; give the model "
+                                            "as model.path (or leave features out)")]
+        return []
+    problems = []
+    if model.builder is not None:
+        problems.append((("model", "builder"), "give model.builder or model.path (a saved model), not both"))
+    if model.params:
+        problems.append((("model", "params"), "params are a builder's; a saved model (model.path) takes none"))
+    if not cf.resolve_path(model.path).is_file():
+        problems.append((("model", "path"), f"{model.path} is not a file; give a model saved with "
+                                            "model.save('my.keras') (relative to the working folder or this config)"))
+    if not model.features:
+        problems.append((("model", "features"), "name the layer of the saved model whose output is the feature "
+                                                "vector (e.g. the layer before its classifier)"))
+    return problems
+
+
 class StepTrainConfig(_Model):
     epochs: int = Field(5, ge=1, description="Epochs of each step's training.")
     batch_size: int = Field(128, ge=1)
@@ -74,6 +116,10 @@ class StepTrainConfig(_Model):
     nonfinite: Literal[MODES] = Field(
         "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "
                             "completed step intact) or skip that batch (counted and reported).")
+    augment: AugmentList = Field(
+        default_factory=list, description="Keras random preprocessing layers applied to every training batch "
+                                          "(new data and exemplars), e.g. [{random_flip: {mode: horizontal}}]; "
+                                          "see multiloss.run.augment.")
 
 
 class IncrementalConfig(_Model):
@@ -85,8 +131,10 @@ class IncrementalConfig(_Model):
         None, min_length=1, description="Repeat the run for each seed s (seed = scenario.order_seed = s; an "
                                         "explicit class_order is kept) in <run>/seed-<s>, and report mean ± std.")
     data: DataConfig
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(builder="cnn"),
-                               description="The feature extractor: cnn, mlp or package.module:function.")
+    model: BackboneConfig = Field(default_factory=BackboneConfig,
+                                  description="The feature extractor: {builder: cnn | mlp | ... | "
+                                              "package.module:function, params: {...}}, or a saved model "
+                                              "{path: my.keras, features: <layer name>}.")
     scenario: ScenarioConfig
     memory: MemoryConfig | None = None
     method: MethodConfig
@@ -111,10 +159,21 @@ class IncrementalConfig(_Model):
         return dump_yaml(self.model_dump(mode="json"))
 
     def fingerprint(self) -> dict:
-        """What a resumed run must share with the run it continues."""
-        return self.model_dump(mode="json", include={"seed", "data", "model", "scenario", "memory", "method",
-                                                     "optimizer", "train"},
-                               exclude={"train": {"verbose", "nonfinite"}})
+        """What a resumed run must share with the run it continues (keys at their defaults left out
+        where they are new: a run saved before them resumes)."""
+        out = self.model_dump(mode="json", include={"seed", "data", "model", "scenario", "memory", "method",
+                                                    "optimizer", "train"},
+                              exclude={"train": {"verbose", "nonfinite"}})
+        for key in ("path", "features"):
+            if out["model"][key] is None:
+                del out["model"][key]
+        if not out["train"]["augment"]:
+            del out["train"]["augment"]
+        return out
+
+    def model_path(self) -> str | None:
+        """``model.path`` resolved (relative to the working folder, else to the config's folder)."""
+        return None if self.model.path is None else str(self._file.resolve_path(self.model.path))
 
 
 def load_incremental_config(source: str | os.PathLike | dict,
@@ -123,7 +182,8 @@ def load_incremental_config(source: str | os.PathLike | dict,
     data, cf = read_config(source, overrides, "incremental config")
     cfg, problems = validate_rest(IncrementalConfig, data, cf)
     cfg._file = cf
-    problems += component_problems(cfg, get_backbone)
+    problems += component_problems(cfg, lambda name: get_backbone(name) if name is not None else saved_backbone)
+    problems += backbone_problems(cfg.model, cf)
     try:
         method_cls = get_method(cfg.method.name)
     except LookupError as exc:
@@ -149,5 +209,5 @@ def load_incremental_config(source: str | os.PathLike | dict,
     return cfg
 
 
-__all__ = ["IncrementalConfig", "ScenarioConfig", "MemoryConfig", "MethodConfig", "StepTrainConfig",
+__all__ = ["IncrementalConfig", "BackboneConfig", "ScenarioConfig", "MemoryConfig", "MethodConfig", "StepTrainConfig",
            "load_incremental_config"]

@@ -10,6 +10,8 @@ as it stands before the stage), compiles the network with the spec through
 
 from __future__ import annotations
 
+import copy
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ import keras
 import numpy as np
 
 from ..core.compile import compile as ml_compile
+from .inputs import is_records, stage_batches
 from .losses import incremental_targets
 from .memory import ExemplarMemory
 from .methods import Method, Step
@@ -36,16 +39,23 @@ class ClassData:
 
 
 class Learner:
-    """Trains an :class:`IncrementalNet` step by step; records each stage's epochs."""
+    """Trains an :class:`IncrementalNet` step by step; records each stage's epochs.
+
+    ``augment``: ``seed -> augmenter`` (a function of a batch of inputs), applied to the training
+    batches of every stage that trains the network (the memory's exemplars included), never to what
+    the network is only asked about (teacher targets without augmentation, herding features,
+    evaluation).  ``seed``: the run's seed, from which each stage's shuffling and augmentation draw.
+    """
 
     def __init__(self, net: IncrementalNet, memory: ExemplarMemory | None, train: ClassData, *,
                  epochs: int, batch_size: int,
                  optimizer: Callable[[float, int], keras.optimizers.Optimizer], verbose: int = 0,
-                 nonfinite: str = "stop"):
+                 nonfinite: str = "stop", augment: Callable[[int], Callable] | None = None, seed: int = 0):
         self.net, self.memory, self.train = net, memory, train
         self.epochs, self.batch_size, self.verbose = epochs, batch_size, verbose
         self.nonfinite = nonfinite  # see ml.compile
         self.optimizer = optimizer  # (lr_scale, steps of the stage) -> a fresh optimizer
+        self.augment, self.seed = augment, int(seed)
         self.history: list[dict] = []  # one row per stage epoch
         self.notes: dict[str, float] = {}  # figures of the current step (WA's gamma, ...)
 
@@ -57,32 +67,76 @@ class Learner:
         self.notes = {}
         self.net.expand(step.num_total)
         x, y = method.training_data(self, step)
-        self.fit("train", method.spec(step), x, y, step, extra=method.targets(self, x, y, step))
+        self.fit("train", method.spec(step), x, y, step,
+                 targets=lambda learner, xb, yb: method.targets(learner, xb, yb, step))
         if method.replay and self.memory is not None:
             self.memory.add(*self.train.of(step.new_classes), step.new_classes, features=self.net.features)
         method.finish(self, step)
 
+    def teacher(self) -> Learner:
+        """This learner with a frozen copy of the network: what per-batch targets are computed from."""
+        twin = copy.copy(self)
+        twin.net = self.net.copy()
+        return twin
+
+    def stage_seed(self, step: Step, stage: str) -> int:
+        """The seed of one stage's shuffling and augmentation: the same for a step, resumed or not."""
+        return int(np.random.default_rng([self.seed, step.index, zlib.crc32(stage.encode())]).integers(2 ** 31))
+
     def fit(self, stage: str, spec: dict, x: np.ndarray, labels: np.ndarray, step: Step, *,
             layout_old: int | None = None, epochs: int | None = None, lr_scale: float = 1.0,
-            extra: dict | None = None, model: keras.Model | None = None) -> list[dict]:
+            extra: dict | None = None, targets: Callable | None = None,
+            model: keras.Model | None = None) -> list[dict]:
         """Train one stage on ``(x, labels)`` with the loss ``spec``; returns its epoch rows.
 
         ``layout_old``: how many leading classes the ``target`` layout takes
         from the network as it is now (default: the step's old classes);
-        ``extra``: more targets by name; ``model``: train this Keras model
-        instead of the network's (BiC's bias-correction layer).
+        ``extra``: more targets by name; ``targets``: ``(learner, x, labels)
+        -> {name: target}``, targets computed from the inputs by the network as
+        it is before the stage (a method's :meth:`~Method.targets`); ``model``:
+        train this Keras model on plain arrays instead of the network's (BiC's
+        bias-correction layer; nothing is read or augmented).
+
+        Without augmentation the teacher's targets are computed once, on the
+        stage's inputs; with it, on each augmented batch, by a frozen copy of
+        the network (:meth:`teacher`), as a live teacher would see it.
         """
-        y = {"class": labels.astype("int32"), **(extra or {})}
-        if any(t.get("target") == "target" for t in spec.get("terms", [])):
-            num_old = step.num_old if layout_old is None else layout_old
-            teacher = self.net.logits(x)[:, :num_old] if num_old else None
-            y["target"] = incremental_targets(teacher, labels, num_old, step.num_total)
-        model = self.net.model() if model is None else model
+        labels = labels.astype("int32")
+        y = {"class": labels, **(extra or {})}
+        num_old = step.num_old if layout_old is None else layout_old
+        layout = any(t.get("target") == "target" for t in spec.get("terms", []))
+        own = model is None
+        augment = self.augment(self.stage_seed(step, stage)) if own and self.augment is not None else None
+        live = None
+        if augment is not None and targets is not None and not targets(self, x[:1], labels[:1]):
+            targets = None   # the method adds no targets at this stage: no teacher needed for them
+        if augment is None:
+            if layout:
+                teacher = self.net.logits(x)[:, :num_old] if num_old else None
+                y["target"] = incremental_targets(teacher, labels, num_old, step.num_total)
+            if targets is not None:
+                y.update(targets(self, x, labels))
+        elif (layout and num_old) or targets is not None:
+            frozen = self.teacher()
+
+            def live(xb: np.ndarray, rows: np.ndarray) -> dict:
+                out = targets(frozen, xb, labels[rows]) if targets is not None else {}
+                if layout:
+                    old = frozen.net.logits(xb)[:, :num_old] if num_old else None
+                    out["target"] = incremental_targets(old, labels[rows], num_old, step.num_total)
+                return out
+        elif layout:
+            y["target"] = incremental_targets(None, labels, 0, step.num_total)
+        model = self.net.model() if own else model
         epochs = self.epochs if epochs is None else epochs
         steps = -(-len(x) // self.batch_size) * epochs
         ml_compile(model, spec, optimizer=self.optimizer(lr_scale, steps), nonfinite=self.nonfinite)
-        logs = model.fit(x, y, epochs=epochs, batch_size=self.batch_size, shuffle=True,
-                         verbose=self.verbose).history
+        if own and (augment is not None or is_records(x)):
+            data = stage_batches(x, y, self.batch_size, self.stage_seed(step, stage), self.net.reader, augment, live)
+            logs = model.fit(data, epochs=epochs, shuffle=False, verbose=self.verbose).history
+        else:
+            logs = model.fit(x, y, epochs=epochs, batch_size=self.batch_size, shuffle=True,
+                             verbose=self.verbose).history
         rows = [{"step": step.index, "stage": stage, "epoch": e + 1,
                  **{k: float(v[e]) for k, v in logs.items()}} for e in range(epochs)]
         self.history += rows

@@ -14,7 +14,12 @@ A method says, for a step,
 * ``build_net(build)``: its network (one backbone and a linear classifier by
   default; PODNet's local similarity classifier, DER's growing extractors);
 * ``targets(learner, x, labels, step)``: extra targets its spec reads (the old
-  network's features for PODNet, DER's auxiliary labels).
+  network's features for PODNet, DER's auxiliary labels); computed once per
+  stage from the network before it, or, when the batches are augmented
+  (``train.augment``), for each augmented batch with ``learner.net`` a frozen
+  copy of that network;
+* ``inference_model(learner)``: the Keras model saved as ``model.keras``
+  (``inputs -> scores`` whose argmax is ``predict``'s class).
 
 Methods are registered by name (:func:`register_method`); a config may also
 name a :class:`Method` subclass by import string ``package.module:Class``.
@@ -130,6 +135,11 @@ class Method:
     def predict(self, learner: Learner, x: np.ndarray) -> np.ndarray:
         return learner.net.logits(x).argmax(axis=-1)
 
+    def inference_model(self, learner: Learner):
+        """The Keras model ``inputs -> scores`` over the seen classes whose argmax is :meth:`predict`'s
+        class (saved as ``model.keras`` after every step); by default the network's logits."""
+        return learner.net.inference_model()
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
         return f"{type(self).__name__}({params})"
@@ -222,6 +232,12 @@ class ICaRL(Method):
         feats = normalize(learner.net.features(x))
         dist = ((feats[:, None, :] - means[None, :, :]) ** 2).sum(-1)
         return np.nan_to_num(dist, nan=np.inf).argmin(axis=-1)
+
+    def inference_model(self, learner: Learner):
+        """With ``classifier: nme``, the class means of the exemplars in a layer after the backbone."""
+        if self.params.classifier == "cnn":
+            return super().inference_model(learner)
+        return learner.net.inference_model(means=class_means(learner, learner.net.num_classes))
 
 
 def class_means(learner: Learner, num_classes: int) -> np.ndarray:

@@ -31,7 +31,8 @@ from keras import layers
 
 from ..run.models import cnn_trunk
 from ..spec.registry import Registry
-from ..spec.validation import unknown_key
+from ..spec.validation import did_you_mean, unknown_key
+from .inputs import is_records
 
 BackboneBuilder = Callable[..., keras.Model]
 
@@ -169,6 +170,63 @@ def get_backbone(name: str) -> BackboneBuilder:
     return BACKBONES.get(name)
 
 
+class BackboneError(ValueError):
+    """A saved model that cannot be the backbone; ``key`` is the config key at fault (``path``, ``features``)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def vector_layers(model: keras.Model) -> list[str]:
+    """Names of ``model``'s layers (top level) whose output is one vector per example ``[B, D]``."""
+    names = []
+    for layer in model.layers[1:] if isinstance(model, keras.Sequential) else model.layers:
+        try:
+            out = layer.output
+        except (AttributeError, ValueError):
+            continue
+        if not isinstance(out, (list, tuple, dict)) and len(out.shape) == 2 \
+                and not isinstance(layer, layers.InputLayer):
+            names.append(layer.name)
+    return names
+
+
+def saved_backbone(path: str, features: str, info: dict) -> keras.Model:
+    """The saved Keras model at ``path`` from its input to the output of its layer ``features`` (a
+    feature vector ``[B, D]``), with the saved weights; :class:`BackboneError` names what is wrong."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise BackboneError("path", f"{path} is not a file; give a model saved with model.save('my.keras')")
+    try:
+        model = keras.saving.load_model(file, compile=False)
+    except Exception as exc:   # noqa: BLE001 - Keras raises many kinds for a file it cannot read
+        raise BackboneError("path", f"{path} does not load as a Keras model: {exc}") from None
+    if isinstance(model, keras.Sequential) and not model.inputs:
+        raise BackboneError("path", f"{path} is a Sequential model without an Input; it cannot be cut at a layer")
+    if len(model.inputs) != 1:
+        raise BackboneError("path", f"{path} has {len(model.inputs)} inputs; a backbone takes one (the image)")
+    valid = vector_layers(model)
+    names = [layer.name for layer in model.layers]
+    if features not in names:
+        raise BackboneError("features", f"{path} has no layer {features!r}; {did_you_mean(features, names)}"
+                                        f"valid (layers with a feature vector [B, D] output): {', '.join(valid)}")
+    out = model.get_layer(features).output
+    if features not in valid:
+        shape = tuple(getattr(out, "shape", ()))
+        raise BackboneError("features", f"the layer {features!r} of {path} outputs {shape}, not one feature vector "
+                                        f"[B, D] per example; valid: {', '.join(valid) or 'none'} (or add a "
+                                        "Flatten/GlobalAveragePooling2D layer to the model)")
+    saved_shape = tuple(model.inputs[0].shape[1:])
+    given = tuple(info.get("input_shape") or ())
+    if given and (len(saved_shape) != len(given) or any(a is not None and a != b for a, b in zip(saved_shape, given))):
+        raise BackboneError("path", f"{path} takes inputs shaped {saved_shape}, the data's are {given} "
+                                    "(image_folder: set data.params.image_size and color_mode to match)")
+    return keras.Model(model.inputs[0], out, name="backbone")
+
+
 def expand_classifier(old: layers.Dense | None, units: int, in_dim: int, *,
                       nonnegative: bool = False, bias: bool = True) -> layers.Dense:
     """A ``Dense(units)`` classifier whose first units are exactly ``old``'s.
@@ -280,6 +338,58 @@ def feature_maps(backbone: keras.Model) -> list:
     return list(last.values())
 
 
+@keras.saving.register_keras_serializable("multiloss_incremental")
+class NearestMeanScores(layers.Layer):
+    """iCaRL's nearest-mean-of-exemplars classifier as a layer: ``−‖f/‖f‖ − μ_c‖²`` for each class
+    mean ``μ_c`` (``means`` ``[K, D]``, normalised), so the argmax is the nearest mean; a class
+    without a mean (NaN) scores ``-1e30``."""
+
+    def __init__(self, means=None, units: int | None = None, dim: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.initial = None if means is None else np.asarray(means, "float32")
+        self.units = int(units if units is not None else self.initial.shape[0])
+        self.dim = int(dim if dim is not None else self.initial.shape[1])
+
+    def build(self, input_shape):
+        given = self.initial if self.initial is not None else np.zeros((self.units, self.dim), "float32")
+        self.means = self.add_weight(shape=(self.units, self.dim), name="means", trainable=False,
+                                     initializer=keras.initializers.Constant(np.nan_to_num(given)))
+        self.known = self.add_weight(shape=(self.units,), name="known", trainable=False,
+                                     initializer=keras.initializers.Constant(
+                                         (~np.isnan(given).any(axis=1)).astype("float32")))
+
+    def call(self, x):
+        from keras import ops
+
+        f = x / ops.maximum(ops.norm(x, axis=-1, keepdims=True), 1e-12)
+        dist = ops.sum((f[:, None, :] - self.means[None]) ** 2, axis=-1)
+        return ops.where(self.known[None] > 0, -dist, -1e30)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "dim": self.dim}
+
+
+def copy_layer(layer: layers.Layer, in_dim: int) -> layers.Layer:
+    """A new layer of ``layer``'s class and config, built on ``in_dim`` features, with its weights."""
+    twin = type(layer).from_config(layer.get_config())
+    twin.build((None, int(in_dim)))
+    twin.set_weights(layer.get_weights())
+    return twin
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A model of the same layers' configs with ``model``'s weights (a frozen teacher: not trainable)."""
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    twin.trainable = False
+    return twin
+
+
+def classifier_model(inputs, scores, name: str) -> keras.Model:
+    """``inputs -> scores`` with the scores named ``scores`` (what ``model.keras`` outputs)."""
+    return keras.Model(inputs, layers.Identity(name="scores")(scores), name=name)
+
+
 class IncrementalNet:
     """A backbone plus a classifier over the classes seen so far.
 
@@ -305,6 +415,8 @@ class IncrementalNet:
         self._model: keras.Model | None = None
         self._multi: keras.Model | None = None
         self.pod_sizes: list[int] = []
+        #: Reads records (an image folder's file paths) into inputs; see multiloss.incremental.inputs.
+        self.reader: Callable | None = None
         if pod:
             maps = feature_maps(backbone)
             if not maps:
@@ -350,13 +462,30 @@ class IncrementalNet:
             self._model = keras.Model(inputs, outputs, name="incremental_net")
         return self._model
 
+    def copy(self) -> IncrementalNet:
+        """The same network with its own (frozen) layers: the teacher of a stage whose batches are augmented."""
+        twin = IncrementalNet(copy_model(self.backbone), self.nonnegative_head, self.head_bias, self.head_kind,
+                              self.proxies, self._multi is not None, self.scale, self.learn_scale)
+        if self.head is not None:
+            twin.head = copy_layer(self.head, self.feature_dim)
+        twin.reader = self.reader
+        return twin
+
+    def inference_model(self, means: np.ndarray | None = None) -> keras.Model:
+        """``inputs -> scores`` over the seen classes (what ``model.keras`` holds): the classifier's
+        logits, or with ``means`` iCaRL's nearest mean of exemplars (:class:`NearestMeanScores`)."""
+        inputs = keras.Input(tuple(self.backbone.inputs[0].shape[1:]), name="inputs")
+        feats = self.backbone(inputs)
+        scores = self.head(feats) if means is None else NearestMeanScores(means, name="nearest_mean")(feats)
+        return classifier_model(inputs, scores, "incremental_classifier")
+
     def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """The classifier's logits ``[N, num_classes]`` (inference mode)."""
-        return _batched(lambda b: self.head(self.backbone(b, training=False)), x, batch_size)
+        return _batched(lambda b: self.head(self.backbone(b, training=False)), x, batch_size, self.reader)
 
     def features(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """The backbone's feature vectors ``[N, D]`` (inference mode)."""
-        return _batched(lambda b: self.backbone(b, training=False), x, batch_size)
+        return _batched(lambda b: self.backbone(b, training=False), x, batch_size, self.reader)
 
     def pooled_maps(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """The pooled intermediate feature maps ``[N, Σ (H + W)·C]`` (inference mode)."""
@@ -370,7 +499,7 @@ class IncrementalNet:
             _, *maps = self._multi(b, training=False)
             return ops.concatenate([pod_pool(m) for m in maps], axis=-1)
 
-        return _batched(pooled, x, batch_size)
+        return _batched(pooled, x, batch_size, self.reader)
 
     def get_weights(self) -> list[np.ndarray]:
         return [np.asarray(w) for w in self.model().get_weights()]
@@ -398,6 +527,7 @@ class DERNet:
         self.head: layers.Dense | None = None
         self.aux: layers.Dense | None = None
         self._model: keras.Model | None = None
+        self.reader: Callable | None = None   # as IncrementalNet.reader
 
     @property
     def num_classes(self) -> int:
@@ -406,6 +536,24 @@ class DERNet:
     @property
     def feature_dim(self) -> int:
         return sum(int(b.outputs[0].shape[-1]) for b in self.backbones)
+
+    def copy(self) -> DERNet:
+        """The same network with its own (frozen) layers (see :meth:`IncrementalNet.copy`)."""
+        twin = DERNet(self.build)
+        twin.backbones = [copy_model(b) for b in self.backbones]
+        if self.head is not None:
+            twin.head = copy_layer(self.head, self.feature_dim)
+        if self.aux is not None:
+            twin.aux = copy_layer(self.aux, int(self.backbones[-1].outputs[0].shape[-1]))
+        twin.reader = self.reader
+        return twin
+
+    def inference_model(self) -> keras.Model:
+        """``inputs -> scores``: the classifier on every extractor's features (no auxiliary classifier)."""
+        inputs = keras.Input(tuple(self.backbones[0].inputs[0].shape[1:]), name="inputs")
+        feats = [b(inputs) for b in self.backbones]
+        joined = feats[0] if len(feats) == 1 else layers.Concatenate(name="features")(feats)
+        return classifier_model(inputs, self.head(joined), "der_classifier")
 
     def expand(self, num_classes: int) -> None:
         """A new extractor (the old ones frozen), the classifier grown to ``num_classes``, a fresh
@@ -454,10 +602,10 @@ class DERNet:
         return feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=-1)
 
     def features(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        return _batched(self._features, x, batch_size)
+        return _batched(self._features, x, batch_size, self.reader)
 
     def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        return _batched(lambda b: self.head(self._features(b)), x, batch_size)
+        return _batched(lambda b: self.head(self._features(b)), x, batch_size, self.reader)
 
     def get_weights(self) -> list[np.ndarray]:
         return [np.asarray(w) for w in self.model().get_weights()]
@@ -466,14 +614,20 @@ class DERNet:
         self.model().set_weights(weights)
 
 
-def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """``fn`` over ``x`` in batches, eagerly (nothing to trace for each new shape)."""
+def _batched(fn, x: np.ndarray, batch_size: int, reader: Callable | None = None) -> np.ndarray:
+    """``fn`` over ``x`` in batches, eagerly (nothing to trace for each new shape); records (a structured
+    array: an image folder's file paths) are read into inputs by ``reader`` batch by batch."""
     if not len(x):
         raise ValueError("no samples to predict")
+    if is_records(x):
+        if reader is None:
+            raise ValueError("these inputs are records (file paths) and the network has no reader for them")
+        return np.concatenate([np.asarray(fn(reader(x[i:i + batch_size]))) for i in range(0, len(x), batch_size)])
     return np.concatenate([np.asarray(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
-__all__ = ["IncrementalNet", "DERNet", "LocalSimilarityClassifier", "expand_classifier", "expand_lsc",
+__all__ = ["IncrementalNet", "DERNet", "LocalSimilarityClassifier", "NearestMeanScores", "saved_backbone",
+           "BackboneError", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
            "align_weights", "feature_maps", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
            "resnet18", "resnet32",
            "keras_application"]

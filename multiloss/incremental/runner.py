@@ -10,6 +10,10 @@ Artifacts in ``output_dir/<name>``, each written atomically:
 * ``history.json`` / ``history.csv``: every stage's epochs with each loss
   term and weight;
 * ``accuracy.png`` and ``confusion.png``;
+* ``model.keras`` and ``classes.json``: after every step, the network as it classifies then (the
+  method's classifier: iCaRL's nearest mean of exemplars included), ``inputs -> scores`` over the
+  classes seen so far, and the name and data id of each score's class; it loads in a fresh process
+  with ``import multiloss``;
 * ``checkpoints/``: the network's weights and the exemplar memory after the
   last completed step, then ``state.json`` (written last).  ``--resume``
   continues at the step after it.
@@ -28,38 +32,55 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ..run.augment import augmenter_for
 from ..run.config import load_data
 from ..run.console import table
-from ..run.data import Part
 from ..run.kinds import RunKind, register_kind
 from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
 from ..run.rundir import RunDir
 from ..spec.errors import RunError
 from .config import IncrementalConfig, load_incremental_config
+from .inputs import split_data
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
 from .methods import Method, Step
 from .metrics import average_incremental_accuracy, class_order, confusion_matrix, forgetting, task_accuracies
-from .network import get_backbone
+from .network import BackboneError, get_backbone, saved_backbone
 from .plots import plot_accuracy, plot_confusion
 
 # --- the scenario -------------------------------------------------------------
 
 class Scenario:
-    """Data of a config as class positions, the class order and the steps' group sizes."""
+    """Data of a config as class positions, the class order and the steps' group sizes.
+
+    Any source with a ``class`` target: arrays, an ``image_folder`` (its file paths kept, the images
+    read when the network sees them) or a ``tf.data`` source (read into arrays); see
+    :mod:`multiloss.incremental.inputs`.  ``reader`` reads records into inputs (None for arrays).
+    """
 
     def __init__(self, cfg: IncrementalConfig):
         splits = load_data(cfg)
         parts = {"train": splits.train, "val": splits.val, "test": splits.test}
-        for split, part in parts.items():
-            if part is not None and (part.is_dataset or "class" not in (part.y or {})):
-                raise cfg.error([(("data", "source"), f"the {split} split must be arrays with a `class` "
-                                                      "target (class ids) for an incremental run")])
         if splits.test is None:
             raise cfg.error([(("data", "source"), "an incremental run needs a test split")])
-        labels = np.concatenate([p.y["class"] for p in parts.values() if p is not None])
+        data, self.reader = {}, None
+        for split, part in parts.items():
+            if part is None:
+                continue
+            try:
+                x, labels, reader = split_data(part, split)
+            except ValueError as exc:
+                raise cfg.error([(("data", "source"), f"{exc} (data source {cfg.data.source!r})")]) from None
+            if not len(labels):
+                raise cfg.error([(("data", "source"), f"the {split} split has no examples")])
+            self.reader = self.reader or reader
+            data[split] = (x, labels)
+        labels = np.concatenate([y for _, y in data.values()])
         num_classes = int(splits.info.get("num_classes") or labels.max() + 1)
+        if labels.max() >= num_classes:
+            raise cfg.error([(("data", "source"), f"class id {int(labels.max())} in the data, but its info gives "
+                                                  f"num_classes {num_classes}")])
         sc = cfg.scenario
         order = list(sc.class_order) if sc.class_order is not None else class_order(num_classes, sc.order_seed)
         if sorted(order) != list(range(num_classes)):
@@ -83,23 +104,41 @@ class Scenario:
         self.groups = [sc.initial] + [sc.increment] * (n_steps - 1)
         names = splits.info.get("class_names") or [str(i) for i in range(num_classes)]
         self.class_names = [str(names[c]) for c in order]
-        self.info = splits.info
+        self.info = dict(splits.info)
+        if "input_shape" not in self.info:
+            self.info["input_shape"] = tuple(int(d) for d in (self.reader.input_shape if self.reader is not None
+                                                               else data["train"][0].shape[1:]))
         position = np.empty(num_classes, "int64")
         position[np.asarray(order)] = np.arange(num_classes)
-        self.parts = {k: None if p is None else self._positions(p, position) for k, p in parts.items()}
-
-    @staticmethod
-    def _positions(part: Part, position: np.ndarray) -> ClassData:
-        return ClassData(np.asarray(part.x), position[np.asarray(part.y["class"])].astype("int32"))
+        self.parts = {k: None if k not in data else ClassData(data[k][0], position[data[k][1]].astype("int32"))
+                      for k in parts}
 
     def step(self, index: int) -> Step:
         return Step(index, tuple(self.groups[: index + 1]))
 
 
-def build_net(cfg: IncrementalConfig, info: dict, method: Method):
-    """The method's network over the config's backbone (built by ``method.build_net``)."""
+def backbone_builder(cfg: IncrementalConfig, info: dict):
+    """``() -> keras.Model``: the config's backbone (a builder, or the saved model cut at ``features``)."""
+    if cfg.model.path is not None:
+        path = cfg.model_path()
+
+        def build():
+            try:
+                return saved_backbone(path, cfg.model.features, info)
+            except BackboneError as exc:
+                raise cfg.error([(("model", exc.key), str(exc))]) from None
+
+        return build
     builder = get_backbone(cfg.model.builder)
-    return method.build_net(lambda: builder(info, **cfg.model.params))
+    return lambda: builder(info, **cfg.model.params)
+
+
+def build_net(cfg: IncrementalConfig, info: dict, method: Method, reader=None):
+    """The method's network over the config's backbone (built by ``method.build_net``); ``reader`` reads
+    records (an image folder's file paths) into inputs."""
+    net = method.build_net(backbone_builder(cfg, info))
+    net.reader = reader
+    return net
 
 
 def evaluate(method: Method, learner: Learner, data: ClassData, step: Step) -> dict:
@@ -202,16 +241,38 @@ def format_summary(summary: dict) -> str:
 
 # --- the run ----------------------------------------------------------------------
 
+def augmenter(cfg: IncrementalConfig, scenario: Scenario):
+    """``seed -> augmenter`` of ``train.augment`` for the data's inputs (None without layers); layers that
+    do not fit the inputs are a SpecError at ``train.augment`` now, before any training."""
+    shape = tuple(scenario.info["input_shape"])
+    if augmenter_for(cfg, cfg.train.augment, cfg.seed, shape) is None:
+        return None
+    return lambda seed: augmenter_for(cfg, cfg.train.augment, seed, shape)
+
+
 def make_learner(cfg: IncrementalConfig, scenario: Scenario, method: Method) -> Learner:
     """The network, memory and training settings of a run (weights as initialised)."""
-    net = build_net(cfg, scenario.info, method)
+    net = build_net(cfg, scenario.info, method, scenario.reader)
     memory = None
     if method.replay and cfg.memory is not None:
         memory = ExemplarMemory(cfg.memory.budget, cfg.memory.selection, cfg.memory.per_class, seed=cfg.seed)
     return Learner(net, memory, scenario.parts["train"], epochs=cfg.train.epochs,
                    batch_size=cfg.train.batch_size, verbose=cfg.train.verbose, nonfinite=cfg.train.nonfinite,
                    optimizer=lambda scale, steps: build_optimizer(
-                       cfg.optimizer, scale, steps if cfg.train.lr_schedule == "cosine" else None))
+                       cfg.optimizer, scale, steps if cfg.train.lr_schedule == "cosine" else None),
+                   augment=augmenter(cfg, scenario), seed=cfg.seed)
+
+
+def save_model(run: RunDir, method: Method, learner: Learner, scenario: Scenario, step: Step) -> None:
+    """``model.keras`` (inputs -> scores over the seen classes; argmax: the predicted class) and
+    ``classes.json`` (the name and data id of each score's class), the current step's, atomically."""
+    model = method.inference_model(learner)
+    run.write_with("model.keras", model.save)
+    run.write_json("classes.json", {
+        "step": step.index, "num_classes": step.num_total, "class_names": scenario.class_names[: step.num_total],
+        "class_ids": [int(c) for c in scenario.order[: step.num_total]],
+        "input_shape": [int(d) for d in scenario.info["input_shape"]], "classifier": method.classifier,
+        "scores": "model.keras outputs one score per class, in this order; the argmax is the predicted class"})
 
 
 def run_incremental(config: str | os.PathLike | dict | IncrementalConfig, overrides: list[str] | None = None,
@@ -249,6 +310,7 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
     for t in range(len(steps), len(scenario.groups)):
         record, confusion = learn_step(cfg, scenario, method, learner, t)
         steps.append(record)
+        save_model(run, method, learner, scenario, scenario.step(t))   # before state.json names the step done
         save_checkpoint(run, t, learner, {
             "step": t, "num_classes": record["num_classes"], "steps": steps, "history": learner.history,
             "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint()})
@@ -385,7 +447,8 @@ class IncrementalKind(RunKind):
         cfg = load_incremental_config(config, overrides)
         method = cfg.make_method()
         scenario = Scenario(cfg)
-        build_net(cfg, scenario.info, method)
+        backbone_builder(cfg, scenario.info)()   # a saved model cut at its layer (DER builds at its first step)
+        make_learner(cfg, scenario, method)       # the network and train.augment on the data's inputs
         return (f"incremental config {cfg.name!r}: method {method.name!r}, {len(scenario.groups)} steps of "
                 f"{scenario.groups} classes, class order {scenario.order}")
 
