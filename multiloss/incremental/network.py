@@ -181,7 +181,7 @@ class BackboneError(ValueError):
 def vector_layers(model: keras.Model) -> list[str]:
     """Names of ``model``'s layers (top level) whose output is one vector per example ``[B, D]``."""
     names = []
-    for layer in model.layers[1:] if isinstance(model, keras.Sequential) else model.layers:
+    for layer in model.layers:
         try:
             out = layer.output
         except (AttributeError, ValueError):
@@ -208,6 +208,11 @@ def saved_backbone(path: str, features: str, info: dict) -> keras.Model:
         raise BackboneError("path", f"{path} is a Sequential model without an Input; it cannot be cut at a layer")
     if len(model.inputs) != 1:
         raise BackboneError("path", f"{path} has {len(model.inputs)} inputs; a backbone takes one (the image)")
+    saved_shape = tuple(model.inputs[0].shape[1:])
+    given = tuple(info.get("input_shape") or ())
+    if given and (len(saved_shape) != len(given) or any(a is not None and a != b for a, b in zip(saved_shape, given))):
+        raise BackboneError("path", f"{path} takes inputs shaped {saved_shape}, the data's are {given} "
+                                    "(image_folder: set data.params.image_size and color_mode to match)")
     valid = vector_layers(model)
     names = [layer.name for layer in model.layers]
     if features not in names:
@@ -219,11 +224,6 @@ def saved_backbone(path: str, features: str, info: dict) -> keras.Model:
         raise BackboneError("features", f"the layer {features!r} of {path} outputs {shape}, not one feature vector "
                                         f"[B, D] per example; valid: {', '.join(valid) or 'none'} (or add a "
                                         "Flatten/GlobalAveragePooling2D layer to the model)")
-    saved_shape = tuple(model.inputs[0].shape[1:])
-    given = tuple(info.get("input_shape") or ())
-    if given and (len(saved_shape) != len(given) or any(a is not None and a != b for a, b in zip(saved_shape, given))):
-        raise BackboneError("path", f"{path} takes inputs shaped {saved_shape}, the data's are {given} "
-                                    "(image_folder: set data.params.image_size and color_mode to match)")
     return keras.Model(model.inputs[0], out, name="backbone")
 
 

@@ -1,0 +1,393 @@
+"""Class-incremental learning on users' data: PNG class folders (kept as file paths), tf.data
+sources, a saved .keras backbone cut at a layer, model.keras and classes.json after every step,
+and train.augment in both run kinds (training batches only; teachers and herding see clean images).
+
+Every image written here is 8×8 grey, ``20·class + 3·index + 2·column`` in each row: it names its
+class and index, and is not its own mirror image, so a horizontal flip shows.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from PIL import Image
+
+from multiloss.cli.commands import main
+from multiloss.incremental import ExemplarMemory, IncrementalNet, herding_order
+from multiloss.incremental import learner as learner_module
+from multiloss.incremental.config import load_incremental_config
+from multiloss.incremental.memory import normalize
+from multiloss.incremental.methods import Step
+from multiloss.incremental.network import cnn, saved_backbone
+from multiloss.incremental.runner import Scenario, make_learner
+from multiloss.run.config import load_run_config
+from multiloss.run.train import fit, load_splits, prepare
+from multiloss.spec.errors import SpecError
+
+CLASSES = ["ant", "bee", "cat", "dog"]
+
+
+def pixels(c: int, i: int) -> np.ndarray:
+    return np.tile(20 * c + 3 * i + 2 * np.arange(8), (8, 1)).astype("uint8")
+
+
+def write_folders(root: Path, per_class: int = 6) -> dict[str, np.ndarray]:
+    """``root/<class>/<i>.png`` for the four classes; ``{path: pixels in [0, 1] as [8, 8, 1]}``."""
+    made = {}
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            path = root / name / f"{i}.png"
+            Image.fromarray(pixels(c, i), "L").save(path)
+            made[str(path)] = pixels(c, i)[..., None].astype("float32") / 255
+    return made
+
+
+def read_png(path) -> np.ndarray:
+    return np.asarray(Image.open(path), "float32")[..., None] / 255
+
+
+def incremental_config(tmp_path, data: dict, **extra) -> dict:
+    cfg = {"name": "mine", "seed": 0, "data": data,
+           "model": {"builder": "cnn", "params": {"filters": [4], "dense": 8}},
+           "scenario": {"class_order": [2, 0, 3, 1], "initial": 2, "increment": 2},
+           "memory": {"per_class": 2}, "method": {"name": "replay"},
+           "optimizer": {"name": "sgd", "params": {"learning_rate": 0.05}},
+           "train": {"epochs": 1, "batch_size": 4}, "output_dir": str(tmp_path / "runs")}
+    cfg.update(extra)
+    return cfg
+
+
+def folder_data(root: Path) -> dict:
+    return {"source": "image_folder", "params": {"path": str(root), "color_mode": "grayscale",
+                                                 "val_fraction": 0.0, "test_fraction": 0.25}}
+
+
+# --- image folders: file paths, read when the network sees them -----------------------------------
+
+
+def test_image_folder_scenario_keeps_file_paths(tmp_path):
+    made = write_folders(tmp_path / "images")
+    scenario = Scenario(load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"))))
+    assert scenario.class_names == ["cat", "ant", "dog", "bee"]          # class_order [2, 0, 3, 1], by folder name
+    train, test = scenario.parts["train"], scenario.parts["test"]
+    assert train.x.dtype.names == ("path", "label") and len(train.x) + len(test.x) == 24   # 18 + 6, no pixels
+    for part in (train, test):
+        for (path, label), position in zip(part.x, part.y):
+            assert CLASSES[label] == Path(path).parent.name                # the folder's class id ...
+            assert scenario.class_names[position] == Path(path).parent.name   # ... as its position in the order
+    rows = train.x[[5, 0, 11]]
+    np.testing.assert_allclose(scenario.reader(rows), np.stack([made[p] for p in rows["path"]]), atol=1e-6)
+    assert scenario.info["input_shape"] == (8, 8, 1)
+
+
+def test_memory_of_file_paths_herds_on_the_features(tmp_path):
+    write_folders(tmp_path / "images")
+    cfg = load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                                                     memory={"per_class": 3}, method={"name": "icarl"}))
+    scenario = Scenario(cfg)
+    learner = make_learner(cfg, scenario, cfg.make_method())
+    x, y = scenario.parts["train"].x, scenario.parts["train"].y
+    learner.memory.add(x, y, [0, 1], features=learner.net.features)
+    for c in (0, 1):                       # herding on the features of the images read independently
+        rows = np.flatnonzero(y == c)
+        images = np.stack([read_png(p) for p in x["path"][rows]])
+        feats = np.asarray(learner.net.backbone(images, training=False))
+        expected = x["path"][rows[herding_order(normalize(feats), 3)]]
+        assert learner.memory.exemplars(c)["path"].tolist() == expected.tolist()
+    learner.memory.save(tmp_path / "memory.npz")                             # paths in the file, no pickle
+    loaded = ExemplarMemory.load(tmp_path / "memory.npz")
+    assert loaded.exemplars(1)["path"].tolist() == learner.memory.exemplars(1)["path"].tolist()
+    assert np.load(tmp_path / "memory.npz", allow_pickle=False)["class_0"].dtype.names == ("path", "label")
+
+
+# --- a user's tf.data source ---------------------------------------------------------------------
+
+def examples(n: int, offset: int):
+    """``n`` examples per class of 4: x is [3] = (class, index, offset), y the class id."""
+    c = np.repeat(np.arange(4), n).astype("int32")
+    x = np.stack([c, np.tile(np.arange(n), 4), np.full(4 * n, offset)], axis=1).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((x, {"class": c}))
+
+
+def tf_data_source():
+    return {"train": examples(5, 0), "test": examples(2, 1), "info": {"class_names": ["w", "x", "y", "z"]}}
+
+
+def no_class_target():
+    ds = examples(2, 0).map(lambda x, y: (x, {"kind": y["class"]}))
+    return {"train": ds, "test": ds}
+
+
+def test_a_tf_data_source_is_read_into_arrays(tmp_path):
+    cfg = load_incremental_config(incremental_config(tmp_path, {"source": "test_incremental_user_data:tf_data_source"},
+                                                     model={"builder": "mlp", "params": {"hidden": [4]}}))
+    scenario = Scenario(cfg)
+    train = scenario.parts["train"]
+    assert train.x.shape == (20, 3) and scenario.class_names == ["y", "w", "z", "x"]
+    order = np.asarray(scenario.order)
+    np.testing.assert_array_equal(order[train.y], train.x[:, 0])           # position -> class id = x's first value
+    assert scenario.parts["val"] is None and len(scenario.parts["test"].x) == 8
+    with pytest.raises(SpecError, match=r"data.source: the train split has no `class` target \(class ids\); its "
+                                        r"targets: \['kind'\]"):
+        Scenario(load_incremental_config(incremental_config(
+            tmp_path, {"source": "test_incremental_user_data:no_class_target"}, model={"builder": "mlp"})))
+
+
+# --- a saved Keras model as the backbone ----------------------------------------------------------
+
+def two_head_model(filters: int = 3, units: int = 5) -> keras.Model:
+    x = keras.Input((8, 8, 1), name="inputs")
+    h = keras.layers.Conv2D(filters, 3, activation="relu", name="conv")(x)
+    f = keras.layers.Dense(units, activation="relu", name="embedding")(keras.layers.Flatten(name="flat")(h))
+    return keras.Model(x, {"class": keras.layers.Dense(4, name="class")(f),
+                           "score": keras.layers.Dense(1, name="score")(f)})
+
+
+def test_a_saved_model_is_cut_at_its_layer(tmp_path):
+    model = two_head_model()
+    model.save(tmp_path / "mine.keras")
+    backbone = saved_backbone(str(tmp_path / "mine.keras"), "embedding", {"input_shape": (8, 8, 1)})
+    x = np.random.default_rng(0).random((3, 8, 8, 1)).astype("float32")
+    kernel, bias = model.get_layer("conv").get_weights()          # the saved weights, by hand
+    conv = np.maximum(np.stack([[[(x[n, r:r + 3, c:c + 3, 0][..., None] * kernel[..., 0, :]).sum((0, 1)) + bias
+                                  for c in range(6)] for r in range(6)] for n in range(3)]), 0)
+    w, b = model.get_layer("embedding").get_weights()
+    np.testing.assert_allclose(backbone(x), np.maximum(conv.reshape(3, -1) @ w + b, 0), rtol=1e-5, atol=1e-6)
+    assert [layer.name for layer in backbone.layers] == ["inputs", "conv", "flat", "embedding"]   # heads cut off
+
+
+def test_model_path_errors_name_the_key_and_the_valid_layers(tmp_path):
+    write_folders(tmp_path / "images", per_class=2)
+    two_head_model().save(tmp_path / "mine.keras")
+
+    def check(model, pattern):
+        with pytest.raises(SpecError, match=pattern):
+            cfg = load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"), model=model))
+            make_learner(cfg, Scenario(cfg), cfg.make_method())
+
+    path = str(tmp_path / "mine.keras")
+    check({"path": path, "features": "embeding"},
+          rf"model.features: {path} has no layer 'embeding'; did you mean 'embedding'\? valid \(layers with a "
+          r"feature vector \[B, D\] output\): flat, embedding, class, score")
+    check({"path": path, "features": "conv"},
+          r"model.features: the layer 'conv' of .* outputs \(None, 6, 6, 3\), not one feature vector \[B, D\] per "
+          r"example; valid: flat, embedding, class, score")
+    check({"path": str(tmp_path / "none.keras"), "features": "embedding"}, r"model.path: .*none.keras is not a file")
+    check({"path": path}, r"model.features: name the layer of the saved model whose output is the feature vector")
+    check({"path": path, "features": "embedding", "builder": "cnn"}, r"model.builder: give model.builder or "
+                                                                    r"model.path \(a saved model\), not both")
+    (tmp_path / "big").mkdir()
+    keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Flatten(name="flat")]).save(tmp_path / "big" / "m.keras")
+    check({"path": str(tmp_path / "big" / "m.keras"), "features": "flat"},
+          r"model.path: .*m.keras takes inputs shaped \(16, 16, 1\), the data's are \(8, 8, 1\)")
+
+
+# --- augment ---------------------------------------------------------------------------------------
+
+FLIP = [{"random_flip": {"mode": "horizontal"}}]
+
+
+def flipped_or_not(batch: np.ndarray, originals: np.ndarray) -> np.ndarray:
+    """Per example: True if it is its original mirrored left-right, False if unchanged (else fail)."""
+    out = []
+    for b, o in zip(batch, originals):
+        same, mirror = np.allclose(b, o), np.allclose(b, o[:, ::-1])
+        assert same != mirror, "an example is its original or its mirror image"
+        out.append(mirror)
+    return np.asarray(out)
+
+
+def train_config(tmp_path, data: dict, **train) -> dict:
+    return {"name": "folder", "seed": 0, "data": data, "output_dir": str(tmp_path / "runs"),
+            "model": {"builder": "multihead_cnn", "params": {"filters": [2], "dense": 4,
+                                                             "heads": {"class": {"kind": "classification"}}}},
+            "loss": {"outputs": {"class": {"loss": "sparse_categorical_crossentropy"}}},
+            "train": {"epochs": 1, "batch_size": 4, "verbose": 2, **train}}
+
+
+def test_augment_changes_train_batches_only_seeded(tmp_path):
+    write_folders(tmp_path / "images")
+    data = {"source": "image_folder", "params": {"path": str(tmp_path / "images"), "color_mode": "grayscale",
+                                                 "val_fraction": 0.25, "test_fraction": 0.0}}
+
+    def batches(augment, split, seed=0):
+        cfg = load_run_config(train_config(tmp_path, data, shuffle=False, augment=augment))
+        cfg.seed = seed
+        return [(x.numpy(), y["class"].numpy()) for x, y in prepare(getattr(load_splits(cfg), split), cfg, split)]
+
+    plain, flipped = batches([], "train"), batches(FLIP, "train")
+    mirrored = np.concatenate([flipped_or_not(f[0], p[0]) for f, p in zip(flipped, plain)])
+    assert 0 < mirrored.sum() < len(mirrored)                           # some flipped, some not
+    assert all((f[1] == p[1]).all() for f, p in zip(flipped, plain))   # targets untouched
+    again = batches(FLIP, "train")
+    assert all(np.array_equal(a[0], f[0]) for a, f in zip(again, flipped))            # the run's seed: the same draws
+    other = np.concatenate([flipped_or_not(f[0], p[0]) for f, p in zip(batches(FLIP, "train", seed=1),
+                                                                         batches([], "train", seed=1))])
+    assert not np.array_equal(other, mirrored)                        # (the seed draws the split too)
+    val_plain, val_aug = batches([], "val"), batches(FLIP, "val")
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(val_aug, val_plain))        # validation: never augmented
+
+    # Arrays: fit feeds Keras a seeded, batched, augmented pipeline; the arrays themselves stay as they were.
+    cfg = load_run_config(train_config(tmp_path, {"source": "digits"}, shuffle=False, augment=FLIP))
+    x = np.stack([pixels(c, i)[..., None] / 255 for c in range(4) for i in range(3)]).astype("float32")
+    y = {"class": np.repeat(np.arange(4), 3).astype("int32")}
+    seen = {}
+
+    class Capture:
+        def fit(self, **kwargs):
+            seen.update(kwargs)
+
+    fit(Capture(), cfg, (x, y), None, 0, [])
+    got = [(b.numpy(), t["class"].numpy()) for b, t in seen["x"]]
+    assert [len(b) for b, _ in got] == [4, 4, 4] and "y" not in seen
+    mirror = flipped_or_not(np.concatenate([b for b, _ in got]), x)
+    assert 0 < mirror.sum() < 12 and np.array_equal(np.concatenate([t for _, t in got]), y["class"])
+    assert x[0, 0, 0, 0] == 0                                           # the arrays are not changed in place
+
+
+def test_augment_errors_name_the_entry(tmp_path):
+    write_folders(tmp_path / "images", per_class=2)
+    bad = incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                             train={"augment": [{"random_flip": {"mode": "horizontal"}}, {"random_fip": None},
+                                                {"random_translation": {"height_factor": 0.1, "widht_factor": 0.1}}]})
+    (tmp_path / "inc.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    with pytest.raises(SpecError) as info:
+        load_incremental_config(tmp_path / "inc.yaml")
+    text = str(info.value)
+    assert "train.augment.1.random_fip: unknown augmentation layer 'random_fip'; did you mean 'random_flip'" in text
+    assert "train.augment.2.random_translation.widht_factor: unknown parameter 'widht_factor'; did you mean " \
+           "'width_factor' or 'height_factor'?" in text
+    assert "train.augment.2.random_translation: random_translation needs `width_factor`" in text
+    # A crop smaller than the images would feed the model a size it never sees at evaluation.
+    cfg = load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                                                     train={"augment": [{"random_crop": {"height": 6, "width": 6}}]}))
+    with pytest.raises(SpecError, match=r"train.augment.0.random_crop: the augmentations turn inputs shaped "
+                                        r"\(8, 8, 1\) into \(6, 6, 1\); they must keep the shape"):
+        make_learner(cfg, Scenario(cfg), cfg.make_method())
+    padded = load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                                                        train={"augment": [{"random_crop": {"padding": 2}}]}))
+    augment = make_learner(padded, Scenario(padded), padded.make_method()).augment(0)
+    ones = np.ones((16, 8, 8, 1), "float32")
+    out = np.asarray(augment(ones))                      # pad 2 zeros, crop 8×8 back: zeros show at some edges
+    assert out.shape == ones.shape and (out == 0).any() and set(np.unique(out)) <= {0.0, 1.0}
+
+
+def test_incremental_batches_augmented_teacher_on_the_augmented_batch(tmp_path, monkeypatch):
+    """Step 1 of LwF with every image mirrored: each batch is its rows mirrored, and the layout's old
+    columns are the logits of the network as it was before the stage, on those mirrored images."""
+    made = write_folders(tmp_path / "images")
+    cfg = load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"), memory=None,
+                                                     method={"name": "lwf"}))
+    scenario = Scenario(cfg)
+    learner = make_learner(cfg, scenario, cfg.make_method())
+    learner.augment = lambda seed: (lambda x: x[:, :, ::-1])      # a flip of every image, to check exactly
+    learner.run_step(cfg.make_method(), scenario.step(0))
+    learner.net.expand(4)
+    before = [w.copy() for w in learner.net.get_weights()]
+    made_batches = []
+    real = learner_module.stage_batches
+
+    def recording(*args, **kwargs):
+        made_batches.append(real(*args, **kwargs))
+        return made_batches[-1]
+
+    monkeypatch.setattr(learner_module, "stage_batches", recording)
+    x, labels = learner.train.of([2, 3])
+    step = Step(1, (2, 2))
+    learner.fit("train", cfg.make_method().spec(step), x, labels, step)
+    assert any(not np.allclose(a, b) for a, b in zip(before, learner.net.get_weights()))   # it trained
+    old = IncrementalNet(cnn(scenario.info, filters=[4], dense=8))     # the network before the stage, rebuilt
+    old.expand(4)
+    old.set_weights(before)
+    rows_seen = []
+    for xb, yb in made_batches[0].as_numpy_iterator():
+        originals = np.stack([made[str(p)] for p in x["path"]])
+        match = [int(np.flatnonzero([np.allclose(b[:, ::-1], o) for o in originals])[0]) for b in xb]
+        rows_seen += match
+        np.testing.assert_allclose(yb["target"][:, :2], np.asarray(old.logits(xb))[:, :2], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(yb["target"][:, 2:], np.eye(4)[labels[match]][:, 2:])
+    assert sorted(rows_seen) == list(range(len(x)))                  # every row once an epoch
+
+
+def test_herding_and_the_teacher_see_unaugmented_images(tmp_path):
+    write_folders(tmp_path / "images")
+    cfg = load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                                                     method={"name": "icarl"}, train={"epochs": 1, "batch_size": 4,
+                                                                                     "augment": FLIP}))
+    scenario = Scenario(cfg)
+    learner = make_learner(cfg, scenario, cfg.make_method())
+    learner.run_step(cfg.make_method(), scenario.step(0))
+    x, y = scenario.parts["train"].x, scenario.parts["train"].y
+    for c in (0, 1):                          # after training: herding on the clean images' features
+        rows = np.flatnonzero(y == c)
+        feats = np.asarray(learner.net.backbone(np.stack([read_png(p) for p in x["path"][rows]]), training=False))
+        assert learner.memory.exemplars(c)["path"].tolist() == x["path"][rows[herding_order(normalize(feats), 2)]].tolist()
+
+
+# --- end to end: folders, a saved backbone, model.keras in a fresh process ------------------------------------------
+
+LOAD = textwrap.dedent("""\
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    import multiloss, keras
+    from PIL import Image
+    run, images = Path(sys.argv[1]), Path(sys.argv[2])
+    model = keras.saving.load_model(run / "model.keras")
+    names = json.loads((run / "classes.json").read_text())["class_names"]
+    files = [Path(f) for f in json.loads((run / "test_files.json").read_text())]
+    x = np.stack([np.asarray(Image.open(f), "float32")[..., None] / 255 for f in files])
+    scores = np.asarray(model.predict(x, verbose=0))
+    print(json.dumps({"shape": list(scores.shape), "predicted": [names[i] for i in scores.argmax(-1)]}))
+""")
+
+
+@pytest.mark.slow
+def test_folders_and_a_saved_backbone_end_to_end(tmp_path):
+    made = write_folders(tmp_path / "images", per_class=10)
+    keras.utils.set_random_seed(0)
+    model = two_head_model(filters=8, units=16)      # the user's network, trained on two of the classes first
+    first = [p for p in made if Path(p).parent.name in ("cat", "ant")]
+    model.compile("adam", {"class": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "score": "mse"})
+    model.fit(np.stack([made[p] for p in first]), {"class": np.asarray([CLASSES.index(Path(p).parent.name)
+                                                                        for p in first]),
+                                                   "score": np.zeros(len(first))}, epochs=30, verbose=0)
+    model.save(tmp_path / "mine.keras")
+    cfg = incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                             model={"path": str(tmp_path / "mine.keras"), "features": "embedding"},
+                             method={"name": "icarl"}, memory={"per_class": 3},
+                             train={"epochs": 15, "batch_size": 8, "augment": FLIP})
+    (tmp_path / "inc.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    scenario = Scenario(load_incremental_config(tmp_path / "inc.yaml"))
+    test_files = scenario.parts["test"].x["path"].tolist()
+    truth = [Path(f).parent.name for f in test_files]
+    run = tmp_path / "runs" / "mine"
+    (tmp_path / "script.py").write_text(LOAD)
+    for steps in (1, 2):      # after step 0 (2 classes), then after step 1 (4 classes)
+        assert main(["incremental", str(tmp_path / "inc.yaml"), "--set", f"scenario.steps={steps}",
+                     *(["--overwrite"] if steps == 2 else [])]) == 0
+        metrics = json.loads((run / "metrics.json").read_text())
+        classes = json.loads((run / "classes.json").read_text())
+        assert classes["class_names"] == ["cat", "ant", "dog", "bee"][: 2 * steps]
+        assert classes["class_ids"] == [2, 0, 3, 1][: 2 * steps] and classes["classifier"] == "nme"
+        (run / "test_files.json").write_text(json.dumps(test_files))
+        out = subprocess.run([sys.executable, str(tmp_path / "script.py"), str(run), str(tmp_path / "images")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        seen = [i for i, t in enumerate(truth) if t in classes["class_names"]]
+        assert got["shape"] == [len(truth), 2 * steps]
+        accuracy = np.mean([got["predicted"][i] == truth[i] for i in seen])
+        assert accuracy == pytest.approx(metrics["last_accuracy"])       # the saved model is the evaluated one
+    assert metrics["last_accuracy"] > 0.5
+    memory = ExemplarMemory.load(run / "checkpoints" / json.loads((run / "checkpoints" / "state.json").read_text())
+                                 ["memory"])
+    assert all(Path(p).is_file() for c in memory.classes for p in memory.exemplars(c)["path"])
