@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 import yaml
 from PIL import Image
+from test_data_sources import run_config
 
 from multiloss.cli.commands import main
 from multiloss.incremental import ExemplarMemory, IncrementalNet, herding_order
@@ -205,21 +206,13 @@ def flipped_or_not(batch: np.ndarray, originals: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def train_config(tmp_path, data: dict, **train) -> dict:
-    return {"name": "folder", "seed": 0, "data": data, "output_dir": str(tmp_path / "runs"),
-            "model": {"builder": "multihead_cnn", "params": {"filters": [2], "dense": 4,
-                                                             "heads": {"class": {"kind": "classification"}}}},
-            "loss": {"outputs": {"class": {"loss": "sparse_categorical_crossentropy"}}},
-            "train": {"epochs": 1, "batch_size": 4, "verbose": 2, **train}}
-
-
 def test_augment_changes_train_batches_only_seeded(tmp_path):
     write_folders(tmp_path / "images")
     data = {"source": "image_folder", "params": {"path": str(tmp_path / "images"), "color_mode": "grayscale",
                                                  "val_fraction": 0.25, "test_fraction": 0.0}}
 
     def batches(augment, split, seed=0):
-        cfg = load_run_config(train_config(tmp_path, data, shuffle=False, augment=augment))
+        cfg = load_run_config(run_config(tmp_path, data, shuffle=False, augment=augment))
         cfg.seed = seed
         return [(x.numpy(), y["class"].numpy()) for x, y in prepare(getattr(load_splits(cfg), split), cfg, split)]
 
@@ -236,7 +229,7 @@ def test_augment_changes_train_batches_only_seeded(tmp_path):
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(val_aug, val_plain))        # validation: never augmented
 
     # Arrays: fit feeds Keras a seeded, batched, augmented pipeline; the arrays themselves stay as they were.
-    cfg = load_run_config(train_config(tmp_path, {"source": "digits"}, shuffle=False, augment=FLIP))
+    cfg = load_run_config(run_config(tmp_path, {"source": "digits"}, shuffle=False, augment=FLIP))
     x = np.stack([pixels(c, i)[..., None] / 255 for c in range(4) for i in range(3)]).astype("float32")
     y = {"class": np.repeat(np.arange(4), 3).astype("int32")}
     seen = {}
