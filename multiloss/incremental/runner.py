@@ -303,7 +303,8 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
         steps, learner.history = list(state["steps"]), list(state["history"])
         confusion = np.asarray(state["confusion"]) if state.get("confusion") else None
         say(f"resuming {cfg.name} after step {state['step']}")
-    say(f"{cfg.name}: {method!r}, class order {scenario.order}, steps of {scenario.groups} classes")
+    names = f" ({', '.join(scenario.class_names)})" if len(scenario.class_names) <= 20 else ""
+    say(f"{cfg.name}: {method!r}, class order {scenario.order}{names}, steps of {scenario.groups} classes")
     if cfg.memory is not None and not method.replay:
         say(f"note: {method.name} keeps no exemplars; `memory` is not used")
 
@@ -315,7 +316,8 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
             "step": t, "num_classes": record["num_classes"], "steps": steps, "history": learner.history,
             "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint()})
         write_artifacts(run, summarize(cfg, scenario, method, steps, confusion), learner.history)
-        say(f"step {t}: {record['num_classes']} classes, accuracy {record['accuracy']:.4f} "
+        new = f" (new: {', '.join(record['classes'])})" if len(record["classes"]) <= 10 else ""
+        say(f"step {t}: {record['num_classes']} classes{new}, accuracy {record['accuracy']:.4f} "
             f"(tasks {' '.join(f'{a:.3f}' for a in record['task_accuracy'])}), {record['seconds']:.1f} s")
 
     summary = summarize(cfg, scenario, method, steps, confusion)
