@@ -37,6 +37,11 @@ def cmd_validate(args) -> int:
 
     path = Path(args.file)
     data, _ = read_config(path, what="YAML file")
+    if _is_sweep(data):
+        from ..run.sweep import check_sweep
+
+        print(f"{path}: OK ({check_sweep(path, args.set)})")
+        return 0
     kind = config_kind(data)
     if kind == "spec":
         spec = _load(path)
@@ -247,11 +252,49 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _is_sweep(data) -> bool:
+    from ..run.sweep_config import is_sweep_file
+
+    return is_sweep_file(data)
+
+
+def cmd_sweep(args) -> int:
+    """``multiloss sweep SWEEP.yaml``, ``sweep show SWEEP_DIR``, ``sweep best SWEEP_DIR --pick ...``."""
+    from ..spec.errors import RunError
+
+    action, rest = args.target, [args.sweep_dir] if args.sweep_dir else []
+    if action in ("show", "best"):
+        if len(rest) != 1:
+            raise RunError(f"usage: multiloss sweep {action} SWEEP_DIR" + (" [--pick NAME=WEIGHT,...]"
+                                                                          if action == "best" else ""))
+        from ..run.sweep import best_config, show_sweep
+
+        if action == "show":
+            show_sweep(rest[0])
+        else:
+            best_config(rest[0], args.pick, args.out)
+        return 0
+    if rest:
+        raise RunError(f"multiloss sweep takes one sweep file, got {action} {args.sweep_dir} (or: sweep show "
+                       "SWEEP_DIR, sweep best SWEEP_DIR)")
+    from ..run.sweep import run_sweep
+
+    run_sweep(action, args.set, workers=args.workers, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_baselines(args) -> int:
+    from ..run.sweep_baselines import run_baselines
+
+    run_baselines(args.config, args.set, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
 #: Commands other than the run kinds' (``train``, ``incremental``: :func:`cmd_run`).
 COMMANDS = {
     "validate": cmd_validate, "describe": cmd_describe, "schema": cmd_schema, "check": cmd_check,
     "evaluate": cmd_evaluate, "plot": cmd_plot, "compare": cmd_compare, "quickstart": cmd_quickstart,
-    "export": cmd_export, "predict": cmd_predict,
+    "export": cmd_export, "predict": cmd_predict, "sweep": cmd_sweep, "baselines": cmd_baselines,
 }
 
 

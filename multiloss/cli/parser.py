@@ -40,6 +40,33 @@ def _run_options(p: argparse.ArgumentParser, what: str) -> None:
                    help="override a config field (repeatable), e.g. --set train.epochs=3")
 
 
+def _sweep_parsers(sub) -> None:
+    """``multiloss sweep`` (run, show, best) and ``multiloss baselines``."""
+    sw = sub.add_parser(
+        "sweep", help="search loss weights, strategies and any config path with Optuna; the Pareto front "
+                      "across tasks",
+        description="multiloss sweep SWEEP.yaml runs a sweep (each trial an ordinary run in SWEEP_DIR/trial-NNNN); "
+                    "multiloss sweep show SWEEP_DIR reprints its summary; multiloss sweep best SWEEP_DIR "
+                    "--pick depth=0.7,seg=0.3 writes the picked front trial's run config.")
+    sw.add_argument("target", metavar="SWEEP.yaml|show|best", help="a sweep file to run, or show / best")
+    sw.add_argument("sweep_dir", nargs="?", metavar="SWEEP_DIR", help="show, best: the sweep's folder")
+    sw.add_argument("--workers", type=int, default=1, help="trial processes at once on this machine (default 1)")
+    sw.add_argument("--resume", action="store_true",
+                    help="continue the sweep's study (also: join a sweep that is running in the folder)")
+    sw.add_argument("--overwrite", action="store_true",
+                    help="replace the sweep in the folder, and its study (without it, or --resume, an existing "
+                         "sweep is never touched)")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a field of the sweep file (repeatable), e.g. --set trials=8")
+    sw.add_argument("--pick", metavar="OBJECTIVE=WEIGHT,...",
+                    help="best: how much each objective counts, e.g. depth=0.7,seg=0.3 (default: equally)")
+    sw.add_argument("--out", help="best: where to write the run config (default: SWEEP_DIR/best.yaml)")
+    b = sub.add_parser("baselines", help="train one single-task run per head: the reference Δm%% is measured "
+                                         "against")
+    b.add_argument("config", help="run config YAML")
+    _run_options(b, "checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="multiloss", description="Multi-task loss composition for Keras 3: "
                                 "one YAML spec, final_loss = Σ wᵢ·lossᵢ, every term logged.")
@@ -90,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run a class-incremental scenario from a config.")
     inc.add_argument("config", help="incremental config YAML (see configs/incremental_*.yaml)")
     _run_options(inc, "completed step")
+    _sweep_parsers(sub)
     q = sub.add_parser("quickstart", help="train the three-head digits example end to end")
     q.add_argument("--out", default="runs/quickstart")
     q.add_argument("--epochs", type=int, default=15)
