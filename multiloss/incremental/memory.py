@@ -13,6 +13,12 @@ Two regimes:
 Exemplars are kept in selection order, so trimming keeps a prefix: with
 ``herding`` (Rebuffi et al. 2017) the samples whose running mean best
 approximates the class mean, with ``random`` a seeded random draw.
+
+What is kept is the rows of the training data as the run holds them: the
+inputs, or for an ``image_folder`` the records ``(path, label)`` (a numpy
+structured array; see :mod:`multiloss.incremental.inputs`), which the
+network's feature function reads, so herding sees the images' features
+while the memory and its ``.npz`` hold file paths.
 """
 
 from __future__ import annotations
