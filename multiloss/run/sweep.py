@@ -101,7 +101,9 @@ def pruner_of(sweep: Sweep):
     pruning = sweep.config.pruning
     if len(sweep.objectives) > 1 or not pruning.enabled:
         return opt.pruners.NopPruner()
-    return opt.pruners.MedianPruner(n_startup_trials=pruning.startup_trials, n_warmup_steps=pruning.warmup_epochs)
+    # steps are epochs counted from 1: epochs 1..warmup_epochs are never pruned
+    return opt.pruners.MedianPruner(n_startup_trials=pruning.startup_trials,
+                                    n_warmup_steps=pruning.warmup_epochs + 1)
 
 
 @contextlib.contextmanager
@@ -133,6 +135,8 @@ def open_study(sweep: Sweep, folder: Path, *, resume: bool, overwrite: bool):
     new = sweep.fingerprint()
     if old is None:
         study.set_user_attr("sweep", new)
+        for point in sweep.config.enqueue:      # tried first, in order; keys left out are sampled
+            study.enqueue_trial(point, skip_if_exists=True)
     elif old != new:
         changed = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
         raise sweep.error([((k,), "differs from the sweep being resumed; resume with the same sweep (only "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import atomic
 from .config import RunConfig, load_run_config
+from .rundir import compact_floats
 
 
 def tasks(cfg: RunConfig) -> dict[str, list[str]]:
@@ -69,7 +70,8 @@ def run_baselines(config: str | os.PathLike, overrides: list[str] | None = None,
                     values[prefix + key] = float(metrics[split][key])
         runs[task] = str(folder / task)
     path = folder / "baselines.json"
-    atomic.write_text(path, json.dumps({"run": str(Path(config)), "runs": runs, "values": values}, indent=1) + "\n")
+    atomic.write_text(path, json.dumps(compact_floats({"run": str(Path(config)), "runs": runs, "values": values}),
+                                       indent=1) + "\n")
     say(f"wrote {path}: {len(values)} single-task values; give it to a sweep as `baselines: {path}`")
     return path
 

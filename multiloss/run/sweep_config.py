@@ -118,6 +118,9 @@ class SweepConfig(_Model):
     baselines: str | dict[str, float] | None = Field(
         None, description="Single-task values for Δm%: the baselines.json `multiloss baselines` wrote, or "
                           "{objective: value}.")
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list, description="Points tried first, each {space key: value} (e.g. the run's own "
+                                          "weights, to see them beside the front); keys left out are sampled.")
     output_dir: str = "sweeps"
 
 
@@ -174,7 +177,8 @@ class Sweep:
 
     def fingerprint(self) -> dict:
         """What a resumed sweep must share with the study it continues: all but trials and output."""
-        return self.config.model_dump(mode="json", exclude={"trials", "output_dir", "storage", "baselines"})
+        return self.config.model_dump(mode="json", exclude_defaults=True,
+                                      exclude={"trials", "output_dir", "storage", "baselines", "enqueue"})
 
     def to_yaml(self) -> str:
         """The sweep with its files (run config, journal, baselines) as absolute paths: ``sweep.yaml``."""
@@ -221,6 +225,7 @@ def space_problems(sweep: Sweep) -> Problems:
                 except KeyError as exc:
                     problems.append((where, exc.args[0]))
             seen[path] = where
+    problems += enqueue_problems(cfg)
     for key in cfg.objectives:
         if sweep.modes[key] is None:
             problems.append((("objectives", key), f"mode auto cannot tell whether {key!r} is better lower or "
@@ -228,6 +233,30 @@ def space_problems(sweep: Sweep) -> Problems:
     if len(cfg.objectives) > 1 and "pruning" in cfg.model_fields_set and cfg.pruning.enabled:
         problems.append((("pruning",), "pruning needs one objective (Optuna prunes on one intermediate value); "
                                        "with several objectives leave pruning out or write pruning: false"))
+    return problems
+
+
+def enqueue_problems(cfg: SweepConfig) -> Problems:
+    """Each enqueued point names ranges or plain choices of the space, with values inside them."""
+    problems: Problems = []
+    if len(cfg.enqueue) > cfg.trials:
+        problems.append((("enqueue",), f"{len(cfg.enqueue)} points to try first, but only {cfg.trials} trials"))
+    for i, point in enumerate(cfg.enqueue):
+        for key, value in point.items():
+            spec = cfg.space.get(key)
+            where = ("enqueue", i, key)
+            if spec is None or isinstance(spec, Simplex) or (isinstance(spec, Choice) and not all(
+                    o is None or isinstance(o, (bool, int, float, str)) for o in spec.choice)):
+                plain = [k for k, v in cfg.space.items() if not isinstance(v, (Simplex, Choice))
+                         or all(o is None or isinstance(o, (bool, int, float, str)) for o in v.choice)]
+                problems.append((where, f"{unknown_key(key, plain, 'space key')} (ranges and choices of plain "
+                                        "values can be enqueued)"))
+            elif isinstance(spec, Choice) and value not in spec.choice:
+                problems.append((where, f"{value!r} is not one of the choices {spec.choice}"))
+            elif not isinstance(spec, Choice):
+                low, high = getattr(spec, "log_uniform", None) or getattr(spec, "uniform", None) or spec.int
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                    problems.append((where, f"give a number in [{low}, {high}], got {value!r}"))
     return problems
 
 

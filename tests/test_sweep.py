@@ -1,0 +1,566 @@
+"""multiloss sweep: the sweep file, the space, the Pareto front, the reports, and real sweeps.
+
+The fast tests check the sweep file's validation, the overrides a trial gets, the front and the
+reports on hand-made trial tables (each against a computation written here), and Optuna's median
+pruning as the sweep drives it.  The slow ones run real sweeps of tiny runs (digits, an mlp with one
+hidden layer of 8, 1-3 epochs): the done-when sweep of 6 trials over two heads' weights with 2 workers,
+two sweep processes sharing one journal study, and a NaN, a SIGKILL and --resume.
+"""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multiloss.cli.commands import main
+from multiloss.run import sweep_report
+from multiloss.run.config import load_run_config
+from multiloss.run.sweep import Running, Scheduler, error_text
+from multiloss.run.sweep_config import load_sweep
+from multiloss.run.sweep_report import TrialRow
+from multiloss.run.sweep_space import FixedPick, sample, simplex_weights
+from multiloss.spec.errors import RunError, SpecError
+
+RUN = textwrap.dedent("""\
+    name: digits_heads
+    seed: 0
+    data: {source: digits}
+    model:
+      builder: mlp
+      params:
+        hidden: [8]
+        heads: {class: {kind: classification}, parity: {kind: classification, units: 2}}
+    loss:
+      outputs:
+        class: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+        parity: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+      terms:
+        - {name: class_again, outputs: [class], target: class, loss: sparse_categorical_crossentropy, weight: 0.5}
+    optimizer: {name: adam, params: {learning_rate: 0.01}}
+    train: {epochs: 2, batch_size: 128, verbose: 0}
+""")
+
+SWEEP = textwrap.dedent("""\
+    name: heads
+    run: run.yaml
+    trials: 6
+    objectives: {val_class_loss: min, val_parity_accuracy: auto}
+    space:
+      loss.outputs.class.weight: {log_uniform: [0.05, 5]}
+      loss.outputs.parity.weight: {log_uniform: [0.05, 5]}
+""")
+
+
+def write(tmp_path: Path, sweep: str = SWEEP, run: str = RUN, **changes) -> Path:
+    (tmp_path / "run.yaml").write_text(run)
+    data = yaml.safe_load(sweep)
+    data.setdefault("output_dir", str(tmp_path / "sweeps"))
+    data.update(changes)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# --- the sweep file -------------------------------------------------------------------------------
+
+def problems_of(path: Path) -> list[tuple[str, int, str]]:
+    with pytest.raises(SpecError) as err:
+        load_sweep(path)
+    return [(".".join(map(str, p)), line, msg) for p, line, msg in err.value.problems]
+
+
+def test_sweep_errors_name_the_line_the_path_and_what_is_valid(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    (tmp_path / "run.yaml").write_text(RUN)
+    path.write_text(textwrap.dedent("""\
+        name: heads
+        run: run.yaml
+        objectives: {val_clas_loss: min, val_parity_accuracy: auto}
+        space:
+          loss.outputs.clas.weight: {log_uniform: [0.05, 5]}
+          optimzer.params.learning_rate: {uniform: [0.1, 1]}
+          loss.terms.class_agian.weight: {uniform: [0.1, 1]}
+          name: {choice: [a, b]}
+        pruning: {startup_trials: 3}
+    """))
+    found = problems_of(path)
+    by_path = {p: (line, msg) for p, line, msg in found}
+    assert by_path["space.loss.outputs.clas.weight"][0] == 5
+    assert "did you mean 'class'? valid: class, parity" in by_path["space.loss.outputs.clas.weight"][1]
+    assert by_path["space.optimzer.params.learning_rate"][0] == 6
+    assert "did you mean 'optimizer'?" in by_path["space.optimzer.params.learning_rate"][1]
+    assert by_path["space.loss.terms.class_agian.weight"][0] == 7
+    assert "did you mean 'class_again'?" in by_path["space.loss.terms.class_agian.weight"][1]
+    assert "set by the sweep" in by_path["space.name"][1] and by_path["space.name"][0] == 8
+    assert by_path["pruning"][0] == 9 and "one objective" in by_path["pruning"][1]
+    assert len(found) == 5   # the objective is checked once the space is right
+
+
+def test_sweep_schema_errors_and_objectives_the_run_does_not_log(tmp_path):
+    bad = write(tmp_path, trials=0, sampler={"nam": "tpe"},
+                space={"loss.outputs.class.weight": {"loguniform": [0.05, 5]},
+                       "loss.outputs.parity.weight": {"log_uniform": [5, 0.05]}})
+    msgs = {p: m for p, _, m in problems_of(bad)}
+    assert msgs["trials"] == "must be ≥ 1, got 0"
+    assert msgs["sampler.nam"].startswith("unknown key 'nam'; did you mean 'name'?")
+    assert msgs["space.loss.outputs.class.weight"].startswith("did you mean 'log_uniform'")
+    assert "low < high" in msgs["space.loss.outputs.parity.weight.log_uniform"]
+
+    unlogged = write(tmp_path, objectives={"val_class_los": "min", "val_parity_accuracy": "auto"})
+    [(p, line, msg)] = problems_of(unlogged)
+    assert (p, line) == ("objectives.val_class_los", 5)
+    assert "did you mean 'val_class_loss'" in msg and "val_parity_accuracy" in msg
+
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(SWEEP.replace("run: run.yaml", "run: nowhere.yaml"))
+    assert problems_of(missing)[0][:2] == ("run", 2)
+
+
+def test_a_bad_value_in_the_space_names_the_run_config_and_the_override(tmp_path):
+    path = write(tmp_path, space={"loss.outputs.class.weight": {"uniform": [-1, 1]}})
+    [(p, _, msg)] = problems_of(path)
+    assert p == "space" and "run.yaml" in msg and "--set loss.outputs.class.weight=-1.0" in msg
+
+
+def test_validate_recognises_a_sweep_file(tmp_path, capsys):
+    path = write(tmp_path)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "OK (sweep 'heads': 6 trials over 2 config paths" in out and "outputs class, parity" in out
+    (tmp_path / "typo.yaml").write_text(path.read_text().replace("val_parity_accuracy", "val_parity_acc"))
+    assert main(["validate", str(tmp_path / "typo.yaml")]) == 1
+    assert "typo.yaml:6: objectives.val_parity_acc" in capsys.readouterr().err
+
+
+# --- the space and the trial's run config -----------------------------------------------------------
+
+class Draws:
+    """A stand-in trial that returns given values, by parameter name."""
+
+    def __init__(self, values: dict):
+        self.values, self.asked = values, []
+
+    def suggest_float(self, name, low, high, **kw):
+        self.asked.append(name)
+        return self.values[name]
+
+    suggest_int = suggest_float
+
+    def suggest_categorical(self, name, choices):
+        self.asked.append(name)
+        return self.values[name]
+
+
+def test_overrides_set_list_items_by_name_and_the_run_config_gets_every_value(tmp_path):
+    path = write(tmp_path, space={
+        "loss.terms.class_again.weight": {"uniform": [0, 1]},
+        "optimizer.params.learning_rate": {"log_uniform": [1e-4, 1e-1]},
+        "loss.weighting": {"choice": [{"strategy": "static"},
+                                      {"strategy": "uncertainty", "params": {"init": {"uniform": [0, 1]}}}]},
+        "heads": {"simplex": ["loss.outputs.class.weight", "loss.outputs.parity.weight"], "total": 2},
+    })
+    sweep = load_sweep(path)
+    trial = Draws({"loss.terms.class_again.weight": 0.25, "optimizer.params.learning_rate": 0.003,
+                   "loss.weighting": "uncertainty", "loss.weighting[uncertainty].params.init": 0.4,
+                   "heads.class": 0.5, "heads.parity": 1 - math.exp(-3.0)})
+    values = sample(trial, sweep.config.space)
+    # the simplex: exponential draws -log(1-u) = (log 2, 3), normalised to sum 2
+    e = [math.log(2), 3.0]
+    assert values["loss.outputs.class.weight"] == pytest.approx(2 * e[0] / sum(e))
+    assert values["loss.outputs.parity.weight"] == pytest.approx(2 * e[1] / sum(e))
+    assert values["loss.weighting"] == {"strategy": "uncertainty", "params": {"init": 0.4}}
+    overrides = sweep.trial_overrides(7, tmp_path / "sweeps" / "heads", values)
+    assert overrides[0] == "name=trial-0007"
+    assert any(o.startswith("loss.terms=[") for o in overrides)   # --set cannot index a list: the list
+    cfg = load_run_config(sweep.run_path, overrides)
+    terms = {t.name: t.weight for t in cfg.spec.resolve()}
+    assert terms["class_again"] == 0.25 and terms["class"] == pytest.approx(values["loss.outputs.class.weight"])
+    assert terms["parity"] == pytest.approx(values["loss.outputs.parity.weight"])
+    assert cfg.optimizer.params["learning_rate"] == 0.003
+    assert cfg.spec.weighting.strategy == "uncertainty" and cfg.spec.weighting.params == {"init": 0.4}
+    assert cfg.run_dir == tmp_path / "sweeps" / "heads" / "trial-0007"
+
+
+def test_a_loss_spec_file_is_overridden_whole(tmp_path):
+    spec = yaml.safe_load(RUN)["loss"]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    path = write(tmp_path, run=RUN.split("loss:")[0] + "loss: spec.yaml\n" + "optimizer:" + RUN.split("optimizer:")[1])
+    sweep = load_sweep(path)
+    [text] = sweep.overrides({"loss.outputs.parity.weight": 3.0})
+    assert text.startswith("loss={")
+    cfg = load_run_config(sweep.run_path, [text])
+    assert {t.name: t.weight for t in cfg.spec.resolve()}["parity"] == 3.0
+
+
+@pytest.mark.parametrize("draws", [[0.0, 0.0, 0.0], [0.1, 0.5, 0.9], [1.0, 0.2, 0.3]])
+def test_simplex_weights_are_non_negative_and_sum_to_the_total(draws):
+    w = simplex_weights(draws, 3.0)
+    assert all(x >= 0 for x in w) and sum(w) == pytest.approx(3.0)
+
+
+def test_corners_reach_every_option():
+    from multiloss.run.sweep_space import Choice
+
+    space = {"a": Choice(choice=[1, 2, 3]), "b": Choice(choice=["x", "y"])}
+    assert [sample(FixedPick(i), space) for i in range(3)] == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"},
+                                                                {"a": 3, "b": "y"}]
+
+
+# --- the front and the reports on hand-made tables -------------------------------------------------
+
+MODES = {"depth": "min", "seg": "max"}
+
+
+def hand_front(rows, modes):
+    """Independent: a row is on the front iff no other row is at least as good everywhere and better once."""
+    def better(a, b, k):
+        return a[k] < b[k] if modes[k] == "min" else a[k] > b[k]
+
+    def worse(a, b, k):
+        return better(b, a, k)
+
+    done = [r for r in rows if r.state == "complete"]
+    return sorted(r.number for r in done
+                  if not any(all(not worse(o.values, r.values, k) for k in modes)
+                             and any(better(o.values, r.values, k) for k in modes) for o in done if o is not r))
+
+
+def table() -> list[TrialRow]:
+    pts = [(0.50, 0.80), (0.40, 0.70), (0.60, 0.90), (0.55, 0.75), (0.40, 0.70), (0.45, 0.85), (0.70, 0.60)]
+    rows = [TrialRow(i, "complete", {"depth": d, "seg": s}, {"loss.outputs.depth.weight": 0.1 * (i + 1)})
+            for i, (d, s) in enumerate(pts)]
+    rows.append(TrialRow(7, "failed", None, {"loss.outputs.depth.weight": 9.0}, error="non-finite values at epoch 2\n"
+                                                                                       "more text"))
+    rows.append(TrialRow(8, "pruned", None, {}))
+    return rows
+
+
+def test_pareto_front_of_a_hand_made_table():
+    rows = table()
+    assert [r.number for r in sweep_report.pareto_front(rows, MODES)] == hand_front(rows, MODES) == [1, 2, 4, 5]
+    # every trial left out is dominated by one on the front
+    front = sweep_report.pareto_front(rows, MODES)
+    for r in rows:
+        if r.state == "complete" and r not in front:
+            assert any(sweep_report.dominates(f.values, r.values, MODES) for f in front)
+
+
+class FakeSweep:
+    """What the reports read of a sweep."""
+
+    name = "hand"
+    objectives = ["depth", "seg"]
+    modes = MODES
+    run_path = Path("run.yaml")
+
+    class config:
+        trials = 10
+        baselines = {"depth": 0.5, "seg": 0.8}
+
+    @staticmethod
+    def paths():
+        return {"loss.outputs.depth.weight": ("space", "x")}
+
+
+def test_summary_and_csv_bold_the_best_and_give_delta_m(tmp_path):
+    rows = sweep_report.mark(table(), FakeSweep)
+    text = sweep_report.summary_text(FakeSweep, rows)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `trial")}
+    assert set(lines) == {"`trial-0001`", "`trial-0002`", "`trial-0004`", "`trial-0005`", "`trial-0007`"}
+    assert "**0.4**" in lines["`trial-0001`"] and "**0.4**" in lines["`trial-0004`"]   # a tie: both bold
+    assert "**0.9**" in lines["`trial-0002`"] and "**" not in lines["`trial-0005`"]
+    # Δm by hand: 100/2 · ((0.45 − 0.5)/0.5 − (0.85 − 0.8)/0.8)
+    assert f"{100 / 2 * ((0.45 - 0.5) / 0.5 - (0.85 - 0.8) / 0.8):.4g}" in lines["`trial-0005`"]
+    assert "non-finite values at epoch 2 |" in lines["`trial-0007`"]   # the failed table: first line only
+    assert "9 of 10 trials: 7 complete, 1 failed, 1 pruned" in text
+    got = list(csv.DictReader(sweep_report.trials_csv(FakeSweep, rows).splitlines()))
+    assert [int(r["front"]) for r in got] == [int(i in (1, 2, 4, 5)) for i in range(9)]
+    assert float(got[5]["depth"]) == 0.45 and got[7]["state"] == "failed" and got[7]["seg"] == ""
+    png = sweep_report.plot_pareto(FakeSweep, rows, tmp_path / "pareto.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pick_prefers_the_front_trial_of_least_weighted_scaled_objectives():
+    rows = sweep_report.mark(table(), FakeSweep)
+    front = [r for r in rows if r.front]
+
+    def by_hand(wd, ws):
+        d = [r.values["depth"] for r in front]
+        s = [r.values["seg"] for r in front]
+        score = {r.number: wd * (r.values["depth"] - min(d)) / (max(d) - min(d))
+                 + ws * (max(s) - r.values["seg"]) / (max(s) - min(s)) for r in front}
+        return min(sorted(score), key=lambda n: score[n])
+
+    for text, (wd, ws) in (("depth=1,seg=0", (1, 0)), ("dep=0,seg=1", (0, 1)), ("depth=0.7,seg=0.3", (0.7, 0.3)),
+                           (None, (1, 1))):
+        weights = sweep_report.parse_pick(text, FakeSweep.objectives)
+        assert sweep_report.pick_trial(rows, FakeSweep, weights).number == by_hand(wd, ws), text
+    for bad in ("x=1", "depth", "depth=-1,seg=0", "e=1"):     # 'e' is in both names
+        with pytest.raises(RunError, match="--pick"):
+            sweep_report.parse_pick(bad, FakeSweep.objectives)
+
+
+# --- pruning and failures as the scheduler sees them -------------------------------------------------
+
+class FakeProcess:
+    terminated = False
+
+    def terminate(self):
+        self.terminated = True
+
+
+def test_median_pruning_on_the_per_epoch_values_of_history_json(tmp_path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from multiloss.run.sweep import pruner_of
+    from multiloss.run.sweep_config import PruningConfig
+
+    sweep = type("S", (), {"objectives": ["val_loss"]})()
+    sweep.config = type("C", (), {"pruning": PruningConfig(startup_trials=2, warmup_epochs=1)})()
+    study = optuna.create_study(pruner=pruner_of(sweep))
+    for curve in ([1.0, 0.6, 0.5], [1.2, 0.8, 0.7]):    # two complete trials: median at epoch 2 is 0.7
+        t = study.ask()
+        for epoch, v in enumerate(curve, 1):
+            t.report(v, epoch)
+        study.tell(t, curve[-1])
+    scheduler = Scheduler(sweep, study, tmp_path, 1, print)
+    for epoch2, pruned in ((0.75, True), (0.65, False)):
+        folder = tmp_path / f"run-{epoch2}"
+        folder.mkdir()
+        (folder / "history.json").write_text(json.dumps([{"epoch": 1, "val_loss": 5.0},
+                                                         {"epoch": 2, "val_loss": epoch2}]))
+        run = Running(study.ask(), {}, FakeProcess(), None, folder)
+        scheduler.report(run)
+        # epoch 1 is warm-up (never pruned); at epoch 2 the trial is pruned iff worse than the median 0.7
+        assert run.reported == 2 and run.pruned is pruned and run.process.terminated is pruned
+        assert study.get_trials()[run.trial.number].intermediate_values == {1: 5.0, 2: epoch2}
+
+
+def test_why_a_trial_failed(tmp_path):
+    log = tmp_path / "t.log"
+    log.write_text("noise\nerror: 2 problems:\n  a: b\n  c: d\n")
+    assert error_text(log, 1) == "2 problems:\n  a: b\n  c: d"
+    log.write_text("Traceback\nValueError: boom\n")
+    assert error_text(log, 1) == "exit status 1: ValueError: boom"
+    assert "killed by SIGKILL (signal 9)" in error_text(log, -signal.SIGKILL)
+
+
+# --- real sweeps ------------------------------------------------------------------------------------
+
+def trials_of(folder: Path) -> list[dict]:
+    return list(csv.DictReader((folder / "trials.csv").read_text().splitlines()))
+
+
+@pytest.mark.slow
+def test_two_head_weight_sweep_on_digits_gives_a_pareto_front_an_independent_check_confirms(tmp_path, capsys):
+    path = write(tmp_path)
+    assert main(["sweep", str(path), "--workers", "2"]) == 0
+    folder = tmp_path / "sweeps" / "heads"
+    rows = trials_of(folder)
+    assert [int(r["trial"]) for r in rows] == list(range(6)) and {r["state"] for r in rows} == {"complete"}
+    objectives = ["val_class_loss", "val_parity_accuracy"]
+    points = {}
+    for r in rows:
+        run = folder / f"trial-{int(r['trial']):04d}"
+        for artifact in ("config.yaml", "history.json", "history.csv", "metrics.json", "model.keras", "plots"):
+            assert (run / artifact).exists(), (run, artifact)
+        metrics = json.loads((run / "metrics.json").read_text())["splits"]["val"]
+        points[int(r["trial"])] = (metrics["class_loss"], metrics["parity_accuracy"])
+        assert [float(r[k]) for k in objectives] == pytest.approx(points[int(r["trial"])], rel=1e-6)
+        config = yaml.safe_load((run / "config.yaml").read_text())   # the sampled weights reached the run
+        assert config["loss"]["outputs"]["class"]["weight"] == pytest.approx(float(r["loss.outputs.class.weight"]))
+        assert config["loss"]["outputs"]["parity"]["weight"] == pytest.approx(
+            float(r["loss.outputs.parity.weight"]))
+        assert 0.05 <= float(r["loss.outputs.class.weight"]) <= 5
+    # the independent check: no front trial dominated by any trial; every other trial dominated by one
+    def dominated_by(a, b):     # b dominates a: loss no higher, accuracy no lower, one strictly better
+        return b[0] <= a[0] and b[1] >= a[1] and (b[0] < a[0] or b[1] > a[1])
+
+    front = {int(r["trial"]) for r in rows if r["front"] == "1"}
+    assert front
+    for n, p in points.items():
+        others = [q for m, q in points.items() if m != n]
+        if n in front:
+            assert not any(dominated_by(p, q) for q in others), n
+        else:
+            assert any(dominated_by(p, points[m]) for m in front), n
+    print("front:", {n: points[n] for n in sorted(front)}, file=sys.stderr)
+    # two workers: two trials ran at the same time
+    import optuna
+
+    study = optuna.load_study(study_name="heads", storage=f"sqlite:///{folder / 'study.db'}")
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    summary = (folder / "summary.md").read_text()
+    assert summary.count("| `trial-") == len(front) and "**" in summary
+    assert (folder / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    # a second sweep into the folder is refused; show reprints; best writes a run config
+    assert main(["sweep", str(path)]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["sweep", "show", str(folder)]) == 0
+    assert "## Pareto front" in capsys.readouterr().out
+    assert main(["sweep", "best", str(folder), "--pick", "class=1,parity=0"]) == 0
+    best = load_run_config(folder / "best.yaml")
+    lowest = min(front, key=lambda n: points[n][0])
+    picked = yaml.safe_load((folder / f"trial-{lowest:04d}" / "config.yaml").read_text())
+    assert best.name == "heads-best" and best.spec.to_dict()["outputs"] == picked["loss"]["outputs"]
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, "-m", "multiloss", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_on_one_journal_study_run_exactly_the_trials(tmp_path):
+    import optuna
+
+    path = write(tmp_path, trials=4, storage={"journal": "study.journal"}, set=["train.epochs=1"])
+    first = cli(tmp_path, "sweep", str(path))
+    deadline = time.time() + 120
+    while not (tmp_path / "study.journal").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    second = cli(tmp_path, "sweep", str(path), "--resume")
+    outs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outs
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="heads", storage=optuna.storages.JournalStorage(
+        JournalFileBackend(str(tmp_path / "study.journal"))))
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    owners = {t.user_attrs["coordinator"] for t in trials}
+    assert owners == {first.pid, second.pid}          # both processes ran trials, none twice
+    folders = sorted(p.name for p in (tmp_path / "sweeps" / "heads").glob("trial-*"))
+    assert folders == [f"trial-{i:04d}" for i in range(4)]
+    for t in trials:
+        metrics = json.loads((tmp_path / "sweeps" / "heads" / folders[t.number] / "metrics.json").read_text())
+        assert t.values == pytest.approx([metrics["splits"]["val"]["class_loss"],
+                                          metrics["splits"]["val"]["parity_accuracy"]], rel=1e-6)
+    print("trials per process:", {pid: sum(t.user_attrs["coordinator"] == pid for t in trials)
+                                  for pid in owners}, file=sys.stderr)
+
+
+NAN_LOSS = textwrap.dedent("""\
+    import os
+    from keras import ops
+
+    FACTOR = float("nan") if os.environ.get("MULTILOSS_TRIAL") == "1" else 1.0
+
+    def nan_in_trial_1(y_true, y_pred):
+        y = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), 2)
+        return -ops.sum(y * ops.log(ops.clip(y_pred, 1e-7, 1.0)), axis=-1) * FACTOR
+""")
+
+
+def trial_process(folder: Path, name: str) -> int | None:
+    """The pid of the process training ``folder/name`` (its command line names the trial)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"name={name}".encode() in cmd and str(folder).encode() in b" ".join(cmd):
+                return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+def test_a_nan_trial_and_a_killed_trial_fail_the_sweep_goes_on_and_resume_continues(tmp_path, monkeypatch):
+    (tmp_path / "nanloss.py").write_text(NAN_LOSS)
+    run = RUN.replace("parity: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}",
+                      "parity: {loss: 'nanloss:nan_in_trial_1', metrics: [accuracy]}")
+    path = write(tmp_path, run=run, trials=3, objectives={"val_class_loss": "min"},
+                 set=["train.epochs=40", "train.batch_size=64"])
+    folder = tmp_path / "sweeps" / "heads"
+    coordinator = cli(tmp_path, "sweep", str(path))
+    deadline, killed = time.time() + 300, None
+    while time.time() < deadline and killed is None and coordinator.poll() is None:
+        if (folder / "trial-0002" / "history.json").exists():
+            pid = trial_process(folder, "trial-0002")
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+        time.sleep(0.05)
+    out = coordinator.communicate(timeout=300)[0]
+    assert coordinator.returncode == 0 and killed is not None, out
+    rows = {int(r["trial"]): r for r in trials_of(folder)}
+    assert rows[0]["state"] == "complete"
+    assert rows[1]["state"] == "failed" and rows[1]["error"].startswith("non-finite values (NaN or Inf)")
+    assert rows[2]["state"] == "failed" and "killed by SIGKILL" in rows[2]["error"]
+    assert (folder / "trial-0002" / "history.json").exists() and not (folder / "trial-0002" / "metrics.json").exists()
+    assert "trial-0001 failed" in out and "trial-0002 failed" in out
+    # --resume continues the study: one more trial, the three before untouched
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", str(path), "--resume", "--set", "trials=4", "--set", "set=[train.epochs=2]"]) == 1
+    assert main(["sweep", str(path), "--resume", "--set", "trials=4"]) == 0
+    after = {int(r["trial"]): r for r in trials_of(folder)}
+    assert sorted(after) == [0, 1, 2, 3] and after[3]["state"] in ("complete", "pruned")
+    assert {n: after[n] for n in range(3)} == rows
+    summary = (folder / "summary.md").read_text()
+    assert "## Best trial" in summary and "`trial-0002` | the trial's process was killed by SIGKILL" in summary
+
+
+@pytest.mark.slow
+def test_help_and_the_sweep_file_modules_import_no_tensorflow():
+    code = textwrap.dedent("""\
+        import os, sys
+        os.environ["MULTILOSS_SPEC_ONLY"] = "1"
+        import multiloss_cli
+        for argv in (["sweep", "--help"], ["baselines", "--help"]):
+            try:
+                multiloss_cli.main(argv)
+            except SystemExit as exc:
+                assert exc.code == 0, (argv, exc.code)
+        import multiloss.run.sweep_config, multiloss.run.sweep_space, multiloss.run.sweep_report
+        print("tensorflow" in sys.modules, "keras" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert "--workers" in out.stdout and "--pick" in out.stdout
+
+
+@pytest.mark.slow
+def test_baselines_train_one_single_task_run_per_task_and_give_delta_m(tmp_path, capsys):
+    from multiloss.run.selection import delta_m
+
+    (tmp_path / "run.yaml").write_text(RUN + f"output_dir: {tmp_path / 'runs'}\n")
+    assert main(["baselines", str(tmp_path / "run.yaml")]) == 0
+    folder = tmp_path / "runs" / "digits_heads-baselines"
+    data = json.loads((folder / "baselines.json").read_text())
+    assert sorted(data["runs"]) == ["class", "parity"]        # class_again is on the class head: its task
+    for task, own in (("class", {"class", "class_again"}), ("parity", {"parity"})):
+        cfg = yaml.safe_load((folder / task / "config.yaml").read_text())["loss"]
+        weights = {h: v.get("weight", 1.0) for h, v in cfg["outputs"].items()}
+        weights.update({t["name"]: t.get("weight", 1.0) for t in cfg.get("terms", [])})
+        assert {k for k, w in weights.items() if w != 0} == own & set(weights), (task, weights)
+        val = json.loads((folder / task / "metrics.json").read_text())["splits"]["val"]
+        keys = ["class_loss", "class_again_loss", "class_accuracy"] if task == "class" else ["parity_loss",
+                                                                                              "parity_accuracy"]
+        for key in keys:
+            assert data["values"][f"val_{key}"] == val[key]
+    assert main(["baselines", str(tmp_path / "run.yaml")]) == 1       # the runs are there: refused
+    path = write(tmp_path, baselines=str(folder / "baselines.json"))
+    sweep = load_sweep(path)
+    row = TrialRow(0, "complete", {"val_class_loss": 1.5, "val_parity_accuracy": 0.9})
+    [marked] = sweep_report.mark([row], sweep)
+    b = data["values"]
+    by_hand = 100 / 2 * ((1.5 - b["val_class_loss"]) / abs(b["val_class_loss"])
+                         - (0.9 - b["val_parity_accuracy"]) / abs(b["val_parity_accuracy"]))
+    assert marked.delta_m == pytest.approx(by_hand)
+    assert by_hand == pytest.approx(delta_m(row.values, b, sweep.modes))
