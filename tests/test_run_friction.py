@@ -87,3 +87,13 @@ def test_validate_reports_every_problem_of_a_file_in_one_pass(tmp_path):
     with pytest.raises(ml.SpecError) as err:
         load_incremental_config(tmp_path / "inc.yaml")
     assert {p for p, _, _ in err.value.problems} == {("train", "epochs"), ("data", "source"), ("method", "name")}
+
+
+def test_a_run_saved_before_augment_existed_still_resumes():
+    """The fingerprint a resume compares leaves out an empty `train.augment`, which older runs lack."""
+    from multiloss.run.config import load_run_config
+    from multiloss.run.train import default_config_path
+
+    assert "augment" not in load_run_config(default_config_path()).fingerprint()["train"]
+    flipped = load_run_config(default_config_path(), ["train.augment=[{random_flip: {mode: horizontal}}]"])
+    assert flipped.fingerprint()["train"]["augment"] == [{"random_flip": {"mode": "horizontal"}}]

@@ -109,3 +109,20 @@ def test_predict_names_a_missing_input_and_export_a_folder_without_a_model(run, 
     assert "has no array 'image_b'; the model's inputs are ['image_a', 'image_b']" in capsys.readouterr().err
     assert main(["export", str(tmp_path)]) != 0
     assert "has no model.keras" in capsys.readouterr().err
+
+
+def test_predict_on_an_incremental_runs_model_names_its_classes(tmp_path):
+    """An incremental run folder: model.keras (inputs -> one score per seen class) and classes.json."""
+    folder = tmp_path / "inc"
+    folder.mkdir()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="scores")])
+    model.save(folder / "model.keras")
+    (folder / "classes.json").write_text(json.dumps({"class_names": ["cat", "dog", "owl"]}))
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    np.savez(tmp_path / "x.npz", x=x)
+    main(["predict", str(folder), "--input", str(tmp_path / "x.npz")])
+    with np.load(folder / "predictions.npz") as got:
+        ids = model.predict(x, verbose=0).argmax(-1)
+        np.testing.assert_array_equal(got["scores_class"], ids)
+        assert got["scores_class_name"].tolist() == [["cat", "dog", "owl"][i] for i in ids]

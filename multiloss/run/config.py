@@ -129,6 +129,8 @@ class RunConfig(_Model):
         skip = {"name": True, "output_dir": True, "distribute": True, "loss": True,
                 "train": {"epochs", "verbose", "nonfinite", "callbacks"}}
         data = self.model_dump(mode="json", exclude=skip)
+        if not data["train"].get("augment"):
+            data["train"].pop("augment", None)     # runs saved before `augment` existed still resume
         data["loss"] = self.spec.to_dict()
         return data
 

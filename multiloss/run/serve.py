@@ -38,7 +38,7 @@ def load_run_model(run_dir: str | os.PathLike) -> tuple[RunDir, keras.Model]:
     path = run.file("model.keras")
     if not path.is_file():
         raise RunError(f"{run.path} has no model.keras: export and predict take the folder of a finished "
-                       "`multiloss train` run")
+                       "`multiloss train` or `multiloss incremental` run")
     return run, keras.saving.load_model(path)
 
 
@@ -104,16 +104,30 @@ def predict_run(run_dir: str | os.PathLike, inputs: str | os.PathLike, out: str 
                            f"arrays {sorted(arrays)}")
         x = {n: arrays[n] for n in names}
     pred = model.predict(x, verbose=0)
-    pred = pred if isinstance(pred, dict) else {model.output_names[0]: pred}
+    if not isinstance(pred, dict):
+        names = getattr(model, "output_names", None) or [model.layers[-1].name]
+        pred = {names[0]: pred}
     result = {k: np.asarray(v) for k, v in pred.items()}
+    spec = getattr(model.loss, "spec", None)
+    if spec is None:            # an incremental run's model: scores over its classes, named in classes.json
+        (head, scores), = result.items()
+        ids = scores.argmax(-1)
+        result[f"{head}_class"] = ids
+        if run.file("classes.json").is_file():
+            result[f"{head}_class_name"] = np.asarray(run.read_json("classes.json")["class_names"])[ids]
+        return _write_predictions(run, out, result)
     class_names = _class_names(run)
-    for term in model.loss.spec.resolve():
+    for term in spec.resolve():
         head = term.outputs[0]
         if len(term.outputs) == 1 and term.loss.name in CLASSIFICATION and result[head].shape[-1] > 1:
             ids = result[head].argmax(-1)
             result[f"{head}_class"] = ids
             if class_names and len(class_names) == result[head].shape[-1]:
                 result[f"{head}_class_name"] = np.asarray(class_names)[ids]
+    return _write_predictions(run, out, result)
+
+
+def _write_predictions(run: RunDir, out, result: dict) -> Path:
     target = Path(out) if out is not None else run.file("predictions.npz")
     atomic.write_with(target, lambda tmp: _save_npz(tmp, result))
     for k, v in result.items():
