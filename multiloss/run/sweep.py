@@ -44,6 +44,8 @@ from .sweep_config import Sweep, load_sweep, trial_name
 from .sweep_space import sample
 
 POLL_SECONDS = 0.5
+#: The states of a trial that has ended (Optuna's TrialState names).
+FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 #: A trial asked for but never given a process (its sweep was killed in between) is stale after this long.
 ORPHAN_SECONDS = 60
 
@@ -392,6 +394,8 @@ def run_sweep(source: str | os.PathLike | dict, overrides: list[str] | None = No
     """A sweep end to end: its trials, then ``trials.csv``, ``summary.md`` and ``pareto.png``."""
     from . import sweep_report
 
+    opt = optuna()
+    finished_states = tuple(getattr(opt.trial.TrialState, name) for name in FINISHED_STATES)
     if workers < 1:
         raise RunError(f"--workers must be 1 or more, got {workers}")
     sweep = load_sweep(source, overrides)
@@ -400,7 +404,7 @@ def run_sweep(source: str | os.PathLike | dict, overrides: list[str] | None = No
         study, storage = open_study(sweep, folder, resume=resume, overwrite=overwrite)
         for number in fail_stale(study, storage):
             say(f"{trial_name(number)}: left running by a stopped sweep; marked failed (folder kept)")
-    done = len(study.get_trials(deepcopy=False))
+    done = len(study.get_trials(deepcopy=False, states=finished_states))
     progress = sweep_report.SweepProgress(sweep, done, say)
 
     def finished(result: Finished) -> None:
