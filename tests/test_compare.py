@@ -109,3 +109,20 @@ def test_incremental_histories_count_epochs_through_steps(tmp_path, figures):
     ax = next(a for a in figures[0].axes if a.get_title() == "classification_loss")
     assert list(ax.get_lines()[0].get_ydata()) == [1.0, 2.0, 11.0, 12.0]  # in file order, not by epoch
     assert "step" not in [a.get_title() for a in figures[0].axes]
+
+
+def test_compare_adds_delta_m_against_single_task_baselines(tmp_path, capsys):
+    """Final epoch: run a has val_a_loss 0.75, val_a_accuracy 0.5; run b 0.6 and 0.6.  Baselines 0.5 and 0.8:
+    a: ((0.75 − 0.5)/0.5 − (0.5 − 0.8)/0.8)/2 = (0.5 + 0.375)/2 = +43.75 %;
+    b: ((0.6 − 0.5)/0.5 − (0.6 − 0.8)/0.8)/2 = (0.2 + 0.25)/2 = +22.5 %  (the better)."""
+    from multiloss.cli.commands import main
+
+    a = _run(tmp_path / "a", [1.0, 0.5], [0.5, 0.6])
+    b = _run(tmp_path / "b", [1.0, 0.4], [0.5, 0.7])
+    (tmp_path / "baselines.json").write_text(json.dumps({"values": {"val_a_loss": 0.5, "val_a_accuracy": 0.8}}))
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp"),
+                 "--baselines", str(tmp_path / "baselines.json")]) == 0
+    assert "| Δm% vs baselines | +43.75 | **+22.50** |" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert main(["compare", str(a), "--out", str(tmp_path / "cmp"), "--baselines", str(tmp_path / "bad.json")]) != 0
+    assert "--baselines" in capsys.readouterr().err

@@ -232,7 +232,7 @@ def cmd_plot(args) -> int:
 def cmd_compare(args) -> int:
     from ..run.compare import compare_runs
 
-    png, md = compare_runs(args.run_dirs, args.out)
+    png, md = compare_runs(args.run_dirs, args.out, args.baselines)
     print(md.read_text().split("\n\n![")[0])
     print(f"wrote {png} and {md}")
     return 0

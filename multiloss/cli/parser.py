@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="default: RUN_DIR/predictions.npz")
     cmp = sub.add_parser("compare", help="overlay several runs' losses and metrics: one PNG, one Markdown table")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--baselines", metavar="BASELINES_JSON",
+                     help="add a row of Δm%% against these single-task values (`multiloss baselines` writes them)")
     cmp.add_argument("--out", default="compare",
                      help="output path stem (writes STEM.png and STEM.md) or a folder; default: ./compare")
     inc = sub.add_parser("incremental", help="run a class-incremental scenario from a config",

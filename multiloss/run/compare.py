@@ -12,7 +12,8 @@ import csv
 import json
 from pathlib import Path
 
-from .monitor import direction
+from ..spec.errors import RunError
+from .monitor import direction, resolve_mode
 from .plots import epoch_axis, is_flat, new_figure, save_figure
 
 
@@ -84,12 +85,31 @@ def _out_paths(out: str | Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".png"), out.with_name(out.name + ".md")
 
 
-def compare_table(labels: list[str], histories: list[list[dict]]) -> str:
-    """The Markdown table: one row per key, one column per run, ``train / validation`` at the last epoch."""
+def delta_m_row(histories: list[list[dict]], baselines: dict[str, float]) -> str:
+    """``| Δm% | ...``: each run's final-epoch values of the baselines' keys against them (lower is
+    better; bold: the best), "–" for a run that lacks one of the keys."""
+    from .selection import delta_m
+
+    modes = {k: resolve_mode(k) or "min" for k in baselines}
+    scores = []
+    for h in histories:
+        last = {k: v for r in h for k, v in r.items() if v is not None}
+        scores.append(delta_m(last, baselines, modes) if all(k in last for k in baselines) else None)
+    valid = [s for s in scores if s is not None]
+    best = min(valid) if len(set(valid)) > 1 else None
+    cells = ["–" if s is None else (f"**{s:+.2f}**" if s == best else f"{s:+.2f}") for s in scores]
+    return "| Δm% vs baselines | " + " | ".join(cells) + " |"
+
+
+def compare_table(labels: list[str], histories: list[list[dict]], baselines: dict[str, float] | None = None) -> str:
+    """The Markdown table: one row per key, one column per run, ``train / validation`` at the last epoch;
+    with ``baselines`` (``{key: single-task value}``) a first row of Δm%."""
     losses, metrics = _keys(histories)
     header = "| | " + " | ".join(f"`{lab}`" for lab in labels) + " |"
     lines = [header, "|---|" + "---:|" * len(labels)]
     lines.append("| epochs | " + " | ".join(str(len(h)) for h in histories) + " |")
+    if baselines:
+        lines.append(delta_m_row(histories, baselines))
     for key in losses + metrics:
         if key.endswith("_weight") and _constant(histories, key) is not None:
             continue  # the same fixed weight everywhere says nothing about the runs
@@ -114,7 +134,21 @@ def compare_table(labels: list[str], histories: list[list[dict]]) -> str:
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
-def compare_runs(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, Path]:
+def read_baselines(path: str | Path) -> dict[str, float]:
+    """The ``values`` of a ``baselines.json`` written by ``multiloss baselines`` (or a plain ``{key: value}``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"--baselines {path}: cannot read it ({exc}); give the baselines.json that "
+                       "`multiloss baselines RUN_CONFIG` writes") from None
+    values = data.get("values", data) if isinstance(data, dict) else None
+    if not isinstance(values, dict) or not values or not all(isinstance(v, (int, float)) for v in values.values()):
+        raise RunError(f"--baselines {path}: expected {{key: number}} (or baselines.json's `values`)")
+    return {k: float(v) for k, v in values.items()}
+
+
+def compare_runs(run_dirs: list[str | Path], out: str | Path, baselines: str | Path | None = None
+                 ) -> tuple[Path, Path]:
     """Overlay the runs' losses and metrics in one PNG and write a Markdown table.
 
     ``out`` is a path stem (``cmp`` gives ``cmp.png`` and ``cmp.md``) or an
@@ -122,6 +156,7 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, Pat
     ``(png_path, md_path)``.  Raises ``FileNotFoundError`` for a folder
     without a history.
     """
+    base = read_baselines(baselines) if baselines is not None else None
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise ValueError("compare needs at least one run folder")
@@ -163,9 +198,9 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, Pat
 
     from . import atomic
 
-    text = f"# Runs compared\n\n{compare_table(labels, histories)}\n![runs compared]({png.name})\n"
+    text = f"# Runs compared\n\n{compare_table(labels, histories, base)}\n![runs compared]({png.name})\n"
     atomic.write_text(md, text)
     return png, md
 
 
-__all__ = ["compare_runs", "compare_table", "read_history"]
+__all__ = ["compare_runs", "compare_table", "delta_m_row", "read_baselines", "read_history"]
