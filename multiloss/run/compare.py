@@ -85,6 +85,11 @@ def _out_paths(out: str | Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".png"), out.with_name(out.name + ".md")
 
 
+def final_values(history: list[dict]) -> dict:
+    """The latest logged value of each key in a history."""
+    return {k: v for r in history for k, v in r.items() if v is not None}
+
+
 def delta_m_row(histories: list[list[dict]], baselines: dict[str, float]) -> str:
     """``| Δm% | ...``: each run's final-epoch values of the baselines' keys against them (lower is
     better; bold: the best), "–" for a run that lacks one of the keys."""
@@ -93,7 +98,7 @@ def delta_m_row(histories: list[list[dict]], baselines: dict[str, float]) -> str
     modes = {k: resolve_mode(k) or "min" for k in baselines}
     scores = []
     for h in histories:
-        last = {k: v for r in h for k, v in r.items() if v is not None}
+        last = final_values(h)
         scores.append(delta_m(last, baselines, modes) if all(k in last for k in baselines) else None)
     valid = [s for s in scores if s is not None]
     best = min(valid) if len(set(valid)) > 1 else None
@@ -115,7 +120,7 @@ def compare_table(labels: list[str], histories: list[list[dict]], baselines: dic
             continue  # the same fixed weight everywhere says nothing about the runs
         finals = []
         for h in histories:
-            last = {k: v for r in h for k, v in r.items() if v is not None}  # the latest value of each key
+            last = final_values(h)
             val = None if key.endswith("_weight") else last.get(f"val_{key}")  # val weight = train weight
             finals.append((last.get(key), val))
         better = direction(key)
@@ -203,4 +208,4 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, baselines: str | P
     return png, md
 
 
-__all__ = ["compare_runs", "compare_table", "delta_m_row", "read_baselines", "read_history"]
+__all__ = ["compare_runs", "compare_table", "delta_m_row", "final_values", "read_baselines", "read_history"]

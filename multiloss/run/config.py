@@ -172,14 +172,20 @@ def load_data(cfg, **params):
         raise cfg.error([(("data",), f"data source {cfg.data.source!r} failed: {reason}")]) from None
 
 
+def logged_keys(cfg: RunConfig) -> list[str]:
+    """The keys a run logs each epoch: the total, each term's loss and weight, each head's metrics; then
+    the same with ``val_``."""
+    keys = ["loss"] + [f"{t.name}_{what}" for t in cfg.spec.resolve() for what in ("loss", "weight")]
+    keys += [f"{head}_{m}" for head, ms in cfg.spec.head_metrics().items() for m in ms]
+    return keys + [f"val_{k}" for k in keys]
+
+
 def early_stopping_problems(cfg: RunConfig) -> Problems:
     """The monitored keys must be ones the run logs, each with a mode; baselines only for several keys."""
     es = cfg.train.callbacks.early_stopping
     if es is None:
         return []
-    keys = ["loss"] + [f"{t.name}_{what}" for t in cfg.spec.resolve() for what in ("loss", "weight")]
-    keys += [f"{head}_{m}" for head, ms in cfg.spec.head_metrics().items() for m in ms]
-    valid = keys + [f"val_{k}" for k in keys]
+    valid = logged_keys(cfg)
     where = ("train", "callbacks", "early_stopping")
     several = not isinstance(es.monitor, str)
     monitors = dict(es.monitor) if several else {es.monitor: es.mode}
@@ -237,5 +243,5 @@ def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | Non
     return cfg
 
 
-__all__ = ["RunConfig", "DataConfig", "ModelConfig", "OptimizerConfig", "ScheduleConfig", "TrainConfig",
+__all__ = ["logged_keys", "RunConfig", "DataConfig", "ModelConfig", "OptimizerConfig", "ScheduleConfig", "TrainConfig",
            "load_run_config", "component_problems", "load_data", "ConfigFile"]

@@ -260,13 +260,6 @@ def enqueue_problems(cfg: SweepConfig) -> Problems:
     return problems
 
 
-def logged_keys(run_cfg) -> list[str]:
-    """The keys a run logs each epoch and evaluates at its end (train and val_)."""
-    keys = ["loss"] + [f"{t.name}_{what}" for t in run_cfg.spec.resolve() for what in ("loss", "weight")]
-    keys += [f"{head}_{m}" for head, ms in run_cfg.spec.head_metrics().items() for m in ms]
-    return keys + [f"val_{k}" for k in keys]
-
-
 def corner_values(sweep: Sweep) -> list[dict[str, Any]]:
     """Sampled values that reach every option: each choice's options in turn, the low end elsewhere."""
     n = max([len(s.choice) for s in sweep.config.space.values() if isinstance(s, Choice)] or [1])
@@ -275,7 +268,7 @@ def corner_values(sweep: Sweep) -> list[dict[str, Any]]:
 
 def run_problems(sweep: Sweep) -> Problems:
     """Load the run config of every corner of the space; the objectives must be keys it logs."""
-    from .config import load_run_config
+    from .config import load_run_config, logged_keys
 
     problems: Problems = []
     run_cfg = None
@@ -361,4 +354,4 @@ def is_sweep_file(data: Any) -> bool:
 
 
 __all__ = ["PruningConfig", "SamplerConfig", "StorageConfig", "Sweep", "SweepConfig", "corner_values",
-           "is_sweep_file", "load_sweep", "logged_keys", "trial_name"]
+           "is_sweep_file", "load_sweep", "trial_name"]
