@@ -174,6 +174,26 @@ def test_sigkill_mid_write_leaves_the_previous_file(tmp_path):
     assert target.read_text() == '{"good": 1}'
 
 
+def test_opening_a_folder_leaves_a_live_trials_temporary_alone(tmp_path):
+    """A second sweep worker opening the sweep folder must not delete the file a trial is writing."""
+    sweep = tmp_path / "sweep"
+    trial = sweep / "trial-0001"
+    trial.mkdir(parents=True)
+    (trial / "config.yaml").write_text("name: trial-0001\n")
+    (sweep / f"{atomic.TMP_PREFIX}stale.abcd.json").write_text("left by a killed process")
+    target = trial / "metrics.json"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(target)],
+                            env=dict(_env(tmp_path), MULTILOSS_SPEC_ONLY="1"))
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(trial.glob(f"{atomic.TMP_PREFIX}*")):
+        time.sleep(0.01)
+    RunDir(sweep, resume=True).open()                     # the sweep's own leftovers go ...
+    assert not list(sweep.glob(f"{atomic.TMP_PREFIX}*"))
+    assert proc.wait(timeout=60) == 0                     # ... the trial's write completes
+    assert target.stat().st_size == 200 * 65536
+    assert not list(trial.glob(f"{atomic.TMP_PREFIX}*"))
+
+
 def test_artifacts_get_the_umask_permissions(tmp_path):
     old = os.umask(0o022)
     try:

@@ -20,9 +20,17 @@ from ..spec.errors import RunError
 TMP_PREFIX = ".tmp-"
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
-    """Delete temporaries a killed process left behind under ``directory``."""
-    stale = [p for p in Path(directory).rglob(f"{TMP_PREFIX}*") if p.is_file()]
+def remove_stale_temporaries(directory: str | os.PathLike,
+                             owned_elsewhere: Callable[[Path], bool] = lambda folder: False) -> list[Path]:
+    """Delete temporaries a killed process left behind under ``directory``.
+
+    Subfolders for which ``owned_elsewhere(folder)`` is true are not entered: their temporaries
+    may be another live process's (a sweep's trial writing its checkpoint), and are theirs to clean.
+    """
+    stale = []
+    for root, folders, files in os.walk(directory):
+        folders[:] = [f for f in folders if not owned_elsewhere(Path(root) / f)]
+        stale += [Path(root) / f for f in files if f.startswith(TMP_PREFIX)]
     for p in stale:
         with contextlib.suppress(OSError):
             p.unlink()

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +35,11 @@ from ..spec.errors import RunError
 from . import atomic
 
 STATE = "state.json"
+#: Every run folder holds its config: a subfolder with one is a run of its own (a sweep's trial).
+CONFIG = "config.yaml"
 #: What a run writes before its work: its config and the TensorBoard events of a first epoch.  A folder with
 #: nothing else (a run that failed before its first checkpoint) has nothing to lose: a rerun replaces it.
-NOT_WORK = ("config.yaml", "tensorboard")
+NOT_WORK = (CONFIG, "tensorboard")
 _INDEX = re.compile(r"^(?P<kind>[a-z]+)-(?P<index>\d+)")
 
 
@@ -111,7 +114,8 @@ class RunDir:
             raise RunError(f"cannot create the run folder {self.path}: {exc.strerror}; choose a writable "
                            "`output_dir`") from None
         self.check_writable()
-        atomic.remove_stale_temporaries(self.path)
+        # A nested run folder (a sweep's trial: its own config.yaml) cleans its own temporaries.
+        atomic.remove_stale_temporaries(self.path, owned_elsewhere=lambda folder: (folder / CONFIG).exists())
         return self.read_state() if self.resume else None
 
     def _clear(self) -> None:
@@ -123,7 +127,7 @@ class RunDir:
 
     def check_writable(self) -> None:
         """Raise RunError now if the folder cannot take a file (read-only, no space)."""
-        probe = self.path / f"{atomic.TMP_PREFIX}probe"
+        probe = self.path / f"{atomic.TMP_PREFIX}probe.{os.getpid()}.{secrets.token_hex(4)}"   # one per process
         try:
             with open(probe, "wb") as f:
                 f.write(b"\0" * 4096)
