@@ -342,7 +342,7 @@ def test_fairgrad_is_exact_for_gradient_norms_far_apart():
     assert "weighting.params.alpha" in _spec_error("weighting: {strategy: fairgrad, params: {alpha: 0}}")
 
 
-# --- GLS and FairGrad in a model: the guard, saving --------------------------------------------------------
+# --- GLS, FairGrad and the other new strategies in a model: the guard, saving ----------------------------
 
 
 def _small(spec, nonfinite="stop"):
@@ -354,9 +354,24 @@ def _small(spec, nonfinite="stop"):
     return model
 
 
-@pytest.mark.parametrize("weighting", [{"strategy": "gls"}, {"strategy": "fairgrad", "params": {"alpha": 2.0}},
-                                       {"strategy": "fairgrad", "gradients": "representation"}])
-def test_gls_and_fairgrad_skip_a_nan_step_and_save_their_state(weighting, tmp_path):
+#: The strategies of issue 19, each in every gradient mode its method allows (test_weighting_new_strategies.py
+#: has their references).
+_NEW = [{"strategy": "gls"}, {"strategy": "fairgrad", "params": {"alpha": 2.0}},
+        {"strategy": "fairgrad", "gradients": "representation"},
+        {"strategy": "stch", "params": {"mu": 0.5}, "preference": {"a": 2.0}},
+        {"strategy": "imtl_l"}, {"strategy": "imtl"}, {"strategy": "imtl", "gradients": "representation"},
+        {"strategy": "config", "preference": {"b": 2.0}}, {"strategy": "config", "gradients": "representation"},
+        {"strategy": "dual_proj", "preference": {"a": 3.0}},
+        {"strategy": "dual_proj", "gradients": "representation"},
+        {"strategy": "excess_mtl", "params": {"step_size": 0.5}}]
+
+
+def _id(w):
+    return w["strategy"] + ("-rep" if w.get("gradients") else "")
+
+
+@pytest.mark.parametrize("weighting", _NEW, ids=_id)
+def test_new_strategies_skip_a_nan_step_and_save_their_state(weighting, tmp_path):
     spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}}, "weighting": weighting}
     r = np.random.default_rng(1)
     x = r.normal(size=(8, 3)).astype("float32")
@@ -370,16 +385,15 @@ def test_gls_and_fairgrad_skip_a_nan_step_and_save_their_state(weighting, tmp_pa
     for got, want in zip(model.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     state = model.loss.weighting.strategy.get_state()
-    np.testing.assert_allclose(state["current"], reference.loss.weighting.strategy.get_state()["current"], rtol=1e-5)
-    assert np.all(np.asarray(state["current"]) > 0)
+    for key, value in reference.loss.weighting.strategy.get_state().items():    # λ, and any state of its own
+        np.testing.assert_allclose(state[key], value, rtol=1e-5, err_msg=key)
+    if weighting["strategy"] in ("gls", "fairgrad"):
+        assert np.all(np.asarray(state["current"]) > 0)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.loss.weighting.strategy.get_state() == state
+    assert loaded.loss.spec.to_dict()["weighting"] == model.loss.spec.to_dict()["weighting"]     # preference too
     loaded.fit(x[:4], {k: v[:4] for k, v in y.items()}, batch_size=4, epochs=1, verbose=0)
-
-
-_NEW = [{"strategy": "gls"}, {"strategy": "fairgrad", "params": {"alpha": 2.0}},
-        {"strategy": "fairgrad", "gradients": "representation"}]
 
 
 def _two_heads(weighting):
@@ -411,8 +425,8 @@ def _fit(weighting, dist=None, jit=False):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weighting", _NEW)
-def test_gls_and_fairgrad_train_the_same_under_xla_and_on_two_replicas(weighting):
+@pytest.mark.parametrize("weighting", _NEW, ids=_id)
+def test_new_strategies_train_the_same_under_xla_and_on_two_replicas(weighting):
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     want, params = _fit(weighting, tf.distribute.OneDeviceStrategy(cpus[0]))
     for got, got_params in (_fit(weighting, jit=True),
@@ -420,4 +434,7 @@ def test_gls_and_fairgrad_train_the_same_under_xla_and_on_two_replicas(weighting
                                 cpus[:2], cross_device_ops=tf.distribute.ReductionToOneDevice()))):
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
-        np.testing.assert_allclose(got_params, params, rtol=1e-4, atol=1e-6)
+        # config-rep: one parameter of 59 (≈ −0.0256) differs by 2e-6 between the runs, float32 round-off
+        # of the rows through ConFIG's pseudo-inverse; the others agree to 1e-6
+        atol = 1e-5 if weighting["strategy"] == "config" else 1e-6
+        np.testing.assert_allclose(got_params, params, rtol=1e-4, atol=atol)

@@ -144,6 +144,20 @@ def _with_regularization(tape, scaled_reg, trainable, grads):
     return [r if g is None else (g if r is None else g + _dense(r)) for g, r in zip(grads, reg_grads)]
 
 
+def _own_gradients(strategy: Strategy, trainable, grads, values, s, present, ctx, fwd):
+    """``grads`` with the gradients of the strategy's own trainable variables (IMTL's loss scales), which the
+    per-task passes do not reach: global, so divided by the replicas (the optimizer sums them), loss-scaled."""
+    own = strategy.variable_gradients(values, s, present, ctx)
+    if own is None:
+        return grads
+    index = {id(v): k for k, v in enumerate(trainable)}
+    grads = list(grads)
+    for v, g in zip(strategy.trainable_variables, own):
+        if id(v) in index:
+            grads[index[id(v)]] = tf.stop_gradient(tf.cast(g, v.dtype)) * (fwd.loss_scale / ctx.replicas)
+    return grads
+
+
 def combine(strategy: Strategy, gram, values, present, ctx):
     """λ of a Gram or layer strategy (its ``combine``), its state updated."""
     return tf.stop_gradient(strategy.update_state(strategy.combine(gram, values, present, ctx)))
@@ -299,6 +313,7 @@ class Parameters(PerTask):
             else:
                 grads.append(tf.tensordot(eff if sh else head, g, 1))
         grads = _with_regularization(tape, fwd.scaled_reg, trainable, grads)
+        grads = _own_gradients(self.weighting.strategy, trainable, grads, global_values, s, active, ctx, fwd)
         return self.finish(fwd, grads, trainable, lam, eff, active)
 
     def _per_variable(self, tape, fwd, trainable):
@@ -370,6 +385,7 @@ class Representation(PerTask):
         head_grads = self._head_gradients(strategy, per_head, rep.heads, global_values, active)
         found = {id(v): g for v, g in zip(rep.trunk + rep.heads, list(trunk) + head_grads)}
         grads = _with_regularization(tape, fwd.scaled_reg, trainable, [found.get(id(v)) for v in trainable])
+        grads = _own_gradients(strategy, trainable, grads, global_values, s, active, ctx, fwd)
         return self.finish(fwd, grads, trainable, lam, s * lam, active)
 
     def _rows(self, tape, fwd, s):

@@ -31,6 +31,7 @@ class Weighting:
         cls, _ = resolve(ws.strategy if ws else "static")
         self.composite = composite
         self.strategy: Strategy = cls(cls.Params(**(ws.params if ws else {})), composite.terms)
+        self.strategy.preference = dict(ws.preference) if ws and getattr(ws, "preference", None) else None
         self.strategy.build()
         self.schedules = {composite.term_index(k): v for k, v in spec.schedules.items()}
         self.base = state_variable([t.weight for t in composite.terms], "multiloss_static_weights")

@@ -159,6 +159,9 @@ class WeightingSpec(_Model):
     representation: list[str] | None = Field(
         None, description="gradients: representation — the layers whose outputs the heads read "
                           "(default: inferred from the layer graph).")
+    preference: dict[str, float] | None = Field(
+        None, description="{term: value > 0}: the point on the trade-off, for the strategies that take one "
+                          "(stch, config, dual_proj); a term not named gets 1.")
 
 
 class LossSpec(_Model):

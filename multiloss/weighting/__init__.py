@@ -1,11 +1,13 @@
 """Dynamic and learned loss weighting, chosen in the spec::
 
     weighting:
-      strategy: gradnorm          # static | uncertainty | dwa | rlw | famo | gls | gradnorm | pcgrad |
-                                  # mgda | cagrad | nash_mtl | imtl_g | gradvac | aligned_mtl | upgrad |
-                                  # fairgrad | db_mtl | graddrop | package.module:Class
+      strategy: gradnorm          # static | uncertainty | dwa | rlw | famo | gls | stch | imtl_l |
+                                  # gradnorm | pcgrad | mgda | cagrad | nash_mtl | imtl_g | imtl |
+                                  # gradvac | aligned_mtl | upgrad | fairgrad | config | dual_proj |
+                                  # db_mtl | graddrop | excess_mtl | package.module:Class
       params: {alpha: 1.5, lr: 0.025}
       gradients: parameters       # or representation (MGDA-UB: one backward pass through the trunk)
+      preference: {depth: 2, seg: 1}   # stch, config, dual_proj: a point on the trade-off
     schedules:
       bin_out: {kind: linear, start: 0.0, end: 0.5, steps: 1000, warmup: 100}
 

@@ -105,12 +105,24 @@ class Strategy:
     #: The update is computed from the gradient rows (:meth:`aggregate`), not as Σ λ_i g_i.
     direct: ClassVar[bool] = False
     reference: ClassVar[str] = ""
+    #: Whether the strategy reads ``weighting.preference`` (a point on the trade-off: STCH, ConFIG, DualProj).
+    uses_preference: ClassVar[bool] = False
+    #: The ``weighting.gradients`` modes the method allows (a per-parameter state needs ``parameters``).
+    gradient_modes: ClassVar[tuple[str, ...]] = ("parameters", "representation")
 
-    def __init__(self, params: Params, terms: list):
+    def __init__(self, params: Params, terms: list, preference: dict[str, float] | None = None):
         self.params = params
         self.terms = terms
         self.num_terms = len(terms)
         self.state: dict[str, keras.Variable] = {}
+        #: ``weighting.preference``: {term: value > 0}, or None (validated by the spec).
+        self.preference = dict(preference) if preference else None
+
+    def preference_vector(self) -> np.ndarray:
+        """The preference per term, in term order (float64; a term not named gets 1, as does every term
+        without a preference)."""
+        pref = self.preference or {}
+        return np.array([float(pref.get(t.name, 1.0)) for t in self.terms], "float64")
 
     @classmethod
     def kind(cls) -> type[Strategy]:
@@ -186,6 +198,14 @@ class Strategy:
             self.state[key].assign(value)
         return result.weights
 
+    def variable_gradients(self, values, scale, present, ctx: Context):
+        """Gradient strategies: the gradients of :attr:`trainable_variables` (global, one per variable), or None.
+
+        The per-task gradient paths differentiate the term values only; a strategy with a learned parameter
+        of its own objective (IMTL's loss scales) returns its gradient here (``values``: this step's global
+        term values, ``scale``: static × schedule weights)."""
+        return None
+
     def head_scale(self, values, present):
         """Factor on the task-specific gradients s_i ∇L_i (1; DB-MTL: 1/L_i, the log-loss gradient)."""
         return ops.ones((self.num_terms,), "float32")
@@ -243,6 +263,17 @@ class GramWeighting(GradientWeighting):
 
     gradients = "shared"
     direct = False
+
+
+class PreferenceGramWeighting(GramWeighting):
+    """A Gram weighting that reads ``weighting.preference`` (ConFIG, DualProj): λ starts at 1/T, and the
+    preference per term is ``self.pref`` (float64, in term order)."""
+
+    uses_preference = True
+
+    def build(self):
+        self.keep_current(1.0 / self.num_terms, f"multiloss_{self.name}_weights")
+        self.pref = ops.convert_to_tensor(self.preference_vector(), "float64")
 
 
 class RowAggregator(GradientWeighting):

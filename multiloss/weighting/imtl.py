@@ -1,4 +1,26 @@
-"""IMTL-G, impartial multi-task learning, gradient part (Liu et al., ICLR 2021).
+"""IMTL, impartial multi-task learning (Liu et al., ICLR 2021): IMTL-G, IMTL-L and the two together.
+
+**IMTL-L** (``imtl_l``, §3.2): every task has a learned scale s_t and the loss
+
+    L̃_t = e^{s_t} L_t − s_t,
+
+trained with the network by the model's optimizer: θ gets e^{s_t} ∇L_t, s_t gets
+e^{s_t} L_t − 1, so s_t → −log L_t and the scaled losses e^{s_t} L_t → 1 (λ_t =
+e^{s_t}, s_t starts at ``init``, 0).  A static weight multiplies the whole L̃_t.
+
+**IMTL** (``imtl``, Algorithm 1): IMTL-L's scaled losses, and IMTL-G on their
+gradients e^{s_t} g_t: the shared part moves along Σ α_t e^{s_t} g_t with α of
+IMTL-G on the Gram matrix E M E (E = diag(e^{s})), so λ_t = α_t e^{s_t}; each
+task's own parameters get e^{s_t} ∇L_t, and s_t gets e^{s_t} L_t − 1 from the
+model's optimizer, as in IMTL-L (the per-task gradient passes differentiate L_t
+only, so the strategy hands that gradient to the step:
+:meth:`~multiloss.weighting.base.Strategy.variable_gradients`).  LibMTL's
+``IMTL`` computes the same scaled losses, but its s is a plain tensor with
+``requires_grad`` (not an ``nn.Parameter``), so the trainer's optimizer, built
+on ``model.parameters()``, never moves it: s stays 0 and the method is IMTL-G
+(read from its code, not run).
+
+**IMTL-G** (``imtl_g``, §3.1):
 
 With u_i = g_i/‖g_i‖, D = [g_1 − g_2, …, g_1 − g_T]ᵀ and
 U = [u_1 − u_2, …, u_1 − u_T]ᵀ, the weights
@@ -14,8 +36,10 @@ degenerate gradient sets.)
 
 from __future__ import annotations
 
-from ..spec.lazy import tf
-from .base import GramWeighting, Params
+from pydantic import Field
+
+from ..spec.lazy import ops, tf
+from .base import GramWeighting, LossWeighting, Params, state_variable
 
 
 def imtl_g_coefficients(gram, present):
@@ -51,3 +75,56 @@ class IMTLG(GramWeighting):
 
     def combine(self, gram, values, present, ctx):
         return tf.cast(imtl_g_coefficients(gram, present), tf.float32)
+
+
+class IMTLLParams(Params):
+    init: float = Field(0.0, description="The initial loss scale s (the scaled loss is e^s·L − s).")
+
+
+class _LossScales:
+    """The learned loss scales s_t of IMTL-L (trained by the model's optimizer)."""
+
+    def build_scales(self, name: str):
+        self.scales = state_variable([self.params.init] * self.num_terms, name, trainable=True)
+        self.state["scales"] = self.scales
+
+    @property
+    def trainable_variables(self):
+        return [self.scales]
+
+
+class IMTLL(_LossScales, LossWeighting):
+    name = "imtl_l"
+    Params = IMTLLParams
+    reference = IMTLG.reference
+
+    def build(self):
+        self.build_scales("multiloss_imtl_l_scales")
+
+    def weights(self, values, present, ctx):
+        return ops.exp(ops.convert_to_tensor(self.scales))
+
+    def regularizer(self, scale, present, ctx):
+        return -ops.sum(scale * present * ops.convert_to_tensor(self.scales))
+
+
+class IMTL(_LossScales, GramWeighting):
+    name = "imtl"
+    Params = IMTLLParams
+    reference = IMTLG.reference
+
+    def build(self):
+        self.keep_current(1.0 / self.num_terms, "multiloss_imtl_weights")
+        self.build_scales("multiloss_imtl_scales")
+
+    def combine(self, gram, values, present, ctx):
+        e = tf.exp(tf.cast(tf.convert_to_tensor(self.scales), tf.float64))
+        scaled = tf.cast(gram, tf.float64) * e[:, None] * e[None, :]
+        return tf.cast(imtl_g_coefficients(scaled, present) * e, tf.float32)
+
+    def head_scale(self, values, present):
+        return tf.exp(tf.convert_to_tensor(self.scales))
+
+    def variable_gradients(self, values, scale, present, ctx):
+        # ∂/∂s_t of s·(e^{s_t} L_t − s_t), for the terms present
+        return [scale * present * (tf.exp(tf.convert_to_tensor(self.scales)) * values - 1.0)]

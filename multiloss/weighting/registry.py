@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import ValidationError
 
 from ..spec.imports import import_object
@@ -11,20 +13,24 @@ from ..spec.validation import did_you_mean, unknown_key
 from .aligned_mtl import AlignedMTL
 from .base import Params, Strategy
 from .cagrad import CAGrad
+from .config import ConFIG
 from .dbmtl import DBMTL
+from .dualproj import DualProj
 from .dwa import DWA
+from .excess_mtl import ExcessMTL
 from .fairgrad import FairGrad
 from .famo import FAMO
 from .gls import GLS
 from .graddrop import GradDrop
 from .gradnorm import GradNorm
 from .gradvac import GradVac
-from .imtl import IMTLG
+from .imtl import IMTL, IMTLG, IMTLL
 from .mgda import MGDA
 from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RLW
 from .static import Static
+from .stch import STCH
 from .uncertainty import Uncertainty
 from .upgrad import UPGrad
 
@@ -73,7 +79,7 @@ def register_strategy(strategy, name: str | None = None):
 
 
 for _cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad, NashMTL, IMTLG, GradVac, AlignedMTL,
-             UPGrad, FAMO, DBMTL, GradDrop, GLS, FairGrad):
+             UPGrad, FAMO, DBMTL, GradDrop, GLS, FairGrad, STCH, IMTLL, IMTL, ConFIG, DualProj, ExcessMTL):
     register_strategy(_cls)
 
 
@@ -125,6 +131,11 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
     mode = getattr(ws, "gradients", "parameters")
     if mode not in GRADIENT_MODES:
         problems.append((("weighting", "gradients"), unknown_key(mode, GRADIENT_MODES, "gradient mode")))
+    elif mode not in cls.gradient_modes and cls.gradients == "shared":
+        problems.append((("weighting", "gradients"),
+                         f"strategy {ws.strategy!r} allows gradients: {' or '.join(cls.gradient_modes)} only "
+                         f"(it keeps a state per shared parameter, and representation rows are new samples "
+                         f"every step)"))
     elif mode == "representation":
         if cls.gradients != "shared":
             problems.append((("weighting", "gradients"),
@@ -136,6 +147,7 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
             problems.append((("weighting", "vectorize"),
                              "gradients: representation takes T short backward passes through the heads; "
                              "there is nothing to vectorize"))
+    problems += _preference_problems(ws, cls, names)
     if getattr(ws, "representation", None) is not None and mode != "representation":
         problems.append((("weighting", "representation"),
                          "a representation layer is only used with gradients: representation"))
@@ -143,6 +155,26 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
         problems.append((("weighting", "shared"),
                          f"strategy {ws.strategy!r} uses no per-task gradients, so it has no use for "
                          "shared parameters; remove `shared:`"))
+    return problems
+
+
+def _preference_problems(ws, cls, names: list[str]) -> list[tuple[tuple, str]]:
+    """``weighting.preference``: only for a strategy that reads one; term names; values finite and > 0."""
+    pref = getattr(ws, "preference", None)
+    if pref is None:
+        return []
+    if not cls.uses_preference:
+        users = ", ".join(n for n, c in STRATEGIES.items() if c.uses_preference)
+        return [(("weighting", "preference"),
+                 f"strategy {ws.strategy!r} takes no preference; the strategies that do: {users}")]
+    problems = []
+    for key, value in pref.items():
+        path = ("weighting", "preference", key)
+        if key not in names:
+            problems.append((path, f"no term named {key!r}; {did_you_mean(key, names)}"
+                                   f"the preference is keyed by term name; terms: {names}"))
+        elif not (math.isfinite(value) and value > 0):
+            problems.append((path, f"a preference must be a finite number > 0, got {value!r}"))
     return problems
 
 
