@@ -21,6 +21,7 @@ from multiloss.weighting.config import config_coefficients
 from multiloss.weighting.dualproj import dualproj_coefficients
 from multiloss.weighting.excess_mtl import excess_mtl_update
 from multiloss.weighting.imtl import imtl_g_coefficients
+from multiloss.weighting.moco import MoCoParams, moco_update, simplex_projection
 from multiloss.weighting.stch import stch_value, stch_weights
 
 
@@ -311,6 +312,54 @@ def test_excess_mtl_follows_the_paper_recursion(warmup):
         np.testing.assert_allclose(update.numpy(), wu, rtol=1e-4, atol=1e-6)
     assert not np.allclose(want_a[-1], 1 / 3)                 # the weights moved
     assert "weighting.gradients" in _spec_error("weighting: {strategy: excess_mtl, gradients: representation}")
+
+
+# --- MoCo (Fernando et al. ICLR 2023) ---------------------------------------------------------------------
+
+
+def _project(v):
+    """argmin_{w∈Δ} ‖w − v‖²: w = max(v − θ, 0) with Σw = 1, θ by bisection (not the sort of the code)."""
+    lo, hi = v.min() - 1.0, v.max()
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.maximum(v - mid, 0).sum() > 1 else (lo, mid)
+    return np.maximum(v - 0.5 * (lo + hi), 0)
+
+
+def test_simplex_projection_is_the_nearest_point_of_the_simplex():
+    r = np.random.default_rng(6)
+    for t in (1, 2, 3, 6):
+        for _ in range(20):
+            v = r.normal(size=t) * r.choice([0.01, 1.0, 100.0])
+            np.testing.assert_allclose(simplex_projection(v, np.ones(t)).numpy(), _project(v), atol=1e-12)
+    v = np.array([0.3, 5.0, -0.2, 0.4])
+    got = simplex_projection(v, np.array([1.0, 0.0, 1.0, 1.0])).numpy()
+    assert got[1] == 0
+    np.testing.assert_allclose(got[[0, 2, 3]], _project(v[[0, 2, 3]]), atol=1e-12)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_moco_follows_the_paper_recursion(normalize):
+    """Algorithm 1: yᵢ tracks the gradients, λ a projected step of (YYᵀ + ρI)λ, d = Yᵀλ; six steps."""
+    r = np.random.default_rng(7)
+    t, p = 3, 10
+    params = MoCoParams(beta=0.6, beta_sigma=0.5, gamma=0.2, gamma_sigma=0.3, rho=0.05, normalize=normalize)
+    y, lam = np.zeros((t, p)), np.full(t, 1 / 3)
+    ty, tlam = tf.zeros((t, p)), tf.constant(lam)
+    for step in range(6):
+        g = (r.normal(size=(t, p)) + np.array([[1.0], [0.0], [-0.5]])).astype("float32")
+        values = r.uniform(0.5, 2.0, size=t).astype("float32")
+        h = g.astype("float64")
+        if normalize:
+            h = h / (np.linalg.norm(h, axis=1, keepdims=True) + 1e-8) * values[:, None]
+        k = step + 1.0
+        y = y - 0.6 / k ** 0.5 * (y - h)
+        lam = _project(lam - 0.2 / k ** 0.3 * (y @ y.T + 0.05 * np.eye(t)) @ lam)
+        update, ty, tlam = moco_update(tf.constant(g), ty, tlam, tf.constant(values), tf.ones(t), step, params)
+        np.testing.assert_allclose(tlam.numpy(), lam, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(update.numpy(), lam @ y, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(lam, 1 / 3)
+    assert "weighting.gradients" in _spec_error("weighting: {strategy: moco, gradients: representation}")
 
 
 # --- every new strategy in fit: the guard, saving, XLA, two replicas: in test_weighting_reference's _NEW ----

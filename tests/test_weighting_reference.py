@@ -363,7 +363,7 @@ _NEW = [{"strategy": "gls"}, {"strategy": "fairgrad", "params": {"alpha": 2.0}},
         {"strategy": "config", "preference": {"b": 2.0}}, {"strategy": "config", "gradients": "representation"},
         {"strategy": "dual_proj", "preference": {"a": 3.0}},
         {"strategy": "dual_proj", "gradients": "representation"},
-        {"strategy": "excess_mtl", "params": {"step_size": 0.5}}]
+        {"strategy": "excess_mtl", "params": {"step_size": 0.5}}, {"strategy": "moco", "params": {"gamma": 0.5}}]
 
 
 def _id(w):

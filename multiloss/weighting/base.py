@@ -295,6 +295,31 @@ class LayerGradientWeighting(GradientWeighting):
     direct = False
 
 
+class RowBuffer:
+    """Mixin of a row aggregator that keeps a ``[T, P]`` buffer per shared parameter (ExcessMTL, MoCo): made in
+    :meth:`~Strategy.bind_rows` once P is known, put back by the non-finite guard, and, too large for the
+    saved config, left out of :meth:`~Strategy.get_state` (a reloaded model restarts it at 0)."""
+
+    #: The state key of the buffer.
+    buffer_key: ClassVar[str] = "buffer"
+
+    def bind_buffer(self, size: int | None, what: str) -> str | None:
+        if size is None:
+            return f"{self.name} {what}, which needs known shared layers: name them in weighting.shared"
+        var = self.state.get(self.buffer_key)
+        if var is None or var.shape[1] != size:
+            var = state_variable(np.zeros((self.num_terms, size)), f"multiloss_{self.name}_{self.buffer_key}")
+        self.state[self.buffer_key] = var
+        return None
+
+    def buffer(self):
+        return ops.convert_to_tensor(self.state[self.buffer_key])
+
+    def get_state(self) -> dict[str, list]:
+        return {k: np.asarray(ops.convert_to_numpy(v)).tolist() for k, v in self.state.items()
+                if k != self.buffer_key}
+
+
 #: The kind types, in the order :meth:`Strategy.kind` tries them.
 KINDS: tuple[type[Strategy], ...] = (LayerGradientWeighting, GramWeighting, RowAggregator, LossWeighting)
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
-from .base import Params, RowAggregator, StateUpdate, state_variable
+from ..spec.lazy import tf
+from .base import Params, RowAggregator, RowBuffer, StateUpdate, state_variable
 
 EPS = 1e-7
 
@@ -64,10 +64,11 @@ def excess_mtl_update(rows, fisher, alpha, base, count, present, step_size: floa
     return tf.tensordot(lam, rows, 1), fisher, alpha, base, count + 1.0
 
 
-class ExcessMTL(RowAggregator):
+class ExcessMTL(RowBuffer, RowAggregator):
     name = "excess_mtl"
     Params = ExcessMTLParams
     gradient_modes = ("parameters",)
+    buffer_key = "fisher"
     reference = ("He, Zhou, Zhang, Yun, Xu, Zeng, Chilimbi & Zhao, Robust multi-task learning with excess "
                  "risks, ICML 2024 (arXiv:2402.02009)")
 
@@ -78,19 +79,9 @@ class ExcessMTL(RowAggregator):
         self.base = state_variable(np.zeros(n), "multiloss_excess_mtl_baseline", dtype="float64")
         self.count = state_variable(0.0, "multiloss_excess_mtl_steps", dtype="float64")
         self.state.update({"alpha": self.alpha, "base": self.base, "count": self.count})
-        self.fisher = None
 
     def bind_rows(self, size, mode):
-        if size is None:
-            return ("excess_mtl keeps a diagonal Fisher estimate per shared parameter, which needs known "
-                    "shared layers: name them in weighting.shared")
-        if self.fisher is None or self.fisher.shape[1] != size:
-            self.fisher = state_variable(np.zeros((self.num_terms, size)), "multiloss_excess_mtl_fisher")
-        self.state["fisher"] = self.fisher
-        return None
-
-    def get_state(self):
-        return {k: np.asarray(ops.convert_to_numpy(v)).tolist() for k, v in self.state.items() if k != "fisher"}
+        return self.bind_buffer(size, "keeps a diagonal Fisher estimate per shared parameter")
 
     def head_scale(self, values, present):
         return tf.cast(tf.convert_to_tensor(self.alpha), tf.float32)
@@ -98,7 +89,7 @@ class ExcessMTL(RowAggregator):
     def aggregate(self, rows, values, present, ctx):
         p = self.params
         update, fisher, alpha, base, count = excess_mtl_update(
-            rows, tf.convert_to_tensor(self.fisher), tf.convert_to_tensor(self.alpha),
+            rows, self.buffer(), tf.convert_to_tensor(self.alpha),
             tf.convert_to_tensor(self.base), tf.convert_to_tensor(self.count), present, p.step_size,
             p.warmup_steps)
         return update, StateUpdate(tf.cast(alpha, tf.float32),

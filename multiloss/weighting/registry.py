@@ -26,6 +26,7 @@ from .gradnorm import GradNorm
 from .gradvac import GradVac
 from .imtl import IMTL, IMTLG, IMTLL
 from .mgda import MGDA
+from .moco import MoCo
 from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RLW
@@ -79,7 +80,8 @@ def register_strategy(strategy, name: str | None = None):
 
 
 for _cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad, NashMTL, IMTLG, GradVac, AlignedMTL,
-             UPGrad, FAMO, DBMTL, GradDrop, GLS, FairGrad, STCH, IMTLL, IMTL, ConFIG, DualProj, ExcessMTL):
+             UPGrad, FAMO, DBMTL, GradDrop, GLS, FairGrad, STCH, IMTLL, IMTL, ConFIG, DualProj, ExcessMTL,
+             MoCo):
     register_strategy(_cls)
 
 
