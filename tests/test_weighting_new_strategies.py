@@ -21,7 +21,10 @@ from multiloss.weighting.config import config_coefficients
 from multiloss.weighting.dualproj import dualproj_coefficients
 from multiloss.weighting.excess_mtl import excess_mtl_update
 from multiloss.weighting.imtl import imtl_g_coefficients
-from multiloss.weighting.moco import MoCoParams, moco_update, simplex_projection
+from multiloss.weighting.moco import MoCoParams, moco_update
+from multiloss.weighting.modo import modo_update
+from multiloss.weighting.sdmgrad import sdmgrad_update
+from multiloss.weighting.solvers import simplex_projection
 from multiloss.weighting.stch import stch_value, stch_weights
 
 
@@ -360,6 +363,118 @@ def test_moco_follows_the_paper_recursion(normalize):
         np.testing.assert_allclose(update.numpy(), lam @ y, rtol=1e-4, atol=1e-6)
     assert not np.allclose(lam, 1 / 3)
     assert "weighting.gradients" in _spec_error("weighting: {strategy: moco, gradients: representation}")
+
+
+# --- MoDo (Chen et al. NeurIPS 2023) and SDMGrad (Xiao et al. NeurIPS 2023): three samples a step ----------
+
+
+def _modo(g, lam, gamma, rho):
+    """Algorithm 1 of MoDo on the rows of z₁, z₂, z₃: (d, λ)."""
+    lam = _project(lam - gamma * (g[0] @ (g[1].T @ lam) + rho * lam))
+    return lam @ g[2], lam
+
+
+def _sdmgrad(g, w, lamda, niter, lr):
+    """Algorithm 1 of SDMGrad on the rows of ξ, ξ′, ζ: S projected steps on the dual, then d (and w)."""
+    cross = g[0] @ g[1].T
+    beta = lr / (np.mean(np.sqrt(np.maximum(np.diag(cross), 0))) ** 2 + 1e-8)     # a cross diagonal may be < 0
+    for _ in range(niter):
+        w = _project(w - beta * (cross @ w + lamda * g[0] @ g[1].mean(0)))
+    return (w @ g[2] + lamda * g[2].mean(0)) / (1 + lamda), w
+
+
+def test_modo_and_sdmgrad_follow_their_algorithms():
+    r = np.random.default_rng(8)
+    t, p = 3, 12
+    lam, w = np.full(t, 1 / 3), np.full(t, 1 / 3)
+    tlam, tw = tf.constant(lam), tf.constant(w)
+    for _ in range(4):
+        common = r.normal(size=(1, 1, p))
+        g = (common + r.normal(size=(3, t, p)) * np.array([1.0, 0.5, 2.0])[None, :, None]).astype("float32")
+        d, lam = _modo(g.astype("float64"), lam, 0.05, 0.1)
+        got, tlam = modo_update(tf.constant(g), tlam, tf.ones(t), 0.05, 0.1)
+        np.testing.assert_allclose(tlam.numpy(), lam, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.numpy(), d, rtol=1e-4, atol=1e-6)
+        d, w = _sdmgrad(g.astype("float64"), w, 0.3, 20, 5.0)
+        got, tw, _ = sdmgrad_update(tf.constant(g), tw, tf.ones(t), 0.3, 20, 5.0)
+        np.testing.assert_allclose(tw.numpy(), w, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.numpy(), d, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(lam, 1 / 3) and not np.allclose(w, 1 / 3)
+    for name in ("modo", "sdmgrad"):
+        assert "weighting.gradients" in _spec_error(f"weighting: {{strategy: {name}, gradients: representation}}")
+
+
+@pytest.mark.parametrize("strategy", ["modo", "sdmgrad"])
+def test_one_fit_step_uses_the_three_thirds_of_the_batch(strategy):
+    """One SGD step on a batch of 9: z₁, z₂, z₃ (ξ, ξ′, ζ) are its thirds, by a plain tape on each; the trunk
+    moves along the algorithm's d, the heads along the whole batch's sᵢ∇Lᵢ."""
+    x, y = _xy(9)
+    lr, s = 0.1, np.array([1.0, 0.5])
+    params = {"gamma": 0.05, "rho": 0.1} if strategy == "modo" else {"lamda": 0.3, "niter": 5, "lr": 2.0}
+    spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}},
+            "weighting": {"strategy": strategy, "params": params}}
+    model = _two_heads()
+    ml.compile(model, spec, optimizer=keras.optimizers.SGD(lr))
+    ref = _two_heads()
+    trunk = ref.get_layer("trunk").trainable_variables
+
+    def rows(xs, ys):
+        with tf.GradientTape(persistent=True) as tape:
+            out = ref(xs)
+            losses = [s[i] * tf.reduce_mean(tf.square(ys[k] - out[k])) for i, k in enumerate("ab")]
+        return tape, losses, np.stack([np.concatenate([g.numpy().ravel() for g in tape.gradient(v, trunk)])
+                                       for v in losses])
+
+    g = np.stack([rows(x[j * 3:(j + 1) * 3], {k: v[j * 3:(j + 1) * 3] for k, v in y.items()})[2] for j in range(3)])
+    if strategy == "modo":
+        d, _ = _modo(g, np.full(2, 0.5), 0.05, 0.1)
+    else:
+        d, _ = _sdmgrad(g, np.full(2, 0.5), 0.3, 5, 2.0)
+    tape, losses, _ = rows(x, y)
+    heads = [(v, sum(tape.gradient(losses[i], v) for i, k in enumerate("ab") if v.path.startswith(k)))
+             for k in "ab" for v in ref.get_layer(k).trainable_variables]
+    offset = 0
+    for v in trunk:
+        size = int(np.prod(v.shape))
+        v.assign(v.numpy() - lr * d[offset:offset + size].reshape(v.shape))
+        offset += size
+    for v, gv in heads:
+        v.assign(v.numpy() - lr * gv.numpy())
+    model.fit(x, y, batch_size=9, epochs=1, verbose=0, shuffle=False)
+    for got, want in zip(model.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["modo", "sdmgrad"])
+def test_three_samples_under_xla_and_on_two_replicas(strategy):
+    """Two replicas: part j is the union of each replica's j-th third, so one device fed the batch reordered
+    to those unions trains the same; XLA trains as graph mode."""
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    x, y = _xy(12)
+    spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}},
+            "weighting": {"strategy": strategy, "params": {"gamma": 0.5} if strategy == "modo" else {}}}
+    order = np.array([0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11])
+
+    def run(dist, perm, jit=False):
+        with dist.scope():
+            model = _two_heads(3)
+            ml.compile(model, spec, optimizer=keras.optimizers.SGD(0.3), jit_compile=jit)
+        data = tf.data.Dataset.from_tensors((x[perm], {k: v[perm] for k, v in y.items()})).repeat(3)
+        hist = model.fit(data, epochs=2, verbose=0).history
+        return hist, np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
+
+    one = tf.distribute.OneDeviceStrategy(cpus[0])
+    want, params = run(one, order)
+    got, got_params = run(tf.distribute.MirroredStrategy(cpus[:2],
+                                                         cross_device_ops=tf.distribute.ReductionToOneDevice()),
+                          np.arange(12))
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
+    np.testing.assert_allclose(got_params, params, rtol=1e-4, atol=1e-6)
+    want, params = run(one, np.arange(12))
+    got, got_params = run(one, np.arange(12), jit=True)
+    np.testing.assert_allclose(got_params, params, rtol=1e-4, atol=1e-6)
 
 
 # --- every new strategy in fit: the guard, saving, XLA, two replicas: in test_weighting_reference's _NEW ----

@@ -364,13 +364,16 @@ _NEW = [{"strategy": "gls"}, {"strategy": "fairgrad", "params": {"alpha": 2.0}},
         {"strategy": "dual_proj", "preference": {"a": 3.0}},
         {"strategy": "dual_proj", "gradients": "representation"},
         {"strategy": "excess_mtl", "params": {"step_size": 0.5}}, {"strategy": "moco", "params": {"gamma": 0.5}}]
+#: MoDo and SDMGrad cut the batch in three, per replica: their two-replica run is checked against a reordered
+#: batch in test_weighting_new_strategies.py.
+_THREE = [{"strategy": "modo", "params": {"gamma": 0.5}}, {"strategy": "sdmgrad"}]
 
 
 def _id(w):
     return w["strategy"] + ("-rep" if w.get("gradients") else "")
 
 
-@pytest.mark.parametrize("weighting", _NEW, ids=_id)
+@pytest.mark.parametrize("weighting", _NEW + _THREE, ids=_id)
 def test_new_strategies_skip_a_nan_step_and_save_their_state(weighting, tmp_path):
     spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}}, "weighting": weighting}
     r = np.random.default_rng(1)

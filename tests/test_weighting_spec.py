@@ -23,11 +23,12 @@ def _error(text: str) -> str:
     return str(info.value)
 
 
-def test_the_twenty_five_strategies_are_registered_and_load_from_yaml():
+def test_the_twenty_seven_strategies_are_registered_and_load_from_yaml():
     assert sorted(STRATEGIES) == sorted(["static", "uncertainty", "dwa", "gradnorm", "pcgrad", "rlw",
                                          "mgda", "cagrad", "nash_mtl", "imtl_g", "gradvac", "aligned_mtl",
                                          "upgrad", "famo", "db_mtl", "graddrop", "gls", "fairgrad", "stch",
-                                         "imtl_l", "imtl", "config", "dual_proj", "excess_mtl", "moco"])
+                                         "imtl_l", "imtl", "config", "dual_proj", "excess_mtl", "moco",
+                                         "modo", "sdmgrad"])
     for name in STRATEGIES:
         spec = ml.load_spec(HEADS + f"weighting: {{strategy: {name}}}\n")
         composite = ml.build_loss(spec)
@@ -48,7 +49,7 @@ def test_a_spec_without_weighting_keeps_the_static_path():
     ("weighting: {strategy: gradnrom}", "weighting.strategy",
      "unknown strategy 'gradnrom'; did you mean 'gradnorm' or 'graddrop'? valid: static, uncertainty, dwa, gradnorm, "
      "pcgrad, rlw, mgda, cagrad, nash_mtl, imtl_g, gradvac, aligned_mtl, upgrad, famo, db_mtl, graddrop, gls, "
-     "fairgrad, stch, imtl_l, imtl, config, dual_proj, excess_mtl, moco "
+     "fairgrad, stch, imtl_l, imtl, config, dual_proj, excess_mtl, moco, modo, sdmgrad "
      "(or 'package.module:Class', or register your own with multiloss.register_strategy)"),
     ("weighting: {strategy: gradnorm, params: {alph: 1.5}}", "weighting.params.alph",
      "strategy 'gradnorm' has no parameter 'alph'; valid: alpha, lr, layer"),

@@ -79,6 +79,7 @@ class Forward:
     loss_scale: Any = None
     z: list | None = None       # Representation: the tensors Z
     parts: Any = None           # Representation: the composite's TermParts
+    sub: list | None = None     # a strategy of k > 1 samples: per sub-batch, the loss-scaled term values
 
 
 def batch_size(x):
@@ -122,6 +123,12 @@ def _all_reduce(values, jac):
     n = values.shape[0]
     packed = red.cross_replica_sum(tf.concat([values, tf.reshape(tf.cast(jac, values.dtype), [-1])], 0))
     return packed[:n], tf.reshape(packed[n:], tf.shape(jac))
+
+
+def _part(structure, j: int, k: int, size):
+    """Every tensor of ``structure`` (None kept) cut to its ``j``-th of ``k`` contiguous parts along the batch."""
+    start, stop = (size * j) // k, (size * (j + 1)) // k
+    return tf.nest.map_structure(lambda t: None if t is None else t[start:stop], structure)
 
 
 def _flat_rows(grads, variables, num):
@@ -229,6 +236,11 @@ class PerTask(Provider):
         # Each term's (scaled) value is its own scalar: its gradient touches only its subgraph.
         fwd.per_task = [v * fwd.loss_scale for v in per_term]
         fwd.scaled = ops.stack(fwd.per_task)
+        k = self.weighting.strategy.samples
+        if k > 1:            # independent samples within the step: the batch cut into k contiguous parts
+            fwd.sub = [[v * fwd.loss_scale for v in
+                        self.composite.parts(*_part((y, y_pred, sample_weight), j, k, batch_size(x)),
+                                             present=False).values()] for j in range(k)]
         return fwd
 
     @staticmethod
@@ -299,7 +311,7 @@ class Parameters(PerTask):
         ctx, s, active = self.inputs(fwd)
         per_var, connected = self._per_variable(tape, fwd, trainable)
         is_shared = self._shared(per_var, connected, trainable)
-        update, lam, global_values = self._shared_update(fwd, per_var, is_shared, s, active, ctx)
+        update, lam, global_values = self._shared_update(fwd, per_var, is_shared, s, active, ctx, tape, trainable)
         eff = s * lam
         head = s * tf.stop_gradient(self.weighting.strategy.head_scale(global_values, active))
         grads, offset = [], 0
@@ -339,12 +351,20 @@ class Parameters(PerTask):
             return [id(v) in ids for v in trainable]
         return [c >= 2 for c in connected]
 
-    def _shared_update(self, fwd, per_var, is_shared, s, active, ctx):
+    def _shared_update(self, fwd, per_var, is_shared, s, active, ctx, tape, trainable):
         """``(update of the shared part or None, λ, global values)`` from the strategy."""
         strategy, num = self.weighting.strategy, len(fwd.per_task)
         shared_rows = [tf.reshape(g, [num, -1]) for g, sh in zip(per_var, is_shared) if sh and g is not None]
         if not shared_rows:
             return None, tf.ones([num], "float32"), fwd.values * ctx.replicas
+        if fwd.sub is not None:     # [k, T, P]: each sub-batch's per-task gradients of the shared variables
+            shared = [v for v, g, sh in zip(trainable, per_var, is_shared) if sh and g is not None]
+            rows = tf.stack([tf.stack([_flat_row(tape.gradient(v, shared), shared) for v in part])
+                             for part in fwd.sub])
+            global_values, jac = _all_reduce(fwd.values, rows)
+            update, lam = aggregate(strategy, jac * s[None, :, None] / fwd.loss_scale, global_values * s, active,
+                                    ctx)
+            return update * fwd.loss_scale / ctx.replicas, lam, global_values
         global_values, jac = _all_reduce(fwd.values, tf.concat(shared_rows, 1))
         jac = jac * s[:, None] / fwd.loss_scale
         if strategy.active_kind() is RowAggregator:

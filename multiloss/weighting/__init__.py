@@ -4,7 +4,8 @@
       strategy: gradnorm          # static | uncertainty | dwa | rlw | famo | gls | stch | imtl_l |
                                   # gradnorm | pcgrad | mgda | cagrad | nash_mtl | imtl_g | imtl |
                                   # gradvac | aligned_mtl | upgrad | fairgrad | config | dual_proj |
-                                  # db_mtl | graddrop | excess_mtl | moco | package.module:Class
+                                  # db_mtl | graddrop | excess_mtl | moco | modo | sdmgrad |
+                                  # package.module:Class
       params: {alpha: 1.5, lr: 0.025}
       gradients: parameters       # or representation (MGDA-UB: one backward pass through the trunk)
       preference: {depth: 2, seg: 1}   # stch, config, dual_proj: a point on the trade-off

@@ -109,6 +109,10 @@ class Strategy:
     uses_preference: ClassVar[bool] = False
     #: The ``weighting.gradients`` modes the method allows (a per-parameter state needs ``parameters``).
     gradient_modes: ClassVar[tuple[str, ...]] = ("parameters", "representation")
+    #: Independent samples a step needs (MoDo, SDMGrad: 3).  With k > 1 the batch is cut into k contiguous
+    #: parts and a row aggregator's ``aggregate`` gets ``[k, T, P]`` rows, part j's per-task gradients of the
+    #: shared parameters (``gradients: parameters`` only).
+    samples: ClassVar[int] = 1
 
     def __init__(self, params: Params, terms: list, preference: dict[str, float] | None = None):
         self.params = params
@@ -245,6 +249,14 @@ class GradientWeighting(Strategy):
     def weights(self, values, present, ctx):
         return self.current_weights()
 
+    def keep_iterate(self, key: str) -> keras.Variable:
+        """``current`` and a float64 iterate ``state[key]`` on the simplex, both 1/T at the start (the weights
+        that MoCo, MoDo, SDMGrad and ExcessMTL carry from step to step)."""
+        n = self.num_terms
+        self.keep_current(1.0 / n, f"multiloss_{self.name}_weights")
+        self.state[key] = state_variable(np.full(n, 1.0 / n), f"multiloss_{self.name}_{key}", dtype="float64")
+        return self.state[key]
+
     def update_state(self, result):
         """The :class:`StateUpdate`'s variables, and λ into ``current`` unless it names ``current`` itself."""
         lam = super().update_state(result)
@@ -293,6 +305,14 @@ class LayerGradientWeighting(GradientWeighting):
 
     gradients = "layer"
     direct = False
+
+
+class SampledRows(RowAggregator):
+    """A row aggregator of three independent samples a step (MoDo, SDMGrad): ``aggregate`` gets ``[3, T, P]``,
+    the per-task gradients of the shared parameters on each third of the batch (see :attr:`Strategy.samples`)."""
+
+    samples = 3
+    gradient_modes = ("parameters",)
 
 
 class RowBuffer:

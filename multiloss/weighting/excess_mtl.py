@@ -74,11 +74,10 @@ class ExcessMTL(RowBuffer, RowAggregator):
 
     def build(self):
         n = self.num_terms
-        self.keep_current(1.0 / n, "multiloss_excess_mtl_weights")
-        self.alpha = state_variable(np.full(n, 1.0 / n), "multiloss_excess_mtl_alpha", dtype="float64")
+        self.alpha = self.keep_iterate("alpha")
         self.base = state_variable(np.zeros(n), "multiloss_excess_mtl_baseline", dtype="float64")
         self.count = state_variable(0.0, "multiloss_excess_mtl_steps", dtype="float64")
-        self.state.update({"alpha": self.alpha, "base": self.base, "count": self.count})
+        self.state.update({"base": self.base, "count": self.count})
 
     def bind_rows(self, size, mode):
         return self.bind_buffer(size, "keeps a diagonal Fisher estimate per shared parameter")

@@ -25,11 +25,11 @@ LibMTL's ``MoCo``); LibMTL also replaces Π_Δ by a softmax of the step.
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
 from ..spec.lazy import tf
-from .base import Params, RowAggregator, RowBuffer, StateUpdate, state_variable
+from .base import Params, RowAggregator, RowBuffer, StateUpdate
+from .solvers import simplex_projection
 
 
 class MoCoParams(Params):
@@ -39,24 +39,6 @@ class MoCoParams(Params):
     gamma_sigma: float = Field(0.5, ge=0, description="γ_t = γ / t^σ (LibMTL: 0.5).")
     rho: float = Field(0.0, ge=0, description="ρ, the ℓ2 regulariser of λ's step.")
     normalize: bool = Field(False, description="hᵢ → Lᵢ·hᵢ/‖hᵢ‖ (the authors' code, LibMTL).")
-
-
-def simplex_projection(v, present):
-    """The Euclidean projection of ``v`` onto the simplex of the present entries (float64; 0 elsewhere).
-
-    Sort-based (Held, Wolfe & Crowder 1974): θ = (Σ_{j≤k} u_j − 1)/k for the largest k with
-    u_k > (Σ_{j≤k} u_j − 1)/k, u sorted decreasing; the projection is max(v − θ, 0).
-    """
-    v = tf.cast(v, tf.float64)
-    p = tf.cast(present, tf.float64) > 0
-    low = tf.reduce_min(tf.where(p, v, np.inf)) - 2.0 * (tf.reduce_max(tf.abs(v)) + 1.0) * v.shape[0]
-    vp = tf.where(p, v, low)                         # absent entries sort last and end at 0
-    u = tf.sort(vp, direction="DESCENDING")
-    k = tf.range(1, v.shape[0] + 1, dtype=tf.float64)
-    theta_k = (tf.cumsum(u) - 1.0) / k
-    last = tf.reduce_max(tf.where(u > theta_k, k, 1.0))
-    theta = tf.gather(theta_k, tf.cast(last, tf.int32) - 1)
-    return tf.where(p, tf.maximum(vp - theta, 0.0), 0.0)
 
 
 def moco_update(rows, y, lam, values, present, step, params: MoCoParams):
@@ -84,10 +66,7 @@ class MoCo(RowBuffer, RowAggregator):
                  "learning: a provably convergent approach, ICLR 2023 (openreview dLAYGdKTi2)")
 
     def build(self):
-        n = self.num_terms
-        self.keep_current(1.0 / n, "multiloss_moco_weights")
-        self.lam = state_variable(np.full(n, 1.0 / n), "multiloss_moco_lambda", dtype="float64")
-        self.state["lam"] = self.lam
+        self.lam = self.keep_iterate("lam")
 
     def bind_rows(self, size, mode):
         return self.bind_buffer(size, "tracks the per-task gradients of the shared parameters")

@@ -27,9 +27,11 @@ from .gradvac import GradVac
 from .imtl import IMTL, IMTLG, IMTLL
 from .mgda import MGDA
 from .moco import MoCo
+from .modo import MoDo
 from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RLW
+from .sdmgrad import SDMGrad
 from .static import Static
 from .stch import STCH
 from .uncertainty import Uncertainty
@@ -48,6 +50,9 @@ def _strategy_problem(cls) -> str | None:
     if cls is not Strategy and cls.combine is Strategy.combine and cls.gradients == "shared" \
             and not cls.direct:
         return f"{cls.__name__} computes per-task gradients but implements neither combine nor aggregate"
+    if cls.samples > 1 and not (cls.direct and "representation" not in cls.gradient_modes):
+        return (f"{cls.__name__}.samples > 1 needs a row aggregator (it gets [samples, T, P] rows) with "
+                "gradient_modes = ('parameters',)")
     return None
 
 
@@ -81,7 +86,7 @@ def register_strategy(strategy, name: str | None = None):
 
 for _cls in (Static, Uncertainty, DWA, GradNorm, PCGrad, RLW, MGDA, CAGrad, NashMTL, IMTLG, GradVac, AlignedMTL,
              UPGrad, FAMO, DBMTL, GradDrop, GLS, FairGrad, STCH, IMTLL, IMTL, ConFIG, DualProj, ExcessMTL,
-             MoCo):
+             MoCo, MoDo, SDMGrad):
     register_strategy(_cls)
 
 

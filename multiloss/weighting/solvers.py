@@ -9,6 +9,7 @@ the per-task gradients (never on the gradients themselves), in float64.
   (:func:`cagrad_direction`: with the coefficients of its update).
 * :func:`nonneg_qp` — ``min_{x≥0} ½xᵀAx + bᵀx`` for several b (UPGrad's projections).
 * :func:`nash_weights` — Nash-MTL's bargaining solution ``α ⊙ (Mα) = 1``.
+* :func:`simplex_projection` — the Euclidean projection onto the simplex (MoCo, MoDo, SDMGrad).
 
 **Scale.**  Every solver first normalises the Gram matrix by its diagonal:
 ``M̃ = DMD`` with ``D = diag(1/‖g_i‖)``, so M̃ has a unit diagonal whatever
@@ -483,3 +484,21 @@ def nash_weights(gram, present, iters: int = 30):
 
     _, beta = tf.while_loop(lambda i, _: i < iters, body, [tf.constant(0), beta])
     return beta * d * p
+
+
+def simplex_projection(v, present):
+    """The Euclidean projection of ``v`` onto the simplex of the present entries (float64; 0 elsewhere).
+
+    Sort-based (Held, Wolfe & Crowder 1974): θ = (Σ_{j≤k} u_j − 1)/k for the largest k with
+    u_k > (Σ_{j≤k} u_j − 1)/k, u sorted decreasing; the projection is max(v − θ, 0).
+    """
+    v = tf.cast(v, tf.float64)
+    p = tf.cast(present, tf.float64) > 0
+    low = tf.reduce_min(tf.where(p, v, np.inf)) - 2.0 * (tf.reduce_max(tf.abs(v)) + 1.0) * v.shape[0]
+    vp = tf.where(p, v, low)                         # absent entries sort last and end at 0
+    u = tf.sort(vp, direction="DESCENDING")
+    k = tf.range(1, v.shape[0] + 1, dtype=tf.float64)
+    theta_k = (tf.cumsum(u) - 1.0) / k
+    last = tf.reduce_max(tf.where(u > theta_k, k, 1.0))
+    theta = tf.gather(theta_k, tf.cast(last, tf.int32) - 1)
+    return tf.where(p, tf.maximum(vp - theta, 0.0), 0.0)
