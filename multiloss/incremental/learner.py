@@ -66,6 +66,7 @@ class Learner:
         """Train ``method`` for ``step``: expand, train, update the memory, extra stages."""
         self.notes = {}
         self.net.expand(step.num_total)
+        method.prepare(self, step)
         x, y = method.training_data(self, step)
         self.fit("train", method.spec(step), x, y, step,
                  targets=lambda learner, xb, yb: method.targets(learner, xb, yb, step))

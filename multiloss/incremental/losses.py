@@ -220,21 +220,45 @@ def pod_flat(y_true, y_pred):
 
 
 @register_loss("nca")
-def nca(y_true, y_pred, margin: float = 0.6, hinge: bool = True):
-    """PODNet's NCA loss with a margin on the (scaled) class similarities ``y_pred``: ``[B]``.
+def nca(y_true, y_pred, margin: float = 0.6, hinge: bool = True, margin_units: str = "logit"):
+    """PODNet's NCA loss with a margin on the (scaled) class similarities: ``[B]``.
 
-    ``−(z_y − δ) + log Σ_{c ≠ y} exp(z_c)``, clipped at 0 when ``hinge``
-    (Douillard et al. 2020, Eq. 7, with the scale η inside the logits
-    ``z = η·ŷ``).  ``y_true``: class positions ``[B]``.
+    ``−(z_y − m) + log Σ_{c ≠ y} exp(z_c)``, clipped at 0 when ``hinge``, with ``z = η·ŷ`` the
+    local similarity classifier's output (η its scale, ŷ the class similarities in [−1, 1]).
+
+    ``margin_units``: ``logit``: m = δ, the margin in the units of z (in similarity units δ/η);
+    ``similarity``: m = η·δ, i.e. ``η(ŷ_y − δ)``, Douillard et al. (2020, Eq. 7)'s form; then
+    ``y_pred`` is ``[z | η]`` (the network's ``scaled`` output: η as the last column).
+    ``y_true``: class positions ``[B]``.
     """
+    if margin_units not in ("logit", "similarity"):
+        raise ValueError(f"margin_units must be 'logit' or 'similarity', got {margin_units!r}")
     y_pred = ops.convert_to_tensor(y_pred)
+    if margin_units == "similarity":
+        y_pred, eta = y_pred[..., :-1], y_pred[..., -1]
+        shift = margin * eta
+    else:
+        shift = margin
     labels = ops.cast(ops.reshape(ops.convert_to_tensor(y_true), (-1,)), "int32")
     onehot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
-    positive = ops.sum(onehot * y_pred, axis=-1) - margin
+    positive = ops.sum(onehot * y_pred, axis=-1) - shift
     others = ops.where(onehot > 0, ops.full_like(y_pred, -1e9), y_pred)
     loss = -positive + ops.logsumexp(others, axis=-1)
     return ops.maximum(loss, 0.0) if hinge else loss
 
 
+@register_loss("tempered_crossentropy")
+def tempered_crossentropy(y_true, y_pred, temperature: float = 1.0):
+    """Cross-entropy of softmax(z / T) on the true class (class positions ``[B]``): ``[B]``; DER's
+    classifier re-training at T = 5 (the reference code's ``CrossEntropy(logits / T, y)``)."""
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    y_pred = ops.convert_to_tensor(y_pred) / float(temperature)
+    labels = ops.cast(ops.reshape(ops.convert_to_tensor(y_true), (-1,)), "int32")
+    onehot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+    return -ops.sum(onehot * ops.log_softmax(y_pred, axis=-1), axis=-1)
+
+
 __all__ = ["distillation_loss", "incremental_targets", "icarl_targets", "incremental_distillation",
-           "incremental_classification", "icarl_bce", "pod_pool", "pod_spatial", "pod_flat", "nca"]
+           "incremental_classification", "icarl_bce", "pod_pool", "pod_spatial", "pod_flat", "nca",
+           "tempered_crossentropy"]

@@ -129,6 +129,9 @@ class Method:
             x, y = np.concatenate([x, mx]), np.concatenate([y, my])
         return x, y
 
+    def prepare(self, learner: Learner, step: Step) -> None:
+        """After the classifier is expanded, before the training stage (PODNet's imprinting); none by default."""
+
     def finish(self, learner: Learner, step: Step) -> None:
         """Extra stages after training and the memory update (none by default)."""
 
@@ -496,10 +499,24 @@ class PODNetParams(_Params):
                                                  "code starts at 1 and trains ~100× longer; at 1 the few "
                                                  "epochs here leave old classes near 0 on digits).")
     learn_scale: bool = Field(True, description="Learn η (the paper); false: keep it at `scale`.")
+    margin_units: Literal["logit", "similarity"] = Field(
+        "logit", description="Units of δ: logit: subtracted from z_y = η·ŷ_y (δ/η in similarity units); "
+                             "similarity: η(ŷ_y − δ), the paper's Eq. 7 (the reference code's margin cancels out).")
     balanced_epochs: int = Field(20, ge=0, description="Epochs of the class-balanced fine-tuning of the "
                                                        "classifier on the memory (PyCIL: 20; 0: none).")
     balanced_lr_scale: float = Field(0.1, gt=0, description="Its learning rate, relative to the optimizer's "
                                                             "(PyCIL: 0.005 / 0.1).")
+    freeze_old_proxies: bool = Field(True, description="The old classes' proxies get no gradient in the main "
+                                                       "stage (the reference code's `old_weights: 0.`, PyCIL); they "
+                                                       "are trained in the class-balanced fine-tuning.")
+    imprint: Literal["kmeans", "normal", "none"] = Field(
+        "kmeans", description="New classes' proxies from their training samples' normalised features: the K "
+                              "centres of a k-means (the reference code's CIFAR-100 setting), K draws from "
+                              "N(mean, std) (its `normal`), or none (random, as before).")
+    features: Literal["pre_relu", "post_relu"] = Field(
+        "pre_relu", description="The features the classifier, POD-flat, imprinting and herding read: before the "
+                                "backbone's last ReLU (the reference code: `last_relu: false`, "
+                                "`classifier_no_act`), or after it.")
 
 
 class PODNet(Method):
@@ -526,17 +543,23 @@ class PODNet(Method):
 
     def build_net(self, build):
         net = IncrementalNet(build(), head="lsc", proxies=self.params.proxies, pod=True, scale=self.params.scale,
-                             learn_scale=self.params.learn_scale)
+                             learn_scale=self.params.learn_scale, pre_relu=self.params.features == "pre_relu")
         self.pod_sizes = list(net.pod_sizes)
         return net
+
+    def prepare(self, learner: Learner, step: Step) -> None:
+        prepare_cosine_head(learner, step, self.params.imprint, self.params.freeze_old_proxies)
 
     def factor(self, step: Step) -> float:
         return math.sqrt(step.num_total / (step.num_total - step.num_old)) if self.params.adaptive else 1.0
 
     def spec(self, step: Step) -> dict:
         p = self.params
-        terms: list[dict] = [{"name": "classification", "outputs": ["logits"], "target": "class", "weight": 1.0,
-                              "loss": {"name": "nca", "params": {"margin": p.margin}}}]
+        similarity = p.margin_units == "similarity"
+        terms: list[dict] = [{"name": "classification", "outputs": ["scaled" if similarity else "logits"],
+                              "target": "class", "weight": 1.0,
+                              "loss": {"name": "nca", "params": {"margin": p.margin, "hinge": True,
+                                                                 "margin_units": p.margin_units}}}]
         if step.num_old:
             f = self.factor(step)
             terms += [
@@ -562,6 +585,7 @@ class PODNet(Method):
     def finish(self, learner: Learner, step: Step) -> None:
         """Class-balanced fine-tuning: the classifier alone (backbone frozen), NCA on the memory."""
         if step.index and self.params.balanced_epochs:
+            learner.net.head.frozen_units = 0   # the reference code tunes every proxy here
             finetune_classifier(learner, step, {"terms": [self.spec(step)["terms"][0]]}, [learner.net.backbone],
                                 self.params.balanced_epochs, self.params.balanced_lr_scale)
 
@@ -573,6 +597,14 @@ class DERParams(_Params):
     balanced_lr_scale: float = Field(0.1, gt=0, description="Its learning rate, relative to the optimizer's.")
     align: bool = Field(False, description="Weight aligning of the new classes' weight vectors after each step, "
                                            "as PyCIL's DER (instead of or after the re-training).")
+    extractor_init: Literal["previous", "random"] = Field(
+        "previous", description="Each new extractor starts as a copy of the previous one (the reference code's "
+                                "and PyCIL's `load_state_dict`), or from a fresh random initialisation.")
+    reset_classifier: bool = Field(True, description="Re-initialise the classifier before its re-training (the "
+                                                     "reference code's `classifier.reset_parameters()`).")
+    balanced_temperature: float = Field(5.0, gt=0, description="Temperature T of the re-training's cross-entropy "
+                                                               "on z / T (the reference code's decouple "
+                                                               "temperature: 5).")
 
 
 class DER(Method):
@@ -594,7 +626,7 @@ class DER(Method):
     Params = DERParams
 
     def build_net(self, build):
-        return DERNet(build)
+        return DERNet(build, copy_previous=self.params.extractor_init == "previous")
 
     def spec(self, step: Step) -> dict:
         terms = [classification_term()]
@@ -609,16 +641,40 @@ class DER(Method):
             return {}
         return {"aux_class": aux_labels(labels, step.num_old)}
 
+    def balanced_spec(self) -> dict:
+        """The classifier re-training's loss: cross-entropy of softmax(z / T) over every seen class."""
+        t = self.params.balanced_temperature
+        if t == 1:
+            return {"terms": [classification_term()]}
+        return {"terms": [{"name": "classification", "outputs": ["logits"], "target": "class", "weight": 1.0,
+                           "loss": {"name": "tempered_crossentropy", "params": {"temperature": t}}}]}
+
     def finish(self, learner: Learner, step: Step) -> None:
         if not step.index:
             return
         if self.params.balanced_epochs:
-            finetune_classifier(learner, step, {"terms": [classification_term()]}, learner.net.backbones,
+            if self.params.reset_classifier:
+                learner.net.reset_classifier()
+            finetune_classifier(learner, step, self.balanced_spec(), learner.net.backbones,
                                 self.params.balanced_epochs, self.params.balanced_lr_scale)
         if self.params.align:
             from .network import align_weights
 
             learner.note("gamma", align_weights(learner.net.head, step.num_old))
+
+
+def prepare_cosine_head(learner: Learner, step: Step, imprint: str, freeze_old: bool) -> None:
+    """Before a step of a method with a local similarity (cosine) classifier: imprint the new classes'
+    proxies from the current backbone's features of their training samples (from the second step; at the
+    first the backbone is untrained, as the reference code's random start), and freeze the old ones."""
+    from .network import imprint_proxies
+
+    head = learner.net.head
+    head.frozen_units = step.num_old if freeze_old else 0
+    if step.num_old and imprint != "none":
+        x, y = learner.train.of(step.new_classes)
+        imprint_proxies(head, learner.net.features(x), y, step.new_classes, imprint,
+                        seed=int(np.random.default_rng([learner.seed, step.index]).integers(2 ** 31)))
 
 
 def finetune_classifier(learner: Learner, step: Step, spec: dict, frozen: list, epochs: int,

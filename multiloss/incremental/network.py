@@ -288,6 +288,10 @@ class LocalSimilarityClassifier(layers.Layer):
         super().__init__(**kwargs)
         self.units, self.proxies, self.scale_init = int(units), int(proxies), float(scale)
         self.learn_scale = bool(learn_scale)
+        #: The first ``frozen_units`` classes' proxies get no gradient (PODNet's and LUCIR's old classes
+        #: in the main stage); a Python attribute read when the training step is traced (set it before
+        #: compiling a stage).
+        self.frozen_units = 0
 
     def build(self, input_shape):
         self.kernel = self.add_weight(shape=(int(input_shape[-1]), self.units * self.proxies),
@@ -299,7 +303,13 @@ class LocalSimilarityClassifier(layers.Layer):
         from keras import ops
 
         f = x / ops.maximum(ops.norm(x, axis=-1, keepdims=True), 1e-12)
-        w = self.kernel / ops.maximum(ops.norm(self.kernel, axis=0, keepdims=True), 1e-12)
+        kernel = self.kernel
+        if 0 < self.frozen_units:
+            cut = min(self.frozen_units, self.units) * self.proxies
+            kernel = ops.concatenate([ops.stop_gradient(kernel[:, :cut]), kernel[:, cut:]], axis=1)
+        w = kernel / ops.maximum(ops.norm(kernel, axis=0, keepdims=True), 1e-12)
+        if self.proxies == 1:   # a cosine classifier (LUCIR's): η·cos
+            return self.scale * ops.matmul(f, w)
         sims = ops.reshape(ops.matmul(f, w), (-1, self.units, self.proxies))
         return self.scale * ops.sum(ops.softmax(sims, axis=-1) * sims, axis=-1)
 
@@ -321,6 +331,94 @@ def expand_lsc(old: LocalSimilarityClassifier | None, units: int, in_dim: int,
         kernel[:, : old_units * proxies] = np.asarray(old.kernel)
         head.set_weights([kernel, np.asarray(old.scale)])
     return head
+
+
+def kmeans(points: np.ndarray, k: int, seed: int = 0, iterations: int = 50) -> np.ndarray:
+    """``k`` cluster centres of ``points`` ``[N, D]`` (Lloyd's algorithm from a k-means++ start, seeded).
+
+    Fewer points than ``k``: the points, repeated.  An emptied cluster keeps its centre.
+    """
+    points = np.asarray(points, "float64")
+    if len(points) <= k:
+        return points[np.arange(k) % len(points)].copy()
+    rng = np.random.default_rng(seed)
+    centres = [points[rng.integers(len(points))]]
+    for _ in range(1, k):   # k-means++: the next centre drawn with probability ∝ squared distance
+        d2 = ((points[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1).min(1)
+        centres.append(points[rng.choice(len(points), p=d2 / d2.sum())] if d2.sum() > 0
+                       else points[rng.integers(len(points))])
+    centres = np.asarray(centres)
+    for _ in range(iterations):
+        assign = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        moved = np.asarray([points[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)])
+        if np.allclose(moved, centres):
+            break
+        centres = moved
+    return centres
+
+
+def imprint_proxies(head: LocalSimilarityClassifier, features: np.ndarray, labels: np.ndarray,
+                    classes: list[int], mode: str = "kmeans", seed: int = 0) -> None:
+    """Initialise ``classes``' proxies from their samples' features (weight imprinting).
+
+    As PODNet's reference code (``add_imprinted_classes``): each sample's feature is L2-normalised;
+    with one proxy per class it is the normalised mean; with K proxies, ``kmeans``: the K centres of
+    a k-means of the normalised features, ``normal``: K draws from N(normalised mean, their std); each
+    multiplied by the mean norm of the classes' proxies that are not being imprinted (1 if none).
+    """
+    if mode not in ("kmeans", "normal"):
+        raise ValueError(f"imprint mode must be 'kmeans' or 'normal', got {mode!r}")
+    kernel = np.asarray(head.kernel).copy()
+    k = head.proxies
+    keep = np.ones(kernel.shape[1], bool)
+    for c in classes:
+        keep[c * k:(c + 1) * k] = False
+    norm = float(np.linalg.norm(kernel[:, keep], axis=0).mean()) if keep.any() else 1.0
+    feats = np.asarray(features, "float64")
+    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        own = feats[np.asarray(labels) == c]
+        if not len(own):
+            continue
+        mean = own.mean(0)
+        mean = mean / max(np.linalg.norm(mean), 1e-12)
+        if k == 1:
+            proxies = mean[None]
+        elif mode == "kmeans":
+            proxies = kmeans(own, k, seed=int(rng.integers(2 ** 31)))
+        else:
+            proxies = rng.normal(mean, own.std(0), size=(k, len(mean)))
+        kernel[:, c * k:(c + 1) * k] = (proxies * norm).T
+    head.kernel.assign(kernel.astype(np.asarray(head.kernel).dtype))
+
+
+def pre_relu_backbone(backbone: keras.Model) -> keras.Model:
+    """The backbone without its final ReLU: its feature vector before the last activation (PODNet's and
+    LUCIR's reference networks drop the last ReLU; their classifier and distillation read these
+    features).  The same layers and weights, in the same order; the last ``Dense(activation="relu")`` is
+    replaced by a linear twin holding its weights.  Handled endings: a ReLU / ``Activation("relu")`` layer,
+    a ``Dense`` with ReLU, a global pooling after a ReLU layer; anything else is a ValueError."""
+    last = backbone.layers[-1]
+
+    def is_relu(layer) -> bool:
+        return isinstance(layer, layers.ReLU) or (
+            isinstance(layer, layers.Activation) and getattr(layer.activation, "__name__", "") == "relu")
+
+    if is_relu(last):
+        out = last.input
+    elif isinstance(last, layers.Dense) and getattr(last.activation, "__name__", "") == "relu":
+        linear = layers.Dense.from_config({**last.get_config(), "activation": None})
+        out = linear(last.input)
+        linear.set_weights(last.get_weights())
+    elif isinstance(last, (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)) and \
+            is_relu(getattr(last.input, "_keras_history", [None])[0]):
+        relu = last.input._keras_history[0]
+        out = type(last).from_config(last.get_config())(relu.input)
+    else:
+        raise ValueError(f"cannot take the features before the last ReLU of this backbone (its last layer is "
+                         f"{type(last).__name__} {last.name!r}); use features: post_relu")
+    return keras.Model(backbone.inputs[0], out, name=backbone.name)
 
 
 def feature_maps(backbone: keras.Model) -> list:
@@ -369,6 +467,21 @@ class NearestMeanScores(layers.Layer):
         return {**super().get_config(), "units": self.units, "dim": self.dim}
 
 
+class WithScale(layers.Layer):
+    """``[z | η]``: a local similarity classifier's logits ``z = η·ŷ`` with its scale η as a last column,
+    for a loss that needs η (the NCA margin in similarity units, LUCIR's margin ranking on cosines).
+    Holds no weights of its own (η stays the classifier's)."""
+
+    def __init__(self, head: LocalSimilarityClassifier, **kwargs):
+        super().__init__(**kwargs)
+        self._head = lambda: head   # not tracked: the classifier's weights stay the classifier's
+
+    def call(self, z):
+        from keras import ops
+
+        return ops.concatenate([z, ops.ones_like(z[:, :1]) * ops.cast(self._head().scale, z.dtype)], axis=-1)
+
+
 def copy_layer(layer: layers.Layer, in_dim: int) -> layers.Layer:
     """A new layer of ``layer``'s class and config, built on ``in_dim`` features, with its weights."""
     twin = type(layer).from_config(layer.get_config())
@@ -402,10 +515,12 @@ class IncrementalNet:
 
     def __init__(self, backbone: keras.Model, nonnegative_head: bool = False, head_bias: bool = True,
                  head: str = "linear", proxies: int = 10, pod: bool = False, scale: float = 1.0,
-                 learn_scale: bool = True):
+                 learn_scale: bool = True, pre_relu: bool = False):
         if len(backbone.outputs) != 1 or len(backbone.outputs[0].shape) != 2:
             raise ValueError("the backbone must map its inputs to one feature vector [B, D]; "
                              f"it outputs {[tuple(o.shape) for o in backbone.outputs]}")
+        if pre_relu:
+            backbone = pre_relu_backbone(backbone)
         if head not in ("linear", "lsc"):
             raise ValueError(f"head must be 'linear' or 'lsc', got {head!r}")
         self.backbone = backbone
@@ -450,7 +565,10 @@ class IncrementalNet:
         if self._model is None:
             inputs = keras.Input(tuple(self.backbone.inputs[0].shape[1:]), name="inputs")
             if self._multi is None:
-                outputs = {"logits": self.head(self.backbone(inputs))}
+                feats = self.backbone(inputs)
+                outputs = {"logits": self.head(feats)}
+                if self.head_kind == "lsc":
+                    outputs["features"] = layers.Identity(name="features")(feats)
             else:
                 from .losses import pod_pool
 
@@ -459,6 +577,8 @@ class IncrementalNet:
                     else layers.Identity(name="pod")(pod_pool(maps[0]))
                 outputs = {"logits": self.head(feats), "features": layers.Identity(name="features")(feats),
                            "pod": pooled}
+            if self.head_kind == "lsc":
+                outputs["scaled"] = WithScale(self.head, name="scaled")(outputs["logits"])
             self._model = keras.Model(inputs, outputs, name="incremental_net")
         return self._model
 
@@ -521,8 +641,9 @@ class DERNet:
     builder with its parameters bound).
     """
 
-    def __init__(self, build: Callable[[], keras.Model]):
+    def __init__(self, build: Callable[[], keras.Model], copy_previous: bool = True):
         self.build = build
+        self.copy_previous = bool(copy_previous)   # a new extractor starts with the previous one's weights
         self.backbones: list[keras.Model] = []
         self.head: layers.Dense | None = None
         self.aux: layers.Dense | None = None
@@ -539,7 +660,7 @@ class DERNet:
 
     def copy(self) -> DERNet:
         """The same network with its own (frozen) layers (see :meth:`IncrementalNet.copy`)."""
-        twin = DERNet(self.build)
+        twin = DERNet(self.build, self.copy_previous)
         twin.backbones = [copy_model(b) for b in self.backbones]
         if self.head is not None:
             twin.head = copy_layer(self.head, self.feature_dim)
@@ -566,6 +687,8 @@ class DERNet:
         new = self.build()
         if len(new.outputs) != 1 or len(new.outputs[0].shape) != 2:
             raise ValueError("the backbone must map its inputs to one feature vector [B, D]")
+        if self.copy_previous and self.backbones:
+            new.set_weights(self.backbones[-1].get_weights())
         self.backbones.append(keras.Model(new.inputs[0], new.outputs[0], name=f"extractor_{len(self.backbones)}"))
         head = layers.Dense(num_classes, name="logits")
         head.build((None, self.feature_dim))
@@ -581,6 +704,12 @@ class DERNet:
             self.aux = layers.Dense(num_classes - old_units + 1, name="aux_logits")
             self.aux.build((None, int(new.outputs[0].shape[-1])))
         self._model = None
+
+    def reset_classifier(self) -> None:
+        """Give the classifier fresh initial weights (DER's re-training starts from them)."""
+        fresh = layers.Dense(self.head.units, name="logits", use_bias=self.head.use_bias)
+        fresh.build((None, self.feature_dim))
+        self.head.set_weights(fresh.get_weights())
 
     def model(self) -> keras.Model:
         if self.head is None:
@@ -628,6 +757,6 @@ def _batched(fn, x: np.ndarray, batch_size: int, reader: Callable | None = None)
 
 __all__ = ["IncrementalNet", "DERNet", "LocalSimilarityClassifier", "NearestMeanScores", "saved_backbone",
            "BackboneError", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
-           "align_weights", "feature_maps", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
+           "align_weights", "feature_maps", "imprint_proxies", "kmeans", "pre_relu_backbone", "WithScale", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
            "resnet18", "resnet32",
            "keras_application"]
