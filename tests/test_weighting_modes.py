@@ -20,9 +20,10 @@ from multiloss.core import gradients as weighting_step
 from multiloss.weighting import STRATEGIES, Params, Strategy, WeightCollapseWarning
 from multiloss.weighting.pcgrad import random_order
 
-NEW = ["nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "famo", "db_mtl", "graddrop"]
+NEW = ["nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "famo", "db_mtl", "graddrop",
+       "stch", "imtl_l", "imtl", "config", "dual_proj", "excess_mtl", "moco", "modo", "sdmgrad"]
 GRADIENT = ["pcgrad", "mgda", "cagrad", "nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "db_mtl",
-            "graddrop"]
+            "graddrop", "imtl", "config", "dual_proj"]
 
 
 def _model(seed=0):

@@ -453,7 +453,7 @@ def test_three_samples_under_xla_and_on_two_replicas(strategy):
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     x, y = _xy(12)
     spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse", "weight": 0.5}},
-            "weighting": {"strategy": strategy, "params": {"gamma": 0.5} if strategy == "modo" else {}}}
+            "weighting": {"strategy": strategy, "params": {"gamma": 0.05} if strategy == "modo" else {}}}
     order = np.array([0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11])
 
     def run(dist, perm, jit=False):
@@ -461,7 +461,7 @@ def test_three_samples_under_xla_and_on_two_replicas(strategy):
             model = _two_heads(3)
             ml.compile(model, spec, optimizer=keras.optimizers.SGD(0.3), jit_compile=jit)
         data = tf.data.Dataset.from_tensors((x[perm], {k: v[perm] for k, v in y.items()})).repeat(3)
-        hist = model.fit(data, epochs=2, verbose=0).history
+        hist = model.fit(data, epochs=2, verbose=0, shuffle=False).history
         return hist, np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
 
     one = tf.distribute.OneDeviceStrategy(cpus[0])

@@ -97,6 +97,10 @@ _PARTIAL += [("mgda+vectorize", 1.0, "sample_weight"), ("gradnorm+vectorize", 1.
 # its unit gradient (the paper's α(Mα) = 1 for one task: α = 1/‖g‖; factor None).
 _PARTIAL += [(s, 1.0, "sample_weight") for s in ("imtl_g", "gradvac", "aligned_mtl", "upgrad", "graddrop")]
 _PARTIAL += [("nash_mtl", None, "sample_weight")]
+# Issue 19's: λ = 1 for one task (IMTL's scales start at 0); ExcessMTL's α is 1/T during its warm-up step and
+# MoCo's tracked gradient β₁·g = 0.5·g at step 1.  (MoDo and SDMGrad move along one third of the batch.)
+_PARTIAL += [(s, 1.0, "sample_weight") for s in ("stch", "imtl_l", "imtl", "config", "dual_proj")]
+_PARTIAL += [("excess_mtl", 0.5, "sample_weight"), ("moco", 0.5, "sample_weight")]
 
 
 @pytest.mark.parametrize("strategy,factor,missing", _PARTIAL)
