@@ -50,8 +50,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-METHODS = ["finetune", "lwf", "replay", "icarl", "eeil", "wa", "bic", "podnet", "der", "joint"]
-EXEMPLAR = ["replay", "icarl", "eeil", "wa", "bic", "podnet", "der"]
+METHODS = ["finetune", "lwf", "ewc", "replay", "icarl", "eeil", "wa", "bic", "podnet", "der", "lucir", "joint"]
+EXEMPLAR = ["replay", "icarl", "eeil", "wa", "bic", "podnet", "der", "lucir"]
 SCENARIOS = {"5x2": (2, 2), "B4-2": (4, 2)}
 SEEDS = [1993, 1994, 1995]
 SETTINGS = ["data.params.train_limit=4000", "data.params.test_limit=3000", "train.batch_size=32"]
@@ -76,11 +76,12 @@ def stages(method: str, params: dict, epochs: int) -> str:
         extra = f" + {params['balanced_epochs']} balanced (memory, lr × {params['balanced_lr_scale']:g})"
     elif method == "bic":
         extra = f" + {params['bias_epochs']} bias layer (held-out split, α and β only)"
-    elif method in ("podnet", "der"):
+    elif method in ("podnet", "der", "lucir") and params.get("balanced_epochs"):
         extra = f" + {params['balanced_epochs']} classifier only (memory, lr × {params['balanced_lr_scale']:g})"
     else:
         extra = ""
-    data = {"joint": "all seen data", "finetune": "new data", "lwf": "new data"}.get(method, "new + memory")
+    data = {"joint": "all seen data", "finetune": "new data", "lwf": "new data", "ewc": "new data"}.get(
+        method, "new + memory")
     return f"{epochs} ({data}){extra}"
 
 

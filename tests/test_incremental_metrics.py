@@ -60,3 +60,33 @@ def test_confusion_matrix_matches_sklearn():
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 6, 300), rng.integers(0, 6, 300)
     np.testing.assert_array_equal(confusion_matrix(y, p, 6), sk_confusion(y, p, labels=range(6)))
+
+
+def test_backward_and_forward_transfer_by_hand():
+    """GEM (Lopez-Paz & Ranzato 2017): BWT = 1/(T−1) Σ_{i<T} (R_{T,i} − R_{i,i}),
+    FWT = 1/(T−1) Σ_{i≥2} (R_{i−1,i} − b̄_i), worked out by hand on a 3-task matrix."""
+    from multiloss.incremental.metrics import backward_transfer, forward_transfer
+
+    nan = float("nan")
+    r = np.array([[0.9, nan, nan], [0.6, 0.8, nan], [0.5, 0.7, 0.95]])
+    # ((0.5 − 0.9) + (0.7 − 0.8)) / 2
+    assert backward_transfer(r) == pytest.approx(-0.25)
+    assert backward_transfer(r[:1]) is None
+    full = np.array([[0.9, 0.1, 0.3], [0.6, 0.8, 0.2], [0.5, 0.7, 0.95]])
+    # ((R[0,1] − b̄_1) + (R[1,2] − b̄_2)) / 2 = ((0.1 − 0.15) + (0.2 − 0.25)) / 2
+    assert forward_transfer(full, [0.1, 0.15, 0.25]) == pytest.approx(-0.05)
+    assert forward_transfer(r, [0.1, 0.15, 0.25]) is None      # R[i−1, i] not measured (class-incremental)
+    assert forward_transfer(full, None) is None
+
+
+def test_task_aware_accuracy_by_hand():
+    """Task id known: each sample classified among its task's classes only."""
+    from multiloss.incremental.metrics import task_aware_accuracies
+
+    y = np.array([0, 1, 2, 3])
+    scores = np.array([[0.9, 0.1, 2.0, 0.0],    # task 0: 0 among {0, 1}: right (class-incremental: 2, wrong)
+                       [0.8, 0.2, 0.0, 0.0],    # task 0: 0, wrong
+                       [5.0, 5.0, 0.3, 0.1],    # task 1: 2 among {2, 3}: right
+                       [0.0, 0.0, 0.1, 0.2]])   # task 1: 3, right
+    assert task_aware_accuracies(y, scores, [2, 2]) == [0.5, 1.0]
+    assert task_accuracies(y, scores.argmax(1), [2, 2]) == [0.0, 0.5]

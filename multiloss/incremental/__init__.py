@@ -22,7 +22,7 @@ __getattr__ = lazy_attributes(__name__, {
     **dict.fromkeys(["IncrementalConfig", "load_incremental_config"], ".config"),
     **dict.fromkeys(["ExemplarMemory", "herding_order"], ".memory"),
     **dict.fromkeys(["DER", "EEIL", "METHODS", "WA", "BiC", "FineTune", "ICaRL", "Joint", "LwF", "Method",
-                     "PODNet", "Replay", "Step", "get_method", "register_method"], ".methods"),
+                     "PODNet", "Replay", "Step", "get_method", "register_method", "LUCIR", "EWC"], ".methods"),
     **dict.fromkeys(["average_incremental_accuracy", "class_order", "forgetting"], ".metrics"),
     **dict.fromkeys(["BACKBONES", "DERNet", "IncrementalNet", "align_weights", "expand_classifier", "get_backbone",
                      "register_backbone"], ".network"),
@@ -39,7 +39,7 @@ __all__ = [
     "IncrementalNet", "DERNet", "expand_classifier", "align_weights", "BACKBONES", "get_backbone",
     "register_backbone", "Method", "Step", "METHODS",
     "register_method", "get_method", "FineTune", "Joint", "LwF", "ICaRL", "EEIL", "WA", "Replay", "BiC",
-    "PODNet", "DER", "class_order", "average_incremental_accuracy", "forgetting",
+    "PODNet", "DER", "LUCIR", "EWC", "class_order", "average_incremental_accuracy", "forgetting",
     "IncrementalConfig", "load_incremental_config", "run_incremental", "check_incremental",
     "evaluate_incremental", "plot_incremental",
 ]

@@ -58,7 +58,7 @@ class MemoryConfig(_Model):
 
 
 class MethodConfig(_Model):
-    name: str = Field(description="finetune | joint | replay | lwf | icarl | eeil | wa | bic | podnet | der, "
+    name: str = Field(description="finetune | joint | replay | lwf | ewc | icarl | eeil | wa | bic | podnet | der | lucir, "
                                   "a name given to register_method, or package.module:MethodClass")
     params: dict[str, Any] = Field(default_factory=dict)
 

@@ -247,6 +247,30 @@ def nca(y_true, y_pred, margin: float = 0.6, hinge: bool = True, margin_units: s
     return ops.maximum(loss, 0.0) if hinge else loss
 
 
+@register_loss("margin_ranking")
+def margin_ranking(y_true, y_pred, num_old: int, k: int = 2, margin: float = 0.5):
+    """LUCIR's inter-class separation (Hou et al. 2019, Eq. 8) on a cosine classifier: ``[B]``.
+
+    ``y_pred`` is ``[η·cos | η]`` (the network's ``scaled`` output), so ``cos = z / η``.  For a sample
+    of an old class (position < ``num_old``): ``(1/K) Σ_{k ≤ K} max(0, m − cos_y + cos_k)`` over the
+    ``K`` new classes with the highest cosines (the hard negatives); 0 for a new-class sample.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    cos = y_pred[..., :-1] / y_pred[..., -1:]
+    labels = ops.cast(ops.reshape(ops.convert_to_tensor(y_true), (-1,)), "int32")
+    onehot = ops.one_hot(labels, ops.shape(cos)[-1], dtype=cos.dtype)
+    positive = ops.sum(onehot * cos, axis=-1, keepdims=True)
+    hard = ops.top_k(cos[..., num_old:], k=int(k), sorted=False)[0]
+    per = ops.mean(ops.maximum(margin - positive + hard, 0.0), axis=-1)
+    return ops.where(labels < num_old, per, ops.zeros_like(per))
+
+
+@register_loss("penalty")
+def penalty(y_true, y_pred):
+    """A model output that is already the loss (EWC's quadratic penalty, the same in every row): ``[B]``."""
+    return ops.convert_to_tensor(y_pred)[..., 0]
+
+
 @register_loss("tempered_crossentropy")
 def tempered_crossentropy(y_true, y_pred, temperature: float = 1.0):
     """Cross-entropy of softmax(z / T) on the true class (class positions ``[B]``): ``[B]``; DER's
@@ -261,4 +285,4 @@ def tempered_crossentropy(y_true, y_pred, temperature: float = 1.0):
 
 __all__ = ["distillation_loss", "incremental_targets", "icarl_targets", "incremental_distillation",
            "incremental_classification", "icarl_bce", "pod_pool", "pod_spatial", "pod_flat", "nca",
-           "tempered_crossentropy"]
+           "tempered_crossentropy", "margin_ranking", "penalty"]

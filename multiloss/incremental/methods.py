@@ -7,6 +7,10 @@ A method says, for a step,
   the composite loss like any other multiloss term;
 * ``training_data(learner, step)``: what it trains on (new classes, plus the
   exemplar memory when ``replay``; every seen class for ``joint``);
+* ``prepare(learner, step)``: after the classifier is expanded, before training (PODNet's and LUCIR's
+  imprinting of the new classes' weights and freezing of the old ones);
+* ``scores(learner, x)``: per-class scores whose argmax is ``predict`` (the task-incremental evaluation
+  restricts them to a task's classes);
 * ``finish(learner, step)``: its extra stages, after the memory is updated
   (EEIL's balanced fine-tuning, WA's weight aligning);
 * ``predict(learner, x)``: its classifier (the network's logits, or iCaRL's
@@ -42,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..spec.imports import import_object, is_import_string
 from ..spec.registry import Registry
 from .memory import normalize
-from .network import DERNet, IncrementalNet
+from .network import DERNet, IncrementalNet, PenaltyNet
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -138,6 +142,11 @@ class Method:
     def predict(self, learner: Learner, x: np.ndarray) -> np.ndarray:
         return learner.net.logits(x).argmax(axis=-1)
 
+    def scores(self, learner: Learner, x: np.ndarray) -> np.ndarray:
+        """Per-class scores whose argmax is :meth:`predict` (the task-incremental evaluation restricts them
+        to a task's classes); the network's logits by default."""
+        return learner.net.logits(x)
+
     def inference_model(self, learner: Learner):
         """The Keras model ``inputs -> scores`` over the seen classes whose argmax is :meth:`predict`'s
         class (saved as ``model.keras`` after every step); by default the network's logits."""
@@ -231,10 +240,15 @@ class ICaRL(Method):
     def predict(self, learner: Learner, x: np.ndarray) -> np.ndarray:
         if self.params.classifier == "cnn":
             return super().predict(learner, x)
+        return self.scores(learner, x).argmax(axis=-1)
+
+    def scores(self, learner: Learner, x: np.ndarray) -> np.ndarray:
+        if self.params.classifier == "cnn":
+            return super().scores(learner, x)
         means = class_means(learner, learner.net.num_classes)
         feats = normalize(learner.net.features(x))
         dist = ((feats[:, None, :] - means[None, :, :]) ** 2).sum(-1)
-        return np.nan_to_num(dist, nan=np.inf).argmin(axis=-1)
+        return -np.nan_to_num(dist, nan=np.inf)
 
     def inference_model(self, learner: Learner):
         """With ``classifier: nme``, the class means of the exemplars in a layer after the backbone."""
@@ -592,9 +606,11 @@ class PODNet(Method):
 
 class DERParams(_Params):
     aux_weight: float = Field(1.0, ge=0, description="λ_a of the auxiliary loss (Yan et al.: 1).")
-    balanced_epochs: int = Field(20, ge=0, description="Epochs of the paper's classifier re-training on "
-                                                       "class-balanced data (the memory), extractors frozen; 0: none.")
-    balanced_lr_scale: float = Field(0.1, gt=0, description="Its learning rate, relative to the optimizer's.")
+    balanced_epochs: int = Field(50, ge=0, description="Epochs of the paper's classifier re-training on "
+                                                       "class-balanced data (the memory), extractors frozen (the "
+                                                       "reference code's decouple stage: 50); 0: none.")
+    balanced_lr_scale: float = Field(0.5, gt=0, description="Its learning rate, relative to the optimizer's (the "
+                                                            "reference code: 0.05 / 0.1).")
     align: bool = Field(False, description="Weight aligning of the new classes' weight vectors after each step, "
                                            "as PyCIL's DER (instead of or after the re-training).")
     extractor_init: Literal["previous", "random"] = Field(
@@ -661,6 +677,141 @@ class DER(Method):
             from .network import align_weights
 
             learner.note("gamma", align_weights(learner.net.head, step.num_old))
+
+
+class LUCIRParams(_Params):
+    lambda_base: float = Field(5.0, ge=0, description="λ_base of the less-forget constraint (the paper's CIFAR "
+                                                      "value 5; 10 on ImageNet).")
+    adaptive: bool = Field(True, description="λ = λ_base·√(old classes / new classes) (the paper's adaptive "
+                                             "weight); false: λ = λ_base.")
+    ranking_weight: float = Field(1.0, ge=0, description="Weight of the margin ranking loss (the code's lw_mr: 1).")
+    k: int = Field(2, ge=1, description="Hard negatives per old-class sample, K (2).")
+    margin: float = Field(0.5, ge=0, description="Margin m of the ranking loss, in cosine units (0.5).")
+    scale: float = Field(16.0, gt=0, description="Initial σ of the cosine classifier, learned (the code starts at "
+                                                 "1 and trains 160 epochs; as PODNet's `scale` here).")
+    imprint: bool = Field(True, description="New classes' weights from their samples' normalised mean feature "
+                                            "(the code's --imprint_weights).")
+    freeze_old: bool = Field(True, description="The old classes' weights get no gradient (the code's lr 0 for fc1).")
+    features: Literal["pre_relu", "post_relu"] = Field(
+        "pre_relu", description="Features before the backbone's last ReLU (the paper's ResNet drops it) or after.")
+    balanced_epochs: int = Field(0, ge=0, description="Class-balanced fine-tuning of the classifier on the memory "
+                                                      "(the code's --cb_finetune, used on ImageNet; 0: none).")
+    balanced_lr_scale: float = Field(0.1, gt=0)
+
+
+class LUCIR(Method):
+    """LUCIR / UCIR (Hou et al. 2019): cosine normalisation, less-forget constraint, inter-class separation.
+
+    The classifier is ``σ·cos(θ_c, f(x))`` (a local similarity classifier with one proxy per class, σ
+    learned).  ``classification``: cross-entropy on σ·cos, weight 1; ``less_forget`` (from the second
+    step): ``1 − cos(f*(x), f(x))`` between the old and new normalised features (Eq. 6), weight
+    ``λ = λ_base·√(|C_o| / |C_n|)`` (Eq. 7); ``margin_ranking``: for each old-class sample, the mean over
+    its K hardest new classes of ``max(0, m − cos_y + cos_k)`` (Eq. 8), weight 1.  New data plus
+    exemplars.  New classes' weights are imprinted and the old ones frozen in the main stage.
+    """
+
+    name = "lucir"
+    replay = True
+    Params = LUCIRParams
+
+    def build_net(self, build):
+        return IncrementalNet(build(), head="lsc", proxies=1, scale=self.params.scale, learn_scale=True,
+                              pre_relu=self.params.features == "pre_relu")
+
+    def prepare(self, learner: Learner, step: Step) -> None:
+        prepare_cosine_head(learner, step, "kmeans" if self.params.imprint else "none", self.params.freeze_old)
+
+    def lam(self, step: Step) -> float:
+        p = self.params
+        return p.lambda_base * math.sqrt(step.num_old / (step.num_total - step.num_old)) if p.adaptive \
+            else p.lambda_base
+
+    def spec(self, step: Step) -> dict:
+        terms = [classification_term()]
+        if step.num_old:
+            p = self.params
+            terms += [
+                {"name": "less_forget", "outputs": ["features"], "target": "old_features", "weight": self.lam(step),
+                 "loss": {"name": "pod_flat"}},
+                {"name": "margin_ranking", "outputs": ["scaled"], "target": "class", "weight": p.ranking_weight,
+                 "loss": {"name": "margin_ranking", "params": {"num_old": step.num_old, "k": p.k,
+                                                               "margin": p.margin}}},
+            ]
+        return {"terms": terms}
+
+    def targets(self, learner: Learner, x: np.ndarray, labels: np.ndarray, step: Step) -> dict:
+        return {"old_features": learner.net.features(x)} if step.num_old else {}
+
+    def finish(self, learner: Learner, step: Step) -> None:
+        if step.index and self.params.balanced_epochs:
+            learner.net.head.frozen_units = 0
+            finetune_classifier(learner, step, {"terms": [classification_term()]}, [learner.net.backbone],
+                                self.params.balanced_epochs, self.params.balanced_lr_scale)
+
+
+class EWCParams(_Params):
+    strength: float = Field(5000.0, ge=0, description="λ: the penalty is (λ/2)·Σ_i F_i (θ_i − θ*_i)² (FACIL's "
+                                                      "default 5000).")
+    variant: Literal["online", "per_task"] = Field(
+        "online", description="online: one Fisher F ← γ·F + F_t and one anchor θ* (the latest), Schwarz et al. "
+                              "2018; per_task: one penalty per earlier task with its own F_t and θ*_t, "
+                              "Kirkpatrick et al. 2017.")
+    gamma: float = Field(1.0, ge=0, le=1, description="The online variant's decay γ of the earlier Fisher.")
+    fisher_labels: Literal["predicted", "true"] = Field(
+        "predicted", description="Labels of the log-likelihood whose squared gradients estimate F: the network's "
+                                 "argmax (FACIL's max_pred) or the true classes (the empirical Fisher).")
+
+
+class EWC(Method):
+    """Elastic Weight Consolidation (Kirkpatrick et al. 2017) on the backbone, class-incremental.
+
+    ``classification``: cross-entropy over every seen class on the new data (no exemplars), weight 1;
+    ``ewc`` (from the second step): the quadratic penalty ``Σ_t Σ_i F_{t,i} (θ_i − θ*_{t,i})²``, weight
+    λ/2.  After each step the diagonal Fisher of the backbone's weights is estimated on that step's
+    training data, as FACIL does: per batch of size b the squared gradient of the mean negative
+    log-likelihood, times b, summed and divided by N.  The penalty's statistics (Σ F, Σ F·θ*,
+    Σ F·θ*²) are weights of the network, so checkpoints hold them.
+    """
+
+    name = "ewc"
+    Params = EWCParams
+
+    def build_net(self, build):
+        return PenaltyNet(build())
+
+    def spec(self, step: Step) -> dict:
+        terms = [classification_term()]
+        if step.num_old:
+            terms.append({"name": "ewc", "outputs": ["penalty"], "target": "class",
+                          "weight": self.params.strength / 2, "loss": {"name": "penalty"}})
+        return {"terms": terms}
+
+    def finish(self, learner: Learner, step: Step) -> None:
+        x, y = learner.train.of(step.new_classes)
+        fisher = diagonal_fisher(learner.net, x, y, learner.batch_size, self.params.fisher_labels)
+        learner.net.penalty.consolidate(fisher, online=self.params.variant == "online", gamma=self.params.gamma)
+
+
+def diagonal_fisher(net: Any, x: np.ndarray, labels: np.ndarray, batch_size: int,
+                    labels_from: str = "predicted") -> list[np.ndarray]:
+    """FACIL's diagonal Fisher of ``net.backbone``'s trainable weights: Σ_batches b·(∇ mean NLL)² / N."""
+    import tensorflow as tf
+
+    from .inputs import is_records
+
+    variables = net.backbone.trainable_variables
+    total = [np.zeros(v.shape, "float64") for v in variables]
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        xb = net.reader(xb) if is_records(xb) else xb
+        with tf.GradientTape() as tape:
+            logits = net.head(net.backbone(xb, training=False))
+            yb = tf.argmax(logits, -1) if labels_from == "predicted" else labels[i:i + batch_size]
+            nll = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True))
+        for acc, g in zip(total, tape.gradient(nll, variables)):
+            if g is not None:
+                acc += len(xb) * np.asarray(g, "float64") ** 2
+    return [t / len(x) for t in total]
 
 
 def prepare_cosine_head(learner: Learner, step: Step, imprint: str, freeze_old: bool) -> None:
@@ -738,7 +889,7 @@ def register_method(method: type[Method] | str | None = None, *, name: str | Non
     return add if method is None else add(method)
 
 
-for _m in (FineTune, Joint, LwF, ICaRL, EEIL, WA, Replay, BiC, PODNet, DER):
+for _m in (FineTune, Joint, LwF, ICaRL, EEIL, WA, Replay, BiC, PODNet, DER, LUCIR, EWC):
     register_method(_m)
 
 
@@ -748,5 +899,6 @@ def get_method(name: str) -> type[Method]:
 
 
 __all__ = ["Step", "Method", "METHODS", "get_method", "register_method", "FineTune", "Joint", "LwF", "ICaRL",
-           "EEIL", "WA", "Replay", "BiC", "PODNet", "DER", "classification_term", "distillation_term",
+           "EEIL", "WA", "Replay", "BiC", "PODNet", "DER", "LUCIR", "EWC", "classification_term",
+           "diagonal_fisher", "prepare_cosine_head", "distillation_term",
            "class_means", "balanced_kd_spec", "finetune_classifier", "fold_bias_correction", "aux_labels", "BiCHead"]

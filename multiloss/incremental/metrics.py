@@ -66,6 +66,50 @@ def forgetting(matrix: np.ndarray, step: int | None = None) -> float | None:
     return float(np.mean(f))
 
 
+def backward_transfer(matrix: np.ndarray) -> float | None:
+    """Backward transfer (Lopez-Paz & Ranzato 2017, GEM): ``1/(T−1) Σ_{i<T} (R[T, i] − R[i, i])``.
+
+    ``R[t, i]``: accuracy on task i after learning task t (rows: steps, columns: tasks; 0-based here, so
+    the last row is T−1).  Negative: forgetting.  None with fewer than two steps."""
+    r = np.asarray(matrix, "float64")
+    last = r.shape[0] - 1
+    if last < 1:
+        return None
+    return float(np.mean([r[last, i] - r[i, i] for i in range(last)]))
+
+
+def forward_transfer(matrix: np.ndarray, baseline: Sequence[float] | None) -> float | None:
+    """Forward transfer (Lopez-Paz & Ranzato 2017): ``1/(T−1) Σ_{i≥2} (R[i−1, i] − b̄_i)``, with ``b̄_i``
+    the accuracy on task i of the network at its random initialisation.  None when a ``R[i−1, i]`` (the
+    accuracy on a task before learning it) is missing (NaN): a class-incremental network has no outputs
+    for classes it has not met, so this is defined only where the future tasks can be evaluated."""
+    r = np.asarray(matrix, "float64")
+    if r.shape[0] < 2 or baseline is None:
+        return None
+    before = [r[i - 1, i] for i in range(1, r.shape[0])]
+    if np.isnan(before).any():
+        return None
+    return float(np.mean([b - float(baseline[i]) for i, b in zip(range(1, r.shape[0]), before)]))
+
+
+def task_aware_accuracies(y_true: np.ndarray, scores: np.ndarray, groups: Sequence[int]) -> list[float]:
+    """Task-incremental accuracy per task: each task's samples classified among that task's classes only
+    (the task id known at test time; the task's head is its block of columns of ``scores``)."""
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    tasks = task_of(y_true, groups)
+    bounds = np.concatenate([[0], np.cumsum(groups)])
+    out = []
+    for j in range(len(groups)):
+        rows = tasks == j
+        if not rows.any():
+            out.append(float("nan"))
+            continue
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        pred = lo + scores[rows][:, lo:hi].argmax(-1)
+        out.append(float((pred == y_true[rows]).mean()))
+    return out
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts ``C[i, j]`` of samples of class i predicted as j."""
     out = np.zeros((num_classes, num_classes), "int64")
@@ -74,4 +118,4 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 __all__ = ["class_order", "task_of", "task_accuracies", "average_incremental_accuracy", "forgetting",
-           "confusion_matrix"]
+           "confusion_matrix", "backward_transfer", "forward_transfer", "task_aware_accuracies"]

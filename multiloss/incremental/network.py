@@ -564,11 +564,12 @@ class IncrementalNet:
             raise ValueError("the classifier has no units yet: call expand(num_classes) first")
         if self._model is None:
             inputs = keras.Input(tuple(self.backbone.inputs[0].shape[1:]), name="inputs")
-            if self._multi is None:
-                feats = self.backbone(inputs)
-                outputs = {"logits": self.head(feats)}
-                if self.head_kind == "lsc":
-                    outputs["features"] = layers.Identity(name="features")(feats)
+            if self._multi is None and self.head_kind != "lsc":
+                outputs = {"logits": self.head(self.backbone(inputs))}
+            elif self._multi is None:   # the cosine classifier's features are an output too (LUCIR)
+                embed = keras.Model(self.backbone.inputs[0], self.backbone.outputs[0], name="backbone_features")
+                feats = embed(inputs)
+                outputs = {"logits": self.head(feats), "features": layers.Identity(name="features")(feats)}
             else:
                 from .losses import pod_pool
 
@@ -626,6 +627,79 @@ class IncrementalNet:
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         self.model().set_weights(weights)
+
+
+class QuadraticPenalty(layers.Layer):
+    """EWC's penalty on ``variables``: ``Σ_i A_i (θ_i − M_i)² + R``, the same value in every row ``[B, 1]``.
+
+    ``Σ_t F_t (θ − θ*_t)²`` over earlier tasks equals ``A (θ − M)² + R`` with ``A = Σ_t F_t``,
+    ``M = Σ_t F_t θ*_t / A`` and ``R = Σ_t F_t θ*_t² − A M²`` (a constant), so one set of statistics
+    serves the per-task and the online variant.  They are non-trainable weights (saved with the network);
+    the penalised variables are the backbone's, held without being tracked as this layer's own."""
+
+    def __init__(self, variables, **kwargs):
+        super().__init__(**kwargs)
+        self._variables = lambda: variables
+        self.shapes = [tuple(int(d) for d in v.shape) for v in variables]
+
+    def build(self, input_shape):
+        self.fisher = [self.add_weight(shape=s, initializer="zeros", trainable=False, name=f"fisher_{i}")
+                       for i, s in enumerate(self.shapes)]
+        self.anchor = [self.add_weight(shape=s, initializer="zeros", trainable=False, name=f"anchor_{i}")
+                       for i, s in enumerate(self.shapes)]
+        self.rest = self.add_weight(shape=(), initializer="zeros", trainable=False, name="rest")
+
+    def call(self, z):
+        from keras import ops
+
+        total = self.rest
+        for v, a, m in zip(self._variables(), self.fisher, self.anchor):
+            total = total + ops.sum(a * ops.square(ops.cast(v, a.dtype) - m))
+        return ops.ones_like(z[:, :1]) * ops.cast(total, z.dtype)
+
+    def value(self) -> float:
+        return float(np.asarray(self.call(np.zeros((1, 1), "float32")))[0, 0])
+
+    def consolidate(self, fisher: list[np.ndarray], online: bool = True, gamma: float = 1.0) -> None:
+        """Add a task: its Fisher ``fisher`` at the current weights θ*.  ``online``: ``A ← γ·A + F``, anchor
+        θ* (Schwarz et al. 2018); otherwise one more term ``F (θ − θ*)²`` (Kirkpatrick et al. 2017)."""
+        if not self.built:
+            self.build(None)
+        theta = [np.asarray(v, "float64") for v in self._variables()]
+        a_old = [np.asarray(w, "float64") for w in self.fisher]
+        m_old = [np.asarray(w, "float64") for w in self.anchor]
+        rest = 0.0 if online else float(np.asarray(self.rest))
+        for i, (f, t, a, m) in enumerate(zip(fisher, theta, a_old, m_old)):
+            f = np.asarray(f, "float64")
+            if online:
+                a_new, m_new = gamma * a + f, t
+            else:
+                a_new = a + f
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    m_new = np.where(a_new > 0, (a * m + f * t) / a_new, t)
+                rest += float((a * m ** 2 + f * t ** 2 - a_new * m_new ** 2).sum())
+            self.fisher[i].assign(a_new.astype("float32"))
+            self.anchor[i].assign(m_new.astype("float32"))
+        self.rest.assign(max(rest, 0.0))
+
+
+class PenaltyNet(IncrementalNet):
+    """An :class:`IncrementalNet` whose Keras model also outputs ``penalty``: a
+    :class:`QuadraticPenalty` on the backbone's trainable weights (EWC)."""
+
+    def __init__(self, backbone: keras.Model, **kwargs):
+        super().__init__(backbone, **kwargs)
+        self.penalty = QuadraticPenalty(backbone.trainable_variables, name="penalty")
+
+    def model(self) -> keras.Model:
+        if self.head is None:
+            raise ValueError("the classifier has no units yet: call expand(num_classes) first")
+        if self._model is None:
+            inputs = keras.Input(tuple(self.backbone.inputs[0].shape[1:]), name="inputs")
+            logits = self.head(self.backbone(inputs))
+            self._model = keras.Model(inputs, {"logits": logits, "penalty": self.penalty(logits)},
+                                      name="incremental_net")
+        return self._model
 
 
 class DERNet:
@@ -757,6 +831,7 @@ def _batched(fn, x: np.ndarray, batch_size: int, reader: Callable | None = None)
 
 __all__ = ["IncrementalNet", "DERNet", "LocalSimilarityClassifier", "NearestMeanScores", "saved_backbone",
            "BackboneError", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
-           "align_weights", "feature_maps", "imprint_proxies", "kmeans", "pre_relu_backbone", "WithScale", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
+           "align_weights", "feature_maps", "imprint_proxies", "kmeans", "pre_relu_backbone", "WithScale",
+           "QuadraticPenalty", "PenaltyNet", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
            "resnet18", "resnet32",
            "keras_application"]

@@ -45,7 +45,16 @@ from .inputs import split_data
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
 from .methods import Method, Step
-from .metrics import average_incremental_accuracy, class_order, confusion_matrix, forgetting, task_accuracies
+from .metrics import (
+    average_incremental_accuracy,
+    backward_transfer,
+    class_order,
+    confusion_matrix,
+    forgetting,
+    forward_transfer,
+    task_accuracies,
+    task_aware_accuracies,
+)
 from .network import BackboneError, get_backbone, saved_backbone
 from .plots import plot_accuracy, plot_confusion
 
@@ -146,6 +155,7 @@ def evaluate(method: Method, learner: Learner, data: ClassData, step: Step) -> d
     x, y = data.of(range(step.num_total))
     pred = method.predict(learner, x)
     out = {"accuracy": float((pred == y).mean()), "task_accuracy": task_accuracies(y, pred, step.groups),
+           "task_aware_accuracy": task_aware_accuracies(y, method.scores(learner, x), step.groups),
            "y": y, "pred": pred}
     if method.classifier != "cnn":
         out["accuracy_cnn"] = float((learner.net.logits(x).argmax(-1) == y).mean())
@@ -184,6 +194,10 @@ def summarize(cfg: IncrementalConfig, scenario: Scenario, method: Method, steps:
     for t, s in enumerate(steps):
         matrix[t, : len(s["task_accuracy"])] = s["task_accuracy"]
     acc = [s["accuracy"] for s in steps]
+    aware = np.full((len(steps), n), np.nan)   # task-incremental: the task id known at test time
+    for t, s in enumerate(steps):
+        if "task_aware_accuracy" in s:   # absent in a step recorded before it existed
+            aware[t, : len(s["task_aware_accuracy"])] = s["task_aware_accuracy"]
     out = {
         "name": cfg.name, "method": method.name, "method_params": method.params.model_dump(),
         "class_order": scenario.order, "class_names": scenario.class_names, "groups": scenario.groups,
@@ -192,6 +206,16 @@ def summarize(cfg: IncrementalConfig, scenario: Scenario, method: Method, steps:
         "last_accuracy": acc[-1] if acc else None,
         "forgetting": forgetting(matrix) if len(steps) else None,
         "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in matrix],
+        "backward_transfer": backward_transfer(matrix) if len(steps) else None,
+        "forward_transfer": forward_transfer(matrix, None) if len(steps) else None,
+        "forward_transfer_note": "not defined here: the network has no outputs for the classes of a task before "
+                                 "learning it, so R[i-1, i] (Lopez-Paz & Ranzato 2017) cannot be measured",
+        "task_incremental": {
+            "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in aware],
+            "accuracy": [float(np.nanmean(row[: t + 1])) if not np.isnan(row[: t + 1]).all() else None
+                         for t, row in enumerate(aware)],
+            "backward_transfer": backward_transfer(aware) if len(steps) and not np.isnan(np.diag(aware)).any()
+            else None},
         "minutes": round(sum(s["seconds"] for s in steps) / 60, 3),
     }
     if steps and "val_accuracy" in steps[0]:
@@ -342,7 +366,8 @@ def learn_step(cfg: IncrementalConfig, scenario: Scenario, method: Method, learn
     test = evaluate(method, learner, scenario.parts["test"], step)
     record = {"step": t, "num_classes": step.num_total,
               "classes": scenario.class_names[step.num_old: step.num_total],
-              "accuracy": test["accuracy"], "task_accuracy": test["task_accuracy"]}
+              "accuracy": test["accuracy"], "task_accuracy": test["task_accuracy"],
+              "task_aware_accuracy": test["task_aware_accuracy"]}
     if "accuracy_cnn" in test:
         record["accuracy_cnn"] = test["accuracy_cnn"]
     if scenario.parts["val"] is not None:
