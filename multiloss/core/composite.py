@@ -66,10 +66,12 @@ class TermParts(NamedTuple):
 
 
 class TermTracker(keras.metrics.Metric):
-    """Epoch means of every term's loss and weight, in two vector variables.
+    """Epoch means of every term's loss and weight, in vector variables.
 
-    Each batch counts in proportion to its size, so the logged ``loss``
-    equals Σ ``<term>_weight``·``<term>_loss`` (plus regularization) even
+    Each batch counts in proportion to its size, among the batches that carry the term
+    (``present``: an element with a nonzero weight); a batch without the term (all its labels
+    missing, or another task's batch) leaves its means as they are.  When every batch carries every
+    term, the logged ``loss`` equals Σ ``<term>_weight``·``<term>_loss`` (plus regularization) even
     when the last batch is smaller.
     """
 
@@ -79,21 +81,24 @@ class TermTracker(keras.metrics.Metric):
         n = len(self.term_names)
         self.loss_sums = self.add_variable((n,), "zeros", name="loss_sums")
         self.weight_sums = self.add_variable((n,), "zeros", name="weight_sums")
-        self.count = self.add_variable((), "zeros", name="count")
+        self.counts = self.add_variable((n,), "zeros", name="counts")
 
-    def update_state(self, losses, weights, batch_size):
+    def update_state(self, losses, weights, batch_size, present=None):
+        """``present`` [T]: 1 for the terms this batch carries (None: all)."""
         n = ops.cast(batch_size, self.loss_sums.dtype)
+        if present is not None:
+            n = n * ops.cast(present, self.loss_sums.dtype)
         self.loss_sums.assign_add(ops.cast(losses, self.loss_sums.dtype) * n)
         self.weight_sums.assign_add(ops.cast(weights, self.weight_sums.dtype) * n)
-        self.count.assign_add(n)
+        self.counts.assign_add(n * ops.ones_like(self.counts))
 
     def result(self):
-        losses = ops.divide_no_nan(self.loss_sums, self.count)
+        losses = ops.divide_no_nan(self.loss_sums, self.counts)
         out = {f"{name}_loss": losses[i] for i, name in enumerate(self.term_names)}
         if tf.executing_eagerly():
             # Weights are read at epoch end only: as per-step outputs of the
             # compiled step they cost more than the loss itself on small models.
-            weights = ops.divide_no_nan(self.weight_sums, self.count)
+            weights = ops.divide_no_nan(self.weight_sums, self.counts)
             out.update({f"{name}_weight": weights[i] for i, name in enumerate(self.term_names)})
         return out
 
@@ -153,13 +158,13 @@ class CompositeLoss:
         self.built = True
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        result, values = self._compute(y_true, y_pred, sample_weight)
+        result, values, present = self._compute(y_true, y_pred, sample_weight)
         first = next(iter(self.keyed(y_pred, "y_pred").values()))
         first = first[0] if isinstance(first, (list, tuple)) else first
         self.last_values = values
         # Per-replica values are fractions of the global value; scale back as
         # Keras does for its own `loss` tracker.
-        self.tracker.update_state(values * red.num_replicas(), self.weights, ops.shape(first)[0])
+        self.tracker.update_state(values * red.num_replicas(), self.weights, ops.shape(first)[0], present)
         return result.total
 
     # --- public API ------------------------------------------------------------
@@ -366,8 +371,12 @@ class CompositeLoss:
         return values, weights
 
     def _compute(self, y_true, y_pred, sample_weight):
+        """``(LossResult, values [T], present [T] or None)``; ``present`` is counted only with sample
+        weights (without them every term with a target is in every batch, unless masked: ``mask_value``)."""
+        counted = sample_weight is not None or any(t.mask_value is not None for t in self.terms)
         if self.weighting is None:
-            values = self.parts(y_true, y_pred, sample_weight, present=False).stacked()
+            parts = self.parts(y_true, y_pred, sample_weight, present=counted)
+            values = parts.stacked()
             weights = ops.convert_to_tensor(self.weights)
             total = ops.sum(values * weights)
         else:
@@ -380,7 +389,7 @@ class CompositeLoss:
             {n: values[i] for i, n in enumerate(names)},
             {n: weights[i] for i, n in enumerate(names)},
         )
-        return result, values
+        return result, values, parts.present
 
 
 LABEL_CHECK = "multiloss label check"

@@ -198,7 +198,7 @@ class Provider:
     def track(self, model, x, fwd: Forward, out: Gradients) -> None:
         """After the guard: the term tracker (with the weights as they now are) and the ``loss`` tracker."""
         composite, batch = self.composite, batch_size(x)
-        composite.tracker.update_state(out.values * red.num_replicas(), composite.weights, batch)
+        composite.tracker.update_state(out.values * red.num_replicas(), composite.weights, batch, fwd.present)
         loss_tracker(model).update_state(unscale_loss_for_distribution(out.total), sample_weight=batch)
 
 

@@ -6,7 +6,7 @@ also cannot see a head's ``mask_value``.  :class:`HeadMetrics` updates only
 the heads that have metrics, leaves masked targets out, and otherwise
 follows Keras: ``accuracy`` resolves to binary, categorical or sparse
 accuracy from the shapes, and sample weights do not apply (as for Keras's
-``metrics=``).
+``metrics=``), except that a weight of 0 leaves the sample out (below).
 
 Missing labels are left out as the losses leave them out
 (:mod:`multiloss.losses.reduction`), by the metric's class:
@@ -19,6 +19,10 @@ Missing labels are left out as the losses leave them out
   over the present (position, label) pairs;
 - per position for every other metric (categorical and sparse accuracy,
   top-k, IoU, a user's own): a position with any missing component is left out.
+
+A sample whose ``sample_weight`` for a head is 0 has no label for it (the losses leave it out; so
+does :mod:`multiloss.run.tasks` for another task's batch) and is left out of the head's metrics the
+same way; other weights do not apply.
 """
 
 from __future__ import annotations
@@ -101,11 +105,20 @@ class HeadMetrics(keras.metrics.Metric):
             if target is None:
                 continue
             mask_value = self.mask_values[head]
-            if mask_value is None:
+            weight = sample_weight.get(head) if isinstance(sample_weight, dict) else sample_weight
+            if mask_value is None and weight is None:
                 for m in metrics:
                     m.update_state(target, pred)
                 continue
-            target, valid = red.mask_targets(same_rank(target, pred)[0], mask_value)
+            target = same_rank(target, pred)[0]
+            valid = ops.ones_like(target, "bool")
+            if mask_value is not None:
+                target, valid = red.mask_targets(target, mask_value)
+            if weight is not None:      # a sample weighted 0 has no label for this head
+                kept = ops.not_equal(ops.convert_to_tensor(weight), 0)
+                for _ in range(len(target.shape) - len(kept.shape)):
+                    kept = ops.expand_dims(kept, -1)
+                valid = ops.logical_and(valid, kept)
             for m in metrics:
                 masked_update(m, target, pred, valid)
 

@@ -24,6 +24,7 @@ from .models import get_builder
 from .monitor import Mode, resolve_mode
 from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
 from .precision import Precision
+from .tasks import label_targets, sampler_problems
 
 
 class _Model(BaseModel):
@@ -36,6 +37,15 @@ class DataConfig(_Model):
 
     source: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskConfig(_Model):
+    """One task of ``tasks:``: its own data source and the labels (targets or terms) it carries."""
+
+    data: DataConfig
+    labels: list[str] | None = Field(
+        None, description="The targets (heads, cross-output terms' targets) or terms whose labels this task's "
+                          "data carries; default: the task's name.")
 
 
 class ModelConfig(_Model):
@@ -88,6 +98,9 @@ class TrainConfig(_Model):
         "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "
                             "checkpoint intact) or skip that batch (counted and reported).")
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="With tasks: the training steps of an epoch; default: the sum of the tasks' "
+                                "batches (see multiloss.run.tasks).")
     augment: AugmentList = Field(
         default_factory=list, description="Keras random preprocessing layers applied to training batches only, "
                                           "e.g. [{random_flip: {mode: horizontal}}]; see multiloss.run.augment.")
@@ -98,7 +111,13 @@ class RunConfig(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
-    data: DataConfig
+    data: DataConfig | None = None
+    tasks: dict[str, TaskConfig] | None = Field(
+        None, description="One data source per task (instead of data), interleaved by the sampler; see "
+                          "multiloss.run.tasks.")
+    sampler: str | dict[str, Any] = Field(
+        "round_robin", description="With tasks: round_robin, proportional (to the tasks' sizes) or "
+                                   "{weighted: {<task>: <weight>}}.")
     model: ModelConfig
     targets: dict[str, str] = Field(
         default_factory=dict, description="Model output (or term target) -> data target key; "
@@ -128,15 +147,25 @@ class RunConfig(_Model):
         """What a resumed run must share with the run it continues (all but epochs and reporting)."""
         skip = {"name": True, "output_dir": True, "distribute": True, "loss": True,
                 "train": {"epochs", "verbose", "nonfinite", "callbacks"}}
-        data = self.model_dump(mode="json", exclude=skip)
+        data = self._without_tasks(self.model_dump(mode="json", exclude=skip))  # older runs still resume
         if not data["train"].get("augment"):
             data["train"].pop("augment", None)     # runs saved before `augment` existed still resume
         data["loss"] = self.spec.to_dict()
         return data
 
+    def _without_tasks(self, data: dict) -> dict:
+        """``data`` (a dump) without the keys of ``tasks`` when the run has none."""
+        if self.tasks is None:
+            for key in ("tasks", "sampler"):
+                data.pop(key, None)
+            data["train"].pop("steps_per_epoch", None)
+        else:
+            data.pop("data", None)
+        return data
+
     def to_yaml(self) -> str:
         """The resolved config, with the loss spec inlined in canonical form."""
-        data = self.model_dump(mode="json")
+        data = self._without_tasks(self.model_dump(mode="json"))
         data["loss"] = self.spec.to_dict()
         return dump_yaml(data)
 
@@ -147,11 +176,14 @@ def component_problems(cfg, get_model=get_builder) -> Problems:
     ``get_model`` looks up ``model.builder`` (model builders; incremental runs: backbones).
     """
     problems: Problems = []
-    try:
-        problems += check_params(get_source(cfg.data.source), cfg.data.params, ("data", "params"),
-                                 skip=("seed",))
-    except LookupError as exc:
-        problems.append((("data", "source"), str(exc)))
+    tasks = getattr(cfg, "tasks", None)
+    blocks = [(("data",), cfg.data)] if cfg.data is not None else []
+    blocks += [(("tasks", name, "data"), t.data) for name, t in (tasks or {}).items()]
+    for where, data in blocks:
+        try:
+            problems += check_params(get_source(data.source), data.params, (*where, "params"), skip=("seed",))
+        except LookupError as exc:
+            problems.append(((*where, "source"), str(exc)))
     try:
         problems += check_params(get_model(cfg.model.builder), cfg.model.params, ("model", "params"),
                                  skip=("info",))
@@ -161,15 +193,34 @@ def component_problems(cfg, get_model=get_builder) -> Problems:
     return problems
 
 
-def load_data(cfg, **params):
-    """The splits of ``cfg.data`` (any run config); a source that fails is named at ``data``."""
+def load_data(cfg, data: DataConfig | None = None, where: tuple = ("data",), **params):
+    """The splits of ``data`` (default: ``cfg.data``, any run config); a source that fails is named at ``where``."""
+    data = cfg.data if data is None else data
     try:
-        return get_source(cfg.data.source)(seed=cfg.seed, **{**cfg.data.params, **params})
+        return get_source(data.source)(seed=cfg.seed, **{**data.params, **params})
     except SpecError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else exc
-        raise cfg.error([(("data",), f"data source {cfg.data.source!r} failed: {reason}")]) from None
+        raise cfg.error([(where, f"data source {data.source!r} failed: {reason}")]) from None
+
+
+def data_problems(cfg: RunConfig) -> Problems:
+    """``data`` or ``tasks`` (one of them), and what goes with tasks only."""
+    if cfg.tasks is None:
+        problems = [] if cfg.data is not None else [(("data",), "give data: (one source for every target) or "
+                                                               "tasks: (one source per task)")]
+        if cfg.train.steps_per_epoch is not None:
+            problems.append((("train", "steps_per_epoch"), "is for tasks: only (an epoch of data: is one pass "
+                                                           "over its train split)"))
+        if cfg.sampler != "round_robin":
+            problems.append((("sampler",), "is for tasks: only; give tasks: {<task>: {data: ...}}"))
+        return problems
+    if cfg.data is not None:
+        return [(("tasks",), "give data: or tasks:, not both")]
+    if not cfg.tasks:
+        return [(("tasks",), "give at least one task: tasks: {<task>: {data: {source: ...}}}")]
+    return sampler_problems(cfg.sampler, list(cfg.tasks))
 
 
 def logged_keys(cfg: RunConfig) -> list[str]:
@@ -235,13 +286,16 @@ def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | Non
         if spec_file is not None:
             raise
         problems += [(p, m) for p, _, m in exc.problems]
+    problems += data_problems(cfg)
     if cfg._spec is not None:
         problems += early_stopping_problems(cfg)
+        if cfg.tasks:
+            problems += label_targets(cfg)[1]
     if problems:
         raise cf.error(problems)
     cfg._file = cf
     return cfg
 
 
-__all__ = ["logged_keys", "RunConfig", "DataConfig", "ModelConfig", "OptimizerConfig", "ScheduleConfig", "TrainConfig",
+__all__ = ["logged_keys", "RunConfig", "DataConfig", "TaskConfig", "data_problems", "ModelConfig", "OptimizerConfig", "ScheduleConfig", "TrainConfig",
            "load_run_config", "component_problems", "load_data", "ConfigFile"]

@@ -86,9 +86,10 @@ class Part:
         return spec
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
-                targets: dict[str, str] | None = None):
+                targets: dict[str, str] | None = None, repeat: bool = False):
         """The dataset part as Keras reads it: shuffled with ``seed`` (a new order each epoch, the
-        same for the same seed), batched, prefetched; ``targets`` renames ``{key: data target}``."""
+        same for the same seed), batched, prefetched; ``targets`` renames ``{key: data target}``.
+        ``repeat``: the examples repeat without end (each pass shuffled anew), so every batch is full."""
         import tensorflow as tf
 
         def example(*records):
@@ -101,6 +102,7 @@ class Part:
         ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE).cache(self.cache) if cached else ds
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
         ds = ds if cached else ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.repeat() if repeat else ds
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -34,6 +34,7 @@ from .optim import build_optimizer
 from .plots import plot_history
 from .precision import dtype_policy
 from .rundir import RunDir
+from .tasks import TaskData, TaskError, label_targets, target_keys, task_data
 
 
 def make_strategy(kind: str) -> tf.distribute.Strategy:
@@ -55,17 +56,29 @@ def is_chief() -> bool:
         and "chief" not in tf_config.get("cluster", {}))
 
 
-def load_splits(cfg: RunConfig) -> Splits:
-    if cfg.train.validation_split is not None:
-        return load_data(cfg, val_fraction=cfg.train.validation_split)
-    return load_data(cfg)
+def load_splits(cfg: RunConfig) -> Splits | TaskData:
+    """The splits of ``data``, or (``tasks``) every task's, checked against each other (:mod:`.tasks`)."""
+    extra = {} if cfg.train.validation_split is None else {"val_fraction": cfg.train.validation_split}
+    if cfg.tasks is None:
+        return load_data(cfg, **extra)
+    splits = {name: load_data(cfg, t.data, ("tasks", name, "data"), **extra) for name, t in cfg.tasks.items()}
+    try:
+        return task_data(cfg, splits, label_targets(cfg)[0])
+    except TaskError as exc:
+        raise cfg.error([(exc.path, exc.message)]) from None
 
 
-def target_keys(cfg: RunConfig) -> list[str]:
-    """Every key of y the loss spec and metrics read: head names and term targets."""
-    keys = [t.target for t in cfg.spec.resolve() if t.target is not None]
-    keys += [h for h in cfg.spec.head_metrics()]
-    return list(dict.fromkeys(keys))
+def prepare_split(data: Splits | TaskData, cfg: RunConfig, split: str, initial_epoch: int = 0) -> Any:
+    """:func:`prepare` of one split; for tasks the interleaved training batches (from ``initial_epoch``) or
+    every task's evaluation batches of ``split``."""
+    if not isinstance(data, TaskData):
+        return prepare(getattr(data, split), cfg, split)
+    if split != "train":
+        return data.evaluation(split)
+    ds = data.train_dataset(initial_epoch, cfg.train.epochs)
+    shapes = input_shapes(data.splits[data.names[0]].train)
+    augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, shapes)
+    return ds if augmenter is None else augmenter.dataset(ds)
 
 
 def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
@@ -172,14 +185,16 @@ def dry_run(cfg: RunConfig) -> dict[str, float]:
     """Build data, model and loss; run one training batch through the loss; train nothing."""
     splits = load_splits(cfg)
     model = build_model(cfg, splits.info)
-    xy = prepare(splits.train, cfg, "train")
+    xy = prepare_split(splits, cfg, "train")
+    sw = None
     if not isinstance(xy, tuple):
-        x, y = next(iter(xy))[:2]
+        x, y, *rest = next(iter(xy))
+        sw = rest[0] if rest else None
     else:
         n = min(cfg.train.batch_size, len(next(iter(xy[1].values()))))
         x = {k: v[:n] for k, v in xy[0].items()} if isinstance(xy[0], dict) else xy[0][:n]
         y = {k: v[:n] for k, v in xy[1].items()}
-    result = model.loss.compute(y, model(x, training=False))
+    result = model.loss.compute(y, model(x, training=False), sw)
     values = {name: float(v) for name, v in result.losses.items()}
     total = float(result.total)
     for name, v in values.items():
@@ -210,22 +225,24 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     splits = load_splits(cfg)
     with strategy.scope():
         model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
-    train_xy, val_xy, test_xy = (prepare(splits.train, cfg, "train"), prepare(splits.val, cfg, "val"),
-                                 prepare(splits.test, cfg, "test"))
+    history: list[dict] = list(state["history"]) if state else []
+    initial_epoch = state["epoch"] if state else 0
+    train_xy, val_xy, test_xy = (prepare_split(splits, cfg, s, initial_epoch) for s in ("train", "val", "test"))
     with strategy.scope():
         if isinstance(train_xy, tuple):
             prebuild(model, train_xy)
-    history: list[dict] = list(state["history"]) if state else []
-    initial_epoch = state["epoch"] if state else 0
 
     start = time.perf_counter()
     es = cfg.train.callbacks.early_stopping
     if es is not None and selection.stopped_before(es, history):
         selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
     elif initial_epoch < cfg.train.epochs:
-        fit(model, cfg, train_xy, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief))
+        steps = splits.steps if isinstance(splits, TaskData) else None
+        fit(model, cfg, train_xy, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief), steps)
     seconds = time.perf_counter() - start
 
+    if isinstance(splits, TaskData):     # every task's train split once, unshuffled
+        train_xy = splits.evaluation("train")
     metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
                               cfg.train.batch_size)
     if chief:
@@ -261,12 +278,13 @@ def plain_epoch_lines(cfg: RunConfig) -> bool:
 
 
 def fit(model: keras.Model, cfg: RunConfig, train_xy: Any, val_xy: Any, initial_epoch: int,
-        callbacks: list[keras.callbacks.Callback]) -> None:
+        callbacks: list[keras.callbacks.Callback], steps_per_epoch: int | None = None) -> None:
     """``model.fit`` from ``initial_epoch`` to ``train.epochs``; a dataset comes batched and shuffled
     (:func:`prepare`), arrays are batched and shuffled here (Keras, under the run's seed).  With
     ``train.augment``, arrays go through a ``tf.data`` pipeline (shuffled with the run's seed, batched,
     augmented; :func:`multiloss.run.augment.array_batches`), so the model itself, and its
-    ``model.keras``, hold no augmentation layer."""
+    ``model.keras``, hold no augmentation layer.  ``steps_per_epoch``: the per-task batches of
+    :mod:`multiloss.run.tasks` (one dataset over every epoch)."""
     fit_args: dict[str, Any] = {"epochs": cfg.train.epochs, "initial_epoch": initial_epoch, "callbacks": callbacks,
                                 "verbose": 0 if plain_epoch_lines(cfg) else cfg.train.verbose}
     arrays = isinstance(train_xy, tuple)
@@ -277,7 +295,7 @@ def fit(model: keras.Model, cfg: RunConfig, train_xy: Any, val_xy: Any, initial_
     elif arrays:
         fit_args.update(x=train_xy[0], y=train_xy[1], batch_size=cfg.train.batch_size, shuffle=cfg.train.shuffle)
     else:
-        fit_args.update(x=train_xy, shuffle=False)
+        fit_args.update(x=train_xy, shuffle=False, steps_per_epoch=steps_per_epoch)
     model.fit(validation_data=val_xy, **fit_args)
 
 
@@ -329,9 +347,11 @@ class TrainKind(RunKind):
         with dtype_policy(cfg.train.precision):
             model = build_model(cfg, splits.info)
         for split in ("train", "val", "test"):
-            prepare(getattr(splits, split), cfg, split)
+            prepare_split(splits, cfg, split)
         terms = model.loss.term_names
-        return (f"run config {cfg.name!r}: data {cfg.data.source!r}, model {cfg.model.builder!r} with outputs "
+        data = f"data {cfg.data.source!r}" if cfg.tasks is None else \
+            f"tasks {', '.join(cfg.tasks)} (sampler {cfg.sampler})"
+        return (f"run config {cfg.name!r}: {data}, model {cfg.model.builder!r} with outputs "
                 f"{', '.join(model.output_names)}; {len(terms)} terms: {', '.join(terms)}")
 
     def evaluate(self, run_dir: str | os.PathLike) -> dict:
@@ -339,12 +359,14 @@ class TrainKind(RunKind):
         run = RunDir(run_dir, resume=True)
         cfg = load_run_config(run.file("config.yaml"))
         splits = load_splits(cfg)
-        if splits.test is None:
-            raise cfg.error([(("data",), f"the data source {cfg.data.source!r} gives no test split, so there is "
-                                         "nothing to evaluate; give it one (npz: test/<name> arrays; a user "
-                                         "source: a 'test' entry)")])
+        test = prepare_split(splits, cfg, "test")
+        if test is None:
+            source = f"data source {cfg.data.source!r} gives" if cfg.tasks is None else "tasks' data sources give"
+            raise cfg.error([(("data",) if cfg.tasks is None else ("tasks",),
+                              f"the {source} no test split, so there is nothing to evaluate; give it one "
+                              "(npz: test/<name> arrays; a user source: a 'test' entry)")])
         model = keras.saving.load_model(run.file("model.keras"))
-        metrics = evaluate_splits(model, {"test": prepare(splits.test, cfg, "test")}, cfg.train.batch_size)
+        metrics = evaluate_splits(model, {"test": test}, cfg.train.batch_size)
         run.write_json("evaluation.json", metrics)
         print(summary_table(metrics, model.loss.term_names))
         return metrics
