@@ -220,3 +220,24 @@ def test_der_retraining_resets_the_classifier_and_uses_t5():
     learner.run_step(method, Step(0, (2,)))
     learner.run_step(method, Step(1, (2, 2)))
     assert [r["stage"] for r in learner.history] == ["train"] * 4 + ["balanced"]
+
+
+def test_a_checkpoint_saved_before_the_new_defaults_keeps_its_own():
+    """A PODNet or DER run saved before issue 19 (no `method_params` in its state) is resumed and
+    evaluated with the defaults it was trained with; a newer one with the parameters it recorded."""
+    from multiloss.incremental.config import load_incremental_config
+    from multiloss.incremental.runner import method_for
+
+    def cfg(name, params):
+        return load_incremental_config({"name": "x", "data": {"source": "digits"}, "scenario": {"initial": 2,
+                                        "increment": 2}, "memory": {"budget": 20},
+                                        "method": {"name": name, "params": params}})
+
+    old = method_for(cfg("podnet", {"imprint": "kmeans"}), {"step": 0})
+    assert (old.params.features, old.params.freeze_old_proxies, old.params.imprint) == ("post_relu", False, "kmeans")
+    assert method_for(cfg("podnet", {}), None).params.features == "pre_relu"
+    saved = PODNet(margin=0.3).params.model_dump(mode="json")
+    assert method_for(cfg("podnet", {}), {"step": 0, "method_params": saved}).params.margin == 0.3
+    der = method_for(cfg("der", {}), {"step": 1})
+    assert (der.params.extractor_init, der.params.reset_classifier, der.params.balanced_epochs) == ("random", False, 20)
+    assert method_for(cfg("icarl", {}), {"step": 1}).params.classifier == "nme"

@@ -40,6 +40,11 @@ class ScenarioConfig(_Model):
     initial: int = Field(ge=1, description="Classes of the first step.")
     increment: int = Field(ge=1, description="Classes added by each later step.")
     steps: int | None = Field(None, ge=1, description="Stop after this many steps (default: all classes).")
+    setting: Literal["class", "task"] = Field(
+        "class", description="class: one classifier over every seen class (class-incremental); task: the task id "
+                             "is known, each step's classes form a head: the plain cross-entropy terms become a "
+                             "softmax over the sample's own task (task-incremental). Both settings' test figures "
+                             "are in metrics.json.")
 
 
 class MemoryConfig(_Model):
@@ -169,6 +174,8 @@ class IncrementalConfig(_Model):
                 del out["model"][key]
         if not out["train"]["augment"]:
             del out["train"]["augment"]
+        if out["scenario"]["setting"] == "class":   # the key is newer than some saved runs
+            del out["scenario"]["setting"]
         return out
 
     def model_path(self) -> str | None:

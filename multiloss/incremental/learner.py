@@ -50,12 +50,14 @@ class Learner:
     def __init__(self, net: IncrementalNet, memory: ExemplarMemory | None, train: ClassData, *,
                  epochs: int, batch_size: int,
                  optimizer: Callable[[float, int], keras.optimizers.Optimizer], verbose: int = 0,
-                 nonfinite: str = "stop", augment: Callable[[int], Callable] | None = None, seed: int = 0):
+                 nonfinite: str = "stop", augment: Callable[[int], Callable] | None = None, seed: int = 0,
+                 setting: str = "class"):
         self.net, self.memory, self.train = net, memory, train
         self.epochs, self.batch_size, self.verbose = epochs, batch_size, verbose
         self.nonfinite = nonfinite  # see ml.compile
         self.optimizer = optimizer  # (lr_scale, steps of the stage) -> a fresh optimizer
         self.augment, self.seed = augment, int(seed)
+        self.setting = setting  # "task": the plain cross-entropy terms become one softmax per task (task_heads)
         self.history: list[dict] = []  # one row per stage epoch
         self.notes: dict[str, float] = {}  # figures of the current step (WA's gamma, ...)
 
@@ -103,6 +105,8 @@ class Learner:
         the network (:meth:`teacher`), as a live teacher would see it.
         """
         labels = labels.astype("int32")
+        if self.setting == "task" and model is None:
+            spec = task_heads(spec, step.groups)
         y = {"class": labels, **(extra or {})}
         num_old = step.num_old if layout_old is None else layout_old
         layout = any(t.get("target") == "target" for t in spec.get("terms", []))
@@ -144,4 +148,18 @@ class Learner:
         return rows
 
 
-__all__ = ["Learner", "ClassData"]
+def task_heads(spec: dict, groups) -> dict:
+    """The task-incremental form of a stage's spec: each term with the plain cross-entropy on the class
+    positions (``sparse_categorical_crossentropy`` from logits on ``class``) becomes ``task_crossentropy``,
+    the softmax over the sample's own task; every other term is kept as it is."""
+    terms = []
+    for term in spec.get("terms", []):
+        loss = term.get("loss", {})
+        if term.get("target") == "class" and loss.get("name") == "sparse_categorical_crossentropy" \
+                and loss.get("params", {}).get("from_logits"):
+            term = {**term, "loss": {"name": "task_crossentropy", "params": {"groups": [int(g) for g in groups]}}}
+        terms.append(term)
+    return {**spec, "terms": terms}
+
+
+__all__ = ["Learner", "ClassData", "task_heads"]

@@ -271,6 +271,24 @@ def penalty(y_true, y_pred):
     return ops.convert_to_tensor(y_pred)[..., 0]
 
 
+@register_loss("task_crossentropy")
+def task_crossentropy(y_true, y_pred, groups: Sequence[int]):
+    """Task-incremental cross-entropy: the softmax over the classes of the sample's own task only
+    (``groups``: the classes each step adds; class positions ``[B]``), one head per task: ``[B]``."""
+    sizes = [int(g) for g in groups]
+    y_pred = ops.convert_to_tensor(y_pred)
+    labels = ops.cast(ops.reshape(ops.convert_to_tensor(y_true), (-1,)), "int32")
+    bounds = np.cumsum([0] + sizes)
+    task = np.zeros(int(bounds[-1]), "int32")
+    for j in range(len(sizes)):
+        task[bounds[j]:bounds[j + 1]] = j
+    task = ops.convert_to_tensor(task)
+    same = ops.equal(ops.take(task, labels)[:, None], task[None, : ops.shape(y_pred)[-1]])
+    masked = ops.where(same, y_pred, ops.full_like(y_pred, -1e9))
+    onehot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+    return -ops.sum(onehot * ops.log_softmax(masked, axis=-1), axis=-1)
+
+
 @register_loss("tempered_crossentropy")
 def tempered_crossentropy(y_true, y_pred, temperature: float = 1.0):
     """Cross-entropy of softmax(z / T) on the true class (class positions ``[B]``): ``[B]``; DER's
@@ -285,4 +303,4 @@ def tempered_crossentropy(y_true, y_pred, temperature: float = 1.0):
 
 __all__ = ["distillation_loss", "incremental_targets", "icarl_targets", "incremental_distillation",
            "incremental_classification", "icarl_bce", "pod_pool", "pod_spatial", "pod_flat", "nca",
-           "tempered_crossentropy", "margin_ranking", "penalty"]
+           "tempered_crossentropy", "margin_ranking", "penalty", "task_crossentropy"]

@@ -100,6 +100,8 @@ class Method:
 
     name: ClassVar[str] = ""
     replay: ClassVar[bool] = False   # trains on the exemplar memory too (needs `memory:`)
+    #: Parameters whose defaults changed: their old values, for a checkpoint that did not record its own.
+    legacy_defaults: ClassVar[dict] = {}
     Params: ClassVar[type[BaseModel]] = _Params
 
     def __init__(self, **params):
@@ -550,6 +552,8 @@ class PODNet(Method):
     name = "podnet"
     replay = True
     Params = PODNetParams
+    #: The defaults before issue 19, for checkpoints saved then (see runner.method_for).
+    legacy_defaults: ClassVar[dict] = {"freeze_old_proxies": False, "imprint": "none", "features": "post_relu"}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -640,6 +644,9 @@ class DER(Method):
     name = "der"
     replay = True
     Params = DERParams
+    #: The defaults before issue 19, for checkpoints saved then (see runner.method_for).
+    legacy_defaults: ClassVar[dict] = {"extractor_init": "random", "reset_classifier": False,
+                                       "balanced_temperature": 1.0, "balanced_epochs": 20, "balanced_lr_scale": 0.1}
 
     def build_net(self, build):
         return DERNet(build, copy_previous=self.params.extractor_init == "previous")

@@ -164,6 +164,20 @@ def evaluate(method: Method, learner: Learner, data: ClassData, step: Step) -> d
 
 # --- checkpoints ----------------------------------------------------------------
 
+def method_for(cfg: IncrementalConfig, state: dict | None) -> Method:
+    """The config's method, as the checkpoint ``state`` was trained with: its saved resolved parameters;
+    for a checkpoint saved before they were recorded (issue 19), the method's ``legacy_defaults`` under
+    the config's own parameters (PODNet and DER changed defaults then)."""
+    method = cfg.make_method()
+    if state is None:
+        return method
+    saved = state.get("method_params")
+    if saved is None:
+        legacy = getattr(method, "legacy_defaults", {})
+        return type(method)(**{**legacy, **cfg.method.params}) if legacy else method
+    return type(method)(**saved)
+
+
 def save_checkpoint(run: RunDir, step: int, learner: Learner, state: dict) -> None:
     """The network's weights and the memory after ``step``, then ``state.json``."""
     weights = f"step-{step:04d}-weights.npz"
@@ -200,6 +214,7 @@ def summarize(cfg: IncrementalConfig, scenario: Scenario, method: Method, steps:
             aware[t, : len(s["task_aware_accuracy"])] = s["task_aware_accuracy"]
     out = {
         "name": cfg.name, "method": method.name, "method_params": method.params.model_dump(),
+        "setting": cfg.scenario.setting,
         "class_order": scenario.order, "class_names": scenario.class_names, "groups": scenario.groups,
         "complete": len(steps) == n, "steps": steps, "accuracy": acc,
         "average_incremental_accuracy": average_incremental_accuracy(acc) if acc else None,
@@ -258,9 +273,11 @@ def format_summary(summary: dict) -> str:
                      f"{s['seconds']:.1f}"])
     text = table(rows, ["step", "classes", "accuracy", "per task", "seconds"])
     f = summary["forgetting"]
+    task = (summary.get("task_incremental") or {}).get("accuracy") or [None]
+    aware = "" if task[-1] is None else f"; task id known: last accuracy {task[-1]:.4f}"
     return (f"{text}\naverage incremental accuracy {summary['average_incremental_accuracy']:.4f}, "
             f"last accuracy {summary['last_accuracy']:.4f}, forgetting "
-            f"{'n/a' if f is None else f'{f:.4f}'}, {summary['minutes']:.2f} min")
+            f"{'n/a' if f is None else f'{f:.4f}'}, {summary['minutes']:.2f} min{aware}")
 
 
 # --- the run ----------------------------------------------------------------------
@@ -284,7 +301,7 @@ def make_learner(cfg: IncrementalConfig, scenario: Scenario, method: Method) -> 
                    batch_size=cfg.train.batch_size, verbose=cfg.train.verbose, nonfinite=cfg.train.nonfinite,
                    optimizer=lambda scale, steps: build_optimizer(
                        cfg.optimizer, scale, steps if cfg.train.lr_schedule == "cosine" else None),
-                   augment=augmenter(cfg, scenario), seed=cfg.seed)
+                   augment=augmenter(cfg, scenario), seed=cfg.seed, setting=cfg.scenario.setting)
 
 
 def save_model(run: RunDir, method: Method, learner: Learner, scenario: Scenario, step: Step) -> None:
@@ -319,6 +336,7 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
     scenario = Scenario(cfg)  # loads the data and checks the scenario against it
     state = KIND.start(run, cfg, say)
+    method = method_for(cfg, state)   # a resumed run goes on with the parameters it was trained with
     learner = make_learner(cfg, scenario, method)
     steps: list[dict] = []
     confusion = None
@@ -338,7 +356,8 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
         save_model(run, method, learner, scenario, scenario.step(t))   # before state.json names the step done
         save_checkpoint(run, t, learner, {
             "step": t, "num_classes": record["num_classes"], "steps": steps, "history": learner.history,
-            "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint()})
+            "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint(),
+            "method_params": method.params.model_dump(mode="json")})
         write_artifacts(run, summarize(cfg, scenario, method, steps, confusion), learner.history)
         new = f" (new: {', '.join(record['classes'])})" if len(record["classes"]) <= 10 else ""
         say(f"step {t}: {record['num_classes']} classes{new}, accuracy {record['accuracy']:.4f} "
@@ -489,7 +508,7 @@ class IncrementalKind(RunKind):
         state = run.read_state()
         if state is None:
             raise cfg.error([((), f"{run.path} holds no completed step to evaluate")])
-        method = cfg.make_method()
+        method = method_for(cfg, state)
         scenario = Scenario(cfg)
         learner = make_learner(cfg, scenario, method)
         load_checkpoint(run, state, learner, scenario)
