@@ -393,6 +393,17 @@ def imprint_proxies(head: LocalSimilarityClassifier, features: np.ndarray, label
     head.kernel.assign(kernel.astype(np.asarray(head.kernel).dtype))
 
 
+def _producer(model: keras.Model, tensor):
+    """The layer of ``model`` whose output is ``tensor`` (None if none is)."""
+    for layer in model.layers:
+        try:
+            if layer.output is tensor:
+                return layer
+        except (AttributeError, ValueError):
+            continue
+    return None
+
+
 def pre_relu_backbone(backbone: keras.Model) -> keras.Model:
     """The backbone without its final ReLU: its feature vector before the last activation (PODNet's and
     LUCIR's reference networks drop the last ReLU; their classifier and distillation read these
@@ -412,8 +423,7 @@ def pre_relu_backbone(backbone: keras.Model) -> keras.Model:
         out = linear(last.input)
         linear.set_weights(last.get_weights())
     elif isinstance(last, (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)) and \
-            is_relu(getattr(last.input, "_keras_history", [None])[0]):
-        relu = last.input._keras_history[0]
+            (relu := _producer(backbone, last.input)) is not None and is_relu(relu):
         out = type(last).from_config(last.get_config())(relu.input)
     else:
         raise ValueError(f"cannot take the features before the last ReLU of this backbone (its last layer is "
