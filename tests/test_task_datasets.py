@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
 from multiloss.run.config import load_run_config
 from multiloss.run.train import build_model, load_splits, train
@@ -249,3 +250,38 @@ def test_data_errors_name_the_task(tmp_path):
     with pytest.raises(SpecError) as exc:
         load_splits(load_run_config(config(tmp_path, tasks)))
     assert "tasks.a.data" in str(exc.value) and "no target 'b'" in str(exc.value)
+
+
+def test_check_dry_run_and_the_saved_config(tmp_path, capsys):
+    from multiloss.run.train import KIND, dry_run
+
+    _, tasks = write_tasks(tmp_path)
+    raw = config(tmp_path, tasks, "proportional", epochs=1, name="saved")
+    assert "tasks a, b (sampler proportional)" in KIND.check(raw)
+    values = dry_run(load_run_config(raw))          # the first step draws task a (16 of 24 examples: p = 2/3)
+    out = capsys.readouterr().out
+    assert values["b"] == 0.0 and "absent from this batch" in out.splitlines()[1] and values["a"] > 0
+    train(raw, overwrite=True)
+    saved = load_run_config(tmp_path / "runs" / "saved" / "config.yaml")   # reloads: tasks, no data block
+    assert saved.tasks is not None and saved.data is None and saved.sampler == "proportional"
+    assert saved.fingerprint() == load_run_config(raw).fingerprint()
+    with pytest.raises(SpecError) as exc:          # the tasks have no test split
+        KIND.evaluate(tmp_path / "runs" / "saved")
+    assert "tasks" in str(exc.value) and "no test split" in str(exc.value)
+
+
+def test_a_run_without_tasks_keeps_its_saved_config_and_refuses_task_keys(tmp_path):
+    _, tasks = write_tasks(tmp_path)
+    raw = config(tmp_path, tasks)
+    raw["data"] = raw.pop("tasks")["a"]["data"]
+    raw["loss"]["outputs"].pop("b")
+    raw["model"]["params"]["heads"].pop("b")
+    raw.pop("sampler")
+    cfg = load_run_config(raw)
+    assert not {"tasks", "sampler"} & set(yaml.safe_load(cfg.to_yaml())) and "steps_per_epoch" not in cfg.to_yaml()
+    for key, value, path in (("sampler", "proportional", "sampler"),
+                             ("train", {"steps_per_epoch": 3}, "train.steps_per_epoch")):
+        bad = dict(raw, **{key: dict(raw[key], **value) if isinstance(value, dict) else value})
+        with pytest.raises(SpecError) as exc:
+            load_run_config(bad)
+        assert path in str(exc.value) and "tasks: only" in str(exc.value)

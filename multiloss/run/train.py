@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ..core import keras_access
@@ -197,8 +198,11 @@ def dry_run(cfg: RunConfig) -> dict[str, float]:
     result = model.loss.compute(y, model(x, training=False), sw)
     values = {name: float(v) for name, v in result.losses.items()}
     total = float(result.total)
+    targets = {t.name: t.target for t in model.loss.terms}
     for name, v in values.items():
-        print(f"  {name:<24} {v:.6g}  (weight {float(result.weights[name]):g})")
+        w = sw.get(targets[name]) if isinstance(sw, dict) else None
+        absent = ", absent from this batch: no labels" if w is not None and not np.any(np.asarray(w)) else ""
+        print(f"  {name:<24} {v:.6g}  (weight {float(result.weights[name]):g}{absent})")
     print(f"{cfg.name}: dry run OK: one batch of the train split through {len(values)} terms, "
           f"total {total:.6g}; nothing was trained or written")
     return {"total": total, **values}
