@@ -284,16 +284,17 @@ def test_cagrad_with_its_hint_on_two_replicas_equals_one_device_and_saves(tmp_pa
     # (the enumeration alone differs by as much here: CAGrad's weights amplify the Gram's round-off)
     np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(out[1][2], out[0][2])
-    # The hint is not saved (it is not state): a reloaded model starts from the full support.
+    # The hint is saved with the state, so a reloaded model takes the same solver path.
     model = _model(seed=8)
     ml.compile(model, _spec("cagrad"), optimizer=keras.optimizers.SGD(0.3))
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     state = model.loss.weighting.strategy.get_state()
-    assert set(state) == {"current"}
+    assert set(state) == {"current", "support"}
+    np.testing.assert_array_equal(state["support"], model.loss.weighting.strategy.support.numpy())
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.loss.weighting.strategy.get_state() == state
-    np.testing.assert_array_equal(loaded.loss.weighting.strategy.support.numpy(), np.ones(4))
+    np.testing.assert_array_equal(loaded.loss.weighting.strategy.support.numpy(), state["support"])
     loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
 

@@ -50,19 +50,26 @@ class Weighting:
         self._step = None
         self._own_step = None
         self.training = False
+        #: Saved state whose variables the strategy makes only when bound (the per-parameter buffers).
+        self.pending: dict = {}
 
     # --- binding to a model ------------------------------------------------------
 
     def bind(self, model) -> None:
-        """Read the step from the model's optimizer; resolve what the strategy's kind needs of the model."""
-        from .shared_params import infer_shared, variables_of
-
+        """Read the step from the model's optimizer; resolve what the strategy's kind needs of the model;
+        then assign the saved state whose variables only binding makes (:meth:`set_config`)."""
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
             self._step = optimizer.iterations
+        if self.strategy.kind() is not LossWeighting:
+            self._bind_gradients(model)
+        pending, self.pending = self.pending, {}
+        self.strategy.set_state({k: v for k, v in pending.items() if k in self.strategy.state})
+
+    def _bind_gradients(self, model) -> None:
+        from .shared_params import infer_shared, variables_of
+
         kind = self.strategy.kind()
-        if kind is LossWeighting:
-            return
         problems = []
         if self.shared_names is not None:
             self.shared, bad = variables_of(model, self.shared_names)
@@ -247,9 +254,13 @@ class Weighting:
     # --- saving -------------------------------------------------------------------
 
     def get_config(self) -> dict:
-        return {"strategy": self.strategy.name, "state": self.strategy.get_state()}
+        """The strategy's name and its whole state (:meth:`Strategy.saved_state`): saved with the model."""
+        return {"strategy": self.strategy.name, "state": self.strategy.saved_state()}
 
     def set_config(self, config: dict) -> None:
+        """The saved state back; what the strategy makes only when bound (its buffers) waits for :meth:`bind`."""
         if config.get("strategy") == self.strategy.name:
-            self.strategy.set_state(config.get("state", {}))
+            state = dict(config.get("state", {}))
+            self.strategy.set_state(state)
+            self.pending = {k: v for k, v in state.items() if k not in self.strategy.state}
         self.refresh()

@@ -44,6 +44,7 @@ Every tensor method runs inside the compiled train step and is written with
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -223,13 +224,26 @@ class Strategy:
 
     # --- saving -------------------------------------------------------------
 
-    def get_state(self) -> dict[str, list]:
-        return {k: np.asarray(ops.convert_to_numpy(v)).tolist() for k, v in self.state.items()}
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every state variable's value (what a saved model carries, see :meth:`saved_state`)."""
+        return {k: np.asarray(ops.convert_to_numpy(v)) for k, v in self.state.items()}
 
-    def set_state(self, state: dict[str, list]) -> None:
+    def get_state(self) -> dict[str, list]:
+        """The state as lists (every variable of ``state``, the ``[T, P]`` buffers too)."""
+        return {k: v.tolist() for k, v in self.state_arrays().items()}
+
+    def saved_state(self) -> dict:
+        """The state as the saved model's compile config holds it: lists, or :func:`encode_array` for a
+        large array (a per-parameter buffer)."""
+        return {k: encode_array(v) for k, v in self.state_arrays().items()}
+
+    def set_state(self, state: dict) -> None:
+        """Assign saved values (lists, or :func:`encode_array`'s form) to the state variables that exist;
+        a key without a variable yet (a buffer made once the rows' length is known) is left to the
+        caller (:meth:`multiloss.core.weight_control.Weighting.bind` assigns it then)."""
         for k, v in state.items():
             if k in self.state:
-                self.state[k].assign(np.asarray(v, self.state[k].dtype))
+                self.state[k].assign(decode_array(v, self.state[k].dtype))
 
 
 class LossWeighting(Strategy):
@@ -317,8 +331,8 @@ class SampledRows(RowAggregator):
 
 class RowBuffer:
     """Mixin of a row aggregator that keeps a ``[T, P]`` buffer per shared parameter (ExcessMTL, MoCo): made in
-    :meth:`~Strategy.bind_rows` once P is known, put back by the non-finite guard, and, too large for the
-    saved config, left out of :meth:`~Strategy.get_state` (a reloaded model restarts it at 0)."""
+    :meth:`~Strategy.bind_rows` once P is known, put back by the non-finite guard, and saved with the model
+    like the rest of the state (its bytes, :func:`encode_array`; assigned when the loaded model binds)."""
 
     #: The state key of the buffer.
     buffer_key: ClassVar[str] = "buffer"
@@ -335,13 +349,38 @@ class RowBuffer:
     def buffer(self):
         return ops.convert_to_tensor(self.state[self.buffer_key])
 
-    def get_state(self) -> dict[str, list]:
-        return {k: np.asarray(ops.convert_to_numpy(v)).tolist() for k, v in self.state.items()
-                if k != self.buffer_key}
-
 
 #: The kind types, in the order :meth:`Strategy.kind` tries them.
 KINDS: tuple[type[Strategy], ...] = (LayerGradientWeighting, GramWeighting, RowAggregator, LossWeighting)
+
+
+#: Arrays of more entries than this are saved as the base64 of their bytes (exact, and a fraction of the
+#: size of a list of decimals); smaller ones as lists, the only form of earlier releases (which loads).
+INLINE_MAX = 256
+#: The dtypes a saved array may name (a file is not trusted to name others).
+SAVED_DTYPES = ("<f4", "<f8", "<i4", "<i8")
+
+
+def encode_array(value: np.ndarray):
+    """A state array for a saved config: a list, or ``{"dtype", "shape", "base64"}`` above :data:`INLINE_MAX`."""
+    value = np.asarray(value)
+    if value.size <= INLINE_MAX:
+        return value.tolist()
+    value = np.ascontiguousarray(value, value.dtype.newbyteorder("<"))
+    return {"dtype": value.dtype.str, "shape": list(value.shape),
+            "base64": base64.b64encode(value.tobytes()).decode("ascii")}
+
+
+def decode_array(value, dtype) -> np.ndarray:
+    """The array that :func:`encode_array` wrote (or a plain list, as earlier releases did), as ``dtype``."""
+    if not isinstance(value, dict):
+        return np.asarray(value, dtype)
+    if value.get("dtype") not in SAVED_DTYPES or not isinstance(value.get("base64"), str):
+        raise ValueError(f"a saved strategy state array needs a dtype of {SAVED_DTYPES} and base64 data; "
+                         f"got dtype {value.get('dtype')!r}")
+    shape = tuple(int(n) for n in value.get("shape", ()))
+    data = np.frombuffer(base64.b64decode(value["base64"], validate=True), np.dtype(value["dtype"]))
+    return data.reshape(shape).astype(dtype)
 
 
 def masked_mean(x, mask):

@@ -12,8 +12,9 @@ authors' code).  The average starts at zero (``average_start: zero``, as the
 authors' code), so step t of constant gradients gives (1 − β^t) × the
 gradients' update (0.1× at step 1 for β = 0.9); ``average_start:
 first_gradient`` starts each task's average at its first gradient (a row of
-the average that is still all zero: the first step, a task's first present
-step, or the first step after loading a model, whose averages are not saved).
+the average that is still all zero: the first step or a task's first present
+step).  The averages are saved with the model (a reloaded model goes on
+from them).
 The task-specific parameters get ∇ log L_i = s_i ∇L_i / L_i.  With ``beta:
 0`` there is no average and the update is Σ λ_i g_i with
 λ_i = max_j(‖g_j‖/L_j) / ‖g_i‖, computed from the Gram matrix (any gradient
@@ -29,7 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..spec.lazy import ops, tf
+from ..spec.lazy import tf
 from .base import GramWeighting, Params, RowAggregator, StateUpdate, state_variable
 
 
@@ -102,11 +103,6 @@ class DBMTL(GramWeighting, RowAggregator):
             self.buffer = state_variable(np.zeros((self.num_terms, size)), "multiloss_dbmtl_buffer")
         self.state["buffer"] = self.buffer      # the non-finite guard puts it back after a skipped step
         return None
-
-    def get_state(self):
-        # The averages (T × shared parameters) are not written into the saved config: too large for
-        # it; a reloaded model starts them afresh, as before.
-        return {k: np.asarray(ops.convert_to_numpy(v)).tolist() for k, v in self.state.items() if k != "buffer"}
 
     def head_scale(self, values, present):
         return 1.0 / (tf.cast(values, tf.float32) + self.params.eps)

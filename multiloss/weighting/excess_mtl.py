@@ -20,8 +20,8 @@ The update is Σ α_i g_i on the shared parameters, α_i ∇L_i on task i's own
 (the objective is Σ α_i L_i).  During the warm-up α stays 1/T.  Terms absent
 from a batch add nothing to H, b or the step.  H is kept per shared parameter
 (``gradients: parameters`` only: the rows of ``representation`` are new
-samples every step); like DB-MTL's averages it is not written into a saved
-model (too large for its config), so a reloaded model restarts H from 0.
+samples every step); it is saved with the model with α, b and the step count
+(a reloaded model goes on from them).
 LibMTL's α sums to T (here: to 1, the paper's simplex); its representation
 mode sums ∇_Z over the batch first.
 """

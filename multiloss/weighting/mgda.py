@@ -44,9 +44,10 @@ class MGDA(GramWeighting):
     def build(self):
         self.keep_current(1.0 / self.num_terms, "multiloss_mgda_weights")
         # The exact solver's warm start: the support of the last α.  Only a hint (each step
-        # verifies it and enumerates when it fails), so it is not part of the state that the
-        # non-finite guard restores or that is saved: a wrong or reset hint costs one enumeration.
+        # verifies it and enumerates when it fails: a wrong hint costs one enumeration), but kept in the
+        # state (saved, put back after a skipped step) so that a resumed run takes the same path, to the bit.
         self.support = state_variable(np.ones(self.num_terms), "multiloss_mgda_support", dtype="float64")
+        self.state["support"] = self.support
 
     def combine(self, gram, values, present, ctx):
         gram = tf.cast(gram, tf.float64)

@@ -14,9 +14,8 @@ parametrisation and defaults), λ₀ = 1/T, Y₀ = 0.  Sampling: one ``fit`` ste
 is one stochastic sample — hᵢ is the batch's gradient of task i (all tasks
 on the same batch); the tracking variable Y carries the earlier batches.
 Y is kept per shared parameter (``gradients: parameters`` only: the rows of
-``representation`` are new samples every step) and, like DB-MTL's averages,
-is not written into a saved model (a reloaded model restarts Y at 0; λ is
-saved).  Terms absent from a batch keep their yᵢ and are left out of the
+``representation`` are new samples every step) and saved with the model, as
+λ is (a reloaded model goes on from both).  Terms absent from a batch keep their yᵢ and are left out of the
 simplex.  Heads get sᵢ∇Lᵢ.
 
 ``normalize: true`` replaces hᵢ by Lᵢ·hᵢ/‖hᵢ‖ (the authors' shared code and
