@@ -1,6 +1,8 @@
 """Per-task datasets with a sampler (multiloss.run.tasks): which task each step draws, which batch of
 it, and which terms reach the loss, the gradient, the strategies and the logs; the config's errors."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -285,3 +287,18 @@ def test_a_run_without_tasks_keeps_its_saved_config_and_refuses_task_keys(tmp_pa
         with pytest.raises(SpecError) as exc:
             load_run_config(bad)
         assert path in str(exc.value) and "tasks: only" in str(exc.value)
+
+
+@pytest.mark.slow
+def test_a_resumed_task_run_continues_the_history(tmp_path):
+    _, tasks = write_tasks(tmp_path)
+    raw = config(tmp_path, tasks, {"weighted": {"a": 1, "b": 3}}, epochs=1, name="resumed")
+    train(raw, overwrite=True)
+    train(raw, overrides=["train.epochs=2"], resume=True)
+    history = json.loads((tmp_path / "runs" / "resumed" / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    # epoch 2 draws b only (p_a = 1/4: rng([3, 1]) gives no 0 in 6 draws): a, carried by no batch, logs 0
+    assert np.random.default_rng([3, 1]).choice(2, 6, p=[0.25, 0.75]).tolist() == [1] * 6
+    assert history[0]["a_loss"] > 0 and history[1]["a_loss"] == 0.0 and history[1]["a_weight"] == 0.0
+    assert history[1]["b_loss"] > 0 and history[1]["loss"] == pytest.approx(history[1]["b_loss"])
+    assert history[1]["val_a_loss"] > 0           # validation still has task a's split

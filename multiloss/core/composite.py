@@ -70,7 +70,8 @@ class TermTracker(keras.metrics.Metric):
 
     Each batch counts in proportion to its size, among the batches that carry the term
     (``present``: an element with a nonzero weight); a batch without the term (all its labels
-    missing, or another task's batch) leaves its means as they are.  When every batch carries every
+    missing, or another task's batch) leaves its means as they are; a term no batch of the epoch
+    carried logs 0 for both (as ``tests/test_weighting_training.py`` expects of a head without labels).  When every batch carries every
     term, the logged ``loss`` equals Σ ``<term>_weight``·``<term>_loss`` (plus regularization) even
     when the last batch is smaller.
     """
@@ -93,14 +94,18 @@ class TermTracker(keras.metrics.Metric):
         self.counts.assign_add(n * ops.ones_like(self.counts))
 
     def result(self):
-        losses = ops.divide_no_nan(self.loss_sums, self.counts)
+        losses = self._mean(self.loss_sums)
         out = {f"{name}_loss": losses[i] for i, name in enumerate(self.term_names)}
         if tf.executing_eagerly():
             # Weights are read at epoch end only: as per-step outputs of the
             # compiled step they cost more than the loss itself on small models.
-            weights = ops.divide_no_nan(self.weight_sums, self.counts)
+            weights = self._mean(self.weight_sums)
             out.update({f"{name}_weight": weights[i] for i, name in enumerate(self.term_names)})
         return out
+
+    def _mean(self, sums):
+        """``sums / counts``; 0 for a term no batch carried."""
+        return ops.divide_no_nan(sums, self.counts)
 
     def get_config(self):
         return {"name": self.name, "term_names": self.term_names}

@@ -14,8 +14,8 @@ target the loss spec reads must be carried by some task.  Terms that read no tar
 targets; every other target is there as zeros with a sample weight of 0 (``sample_weight`` keyed by
 target, the one way multiloss expresses a missing label), so those terms are absent: they add exactly
 0 to the loss and the gradient, the weighting strategies leave them out (``present`` = 0), their
-logged ``<term>_loss`` is the mean over the batches that carried them, and their heads' metrics skip
-the batch.  A task's own ``sample_weight`` (a dataset's third element) applies to its targets.
+logged ``<term>_loss`` and ``<term>_weight`` are means over the batches that carried them (0 in an
+epoch where none did), and their heads' metrics skip the batch.  A task's own ``sample_weight`` (a dataset's third element) applies to its targets.
 
 **Samplers.**  The task of step ``s`` of epoch ``e`` (0-based, ``S`` steps an epoch, ``T`` tasks in
 config order):
