@@ -52,7 +52,7 @@ def test_shipped_configs_are_valid(tmp_path):
         if f.name.startswith(("incremental_", "weighting_")):
             continue  # class-incremental / weighting configs: validated by their own tests
         data, _ = load_yaml(f.read_text(), str(f))
-        if "data" in data and "model" in data:  # a run config
+        if ("data" in data or "tasks" in data) and "model" in data:  # a run config
             assert load_run_config(f).spec.resolve()
         elif "outputs" in data or "loss" in data:
             assert ml.load_spec(f).resolve()
