@@ -99,7 +99,7 @@ def report(results: dict, walls: dict, ablation: dict, ablation_walls: dict, arg
            cfg_text: str) -> str:
     import tensorflow as tf
 
-    from multiloss.run.quickstart import format_table
+    from multiloss.run.console import table as format_table
 
     lines = [
         "# Split Fashion-MNIST: class-incremental benchmark",
