@@ -21,7 +21,10 @@ What it writes
 over the seeds of average incremental accuracy, last accuracy and forgetting
 on the test split, the epochs of each stage, the wall-clock minutes of all
 its seeds; the mean accuracy after each step; the best exemplar method
-against joint (target: ≥ 0.9 × joint).  ``docs/incremental_benchmark.png``:
+against joint (target: ``--target``, 0.9 × joint by default); each method's
+last accuracy per class order; with ``--compare-with OLD.md``, each method's
+change of the means against an older report (its ``.json``, or its tables).
+``docs/incremental_benchmark.json``: the figures.  ``docs/incremental_benchmark.png``:
 the mean accuracy after each step, every method, one panel per scenario.
 
 How to run
@@ -31,6 +34,7 @@ From the repository root (needs the Debian package dataset-fashion-mnist)::
     nice -n 10 .venv/bin/python benchmarks/incremental.py --ablation
     .venv/bin/python benchmarks/incremental.py --methods icarl joint --seeds 1993 --out /tmp/quick.md
     .venv/bin/python benchmarks/incremental.py --resume     # continue after a kill
+    .venv/bin/python benchmarks/incremental.py --compare-with docs/incremental_benchmark.md
 
 Nothing is asserted; timings are wall-clock and noisy on a shared machine.
 """
@@ -39,8 +43,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -64,6 +70,7 @@ ABLATION = {  # single seed, 5x2: what WA's departures and the memory size do
     "icarl, memory 50": ("icarl", ["memory.budget=50"]),
 }
 TARGET = 0.9
+FIGURES = ("average_incremental_accuracy", "last_accuracy", "forgetting")
 
 
 def _ms(figure: dict) -> str:
@@ -95,8 +102,50 @@ def config_text(config: str, overrides: list[str]) -> str:
             f"{t.epochs} epochs per step, batch {t.batch_size}, learning rate {t.lr_schedule}")
 
 
+def read_previous(path: str) -> dict:
+    """The mean figures of an older report of this script: ``{scenario: {method: {figure: mean}}}``.
+
+    Reads its ``.json`` when there is one, else the tables of its markdown (reports before the json)."""
+    import json
+
+    path = Path(path)
+    if path.with_suffix(".json").exists():
+        saved = json.loads(path.with_suffix(".json").read_text())
+        return {scen: {m: {k: r[k]["mean"] for k in FIGURES} for m, r in by.items()} for scen, by in saved.items()}
+    row = re.compile(r"^(\S+)\s+([\d.]+) ± [\d.]+\s+([\d.]+) ± [\d.]+\s+(?:([\d.]+) ± [\d.]+|n/a)\s")
+    out: dict = {}
+    scen = None
+    for line in path.read_text().splitlines():
+        head = re.match(r"^## (\S+): steps of", line)
+        if head:
+            scen = head.group(1)
+            out[scen] = {}
+        elif scen and (m := row.match(line)) and m.group(1) not in out[scen]:
+            out[scen][m.group(1)] = {"average_incremental_accuracy": float(m.group(2)),
+                                     "last_accuracy": float(m.group(3)),
+                                     "forgetting": None if m.group(4) is None else float(m.group(4))}
+    return out
+
+
+def changes(scen: str, by_method: dict, before: dict, source: str) -> list[str]:
+    """Each method's change against the older report: new rows, and Δ of the means."""
+    from multiloss.run.console import table as format_table
+
+    rows = []
+    for m, r in by_method.items():
+        if m not in before:
+            rows.append([m, "new", "", ""])
+            continue
+        delta = [r[k]["mean"] - before[m][k] if r[k]["mean"] is not None and before[m][k] is not None else None
+                 for k in FIGURES]
+        rows.append([m, *("n/a" if d is None else f"{d:+.3f}" for d in delta)])
+    return [f"Against `{source}` (Δ of the means; methods whose code changed since then are the rows to read, "
+            "the others show the run-to-run noise):", "", "```",
+            *format_table(rows, ["method", "Δ avg inc acc", "Δ last acc", "Δ forgetting"]).splitlines(), "```", ""]
+
+
 def report(results: dict, walls: dict, ablation: dict, ablation_walls: dict, args, settings: list[str],
-           cfg_text: str) -> str:
+           cfg_text: str, previous: dict | None = None) -> str:
     import tensorflow as tf
 
     from multiloss.run.console import table as format_table
@@ -128,7 +177,17 @@ def report(results: dict, walls: dict, ablation: dict, ablation_walls: dict, arg
         seen = [str(n) for n in first["num_classes"]]
         rows = [[m] + [f"{a:.3f}" for a in r["accuracy_mean"]] for m, r in by_method.items()]
         lines += format_table(rows, ["method \\ classes seen", *seen]).splitlines()
+        lines += ["```", "", "Last accuracy per class order (seed):", "", "```"]
+        seeds = list(first["runs"])
+        rows = [[m] + [f"{r['runs'][s]['last_accuracy']:.3f}" if s in r["runs"] else "n/a" for s in seeds]
+                + ([f"{r['last_accuracy']['mean'] / by_method['joint']['last_accuracy']['mean']:.3f}"]
+                   if "joint" in by_method else [])
+                for m, r in by_method.items()]
+        lines += format_table(rows, ["method \\ seed", *seeds, *(["× joint"] if "joint" in by_method else [])]
+                              ).splitlines()
         lines += ["```", ""]
+        if previous is not None and scen in previous:
+            lines += changes(scen, by_method, previous[scen], args.compare_with)
         if "joint" in by_method:
             joint = by_method["joint"]
             ex = {m: r for m, r in by_method.items() if m in EXEMPLAR}
@@ -139,8 +198,8 @@ def report(results: dict, walls: dict, ablation: dict, ablation_walls: dict, arg
                 lines += [f"Best exemplar method by last accuracy: **{best}**, "
                           f"{ex[best]['last_accuracy']['mean']:.3f} = **{ratio:.3f} × joint** "
                           f"({joint['last_accuracy']['mean']:.3f}); average incremental accuracy "
-                          f"{avg:.3f} × joint. Target ≥ {TARGET} × joint: "
-                          f"{'met' if ratio >= TARGET else 'missed'}.", ""]
+                          f"{avg:.3f} × joint. Target ≥ {args.target} × joint: "
+                          f"{'met' if ratio >= args.target else 'missed'}.", ""]
     if ablation:
         lines += ["## WA ablation (5x2, seed 1993, the settings above)", "", "```"]
         rows = [[k, f"{r['average_incremental_accuracy']:.3f}", f"{r['last_accuracy']:.3f}",
@@ -185,8 +244,11 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=None, metavar="KEY.PATH=VALUE",
                    help=f"override the config for every run (default: {' '.join(SETTINGS)})")
     p.add_argument("--ablation", action="store_true", help="add the single-seed WA variants")
-    p.add_argument("--resume", action="store_true", help="resume runs that stopped (minutes then cover "
-                                                         "only the resumed part)")
+    p.add_argument("--target", type=float, default=TARGET, help="best exemplar method's last accuracy ÷ joint's")
+    p.add_argument("--compare-with", default=None, metavar="REPORT.md",
+                   help="an older report of this script: add each method's change against it")
+    p.add_argument("--resume", action="store_true", help="resume runs that stopped (minutes are then the "
+                                                         "runs' own, summed over their parts)")
     args = p.parse_args(argv)
     settings = SETTINGS if args.set is None else args.set
 
@@ -205,7 +267,7 @@ def main(argv=None) -> int:
                     f"method.name={m}", f"name={scen}-{m}", f"output_dir={args.runs}", f"seeds={args.seeds}"]
             start = time.perf_counter()
             summary = run_incremental(args.config, sets, resume=args.resume, overwrite=not args.resume, quiet=True)
-            walls[scen][m] = time.perf_counter() - start
+            walls[scen][m] = 60 * summary["minutes"] if args.resume else time.perf_counter() - start
             summary["epochs"] = load_incremental_config(args.config, sets).train.epochs
             results[scen][m] = summary
             print(f"{scen} {m}: avg inc {_ms(summary['average_incremental_accuracy'])}, last "
@@ -225,9 +287,14 @@ def main(argv=None) -> int:
                                              resume=args.resume, overwrite=not args.resume, quiet=True)
             ablation_walls[name] = time.perf_counter() - start
             print(f"{name}: last {ablation[name]['last_accuracy']:.3f}", flush=True)
-    text = report(results, walls, ablation, ablation_walls, args, settings, config_text(args.config, settings))
+    previous = read_previous(args.compare_with) if args.compare_with else None
+    text = report(results, walls, ablation, ablation_walls, args, settings, config_text(args.config, settings),
+                  previous)
     out = Path(args.out)
     atomic.write_text(out, text)
+    atomic.write_text(out.with_suffix(".json"), json.dumps(
+        {scen: {m: {k: r[k] for k in (*FIGURES, "accuracy_mean", "num_classes", "seeds")}
+                for m, r in by.items()} for scen, by in results.items()}, indent=1))
     plot(results, out.with_suffix(".png"))
     print("\n" + text)
     print(f"written: {out}, {out.with_suffix('.png')}")
