@@ -56,8 +56,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-METHODS = ["finetune", "lwf", "ewc", "replay", "icarl", "eeil", "wa", "bic", "podnet", "der", "lucir", "joint"]
-EXEMPLAR = ["replay", "icarl", "eeil", "wa", "bic", "podnet", "der", "lucir"]
+METHODS = ["finetune", "lwf", "ewc", "replay", "icarl", "eeil", "wa", "bic", "podnet", "der", "lucir", "foster", "memo", "joint"]
+EXEMPLAR = ["replay", "icarl", "eeil", "wa", "bic", "podnet", "der", "lucir", "foster", "memo"]
 SCENARIOS = {"5x2": (2, 2), "B4-2": (4, 2)}
 SEEDS = [1993, 1994, 1995]
 SETTINGS = ["data.params.train_limit=4000", "data.params.test_limit=3000", "train.batch_size=32"]

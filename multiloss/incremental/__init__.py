@@ -8,7 +8,8 @@ steps; each step's loss is a multiloss spec (``classification`` and
 ``distillation`` terms with weights, built and logged by the composite loss),
 read from the target layout ``[previous model's logits for the old classes |
 one-hot over the new]``.  Methods: ``finetune``, ``joint``, ``replay``,
-``lwf``, ``icarl``, ``eeil``, ``wa``, ``bic``, ``podnet``, ``der``, and any
+``lwf``, ``icarl``, ``eeil``, ``wa``, ``bic``, ``podnet``, ``der``, ``lucir``, ``ewc``, ``foster``,
+``memo``, and any
 registered with :func:`register_method`.  Importing this package registers
 the losses ``incremental_distillation``, ``incremental_classification``,
 ``icarl_bce``, ``pod_spatial``, ``pod_flat`` and ``nca``.
@@ -22,10 +23,11 @@ __getattr__ = lazy_attributes(__name__, {
     **dict.fromkeys(["IncrementalConfig", "load_incremental_config"], ".config"),
     **dict.fromkeys(["ExemplarMemory", "herding_order"], ".memory"),
     **dict.fromkeys(["DER", "EEIL", "METHODS", "WA", "BiC", "FineTune", "ICaRL", "Joint", "LwF", "Method",
-                     "PODNet", "Replay", "Step", "get_method", "register_method", "LUCIR", "EWC"], ".methods"),
+                     "PODNet", "Replay", "Step", "get_method", "register_method", "LUCIR", "EWC", "FOSTER",
+                     "MEMO"], ".methods"),
     **dict.fromkeys(["average_incremental_accuracy", "class_order", "forgetting"], ".metrics"),
-    **dict.fromkeys(["BACKBONES", "DERNet", "IncrementalNet", "align_weights", "expand_classifier", "get_backbone",
-                     "register_backbone"], ".network"),
+    **dict.fromkeys(["BACKBONES", "DERNet", "FOSTERNet", "MEMONet", "IncrementalNet", "align_weights",
+                     "expand_classifier", "get_backbone", "register_backbone"], ".network"),
     **dict.fromkeys(["check_incremental", "evaluate_incremental", "plot_incremental", "run_incremental"],
                     ".runner"),
 })
@@ -36,10 +38,11 @@ load_all = __getattr__.load_all
 
 __all__ = [
     "distillation_loss", "incremental_targets", "icarl_targets", "ExemplarMemory", "herding_order",
-    "IncrementalNet", "DERNet", "expand_classifier", "align_weights", "BACKBONES", "get_backbone",
+    "IncrementalNet", "DERNet", "FOSTERNet", "MEMONet", "expand_classifier", "align_weights", "BACKBONES",
+    "get_backbone",
     "register_backbone", "Method", "Step", "METHODS",
     "register_method", "get_method", "FineTune", "Joint", "LwF", "ICaRL", "EEIL", "WA", "Replay", "BiC",
-    "PODNet", "DER", "LUCIR", "EWC", "class_order", "average_incremental_accuracy", "forgetting",
+    "PODNet", "DER", "LUCIR", "EWC", "FOSTER", "MEMO", "class_order", "average_incremental_accuracy", "forgetting",
     "IncrementalConfig", "load_incremental_config", "run_incremental", "check_incremental",
     "evaluate_incremental", "plot_incremental",
 ]

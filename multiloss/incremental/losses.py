@@ -301,6 +301,49 @@ def tempered_crossentropy(y_true, y_pred, temperature: float = 1.0):
     return -ops.sum(onehot * ops.log_softmax(y_pred, axis=-1), axis=-1)
 
 
+# --- FOSTER (Wang et al. 2022) --------------------------------------------------------
+
+def _class_vector(values: Sequence[float], y_pred, key: str):
+    v = np.asarray(values, "float32")
+    width = y_pred.shape[-1]
+    if v.ndim != 1 or (width is not None and len(v) != width):
+        raise ValueError(f"{key} must be one value per class ({width}), got shape {v.shape}")
+    if not (v > 0).all():
+        raise ValueError(f"{key} must be positive, got {v.tolist()}")
+    return ops.cast(ops.convert_to_tensor(v), y_pred.dtype)
+
+
+@register_loss("class_scaled_crossentropy")
+def class_scaled_crossentropy(y_true, y_pred, scales: Sequence[float]):
+    """Cross-entropy of softmax(z_c / s_c) on the true class (class positions ``[B]``): ``[B]``; FOSTER's
+    logits alignment with the class-balanced weights as ``scales`` (PyCIL: ``CE(logits / per_cls_weights)``)."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    z = y_pred / _class_vector(scales, y_pred, "scales")
+    labels = ops.cast(ops.reshape(ops.convert_to_tensor(y_true), (-1,)), "int32")
+    onehot = ops.one_hot(labels, ops.shape(z)[-1], dtype=z.dtype)
+    return -ops.sum(onehot * ops.log_softmax(z, axis=-1), axis=-1)
+
+
+@register_loss("balanced_distillation")
+def balanced_distillation(y_true, y_pred, weights: Sequence[float], temperature: float = 2.0):
+    """FOSTER's balanced knowledge distillation (the compression): ``[B]``.
+
+    ``−Σ_c q_c log softmax(s/T)_c`` with ``q_c ∝ w_c · softmax(t/T)_c`` renormalised per sample: the
+    teacher's (``y_true``, logits over every class) softened probabilities re-weighted by the class
+    weights ``w`` (PyCIL's ``BKD``; no T² factor).  The teacher is a constant target.
+    """
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    y_pred = ops.convert_to_tensor(y_pred)
+    teacher = ops.stop_gradient(ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype))
+    if teacher.shape[-1] is not None and y_pred.shape[-1] is not None and teacher.shape[-1] != y_pred.shape[-1]:
+        raise ValueError(f"the teacher has {teacher.shape[-1]} classes, the student {y_pred.shape[-1]}")
+    q = ops.softmax(teacher / float(temperature), axis=-1) * _class_vector(weights, y_pred, "weights")
+    q = q / ops.sum(q, axis=-1, keepdims=True)
+    return -ops.sum(q * ops.log_softmax(y_pred / float(temperature), axis=-1), axis=-1)
+
+
 __all__ = ["distillation_loss", "incremental_targets", "icarl_targets", "incremental_distillation",
            "incremental_classification", "icarl_bce", "pod_pool", "pod_spatial", "pod_flat", "nca",
-           "tempered_crossentropy", "margin_ranking", "penalty", "task_crossentropy"]
+           "tempered_crossentropy", "margin_ranking", "penalty", "task_crossentropy",
+           "class_scaled_crossentropy", "balanced_distillation"]

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..spec.imports import import_object, is_import_string
 from ..spec.registry import Registry
 from .memory import normalize
-from .network import DERNet, IncrementalNet, PenaltyNet
+from .network import DERNet, FOSTERNet, IncrementalNet, MEMONet, PenaltyNet
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -678,12 +678,176 @@ class DER(Method):
         if self.params.balanced_epochs:
             if self.params.reset_classifier:
                 learner.net.reset_classifier()
-            finetune_classifier(learner, step, self.balanced_spec(), learner.net.backbones,
+            finetune_classifier(learner, step, self.balanced_spec(), learner.net.parts,
                                 self.params.balanced_epochs, self.params.balanced_lr_scale)
         if self.params.align:
             from .network import align_weights
 
             learner.note("gamma", align_weights(learner.net.head, step.num_old))
+
+
+def class_balanced_weights(counts, beta: float) -> np.ndarray:
+    """FOSTER's per-class weights from the effective number of samples (Cui et al. 2019):
+    ``w_k = (1 − β) / (1 − β^{n_k})``, scaled to sum to the number of classes (a class with no
+    sample counts as one); β = 0 gives every class 1."""
+    n = np.maximum(np.asarray(counts, "float64"), 1.0)
+    w = (1.0 - beta) / (1.0 - beta ** n)
+    return w / w.sum() * len(w)
+
+
+class FOSTERParams(DERParams):
+    aux_weight: float = Field(1.0, ge=0, description="Weight of the feature enhancement: CE of the auxiliary "
+                                                     "classifier over every seen class on the new extractor's "
+                                                     "features (PyCIL: 1).")
+    kd_weight: float = Field(1.0, ge=0, description="λ of the boosting's KD from the old model on the old classes "
+                                                    "(PyCIL's lambda_okd: 1).")
+    temperature: float = Field(2.0, gt=0, description="T of the boosting's KD and of the compression's balanced KD "
+                                                      "(PyCIL: 2).")
+    beta_boost: float = Field(0.96, ge=0, lt=1, description="β₁ of the logits alignment's class weights (PyCIL, "
+                                                            "CIFAR: 0.96); 0: every weight 1 (plain CE).")
+    beta_compress: float = Field(0.97, ge=0, lt=1, description="β₂ of the balanced KD's class weights (PyCIL, "
+                                                               "CIFAR: 0.97); 0: plain KD.")
+    compression_epochs: int | None = Field(
+        None, ge=0, description="Epochs of the compression (PyCIL, CIFAR: 130 after 170 of boosting); null: "
+                                "train.epochs; 0: no compression, the network keeps every extractor (DER's growth).")
+    compression_lr_scale: float = Field(1.0, gt=0, description="The compression's learning rate, relative to the "
+                                                               "optimizer's (PyCIL: the same).")
+    teacher_align: bool = Field(False, description="Weight aligning of the boosted classifier before the "
+                                                   "compression (PyCIL's is_teacher_wa: off).")
+    align: bool = Field(False, description="Weight aligning of the classifier after the compression (PyCIL's "
+                                           "is_student_wa: off).")
+    balanced_epochs: int = Field(0, ge=0, description="DER's classifier re-training on the memory, after the "
+                                                      "compression (not part of FOSTER: 0).")
+
+
+class FOSTER(DER):
+    """FOSTER, feature boosting and compression (Wang et al. 2022), on DER's machinery.
+
+    Boosting (step ≥ 1): the old extractor and classifier frozen, a new extractor started as a copy of the old
+    one, a classifier over both extractors' features (:class:`~multiloss.incremental.network.FOSTERNet`).
+    ``classification``: the logits alignment, CE of softmax(z_k / w_k) with the class-balanced weights
+    ``w`` at β₁ (:func:`class_balanced_weights` of the step's class counts), weight 1;
+    ``feature_enhancement``: CE of the auxiliary classifier over every seen class on the new features,
+    weight λ_fe; ``distillation``: KL at T between the old model's and the student's old-class logits,
+    weight λ_kd.  Then (``compression`` in the history) the two-branch network teaches a single extractor,
+    started from the old one, with the balanced KD at β₂ on the same data (new data plus the exemplars
+    as they were before the step).  Simplified (see the docs): the compression runs ``train.epochs``
+    (PyCIL: 130 against 170 of boosting), a constant β₁ and λ_kd (no schedule), the new classes' exemplars
+    herded on the boosted network's features (PyCIL herds after compressing).
+    """
+
+    name = "foster"
+    replay = True
+    Params = FOSTERParams
+    legacy_defaults: ClassVar[dict] = {}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        #: Training samples of each seen class in the step's data (set by training_data; the spec reads it).
+        self.counts: np.ndarray | None = None
+        self._stage: tuple[np.ndarray, np.ndarray] | None = None
+
+    def build_net(self, build):
+        return FOSTERNet(build, copy_previous=self.params.extractor_init == "previous",
+                         compress=self.params.compression_epochs != 0)
+
+    def training_data(self, learner: Learner, step: Step) -> tuple[np.ndarray, np.ndarray]:
+        x, y = super().training_data(learner, step)
+        self.counts = np.bincount(np.asarray(y, "int64"), minlength=step.num_total)[: step.num_total]
+        self._stage = (x, y)
+        return x, y
+
+    def class_weights(self, step: Step, beta: float) -> list[float]:
+        """The class-balanced weights of the step's classes at ``beta`` (:func:`class_balanced_weights`)."""
+        if self.counts is None or len(self.counts) != step.num_total:
+            raise ValueError("FOSTER's spec needs the step's class counts: call training_data first or set "
+                             "method.counts (samples of each seen class)")
+        return class_balanced_weights(self.counts, beta).tolist()
+
+    def spec(self, step: Step) -> dict:
+        if not step.num_old:
+            return {"terms": [classification_term()]}
+        p = self.params
+        return {"terms": [
+            {"name": "classification", "outputs": ["logits"], "target": "class", "weight": 1.0,
+             "loss": {"name": "class_scaled_crossentropy",
+                      "params": {"scales": self.class_weights(step, p.beta_boost)}}},
+            {"name": "feature_enhancement", "outputs": ["aux_logits"], "target": "class", "weight": p.aux_weight,
+             "loss": {"name": "sparse_categorical_crossentropy", "params": {"from_logits": True}}},
+            {"name": "distillation", "outputs": ["logits"], "target": "old_logits", "weight": p.kd_weight,
+             "loss": {"name": "incremental_distillation",
+                      "params": {"num_old": step.num_old, "temperature": p.temperature, "t_squared": False}}},
+        ]}
+
+    def compression_spec(self, step: Step) -> dict:
+        """The compression's loss: the balanced KD of the student's logits on the boosted network's."""
+        p = self.params
+        return {"terms": [{"name": "distillation", "outputs": ["logits"], "target": "teacher_logits", "weight": 1.0,
+                           "loss": {"name": "balanced_distillation",
+                                    "params": {"weights": self.class_weights(step, p.beta_compress),
+                                               "temperature": p.temperature}}}]}
+
+    def targets(self, learner: Learner, x: np.ndarray, labels: np.ndarray, step: Step) -> dict:
+        return {"old_logits": learner.net.old_logits(x)} if step.num_old else {}
+
+    def finish(self, learner: Learner, step: Step) -> None:
+        if not step.index:
+            return
+        p = self.params
+        if p.teacher_align:
+            from .network import align_weights
+
+            learner.note("teacher_gamma", align_weights(learner.net.head, step.num_old))
+        if p.compression_epochs != 0 and self._stage is not None:
+            teacher = learner.net.copy()
+            learner.net.compress()
+            x, y = self._stage
+            learner.fit("compression", self.compression_spec(step), x, y, step,
+                        epochs=p.compression_epochs, lr_scale=p.compression_lr_scale,
+                        targets=lambda _learner, xb, yb: {"teacher_logits": teacher.logits(xb)})
+        self._stage = None
+        super().finish(learner, step)   # DER's optional re-training and weight aligning, on the student
+
+
+class MEMOParams(DERParams):
+    split_layer: str | None = Field(
+        None, description="Name of the backbone's last shared layer (the end of the generalised blocks); null: "
+                          "chosen by specialized_stages.")
+    specialized_stages: int = Field(
+        1, ge=1, description="How many of the backbone's last stages form the specialised block, copied at every "
+                             "step (when split_layer is null): a stage is the layers at one spatial resolution "
+                             "(ResNet-32: 1 = stage 3, PyCIL's CIFAR split; ResNet-18: 1 = stage 4; cnn: 1 = the "
+                             "last pooling and the Dense layer, 2 = also the last conv), or one Dense layer of a "
+                             "backbone without feature maps (mlp).")
+    train_shared: bool = Field(False, description="Keep training the shared blocks after the first step (PyCIL's "
+                                                  "train_base, true in its exps/memo.json); false: frozen.")
+    align: bool = Field(True, description="Weight aligning of the new classes' weight vectors after each step "
+                                          "(PyCIL's MEMO: weight_align).")
+    balanced_epochs: int = Field(0, ge=0, description="DER's classifier re-training on the memory (PyCIL's MEMO has "
+                                                      "none: 0).")
+
+
+class MEMO(DER):
+    """MEMO, memory-efficient expandable model (Zhou et al. 2023), on DER's machinery.
+
+    The backbone is cut into shallow generalised blocks, shared by every step and frozen after the first,
+    and a deep specialised block, one per step, each new one a copy of the previous
+    (:class:`~multiloss.incremental.network.MEMONet`; the cut: ``split_layer`` or ``specialized_stages``).
+    The loss is DER's: ``classification`` (CE over every seen class on the blocks' concatenated features)
+    and ``auxiliary`` (CE over new classes + "old" on the newest block, weight λ_a); new data plus
+    exemplars; after each step the new classes' weight vectors are aligned (PyCIL), DER's classifier
+    re-training off by default.
+    """
+
+    name = "memo"
+    replay = True
+    Params = MEMOParams
+    legacy_defaults: ClassVar[dict] = {}
+
+    def build_net(self, build):
+        p = self.params
+        return MEMONet(build, p.split_layer, p.specialized_stages, copy_previous=p.extractor_init == "previous",
+                       train_shared=p.train_shared)
 
 
 class LUCIRParams(_Params):
@@ -896,7 +1060,7 @@ def register_method(method: type[Method] | str | None = None, *, name: str | Non
     return add if method is None else add(method)
 
 
-for _m in (FineTune, Joint, LwF, ICaRL, EEIL, WA, Replay, BiC, PODNet, DER, LUCIR, EWC):
+for _m in (FineTune, Joint, LwF, ICaRL, EEIL, WA, Replay, BiC, PODNet, DER, LUCIR, EWC, FOSTER, MEMO):
     register_method(_m)
 
 
@@ -906,6 +1070,7 @@ def get_method(name: str) -> type[Method]:
 
 
 __all__ = ["Step", "Method", "METHODS", "get_method", "register_method", "FineTune", "Joint", "LwF", "ICaRL",
-           "EEIL", "WA", "Replay", "BiC", "PODNet", "DER", "LUCIR", "EWC", "classification_term",
+           "EEIL", "WA", "Replay", "BiC", "PODNet", "DER", "LUCIR", "EWC", "FOSTER", "MEMO", "classification_term",
+           "class_balanced_weights",
            "diagonal_fisher", "prepare_cosine_head", "distillation_term",
            "class_means", "balanced_kd_spec", "finetune_classifier", "fold_bias_correction", "aux_labels", "BiCHead"]

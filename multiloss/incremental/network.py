@@ -18,12 +18,14 @@ nothing is ever downloaded.
 Besides :class:`IncrementalNet` (one backbone, a linear or a local-similarity
 classifier, optionally the pooled intermediate feature maps PODNet distils)
 there is :class:`DERNet` (one new backbone per step, the old ones frozen,
-an auxiliary classifier).
+an auxiliary classifier), :class:`FOSTERNet` (two extractors while boosting, compressed into one) and
+:class:`MEMONet` (shared shallow blocks, one deep block per step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from copy import copy as shallow_copy
 
 import keras
 import numpy as np
@@ -722,13 +724,15 @@ class DERNet:
     auxiliary classifier on the newest extractor's features has one unit per
     new class plus one for "an old class"; the Keras model outputs ``logits``
     and ``aux_logits``.  ``build`` makes a fresh extractor (a backbone
-    builder with its parameters bound).
+    builder with its parameters bound).  ``shared``: a trunk every extractor
+    reads (none for DER; MEMO's generalised blocks, :class:`MEMONet`).
     """
 
     def __init__(self, build: Callable[[], keras.Model], copy_previous: bool = True):
         self.build = build
         self.copy_previous = bool(copy_previous)   # a new extractor starts with the previous one's weights
         self.backbones: list[keras.Model] = []
+        self.shared: keras.Model | None = None
         self.head: layers.Dense | None = None
         self.aux: layers.Dense | None = None
         self._model: keras.Model | None = None
@@ -742,33 +746,63 @@ class DERNet:
     def feature_dim(self) -> int:
         return sum(int(b.outputs[0].shape[-1]) for b in self.backbones)
 
+    @property
+    def parts(self) -> list[keras.Model]:
+        """Every feature-computing model: the shared trunk (if any), then the extractors."""
+        return ([] if self.shared is None else [self.shared]) + list(self.backbones)
+
     def copy(self) -> DERNet:
         """The same network with its own (frozen) layers (see :meth:`IncrementalNet.copy`)."""
-        twin = DERNet(self.build, self.copy_previous)
+        twin = shallow_copy(self)
         twin.backbones = [copy_model(b) for b in self.backbones]
-        if self.head is not None:
-            twin.head = copy_layer(self.head, self.feature_dim)
+        twin.shared = None if self.shared is None else copy_model(self.shared)
+        twin.head = None if self.head is None else copy_layer(self.head, self.feature_dim)
         if self.aux is not None:
             twin.aux = copy_layer(self.aux, int(self.backbones[-1].outputs[0].shape[-1]))
-        twin.reader = self.reader
+        twin._model = None
         return twin
+
+    def _input_shape(self) -> tuple:
+        first = self.shared if self.shared is not None else self.backbones[0]
+        return tuple(first.inputs[0].shape[1:])
+
+    def _branches(self, inputs, training: bool | None = None, count: int | None = None) -> list:
+        """The features of the first ``count`` extractors (all by default), each on the shared trunk's output."""
+        h = inputs if self.shared is None else self.shared(inputs, training=training)
+        return [b(h, training=training) for b in self.backbones[:count]]
+
+    def _joined(self, inputs, training: bool | None = None, count: int | None = None):
+        feats = self._branches(inputs, training, count)
+        if len(feats) == 1:
+            return feats[0]
+        if training is None:   # symbolic: a named layer of the Keras model
+            return layers.Concatenate(name="features")(feats)
+        from keras import ops
+
+        return ops.concatenate(feats, axis=-1)
 
     def inference_model(self) -> keras.Model:
         """``inputs -> scores``: the classifier on every extractor's features (no auxiliary classifier)."""
-        inputs = keras.Input(tuple(self.backbones[0].inputs[0].shape[1:]), name="inputs")
-        feats = [b(inputs) for b in self.backbones]
-        joined = feats[0] if len(feats) == 1 else layers.Concatenate(name="features")(feats)
-        return classifier_model(inputs, self.head(joined), "der_classifier")
+        inputs = keras.Input(self._input_shape(), name="inputs")
+        return classifier_model(inputs, self.head(self._joined(inputs)), "der_classifier")
+
+    def _new_extractor(self) -> keras.Model:
+        """A fresh extractor: the config's backbone (MEMO: a specialised block)."""
+        return self.build()
+
+    def _aux_units(self, num_classes: int, old_units: int) -> int:
+        """Units of the auxiliary classifier: the new classes and one "old" class (DER, MEMO)."""
+        return num_classes - old_units + 1
 
     def expand(self, num_classes: int) -> None:
         """A new extractor (the old ones frozen), the classifier grown to ``num_classes``, a fresh
-        auxiliary classifier over ``new classes + 1``."""
+        auxiliary classifier (from the second step)."""
         old_units, old_dim = self.num_classes, self.feature_dim
         if num_classes <= old_units:
             raise ValueError(f"the classifier has {old_units} units; expanding needs more, got {num_classes}")
         for b in self.backbones:
             b.trainable = False
-        new = self.build()
+        new = self._new_extractor()
         if len(new.outputs) != 1 or len(new.outputs[0].shape) != 2:
             raise ValueError("the backbone must map its inputs to one feature vector [B, D]")
         if self.copy_previous and self.backbones:
@@ -785,7 +819,7 @@ class DERNet:
         self.head = head
         self.aux = None
         if old_units:
-            self.aux = layers.Dense(num_classes - old_units + 1, name="aux_logits")
+            self.aux = layers.Dense(self._aux_units(num_classes, old_units), name="aux_logits")
             self.aux.build((None, int(new.outputs[0].shape[-1])))
         self._model = None
 
@@ -799,8 +833,8 @@ class DERNet:
         if self.head is None:
             raise ValueError("the classifier has no units yet: call expand(num_classes) first")
         if self._model is None:
-            inputs = keras.Input(tuple(self.backbones[0].inputs[0].shape[1:]), name="inputs")
-            feats = [b(inputs) for b in self.backbones]
+            inputs = keras.Input(self._input_shape(), name="inputs")
+            feats = self._branches(inputs)
             joined = feats[0] if len(feats) == 1 else layers.Concatenate(name="features")(feats)
             outputs = {"logits": self.head(joined)}
             if self.aux is not None:
@@ -809,10 +843,7 @@ class DERNet:
         return self._model
 
     def _features(self, b):
-        from keras import ops
-
-        feats = [m(b, training=False) for m in self.backbones]
-        return feats[0] if len(feats) == 1 else ops.concatenate(feats, axis=-1)
+        return self._joined(b, training=False)
 
     def features(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         return _batched(self._features, x, batch_size, self.reader)
@@ -827,6 +858,165 @@ class DERNet:
         self.model().set_weights(weights)
 
 
+class FOSTERNet(DERNet):
+    """FOSTER's network (Wang et al. 2022): between steps, one extractor and its classifier.
+
+    :meth:`expand` gives the step's boosting form: the old extractor frozen, a
+    new one (a copy of it, as the authors' code and PyCIL), a classifier over
+    both (the old units' weights on the old features copied), the old
+    classifier kept frozen as ``old_head`` (the old model's logits,
+    :meth:`old_logits`) and an auxiliary classifier over every seen class on
+    the new extractor (feature enhancement).  :meth:`compress` turns it into
+    the compression's student: one extractor started from the old one and a
+    classifier whose old units are the old classifier's.  ``compress=False``:
+    never compressed, the network keeps every extractor (DER's growth).
+
+    A checkpoint holds the compressed network: after being expanded step by
+    step (as ``--resume`` rebuilds it), :meth:`set_weights` compresses the
+    boosting form first.
+    """
+
+    def __init__(self, build: Callable[[], keras.Model], copy_previous: bool = True, compress: bool = True):
+        super().__init__(build, copy_previous)
+        self.compressing = bool(compress)
+        self.old_head: layers.Dense | None = None
+
+    def _aux_units(self, num_classes: int, old_units: int) -> int:
+        return num_classes   # PyCIL's fe_fc: every seen class
+
+    def expand(self, num_classes: int) -> None:
+        if self.compressing and len(self.backbones) > 1:
+            self.compress()   # expanded again without a compression in between: a checkpoint being rebuilt
+        old = self.head
+        super().expand(num_classes)
+        self.old_head = old
+        if old is not None:
+            old.trainable = False
+
+    def copy(self) -> FOSTERNet:
+        twin = super().copy()
+        if self.old_head is not None:
+            old_dim = sum(int(b.outputs[0].shape[-1]) for b in self.backbones[:-1])
+            twin.old_head = copy_layer(self.old_head, old_dim)
+        return twin
+
+    def old_logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """The model before this step's logits ``[N, old classes]``: the old extractors and the old classifier."""
+        if self.old_head is None:
+            raise ValueError("no old classifier: the network has not been expanded after a first step")
+        count = len(self.backbones) - 1
+        return _batched(lambda b: self.old_head(self._joined(b, training=False, count=count)), x, batch_size,
+                        self.reader)
+
+    def compress(self) -> None:
+        """Become the compression's student: one extractor with the old extractor's weights (trainable), a
+        classifier over every seen class whose old units are the old classifier's (the new units at the
+        layer's initialisation), no auxiliary classifier (PyCIL's ``_snet``: ``load_state_dict`` of
+        ``convnets[0]``, ``copy_fc(oldfc)``)."""
+        if len(self.backbones) != 2 or self.old_head is None:
+            raise ValueError(f"compressing needs the boosting form (two extractors and the old classifier); "
+                             f"the network has {len(self.backbones)} extractor(s)")
+        student = copy_model(self.backbones[0])
+        student.trainable = True
+        student = keras.Model(student.inputs[0], student.outputs[0], name="extractor_0")
+        head = expand_classifier(self.old_head, self.num_classes, int(student.outputs[0].shape[-1]))
+        self.backbones, self.head, self.aux, self.old_head, self._model = [student], head, None, None, None
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        if self.compressing and len(self.backbones) > 1:
+            self.compress()
+        super().set_weights(weights)
+
+
+def stage_ends(backbone: keras.Model) -> list[str]:
+    """Names of the layers that end a stage of ``backbone``: with 4-D feature maps, the last layer at each
+    spatial resolution (a ResNet stage's last block; for the ``cnn``: the first conv, the last conv, the last
+    pooling); without (an ``mlp``), every ``Dense`` layer."""
+    maps: dict[tuple, str] = {}
+    dense: list[str] = []
+    for layer in backbone.layers:
+        try:
+            out = layer.output
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(out, (list, tuple, dict)) or isinstance(layer, layers.InputLayer):
+            continue
+        if len(out.shape) == 4:
+            maps[tuple(out.shape[1:3])] = layer.name
+        if isinstance(layer, layers.Dense):
+            dense.append(layer.name)
+    return list(maps.values()) if maps else dense
+
+
+def split_backbone(backbone: keras.Model, split: str | None = None,
+                   specialized_stages: int = 1) -> tuple[keras.Model, keras.Model]:
+    """``(shared, specialised)``: ``backbone`` cut after its layer ``split`` (default: the end of the stage
+    before its last ``specialized_stages`` stages, :func:`stage_ends`).  The two models hold the backbone's
+    own layers; ``specialised`` maps the cut's output to the feature vector."""
+    names = [layer.name for layer in backbone.layers]
+    ends = stage_ends(backbone)
+    if split is None:
+        if len(ends) <= specialized_stages:
+            raise ValueError(f"method.params.specialized_stages: the backbone has {len(ends)} stage(s) "
+                             f"({', '.join(ends) or 'none found'}); {specialized_stages} specialised leave none "
+                             "shared: lower it or name the last shared layer in method.params.split_layer")
+        split = ends[-(specialized_stages + 1)]
+    elif split not in names:
+        raise ValueError(f"method.params.split_layer: the backbone has no layer {split!r}; "
+                         f"{did_you_mean(split, names)}its stage ends: {', '.join(ends)}")
+    cut = backbone.get_layer(split).output
+    if split == names[-1] or cut is backbone.outputs[0]:
+        raise ValueError(f"method.params.split_layer: {split!r} is the backbone's output; nothing would be "
+                         f"specialised (stage ends: {', '.join(ends)})")
+    shared = keras.Model(backbone.inputs[0], cut, name="shared")
+    problem = None
+    try:
+        block = keras.Model(cut, backbone.outputs[0], name="specialized")
+    except Exception as exc:   # noqa: BLE001 - Keras refuses a graph that does not start at the cut
+        problem = str(exc)
+    else:
+        before = {layer.name for layer in shared.layers}
+        if len(block.inputs) != 1 or any(layer.name in before for layer in block.layers
+                                         if not isinstance(layer, layers.InputLayer)):
+            problem = "a later layer reads a tensor before the cut"
+    if problem is not None:
+        raise ValueError(f"method.params.split_layer: the backbone cannot be cut after {split!r} ({problem}); "
+                         f"name a layer every path goes through, such as {', '.join(ends)}")
+    return shared, block
+
+
+class MEMONet(DERNet):
+    """MEMO's network (Zhou et al. 2023): shared generalised blocks, one specialised block per step.
+
+    The config's backbone is cut after ``split`` (:func:`split_backbone`): the
+    shallow part is ``shared`` by every step (frozen from the second step
+    unless ``train_shared``), and each step adds a copy of the deep part (the
+    new block started from the previous one's weights, as PyCIL's
+    ``AdaptiveNet``); the rest is :class:`DERNet`: the classifier on the
+    blocks' concatenated features, the auxiliary classifier on the newest.
+    """
+
+    def __init__(self, build: Callable[[], keras.Model], split: str | None = None, specialized_stages: int = 1,
+                 copy_previous: bool = True, train_shared: bool = False):
+        super().__init__(build, copy_previous)
+        self.split, self.specialized_stages, self.train_shared = split, int(specialized_stages), bool(train_shared)
+        self._template: keras.Model | None = None
+
+    def _new_extractor(self) -> keras.Model:
+        if self.shared is None:
+            self.shared, self._template = split_backbone(self.build(), self.split, self.specialized_stages)
+            return self._template
+        block = keras.models.clone_model(self._template)   # fresh weights; expand copies the previous block's
+        for layer in block.layers:   # the template's layers are frozen by now and their clones keep the flag
+            layer.trainable = True   # (setting the clone's own flag, already true, does not reach them)
+        return block
+
+    def expand(self, num_classes: int) -> None:
+        if self.shared is not None:
+            self.shared.trainable = self.train_shared
+        super().expand(num_classes)
+
+
 def _batched(fn, x: np.ndarray, batch_size: int, reader: Callable | None = None) -> np.ndarray:
     """``fn`` over ``x`` in batches, eagerly (nothing to trace for each new shape); records (a structured
     array: an image folder's file paths) are read into inputs by ``reader`` batch by batch."""
@@ -839,7 +1029,8 @@ def _batched(fn, x: np.ndarray, batch_size: int, reader: Callable | None = None)
     return np.concatenate([np.asarray(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
-__all__ = ["IncrementalNet", "DERNet", "LocalSimilarityClassifier", "NearestMeanScores", "saved_backbone",
+__all__ = ["IncrementalNet", "DERNet", "FOSTERNet", "MEMONet", "split_backbone", "stage_ends",
+           "LocalSimilarityClassifier", "NearestMeanScores", "saved_backbone",
            "BackboneError", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
            "align_weights", "feature_maps", "imprint_proxies", "kmeans", "pre_relu_backbone", "WithScale",
            "QuadraticPenalty", "PenaltyNet", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
