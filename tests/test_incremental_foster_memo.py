@@ -205,6 +205,14 @@ def test_foster_checkpoint_rebuilds_the_compressed_network_and_no_compression_gr
     twin.set_weights(net.get_weights())
     assert len(twin.backbones) == 1
     np.testing.assert_allclose(twin.logits(x), net.logits(x), rtol=1e-6)
+    net.expand(6)                           # a third step: the rebuild compresses between expansions too
+    net.compress()
+    twin = FOSTER().build_net(_tiny_cnn)
+    for n in (2, 4, 6):
+        twin.expand(n)
+    twin.set_weights(net.get_weights())
+    assert len(twin.backbones) == 1 and twin.num_classes == 6
+    np.testing.assert_allclose(twin.logits(x), net.logits(x), rtol=1e-6)
     grow = FOSTER(compression_epochs=0).build_net(_tiny_cnn)
     assert not grow.compressing
     for n in (2, 4, 6):
@@ -304,6 +312,29 @@ def test_memo_step_leaves_the_shared_blocks_and_old_block_unchanged():
     net2.expand(2)
     net2.expand(4)
     assert net2.shared.trainable
+
+
+def test_foster_and_memo_steps_with_augmented_batches():
+    """With train.augment the teachers (the old model's logits, the boosted network in the compression) see
+    each augmented batch through frozen copies of the networks."""
+    rng = np.random.default_rng(7)
+    y = np.repeat(np.arange(4), 10).astype("int32")
+    x = (rng.random((40, 8, 8, 1)) + y[:, None, None, None] * 0.3).astype("float32")
+    for method in (FOSTER(), MEMO()):
+        keras.utils.set_random_seed(7)
+        net = method.build_net(_bn_backbone)
+        learner = Learner(net, ExemplarMemory(8, seed=0), ClassData(x, y), epochs=1, batch_size=8,
+                          optimizer=lambda s, n: keras.optimizers.SGD(0.05 * s, global_clipnorm=1.0),
+                          augment=lambda seed: (lambda xb: xb[:, :, ::-1]))
+        learner.run_step(method, Step(0, (2,)))
+        learner.run_step(method, Step(1, (2, 2)))
+        stages = [(r["step"], r["stage"]) for r in learner.history]
+        assert all(np.isfinite(r["loss"]) for r in learner.history)
+        if method.name == "foster":
+            assert stages == [(0, "train"), (1, "train"), (1, "compression")] and len(net.backbones) == 1
+            assert "distillation_loss" in learner.history[1] and net.logits(x).shape == (40, 4)
+        else:
+            assert stages == [(0, "train"), (1, "train")] and net.feature_dim == 8
 
 
 # --- end to end through `multiloss incremental` ---------------------------------------------------------------
