@@ -19,6 +19,7 @@ from multiloss.incremental import (
     FOSTERNet,
     MEMONet,
     Step,
+    check_incremental,
     evaluate_incremental,
     run_incremental,
 )
@@ -307,6 +308,9 @@ def test_memo_step_leaves_the_shared_blocks_and_old_block_unchanged():
         np.testing.assert_array_equal(a, np.asarray(b))
     assert any(not np.allclose(a, np.asarray(b)) for a, b in zip(block, net.backbones[1].weights))  # it trained
     assert "gamma" in learner.notes and "auxiliary_loss" in learner.history[-1]
+    with pytest.raises(ValueError, match="method.params.split_layer: the backbone has no layer 'relu3'"):
+        MEMO(split_layer="relu3").build_net(_bn_backbone)      # reported when the network is made
+    assert MEMO(split_layer="conv2").build_net(_bn_backbone).shared.outputs[0].shape[1:] == (4, 4, 4)
     trained = MEMO(train_shared=True)
     net2 = trained.build_net(_bn_backbone)
     net2.expand(2)
@@ -373,6 +377,8 @@ def test_foster_and_memo_two_steps_end_to_end_and_model_keras_in_a_fresh_process
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     runs = {"foster": ["method.name=foster", "name=foster"],
             "memo": ["method.name=memo", "name=memo", "method.params.specialized_stages=2"]}
+    with pytest.raises(ValueError, match="method.params.split_layer: the backbone has no layer 'dense_x'"):
+        check_incremental(path, ["method.name=memo", "method.params.split_layer=dense_x"])
     results = {m: run_incremental(path, o, quiet=True) for m, o in runs.items()}
     for m, summary in results.items():
         assert summary["complete"] and len(summary["accuracy"]) == 2, m

@@ -1000,11 +1000,11 @@ class MEMONet(DERNet):
                  copy_previous: bool = True, train_shared: bool = False):
         super().__init__(build, copy_previous)
         self.split, self.specialized_stages, self.train_shared = split, int(specialized_stages), bool(train_shared)
-        self._template: keras.Model | None = None
+        # Cut now, so that a bad split is reported when the network is made (`multiloss check` included).
+        self.shared, self._template = split_backbone(build(), split, self.specialized_stages)
 
     def _new_extractor(self) -> keras.Model:
-        if self.shared is None:
-            self.shared, self._template = split_backbone(self.build(), self.split, self.specialized_stages)
+        if not self.backbones:
             return self._template
         block = keras.models.clone_model(self._template)   # fresh weights; expand copies the previous block's
         for layer in block.layers:   # the template's layers are frozen by now and their clones keep the flag
@@ -1012,7 +1012,7 @@ class MEMONet(DERNet):
         return block
 
     def expand(self, num_classes: int) -> None:
-        if self.shared is not None:
+        if self.backbones:   # trained at the first step, then frozen (unless train_shared)
             self.shared.trainable = self.train_shared
         super().expand(num_classes)
 
