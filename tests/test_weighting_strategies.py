@@ -120,6 +120,44 @@ def test_upgrad_is_the_mean_projection_onto_the_dual_cone_and_conflicts_with_no_
     np.testing.assert_allclose(upgrad_coefficients(g @ g.T, np.ones(3)).numpy(), np.full(3, 1 / 3), rtol=1e-10)
 
 
+def test_upgrad_warm_start_gives_the_dual_cone_projection_at_every_step_and_falls_back_when_wrong():
+    """The warm start (last step's active sets, then primal-dual active-set rounds) against SLSQP on
+    the projection itself, over a drifting sequence with absent tasks and a zero gradient; a wrong
+    support with no rounds allowed must still give the exact answer (through the enumeration)."""
+    import tensorflow as tf
+
+    from multiloss.weighting import solvers
+
+    r = np.random.default_rng(11)
+    t = 6
+    support = tf.Variable(np.zeros((t, t)))
+    base = _grads(r, t, p=10, conflict=2.5)
+    verified = []
+    for step in range(12):
+        g = base + 0.3 * r.standard_normal(base.shape) * (step % 4 == 0)
+        present = np.ones(t)
+        if step == 5:
+            present[2] = 0.0
+        if step == 7:
+            g[4] = 0.0
+        lam = upgrad_coefficients(g @ g.T, present, support=support).numpy()
+        keep = present > 0
+        np.testing.assert_allclose(lam[keep] @ g[keep], _upgrad_reference(g[keep]),
+                                   rtol=1e-5, atol=1e-6 * np.abs(g).max())
+        assert (lam[~keep] == 0).all()
+        m = g @ g.T
+        _, _, ok = solvers.nonneg_qp_warm(m, m * present[:, None], present, tf.Variable(support))
+        verified.append(bool(ok))
+    assert all(verified)                    # the stored supports are each step's exact ones
+    g = _grads(r, t, p=10, conflict=2.5)
+    m = g @ g.T
+    wrong = tf.Variable(np.ones((t, t)))
+    x, _, ok = solvers.nonneg_qp_warm(m, m, np.ones(t), wrong, sweeps=0)
+    assert not bool(ok)
+    np.testing.assert_allclose(x.numpy(), solvers.nonneg_qp(m, m, np.ones(t), "exact").numpy(), rtol=1e-12)
+    assert (x.numpy() >= 0).all()
+
+
 # --- GradVac (Wang et al. ICLR 2021) ----------------------------------------------------------
 
 
