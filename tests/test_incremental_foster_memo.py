@@ -349,12 +349,12 @@ CONFIG = textwrap.dedent("""\
     data: {source: digits}
     model:
       builder: cnn
-      params: {filters: [4, 4], dense: 8}
+      params: {filters: [8, 8], dense: 16}
     scenario: {initial: 4, increment: 3, steps: 2}
     memory: {budget: 40}
     method: {name: foster}
     optimizer: {name: sgd, params: {learning_rate: 0.05, momentum: 0.9, global_clipnorm: 1.0}}
-    train: {epochs: 2, batch_size: 64}
+    train: {epochs: 4, batch_size: 32}
 """)
 
 LOAD = textwrap.dedent("""\
@@ -383,6 +383,7 @@ def test_foster_and_memo_two_steps_end_to_end_and_model_keras_in_a_fresh_process
     for m, summary in results.items():
         assert summary["complete"] and len(summary["accuracy"]) == 2, m
         assert sum(summary["steps"][-1]["memory"]) == 40, m
+        assert summary["last_accuracy"] > 0.5, (m, summary["accuracy"])   # fine-tuning keeps ≤ 3 of 7 classes
         rows = json.loads((tmp_path / "runs" / m / "history.json").read_text())
         for row in rows:   # the composite's total is Σ weight · term
             terms = [k[:-5] for k in row if k.endswith("_loss")]
@@ -390,7 +391,7 @@ def test_foster_and_memo_two_steps_end_to_end_and_model_keras_in_a_fresh_process
         again = evaluate_incremental(tmp_path / "runs" / m)     # the checkpoint rebuilt step by step
         assert again["accuracy"] == pytest.approx(summary["last_accuracy"])
     foster = json.loads((tmp_path / "runs" / "foster" / "history.json").read_text())
-    assert [(r["step"], r["stage"]) for r in foster].count((1, "compression")) == 2
+    assert [(r["step"], r["stage"]) for r in foster].count((1, "compression")) == 4
     assert {"classification_loss", "feature_enhancement_loss", "distillation_loss"} <= set(
         next(r for r in foster if r["step"] == 1 and r["stage"] == "train"))
     memo = json.loads((tmp_path / "runs" / "memo" / "history.json").read_text())
