@@ -34,6 +34,8 @@ From the repository root (the docs table: about 20 minutes on 2 CPU cores)::
     nice -n 10 .venv/bin/python benchmarks/weighting_real.py
     .venv/bin/python benchmarks/weighting_real.py --strategies static mgda mgda+rep --seeds 1 \\
         --train-size 2000 --epochs 1 --markdown /tmp/r.md --json /tmp/r.json
+    # a column of each strategy's change of mean Δm% against an older run ("new" where it had none)
+    nice -n 10 .venv/bin/python benchmarks/weighting_real.py --compare-with docs/weighting_multi_fashion.json
 """
 
 from __future__ import annotations
@@ -65,10 +67,12 @@ from multiloss.run.data import get_source  # noqa: E402
 from multiloss.weighting import STRATEGIES  # noqa: E402
 
 TASKS = ["left", "right"]
-LOSS_WEIGHTING = ["static", "uncertainty", "dwa", "rlw", "famo", "gradnorm"]
-GRADIENT = ["pcgrad", "mgda", "cagrad", "nash_mtl", "imtl_g", "gradvac", "aligned_mtl", "upgrad", "db_mtl",
-            "graddrop"]
-DEFAULT = LOSS_WEIGHTING + GRADIENT + [f"{s}+rep" for s in GRADIENT]
+LOSS_WEIGHTING = ["static", "uncertainty", "dwa", "rlw", "famo", "gradnorm", "gls", "stch", "imtl_l"]
+GRADIENT = ["pcgrad", "mgda", "cagrad", "nash_mtl", "imtl_g", "imtl", "gradvac", "aligned_mtl", "upgrad", "fairgrad",
+            "config", "dual_proj", "db_mtl", "graddrop", "excess_mtl", "moco", "modo", "sdmgrad"]
+# A state per shared parameter or per sample: refused with `gradients: representation`.
+NO_REPRESENTATION = {"excess_mtl", "moco", "modo", "sdmgrad"}
+DEFAULT = LOSS_WEIGHTING + GRADIENT + [f"{s}+rep" for s in GRADIENT if s not in NO_REPRESENTATION]
 
 
 def build(tasks: list[str], input_shape) -> keras.Model:
@@ -117,12 +121,23 @@ def _pm(values: list[float], fmt: str) -> str:
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt.lstrip('+'))}"
 
 
-def table(runs: list[dict], stl: dict[int, dict]) -> str:
+def mean_delta_m(saved: dict) -> dict[str, float]:
+    """Each strategy's mean Δm% in a JSON this script wrote."""
+    stl = {int(k): v for k, v in saved["single_task"].items()}
+    by: dict[str, list[float]] = {}
+    for r in saved["runs"]:
+        by.setdefault(r["strategy"], []).append(delta_m(r["accuracy"], stl[r["seed"]]))
+    return {k: statistics.mean(v) for k, v in by.items()}
+
+
+def table(runs: list[dict], stl: dict[int, dict], before: dict[str, float] | None = None) -> str:
+    """The results table; with ``before`` (strategy → mean Δm% of an older run) a column of the change."""
     head = ["strategy", "gradients", "left acc ↑", "right acc ↑", "Δm% ↑", "train s"]
+    head += ["Δm% change vs before"] if before is not None else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = {t: [stl[s][t] for s in sorted(stl)] for t in TASKS}
     lines.append(f"| single-task | — | {_pm(base['left'], '.4f')} | {_pm(base['right'], '.4f')} | 0 | "
-                 f"{_pm([stl[s]['seconds'] for s in sorted(stl)], '.0f')} |")
+                 f"{_pm([stl[s]['seconds'] for s in sorted(stl)], '.0f')} |" + (" — |" if before is not None else ""))
     names = list(dict.fromkeys(r["strategy"] for r in runs))
     for name in names:
         rs = [r for r in runs if r["strategy"] == name]
@@ -131,7 +146,9 @@ def table(runs: list[dict], stl: dict[int, dict]) -> str:
         lines.append(f"| `{strategy}` | {'representation' if mode else 'parameters' if strategy in GRADIENT else '—'} "
                      f"| {_pm([r['accuracy']['left'] for r in rs], '.4f')} "
                      f"| {_pm([r['accuracy']['right'] for r in rs], '.4f')} | {_pm(dm, '+.2f')} "
-                     f"| {_pm([r['seconds'] for r in rs], '.0f')} |")
+                     f"| {_pm([r['seconds'] for r in rs], '.0f')} |"
+                     + ("" if before is None else
+                        f" {statistics.mean(dm) - before[name]:+.2f} |" if name in before else " new |"))
     return "\n".join(lines)
 
 
@@ -146,14 +163,17 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--markdown", default=str(ROOT / "docs" / "weighting_multi_fashion.md"))
     p.add_argument("--json", default=str(ROOT / "docs" / "weighting_multi_fashion.json"))
+    p.add_argument("--compare-with", default=None, metavar="OLD.json",
+                   help="add a column: each strategy's change of mean Δm% against a JSON this script wrote")
     p.add_argument("--from-json", default=None, metavar="PATH",
                    help="no training: rewrite the markdown table from a JSON this script wrote")
     args = p.parse_args(argv)
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         stl = {int(k): v for k, v in saved["single_task"].items()}
+        before = mean_delta_m(json.loads(Path(args.compare_with).read_text())) if args.compare_with else None
         write_markdown(Path(args.markdown), saved["command"], saved["elapsed_min"],
-                       argparse.Namespace(**saved["args"]), table(saved["runs"], stl))
+                       argparse.Namespace(**saved["args"]), table(saved["runs"], stl, before))
         print(f"rewrote {args.markdown} from {args.from_json}")
         return
     command = "benchmarks/weighting_real.py" + ("" if argv is None and len(sys.argv) == 1
@@ -161,6 +181,8 @@ def main(argv=None) -> None:
     print(f"Multi-Fashion: {args.train_size} training / {args.test_size} test canvases, {args.epochs} epochs, "
           f"batch {args.batch_size}, {args.seeds} seeds, keras {keras.__version__}, CPU threads {os.cpu_count()}",
           flush=True)
+    # Read before the run: --compare-with may name the file this run overwrites.
+    before_saved = json.loads(Path(args.compare_with).read_text()) if args.compare_with else None
     total = time.perf_counter()
     runs, stl = [], {}
     for seed in range(args.seeds):
@@ -178,7 +200,7 @@ def main(argv=None) -> None:
                   f"Δm {delta_m(r['accuracy'], stl[seed]):+.2f}%  weights "
                   + " ".join(f"{k}={v:.3g}" for k, v in r["weights"].items()) + f"  {r['seconds']:.1f}s", flush=True)
     elapsed = time.perf_counter() - total
-    text = table(runs, stl)
+    text = table(runs, stl, mean_delta_m(before_saved) if before_saved else None)
     md = Path(args.markdown)
     write_markdown(md, command, elapsed / 60, args, text)
     shown = {k: _relative(v) for k, v in vars(args).items()}   # no machine paths in a committed file
