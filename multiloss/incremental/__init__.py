@@ -9,10 +9,10 @@ steps; each step's loss is a multiloss spec (``classification`` and
 read from the target layout ``[previous model's logits for the old classes |
 one-hot over the new]``.  Methods: ``finetune``, ``joint``, ``replay``,
 ``lwf``, ``icarl``, ``eeil``, ``wa``, ``bic``, ``podnet``, ``der``, ``lucir``, ``ewc``, ``foster``,
-``memo``, and any
-registered with :func:`register_method`.  Importing this package registers
-the losses ``incremental_distillation``, ``incremental_classification``,
-``icarl_bce``, ``pod_spatial``, ``pod_flat`` and ``nca``.
+``memo``, and any registered with :func:`register_method`.  Importing this package registers the
+losses ``incremental_distillation``, ``incremental_classification``, ``icarl_bce``, ``pod_spatial``,
+``pod_flat``, ``nca`` and the others of :mod:`multiloss.incremental.losses` (FOSTER's
+``class_scaled_crossentropy`` and ``balanced_distillation`` among them).
 """
 
 from ..spec.lazy import lazy_attributes

@@ -18,8 +18,9 @@ all ``num_total`` classes, so a method is a spec of weighted terms built by
 the one composite machinery.  This module is a provider of the loss registry
 (:data:`multiloss.spec.loss_table.LOSSES` imports it the first time it is read,
 TensorFlow not needed): ``incremental_distillation``,
-``incremental_classification``, ``icarl_bce``, ``pod_spatial``, ``pod_flat``
-and ``nca`` resolve by name without importing :mod:`multiloss.incremental` first.
+``incremental_classification``, ``icarl_bce``, ``pod_spatial``, ``pod_flat``,
+``nca``, FOSTER's ``class_scaled_crossentropy`` and ``balanced_distillation``, and
+the others here resolve by name without importing :mod:`multiloss.incremental` first.
 """
 
 from __future__ import annotations
