@@ -83,10 +83,13 @@ def stages(method: str, params: dict, epochs: int) -> str:
         extra = f" + {params['balanced_epochs']} balanced (memory, lr × {params['balanced_lr_scale']:g})"
     elif method == "bic":
         extra = f" + {params['bias_epochs']} bias layer (held-out split, α and β only)"
-    elif method in ("podnet", "der", "lucir") and params.get("balanced_epochs"):
+    elif method in ("podnet", "der", "lucir", "memo", "foster") and params.get("balanced_epochs"):
         extra = f" + {params['balanced_epochs']} classifier only (memory, lr × {params['balanced_lr_scale']:g})"
     else:
         extra = ""
+    if method == "foster" and params.get("compression_epochs") != 0:
+        compress = epochs if params.get("compression_epochs") is None else params["compression_epochs"]
+        extra = f" + {compress} compression (new + memory, lr × {params['compression_lr_scale']:g})" + extra
     data = {"joint": "all seen data", "finetune": "new data", "lwf": "new data", "ewc": "new data"}.get(
         method, "new + memory")
     return f"{epochs} ({data}){extra}"
