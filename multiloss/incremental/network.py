@@ -777,9 +777,7 @@ class DERNet:
             return feats[0]
         if training is None:   # symbolic: a named layer of the Keras model
             return layers.Concatenate(name="features")(feats)
-        from keras import ops
-
-        return ops.concatenate(feats, axis=-1)
+        return keras.ops.concatenate(feats, axis=-1)
 
     def inference_model(self) -> keras.Model:
         """``inputs -> scores``: the classifier on every extractor's features (no auxiliary classifier)."""

@@ -491,7 +491,7 @@ def nonneg_qp_warm(gram, b, present, support, sweeps: int | None = None):
         return (i + 1, s, *kkt(s))
 
     s0 = tf.cast(support, _F64) * p[None, :]
-    _, s, xi, _, verified = tf.while_loop(
+    _, _, xi, _, verified = tf.while_loop(
         lambda i, s, xi, grad, ok: tf.logical_and(i < (n if sweeps is None else sweeps), tf.logical_not(ok)),
         body, [tf.constant(0), s0, *kkt(s0)])
     x = tf.cond(verified, lambda: xi * d[None, :],
