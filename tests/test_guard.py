@@ -151,7 +151,7 @@ def test_incremental_run_stops_on_nan_with_exit_status_3(tmp_path):
 
 
 def test_the_gradient_check_sees_every_nan_and_inf_and_passes_large_finite_values():
-    """One sum per gradient: NaN, +Inf, −Inf, +Inf with −Inf, and a NaN inside sparse (IndexedSlices)
+    """One sum per shape of gradient: NaN, +Inf, −Inf, +Inf with −Inf, and a NaN inside sparse (IndexedSlices)
     gradients all make it non-finite; finite gradients up to 1e30 do not."""
     import tensorflow as tf
 
@@ -171,3 +171,64 @@ def test_the_gradient_check_sees_every_nan_and_inf_and_passes_large_finite_value
     assert not finite(dense, sparse([[1.0, np.nan], [2.0, 3.0]]))
     assert finite(dense, sparse([[1.0, 2.0], [2.0, 3.0]]), None, tf.fill((4, 4), 1e30))
     assert finite()                                                      # no gradients at all
+    # Gradients of one shape are added before the sum: a NaN in any of them still shows.
+    assert not finite(dense, dense, dense * np.nan, tf.ones((4,)))
+    assert finite(dense, 2.0 * dense, tf.ones((4,)), tf.ones((4,)))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 2))] * 2)
+    def rows_of_unknown_count(a, b):   # sparse rows of unknown count are never added to each other
+        return tf.math.is_finite(gradient_sum([tf.IndexedSlices(a, tf.range(tf.shape(a)[0])),
+                                                tf.IndexedSlices(b, tf.range(tf.shape(b)[0]))]))
+
+    assert bool(rows_of_unknown_count(tf.ones((2, 2)), tf.ones((3, 2))))
+    assert not bool(rows_of_unknown_count(tf.ones((2, 2)), tf.fill((3, 2), np.nan)))
+
+
+def _conds(model, x, y) -> int:
+    """How many ``If`` ops (``tf.cond``) the traced train step holds."""
+    step = tf.function(lambda x, y: model.train_step((x, y)))
+    graph = step.get_concrete_function(tf.constant(x), {k: tf.constant(v) for k, v in y.items()}).graph
+    return sum(op.type in ("If", "StatelessIf") for op in graph.get_operations())
+
+
+def test_stop_mode_fails_the_step_before_the_update_and_the_trackers_without_a_cond():
+    """The default guard needs no ``tf.cond`` around the update (the cost benchmarks/overhead.py
+    measures): the bad step fails before the optimizer runs."""
+    x, y = _data(bad_row=5)
+    assert _conds(_model(), x[:4], {k: v[:4] for k, v in y.items()}) == 0
+    assert _conds(_model(nonfinite="skip"), x[:4], {k: v[:4] for k, v in y.items()}) == 1
+
+    model = _model()
+    with pytest.raises(NonFiniteError, match=r"in term 'b', the gradients at epoch 1, step 2"):
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    assert int(model.optimizer.iterations) == 1
+    # The loss trackers are updated in the forward pass (as in Keras's step): the NaN shows, as on every path.
+    assert np.isnan(float(model.get_metrics_result()["loss"]))
+
+
+@pytest.mark.parametrize("way", ["eager", "steps_per_execution"])
+def test_stop_mode_cuts_the_step_short_eagerly_and_inside_a_multi_step_execution(way):
+    model = _model()
+    if way == "eager":
+        model.run_eagerly = True
+    x, y = _data()
+    x, y = np.concatenate([x, x]), {k: np.concatenate([v, v]) for k, v in y.items()}
+    y["b"][9] = np.nan                                    # batch 3 of 4 (in the second execution of 2)
+    if way == "steps_per_execution":
+        ml.compile(model, SPEC, optimizer=keras.optimizers.SGD(0.1), steps_per_execution=2)
+    with pytest.raises(NonFiniteError, match=r"in term 'b', the gradients at epoch 1, step 3"):
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    assert int(model.optimizer.iterations) == 2
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_an_error_of_the_users_own_code_is_not_taken_for_a_non_finite_step():
+    @ml.register_loss("_raises_for_guard_test")
+    def raises(y_true, y_pred):
+        tf.debugging.assert_less(tf.reduce_max(y_true), -1e9, message="my own check")
+        return ops.mean(ops.square(y_true - y_pred), axis=-1)
+
+    model = _model(spec={"outputs": {"a": {"loss": "_raises_for_guard_test"}, "b": {"loss": "mse"}}})
+    x, y = _data()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="my own check"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)

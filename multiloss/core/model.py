@@ -74,6 +74,15 @@ class MultilossModel(TrainerOverrides):
         with composite.weighting.in_training():
             return _multi_worker_logs(train_step(self, data))
 
+    def make_train_function(self, force=False):
+        super().make_train_function(force=force)
+        composite = compiled_loss(self)
+        function = self.train_function
+        if (isinstance(composite, CompositeLoss) and composite.guard is not None and function is not None
+                and not getattr(function, "multiloss_cut_short", False)):
+            self.train_function = guard.cut_short_function(self, composite.guard, function)
+        return self.train_function
+
     @classmethod
     def from_config(cls, config, custom_objects=None):
         model = super().from_config(config, custom_objects=custom_objects)

@@ -20,8 +20,12 @@ Under loss scaling (mixed ``float16``) an overflow of the scaled gradients
 goes to the ``LossScaleOptimizer``, which skips it and lowers its scale, as
 in Keras's step; the weighting's state is put back all the same.
 
-The epoch means still see a skipped batch's values (a NaN shows as NaN in
-the logs); only the update is withheld.
+Where :func:`~.guard.can_cut_short` allows (``"stop"``, no state to put
+back, no XLA, no distribution strategy) a non-finite step fails before the
+update, and ``fit`` stops; what the step does after the check (the head
+metrics, a gradient strategy's trackers) is left undone too.  Elsewhere the
+step goes on.  The loss trackers of Keras's step, updated in the forward
+pass, see a bad batch's values either way (a NaN shows as NaN in the logs).
 """
 
 from __future__ import annotations
@@ -63,8 +67,16 @@ def train_step(model, data):
         fwd = provider.forward(model, x, y, sample_weight)
     out = provider.gradients(model, tape, fwd)
     del tape
-    apply, finite = composite.guard.update(out.values, out.total, out.grads, loss_scaled(model.optimizer))
     pairs = [(g, v) for g, v in zip(out.grads, out.variables) if g is not None]
+    if guard.can_cut_short(model, composite.guard, bool(state)):
+        gate = composite.guard.cut_short(out.values, out.total, out.grads, loss_scaled(model.optimizer))
+        guard.build_optimizer(model.optimizer, [v for _, v in pairs])
+        with tf.control_dependencies([gate]):      # none of this runs in a step the guard cuts short
+            if pairs:
+                model.optimizer.apply_gradients(pairs)
+            provider.track(model, x, fwd, out)
+            return model.compute_metrics(x, y, fwd.y_pred, sample_weight=sample_weight)
+    apply, finite = composite.guard.update(out.values, out.total, out.grads, loss_scaled(model.optimizer))
     if pairs:
         guard.apply_if_finite(model.optimizer, pairs, apply)
     guard.restore_unless(finite, state, saved)
