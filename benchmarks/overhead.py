@@ -11,6 +11,13 @@ with identical initial weights are compiled:
 * **native**: ``model.compile(optimizer, loss={head: ...}, loss_weights={head: ...})``
 * **multiloss**: ``ml.compile(model, {"outputs": {head: {"loss": ..., "weight": ...}}}, optimizer)``
 
+With ``--barrier`` a third instance is timed in the same interleaving:
+**native + barrier**, native ``compile`` whose optimizer update waits until
+every gradient is computed (one ``tf.group`` of the gradients as a control
+dependency, no other op).  An exact non-finite guard must hold every update
+until the last gradient is known to be finite, so this column is the cost of
+that wait alone, on this machine, without any check.
+
 Both get the same optimizer settings and train on the same in-memory
 ``tf.data`` dataset.  After a warm-up fit (which traces and compiles the
 train function), the two are timed *interleaved* in one process
@@ -34,6 +41,7 @@ From the repository root::
     .venv/bin/python benchmarks/overhead.py
     .venv/bin/python benchmarks/overhead.py --heads 3 8 32 --repeats 5 --steps 100
     .venv/bin/python benchmarks/overhead.py --jit          # XLA-compile both train steps
+    .venv/bin/python benchmarks/overhead.py --barrier      # and the cost of an exact guard's wait alone
 
 The defaults finish in a few minutes on a 2-core CPU.
 """
@@ -96,6 +104,33 @@ def make_dataset(n_heads: int, batch_size: int, steps: int, seed: int) -> tf.dat
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True).cache()
 
 
+class BarrierAdam(keras.optimizers.Adam):
+    """Adam whose update waits for every gradient (the wait an exact guard needs, without its check)."""
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        with tf.control_dependencies([tf.group([g for g in grads if g is not None])]):
+            return super().apply(grads, trainable_variables)
+
+
+def native_compile(model: keras.Model, n_heads: int, optimizer, jit: bool) -> None:
+    kinds = head_kinds(n_heads)
+    model.compile(
+        optimizer=optimizer,
+        loss={name: loss for name, _, _, loss, _ in kinds},
+        loss_weights={name: w for name, _, _, _, w in kinds},
+        jit_compile=jit,
+    )
+
+
+def barrier_model(n_heads: int, width: int, lr: float, jit: bool, weights: list) -> keras.Model:
+    """Native ``compile`` with :class:`BarrierAdam`, from ``weights``."""
+    model = build_model(n_heads, width)
+    model.set_weights(weights)
+    native_compile(model, n_heads, BarrierAdam(lr), jit)
+    return model
+
+
 def compiled_pair(n_heads: int, width: int, lr: float, jit: bool) -> tuple[keras.Model, keras.Model]:
     """Two fresh models with identical initial weights: (native, multiloss)."""
     reference = build_model(n_heads, width)
@@ -104,12 +139,7 @@ def compiled_pair(n_heads: int, width: int, lr: float, jit: bool) -> tuple[keras
 
     native = build_model(n_heads, width)
     native.set_weights(weights)
-    native.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss={name: loss for name, _, _, loss, _ in kinds},
-        loss_weights={name: w for name, _, _, _, w in kinds},
-        jit_compile=jit,
-    )
+    native_compile(native, n_heads, keras.optimizers.Adam(lr), jit)
 
     multi = build_model(n_heads, width)
     multi.set_weights(weights)
@@ -127,6 +157,9 @@ def time_fit(model: keras.Model, ds: tf.data.Dataset, steps: int) -> tuple[float
 
 def bench(n_heads: int, args) -> dict:
     native, multi = compiled_pair(n_heads, args.width, args.lr, args.jit)
+    models = [native, multi]
+    if args.barrier:
+        models.append(barrier_model(n_heads, args.width, args.lr, args.jit, native.get_weights()))
     ds = make_dataset(n_heads, args.batch_size, args.steps, args.seed)
     # Sanity check: from the same weights both ways give the same total loss.
     x, y = next(iter(ds))
@@ -135,19 +168,19 @@ def bench(n_heads: int, args) -> dict:
     # Warm-up: trace/compile the train function, fill the dataset cache; count
     # the values each train step returns (Keras converts each after every batch).
     step_logs = []
-    for model in (native, multi):
+    for model in models:
         seen: dict = {}
         counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs, s=seen: s.update(logs))
         model.fit(ds, epochs=1, steps_per_epoch=args.warmup, shuffle=False, verbose=0, callbacks=[counter])
         step_logs.append(len(seen))
-    native_samples, multi_samples = [], []
-    for _ in range(args.repeats):  # interleaved: A, B, A, B, ...
-        native_samples.append(time_fit(native, ds, args.steps))
-        multi_samples.append(time_fit(multi, ds, args.steps))
+    samples: list[list] = [[] for _ in models]
+    for _ in range(args.repeats):  # interleaved: A, B, (C,) A, B, (C,) ...
+        for model, out in zip(models, samples, strict=True):
+            out.append(time_fit(model, ds, args.steps))
     return {
-        "wall": ([w for w, _ in native_samples], [w for w, _ in multi_samples]),
-        "cpu": ([c for _, c in native_samples], [c for _, c in multi_samples]),
-        "logs": tuple(step_logs),
+        "wall": tuple([w for w, _ in s] for s in samples),
+        "cpu": tuple([c for _, c in s] for s in samples),
+        "logs": tuple(step_logs[:2]),
         "dloss": abs(lo_n - lo_m),
     }
 
@@ -163,6 +196,8 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit", action="store_true", help="compile both train steps with XLA (jit_compile=True)")
+    p.add_argument("--barrier", action="store_true",
+                   help="also time native compile whose update waits for every gradient (an exact guard's wait)")
     p.add_argument("--verbose", action="store_true", help="also print every sample")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.steps < 1:
@@ -173,23 +208,25 @@ def main(argv=None) -> None:
           f"jit_compile={args.jit}, batch {args.batch_size}, width {args.width}, "
           f"{args.repeats} repeats × {args.steps} steps, CPU threads {os.cpu_count()}")
     print(f"{'heads':>5}  {'native ms/step':>14}  {'multiloss ms/step':>17}  {'ratio':>6}  "
-          f"{'cpu ratio':>9}  {'logs/step':>9}  {'|Δloss|':>8}")
+          f"{'cpu ratio':>9}  {'logs/step':>9}  {'|Δloss|':>8}" + ("  barrier wall/cpu" if args.barrier else ""))
     t0 = time.perf_counter()
     for n in args.heads:
         keras.utils.set_random_seed(args.seed)
         r = bench(n, args)
-        med_n, med_m = map(statistics.median, r["wall"])
-        cpu_n, cpu_m = map(statistics.median, r["cpu"])
+        med_n, med_m, *med_b = map(statistics.median, r["wall"])
+        cpu_n, cpu_m, *cpu_b = map(statistics.median, r["cpu"])
         logs = "{}/{}".format(*r["logs"])
+        barrier = f"  {med_b[0] / med_n:>7.3f}/{cpu_b[0] / cpu_n:.3f}" if med_b else ""
         print(f"{n:>5}  {med_n:>14.3f}  {med_m:>17.3f}  {med_m / med_n:>6.3f}  {cpu_m / cpu_n:>9.3f}  "
-              f"{logs:>9}  {r['dloss']:>8.1e}", flush=True)
+              f"{logs:>9}  {r['dloss']:>8.1e}{barrier}", flush=True)
         if args.verbose:
             for clock in ("wall", "cpu"):
-                for way, samples in zip(("native", "multiloss"), r[clock], strict=True):
+                for way, samples in zip(("native", "multiloss", "barrier"), r[clock]):
                     print(f"       {clock:4} {way:9}:", " ".join(f"{t:.3f}" for t in samples))
         keras.backend.clear_session()
     print(f"ratio = median multiloss / median native wall ms/step (target ≤ 1.03); cpu ratio: the same "
-          f"with process CPU time; logs/step: native/multiloss values logged per step. "
+          f"with process CPU time; logs/step: native/multiloss values logged per step; barrier: native with "
+          f"its update held until every gradient is computed, over native. "
           f"Total {time.perf_counter() - t0:.1f} s")
 
 
