@@ -123,11 +123,11 @@ def native_compile(model: keras.Model, n_heads: int, optimizer, jit: bool) -> No
     )
 
 
-def barrier_model(n_heads: int, width: int, lr: float, jit: bool, weights: list) -> keras.Model:
-    """Native ``compile`` with :class:`BarrierAdam`, from ``weights``."""
+def native_model(n_heads: int, width: int, optimizer, jit: bool, weights: list) -> keras.Model:
+    """A fresh model from ``weights``, with native ``compile`` and ``optimizer``."""
     model = build_model(n_heads, width)
     model.set_weights(weights)
-    native_compile(model, n_heads, BarrierAdam(lr), jit)
+    native_compile(model, n_heads, optimizer, jit)
     return model
 
 
@@ -137,9 +137,7 @@ def compiled_pair(n_heads: int, width: int, lr: float, jit: bool) -> tuple[keras
     weights = reference.get_weights()
     kinds = head_kinds(n_heads)
 
-    native = build_model(n_heads, width)
-    native.set_weights(weights)
-    native_compile(native, n_heads, keras.optimizers.Adam(lr), jit)
+    native = native_model(n_heads, width, keras.optimizers.Adam(lr), jit, weights)
 
     multi = build_model(n_heads, width)
     multi.set_weights(weights)
@@ -159,7 +157,7 @@ def bench(n_heads: int, args) -> dict:
     native, multi = compiled_pair(n_heads, args.width, args.lr, args.jit)
     models = [native, multi]
     if args.barrier:
-        models.append(barrier_model(n_heads, args.width, args.lr, args.jit, native.get_weights()))
+        models.append(native_model(n_heads, args.width, BarrierAdam(args.lr), args.jit, native.get_weights()))
     ds = make_dataset(n_heads, args.batch_size, args.steps, args.seed)
     # Sanity check: from the same weights both ways give the same total loss.
     x, y = next(iter(ds))
