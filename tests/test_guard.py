@@ -232,3 +232,46 @@ def test_an_error_of_the_users_own_code_is_not_taken_for_a_non_finite_step():
     x, y = _data()
     with pytest.raises(tf.errors.InvalidArgumentError, match="my own check"):
         model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+
+
+def _batches(y, rows):
+    return {k: v[rows] for k, v in y.items()}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["cut_short", "xla_cond"])
+def test_train_on_batch_raises_at_the_bad_batch_and_the_next_call_trains(jit):
+    """Outside ``fit`` no callback reports the guard: ``train_on_batch`` itself raises, without the
+    update, and the next finite batch trains as if the bad one had never been given."""
+    model = _model(jit=jit)
+    x, y = _data(bad_row=5)
+    good, bad = slice(0, 4), slice(4, 8)
+    model.train_on_batch(x[good], _batches(y, good))
+    with pytest.raises(NonFiniteError, match=r"in term 'b', the gradients in a train step outside `fit`"):
+        model.train_on_batch(x[bad], _batches(y, bad))
+    model.train_on_batch(x[good], _batches(y, good))
+    assert int(model.optimizer.iterations) == 2
+    reference = _model()
+    for _ in range(2):
+        reference.train_on_batch(x[good], _batches(y, good))
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_train_on_batch_in_skip_mode_warns_of_the_skipped_batch():
+    model = _model(nonfinite="skip")
+    x, y = _data(bad_row=5)
+    before = model.get_weights()
+    with pytest.warns(UserWarning, match=r"skipped 1 batch\(es\) with non-finite values in term 'b'"):
+        model.train_on_batch(x[4:], _batches(y, slice(4, 8)))
+    assert int(model.optimizer.iterations) == 0
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_after_fit_raised_a_bad_train_on_batch_still_raises():
+    model = _model()
+    x, y = _data(bad_row=5)
+    with pytest.raises(NonFiniteError, match="at epoch 1, step 2"):
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    with pytest.raises(NonFiniteError, match="outside `fit`"):
+        model.train_on_batch(x[4:], _batches(y, slice(4, 8)))

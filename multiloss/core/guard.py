@@ -14,7 +14,8 @@ then a NaN.  :class:`NonFiniteGuard`
 (added to ``fit`` automatically) then either stops training with a
 :class:`NonFiniteError` naming the terms, epoch and step (``"stop"``, the
 default), or lets training go on and reports how many batches were skipped
-(``"skip"``).  The weights always stay those of the last finite step.
+(``"skip"``).  Outside ``fit`` (``train_on_batch``) the call itself raises or
+warns.  The weights always stay those of the last finite step.
 
 Two ways withhold the update.  In ``"stop"`` mode with no weighting state to
 put back, no XLA and no distribution strategy (the default case), the step
@@ -28,6 +29,7 @@ CPU).  Everywhere else (:meth:`GuardState.update`, :func:`apply_if_finite`) a
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import keras
@@ -53,10 +55,15 @@ class GuardState:
     a per-step sync); in ``"skip"`` mode only the bad steps' updates are withheld.
     """
 
-    def __init__(self, num_terms: int, mode: Mode = "stop"):
+    def __init__(self, term_names: list[str], mode: Mode = "stop"):
         if mode not in MODES:
             raise ValueError(f"nonfinite must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        self.term_names = list(term_names)
+        num_terms = len(self.term_names)
+        #: Whether a :class:`NonFiniteGuard` reports this state (inside ``fit``); otherwise each train
+        #: call is checked on the host (:meth:`check_unwatched`).
+        self.watched = False
         first = {"aggregation": "only_first_replica", "trainable": False}
         self.steps = keras.Variable(0.0, name="multiloss_guard_steps", **first)
         self.skipped = keras.Variable(0.0, name="multiloss_nonfinite_skipped", **first)
@@ -106,8 +113,40 @@ class GuardState:
     def record_cut_short(self) -> None:
         """On the host, after :meth:`cut_short` failed a step: count it and remember the first."""
         self.skipped.assign_add(1.0)
-        if float(ops.convert_to_numpy(self.first_bad)) < 0:
+        if read(self.first_bad) < 0:
             self.first_bad.assign(self.steps)
+
+    def describe(self) -> str:
+        """What the recorded bad step had non-finite: its terms, the total, the gradients."""
+        flags = ops.convert_to_numpy(self.flags)
+        names = [f"term {n!r}" for n, f in zip(self.term_names, flags) if f > 0]
+        if flags[-2] > 0 and not names:
+            names.append("the total loss (regularization)")
+        if flags[-1] > 0:
+            names.append("the gradients")
+        return ", ".join(names) or "the step"
+
+    def check_unwatched(self, skipped_before: float) -> None:
+        """After a train call outside ``fit`` (``train_on_batch``, or a ``fit`` given a ``CallbackList``
+        without :class:`NonFiniteGuard`): raise :class:`NonFiniteError` for a bad step (``"stop"``; the
+        next call starts clean) or warn that it was skipped (``"skip"``), so no bad batch goes unsaid."""
+        if self.mode == "stop":
+            if read(self.first_bad) < 0:
+                return
+            self.first_bad.assign(-1.0)
+            raise NonFiniteError(
+                f"non-finite values (NaN or Inf) in {self.describe()} in a train step outside `fit` "
+                "(train_on_batch); its update was not applied, so the weights are those of the last finite "
+                "step. Check the data and the loss, or compile with nonfinite='skip' to skip such batches")
+        count = int(read(self.skipped) - skipped_before)
+        if count:
+            warnings.warn(f"skipped {count} batch(es) with non-finite values in {self.describe()} outside "
+                          "`fit` (nonfinite='skip'): the weights are unchanged by them", stacklevel=3)
+
+
+def read(var) -> float:
+    """A scalar variable's value on the host."""
+    return float(ops.convert_to_numpy(var))
 
 
 def not_finite(values, total, grads=None) -> tf.Tensor:
@@ -213,16 +252,25 @@ def keras_jit(model) -> bool:
 
 def cut_short_function(model, state: GuardState, function):
     """Keras's train function, with a step that :meth:`GuardState.cut_short` failed turned into a stop:
-    it is recorded, ``fit`` stops after it and :class:`NonFiniteGuard` raises at the epoch's end."""
+    it is recorded, ``fit`` stops after it and :class:`NonFiniteGuard` raises at the epoch's end.
+
+    Outside ``fit`` (no :class:`NonFiniteGuard` watching) each call is checked on the host instead
+    (:meth:`GuardState.check_unwatched`): ``train_on_batch`` raises or warns at the bad batch itself."""
     def train_function(iterator):
+        skipped_before = 0.0 if state.watched or state.mode == "stop" else read(state.skipped)
         try:
-            return function(iterator)
+            logs = function(iterator)
         except tf.errors.InvalidArgumentError as exc:
             if CUT_SHORT not in (exc.message or ""):
                 raise
-        state.record_cut_short()
-        model.stop_training = True
-        return model.get_metrics_result()
+            state.record_cut_short()
+            if not state.watched:
+                state.check_unwatched(skipped_before)
+            model.stop_training = True
+            return model.get_metrics_result()
+        if not state.watched:
+            state.check_unwatched(skipped_before)
+        return logs
 
     train_function.multiloss_cut_short = True
     return train_function
@@ -235,50 +283,41 @@ class NonFiniteGuard(keras.callbacks.Callback):
     It reads the guard's variables at epoch ends only, so the steps run without a per-step sync.
     """
 
-    def __init__(self, state: GuardState, term_names: list[str]):
+    def __init__(self, state: GuardState):
         super().__init__()
         self.state = state
-        self.term_names = list(term_names)
         self.epoch_steps = 0.0
         self.epoch_skipped = 0.0
 
-    @staticmethod
-    def _read(var) -> float:
-        return float(ops.convert_to_numpy(var))
-
     def on_train_begin(self, logs=None):
+        self.state.watched = True
         if self.state.mode == "stop":
             self.state.first_bad.assign(-1.0)   # a new fit starts clean
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_steps = self._read(self.state.steps)
-        self.epoch_skipped = self._read(self.state.skipped)
+    def on_train_end(self, logs=None):
+        self.state.watched = False
 
-    def describe(self) -> str:
-        flags = ops.convert_to_numpy(self.state.flags)
-        names = [f"term {n!r}" for n, f in zip(self.term_names, flags) if f > 0]
-        if flags[-2] > 0 and not names:
-            names.append("the total loss (regularization)")
-        if flags[-1] > 0:
-            names.append("the gradients")
-        return ", ".join(names) or "the step"
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_steps = read(self.state.steps)
+        self.epoch_skipped = read(self.state.skipped)
 
     def on_epoch_end(self, epoch, logs=None):
-        first = self._read(self.state.first_bad)
+        first = read(self.state.first_bad)
         if self.state.mode == "stop" and first >= 0:
             self.model.stop_training = True
+            self.state.watched = False
             raise NonFiniteError(
-                f"non-finite values (NaN or Inf) in {self.describe()} at epoch {epoch + 1}, step "
+                f"non-finite values (NaN or Inf) in {self.state.describe()} at epoch {epoch + 1}, step "
                 f"{int(first - self.epoch_steps)}; training stopped: no update was applied from that step "
                 "on, so no weights are non-finite and the last checkpoint is intact. Check the data and the "
                 "loss (a log of 0, a division by 0, a learning rate too high), or set "
                 "`train.nonfinite: skip` to skip such batches")
-        count = int(self._read(self.state.skipped) - self.epoch_skipped)
+        count = int(read(self.state.skipped) - self.epoch_skipped)
         if logs is not None and self.state.mode == "skip":
             logs["nonfinite_skipped"] = float(count)
         if count:
             print(f"warning: epoch {epoch + 1}: skipped {count} batch(es) with non-finite values in "
-                  f"{self.describe()} (train.nonfinite: skip)", flush=True)
+                  f"{self.state.describe()} (train.nonfinite: skip)", flush=True)
 
 
 __all__ = ["CUT_SHORT", "GuardState", "NonFiniteGuard", "apply_if_finite", "build_optimizer", "can_cut_short", "cut_short_function", "gradient_sum", "snapshot", "restore_unless", "MODES"]

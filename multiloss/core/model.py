@@ -113,8 +113,13 @@ class MultilossModel(TrainerOverrides):
             if ordered is not None and call is not None:
                 call.arguments["callbacks"] = ordered
                 args, kwargs = call.args, call.kwargs
-        with guard_labels():
-            return super().fit(*args, **kwargs)
+        try:
+            with guard_labels():
+                return super().fit(*args, **kwargs)
+        finally:
+            composite = compiled_loss(self)
+            if isinstance(composite, CompositeLoss) and composite.guard is not None:
+                composite.guard.watched = False    # also when fit raised before on_train_end
 
     def evaluate(self, *args, **kwargs):
         with guard_labels():
@@ -147,7 +152,7 @@ class MultilossModel(TrainerOverrides):
 
 def install(model, composite: CompositeLoss, nonfinite: str = "stop") -> None:
     """Make ``composite`` the model's compiled loss (with its guard, weighting and head metrics)."""
-    composite.guard = guard.GuardState(len(composite.terms), nonfinite)
+    composite.guard = guard.GuardState(composite.term_names, nonfinite)
     if composite.weighting is not None:
         composite.weighting.bind(model)   # the training step, the shared parameters (SpecError)
     set_compiled_loss(model, composite)
@@ -191,7 +196,7 @@ def _fit_callbacks(model, callbacks: list) -> list | None:
     if not isinstance(composite, CompositeLoss):
         return None
     if not any(isinstance(c, guard.NonFiniteGuard) for c in callbacks):
-        callbacks = [guard.NonFiniteGuard(composite.guard, composite.term_names)] + callbacks
+        callbacks = [guard.NonFiniteGuard(composite.guard)] + callbacks
     weighting = _weighting(model)
     if weighting is not None:
         return weighting.fit_callbacks(callbacks)
