@@ -29,6 +29,7 @@ __getattr__ = lazy_attributes(__name__, {
     "CompositeLoss": ".core.composite", "LossResult": ".core.composite",
     "GradientDiagnostics": ".core.diagnostics",
     "build_loss": ".core.compile", "compile": ".core.compile", "compile_kwargs": ".core.compile",
+    "mirrored_strategy": ".core.keras_access",
     "STRATEGIES": ".weighting", "WeightLogger": ".weighting", "register_strategy": ".weighting",
 }, modules={"diagnostics": ".core.diagnostics", "incremental": ".incremental", "losses": ".losses",
             "models": ".run.models", "schedules": ".spec.schedules", "weighting": ".weighting"})
@@ -47,6 +48,6 @@ if not spec_only():
 __all__ = [
     "CompositeLoss", "GradientDiagnostics", "LossResult", "LossSpec", "NonFiniteError", "REDUCTIONS", "RunError",
     "STRATEGIES", "SpecError", "WeightLogger", "allow_import", "build_loss", "compile", "compile_kwargs",
-    "diagnostics", "incremental", "load_spec", "losses", "models", "register_loss", "register_strategy",
-    "schedules", "weighting",
+    "diagnostics", "incremental", "load_spec", "losses", "mirrored_strategy", "models", "register_loss",
+    "register_strategy", "schedules", "weighting",
 ]

@@ -58,7 +58,7 @@ def test_two_replicas_equal_one_device(reduction):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, "conftest should provide two logical CPUs"
     one, g1 = _run(tf.distribute.OneDeviceStrategy(devices[0]), reduction)
-    two, g2 = _run(tf.distribute.MirroredStrategy(devices[:2]), reduction)
+    two, g2 = _run(ml.mirrored_strategy(devices[:2]), reduction)
     assert one.keys() == two.keys()
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
@@ -66,3 +66,27 @@ def test_two_replicas_equal_one_device(reduction):
     flat2 = np.concatenate([g.ravel() for g in g2])
     assert np.linalg.norm(flat1) > 1e-3
     assert np.linalg.norm(flat2 - flat1) / np.linalg.norm(flat1) < 1e-5
+
+
+def test_one_strategy_after_another_in_one_process_trains():
+    """A second MirroredStrategy in a process reuses the first one's collective keys and fails
+    ("Shape mismatch in the collective instance 100", tensorflow#62790; native Keras alike).
+    ``ml.mirrored_strategy`` gives each one keys of its own: three models of different shapes
+    train one after another, each to the one-device step."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    x = np.linspace(-1, 1, 40, dtype="float32").reshape(8, 5)
+    y = {"y": np.linspace(0, 1, 8, dtype="float32").reshape(8, 1)}
+    for width in (3, 7, 2):          # different shapes to all-reduce each time
+        steps = []
+        for strategy in (tf.distribute.OneDeviceStrategy(devices[0]), ml.mirrored_strategy(devices[:2])):
+            with strategy.scope():
+                keras.utils.set_random_seed(width)
+                x_in = keras.Input((5,))
+                model = keras.Model(x_in, {"y": keras.layers.Dense(1, name="y")(
+                    keras.layers.Dense(width, activation="tanh")(x_in))})
+                ml.compile(model, {"outputs": {"y": {"loss": "mse"}}}, optimizer=keras.optimizers.SGD(1.0))
+            before = [v.numpy() for v in model.trainable_variables]
+            model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
+            steps.append(np.concatenate([(b - v.numpy()).ravel() for b, v in zip(before, model.trainable_variables)]))
+        assert np.linalg.norm(steps[0]) > 1e-3
+        np.testing.assert_allclose(steps[1], steps[0], rtol=1e-5, atol=1e-7)

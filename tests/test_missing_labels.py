@@ -322,7 +322,7 @@ def _masked_fit(strategy, reduction):
 def test_two_replicas_mask_per_label_as_one_device(reduction):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     one, losses, valid, g1 = _masked_fit(tf.distribute.OneDeviceStrategy(devices[0]), reduction)
-    two, _, _, g2 = _masked_fit(tf.distribute.MirroredStrategy(devices[:2]), reduction)
+    two, _, _, g2 = _masked_fit(ml.mirrored_strategy(devices[:2]), reduction)
     expected = {"sum_over_batch_size": losses.sum() / losses.size, "sum_by_nonzero_weights": losses.sum() / valid.sum(),
                 "weighted_mean": losses.sum() / valid.sum(), "sum": losses.sum() / K}[reduction]
     assert one == pytest.approx(expected, rel=1e-5)

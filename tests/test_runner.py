@@ -209,8 +209,7 @@ def test_two_workers_match_one_process_first_epoch(plain_run):
 def test_mirrored_run_matches_plain_run(plain_run):
     """`distribute: mirrored` (MirroredStrategy over the visible devices) trains like `none`.
 
-    The mirrored run is its own process, as `multiloss train` is: TensorFlow reuses collective
-    keys across MirroredStrategy objects in one process.  Per-step exactness is tested in
+    The mirrored run is its own process, as `multiloss train` is.  Per-step exactness is tested in
     test_distributed.py (1e-5); over a whole Adam epoch the replicas' different summation
     order compounds, hence 1e-3 here."""
     path, plain = plain_run
@@ -236,3 +235,13 @@ def test_fashion_mnist_siamese_config_runs_on_real_pairs(tmp_path):
     splits = runner.load_splits(cfg)
     y = splits.test.y
     np.testing.assert_array_equal(y["same"], (y["class_a"] == y["class_b"]).astype(int))
+
+
+@pytest.mark.slow
+def test_two_mirrored_runs_in_one_process(tmp_path):
+    """`train` twice in one process (a notebook, a script over configs) with `distribute: mirrored`
+    and models of different shapes: the second run's collectives do not meet the first's."""
+    path = _config(tmp_path, ONE_EPOCH)
+    for name, hidden in (("first", "[32]"), ("second", "[16, 8]")):
+        metrics = runner.train(path, [f"name={name}", "distribute=mirrored", f"model.params.hidden={hidden}"])
+        assert np.isfinite(metrics["test"]["loss"]), name

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+import multiloss as ml
 from multiloss.run.config import load_run_config
 from multiloss.run.train import build_model, load_splits, train
 from multiloss.spec.errors import SpecError
@@ -211,8 +212,7 @@ def test_two_replicas_equal_one_device(tmp_path, weighting):
     splits = load_splits(cfg)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     start, one = _fit_under(tf.distribute.OneDeviceStrategy(devices[0]), splits, cfg)
-    # ReductionToOneDevice: see tests/test_weighting_distributed.py (collective keys cached per process)
-    mirrored = tf.distribute.MirroredStrategy(devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    mirrored = ml.mirrored_strategy(devices[:2])
     start2, two = _fit_under(mirrored, splits, cfg)
     assert max(np.abs(a - b).max() for a, b in zip(start, one)) > 1e-3          # it trained
     for a, b, s0, s1 in zip(one, two, start, start2):

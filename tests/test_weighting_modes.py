@@ -179,7 +179,7 @@ def test_two_replicas_equal_one_device_in_both_modes(strategy, mode):
     sw = np.array([1.0, 0.0, 2.0, 0.0, 5.0, 0.5, 3.0, 0.0], "float32")
     out = []
     for dist in (tf.distribute.OneDeviceStrategy(devices[0]),
-                 tf.distribute.MirroredStrategy(devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice())):
+                 ml.mirrored_strategy(devices[:2])):
         with dist.scope():
             model = _model(seed=8)
             ml.compile(model, _spec(strategy, mode), optimizer=keras.optimizers.SGD(0.5))

@@ -466,8 +466,7 @@ def test_three_samples_under_xla_and_on_two_replicas(strategy):
 
     one = tf.distribute.OneDeviceStrategy(cpus[0])
     want, params = run(one, order)
-    got, got_params = run(tf.distribute.MirroredStrategy(cpus[:2],
-                                                         cross_device_ops=tf.distribute.ReductionToOneDevice()),
+    got, got_params = run(ml.mirrored_strategy(cpus[:2]),
                           np.arange(12))
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)

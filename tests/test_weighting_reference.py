@@ -433,8 +433,8 @@ def test_new_strategies_train_the_same_under_xla_and_on_two_replicas(weighting):
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     want, params = _fit(weighting, tf.distribute.OneDeviceStrategy(cpus[0]))
     for got, got_params in (_fit(weighting, jit=True),
-                            _fit(weighting, tf.distribute.MirroredStrategy(
-                                cpus[:2], cross_device_ops=tf.distribute.ReductionToOneDevice()))):
+                            _fit(weighting, ml.mirrored_strategy(
+                                cpus[:2]))):
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-4, err_msg=key)
         # config-rep: one parameter of 59 (≈ −0.0256) differs by 2e-6 between the runs, float32 round-off

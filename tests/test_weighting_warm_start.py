@@ -273,7 +273,7 @@ def test_cagrad_with_its_hint_on_two_replicas_equals_one_device_and_saves(tmp_pa
     x, y = _data(8)
     out = []
     for dist in (tf.distribute.OneDeviceStrategy(devices[0]),
-                 tf.distribute.MirroredStrategy(devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice())):
+                 ml.mirrored_strategy(devices[:2])):
         with dist.scope():
             model = _model(seed=8)
             ml.compile(model, _spec("cagrad"), optimizer=keras.optimizers.SGD(0.3))

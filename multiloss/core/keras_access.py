@@ -162,6 +162,24 @@ def in_multi_worker_mode(strategy) -> bool:
         extended, "_in_multi_worker_mode", lambda: False)()
 
 
+# Apart from each other, as TensorFlow's own tests keep theirs (strategy_combinations.py).
+_KEY_STRIDE = 100_000
+
+
+def mirrored_strategy(devices=None, cross_device_ops=None) -> tf.distribute.MirroredStrategy:
+    """``tf.distribute.MirroredStrategy(devices, cross_device_ops)`` whose collective keys no
+    earlier one in this process used.
+
+    Every MirroredStrategy numbers its all-reduces from the same group key, so a second one in a
+    process (a second ``ml.train``, a second model in a notebook) meets the first one's cached
+    collectives: "Shape mismatch in the collective instance 100" (tensorflow#62790), natively
+    too.  Moving the private class attribute ``_collective_key_base`` on first, as TensorFlow's
+    tests do, gives each strategy a group of its own.
+    """
+    tf.distribute.MirroredStrategy._collective_key_base += _KEY_STRIDE
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops)
+
+
 def install_registered_name_fallback(fallback) -> None:
     """Have Keras's registry of custom objects ask ``fallback(name)`` (an object or None) for a name it lacks.
 

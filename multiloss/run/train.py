@@ -40,7 +40,7 @@ from .tasks import TaskData, TaskError, label_targets, target_keys, task_data
 
 def make_strategy(kind: str) -> tf.distribute.Strategy:
     if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return keras_access.mirrored_strategy()
     if kind == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise SpecError([(("distribute",), None, "multi_worker needs the TF_CONFIG environment variable "
