@@ -100,6 +100,10 @@ def test_overrides_and_config_errors(tmp_path):
     assert (cfg.train.epochs, cfg.optimizer.params["learning_rate"], cfg.name) == (7, 0.01, "other")
     with pytest.raises(SpecError, match=r"train\.batch_size: .*got 'big' \(from --set train.batch_size=big\)"):
         load_run_config(path, ["train.batch_size=big"])
+    text = CONFIG.replace("3e-3", "0.003")           # (PyYAML reads 3e-3 as a string)
+    raw = yaml.safe_load(text)                       # a dict config: the overrides leave the caller's dict alone
+    assert load_run_config(raw, ["train.epochs=2", "loss.outputs.class.weight=3"]).train.epochs == 2
+    assert raw == yaml.safe_load(text) and load_run_config(raw).train.epochs == 3
     bad = CONFIG.replace("source: digits", "source: digitz").replace("weight: 0.5", "weight: -0.5")
     bad_path = _config(tmp_path, bad)
     lines = bad_path.read_text().splitlines()

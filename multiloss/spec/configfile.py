@@ -91,7 +91,7 @@ def read_config(source: str | os.PathLike | dict, overrides: list[str] | None = 
     """Read a config's plain data and apply ``--set`` overrides; no validation yet."""
     cf = ConfigFile()
     if isinstance(source, dict):
-        data, cf.name = dict(source), "<dict>"
+        data, cf.name = copy.deepcopy(source), "<dict>"     # --set must not reach into the caller's dict
     else:
         text, cf.name = read_source(source)
         data, cf.lines = load_yaml(text, cf.name)
