@@ -29,7 +29,8 @@ from multiloss.incremental.methods import Step
 from multiloss.incremental.network import cnn, saved_backbone
 from multiloss.incremental.runner import Scenario, make_learner
 from multiloss.run.config import load_run_config
-from multiloss.run.train import fit, load_splits, prepare
+from multiloss.run.data import Part, Splits
+from multiloss.run.train import load_splits, prepare, train_batches
 from multiloss.spec.errors import SpecError
 
 CLASSES = ["ant", "bee", "cat", "dog"]
@@ -228,19 +229,14 @@ def test_augment_changes_train_batches_only_seeded(tmp_path):
     val_plain, val_aug = batches([], "val"), batches(FLIP, "val")
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(val_aug, val_plain))        # validation: never augmented
 
-    # Arrays: fit feeds Keras a seeded, batched, augmented pipeline; the arrays themselves stay as they were.
+    # Arrays: fit trains on a seeded, batched, augmented pipeline; the arrays themselves stay as they were.
     cfg = load_run_config(run_config(tmp_path, {"source": "digits"}, shuffle=False, augment=FLIP))
+    cfg.train.epochs = 1
     x = np.stack([pixels(c, i)[..., None] / 255 for c in range(4) for i in range(3)]).astype("float32")
     y = {"class": np.repeat(np.arange(4), 3).astype("int32")}
-    seen = {}
-
-    class Capture:
-        def fit(self, **kwargs):
-            seen.update(kwargs)
-
-    fit(Capture(), cfg, (x, y), None, 0, [])
-    got = [(b.numpy(), t["class"].numpy()) for b, t in seen["x"]]
-    assert [len(b) for b, _ in got] == [4, 4, 4] and "y" not in seen
+    ds, steps = train_batches(Splits(Part(x, y), None, None), cfg, 0)
+    got = [(b.numpy(), t["class"].numpy()) for b, t in ds]
+    assert [len(b) for b, _ in got] == [4, 4, 4] and steps == 3
     mirror = flipped_or_not(np.concatenate([b for b, _ in got]), x)
     assert 0 < mirror.sum() < 12 and np.array_equal(np.concatenate([t for _, t in got]), y["class"])
     assert x[0, 0, 0, 0] == 0                                           # the arrays are not changed in place

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from ..core.compile import compile as ml_compile
+from ..run.data import Part
 from .inputs import is_records, stage_batches
 from .losses import incremental_targets
 from .memory import ExemplarMemory
@@ -139,8 +140,10 @@ class Learner:
         if own and (augment is not None or is_records(x)):
             data = stage_batches(x, y, self.batch_size, self.stage_seed(step, stage), self.net.reader, augment, live)
             logs = model.fit(data, epochs=epochs, shuffle=False, verbose=self.verbose).history
-        else:
-            logs = model.fit(x, y, epochs=epochs, batch_size=self.batch_size, shuffle=True,
+        else:   # each epoch in its own order (Keras's shuffle repeats one order under a global seed)
+            part = Part(x, y)
+            data = part.epochs(self.batch_size, range(epochs), True, self.stage_seed(step, stage))
+            logs = model.fit(data, epochs=epochs, steps_per_epoch=part.steps(self.batch_size), shuffle=False,
                              verbose=self.verbose).history
         rows = [{"step": step.index, "stage": stage, "epoch": e + 1,
                  **{k: float(v[e]) for k, v in logs.items()}} for e in range(epochs)]

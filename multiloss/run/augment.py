@@ -219,18 +219,6 @@ class Augmenter:
         return ds.map(augment)
 
 
-def array_batches(x, y: dict, batch_size: int, shuffle: bool, seed: int, augmenter: Augmenter):
-    """Arrays as Keras's ``fit`` would batch them, as a ``tf.data`` dataset whose inputs are augmented:
-    shuffled with ``seed`` (a new order each epoch, the same for the same seed), batched, augmented."""
-    import tensorflow as tf
-
-    first = next(iter(x.values())) if isinstance(x, dict) else x
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(first), seed=seed, reshuffle_each_iteration=True)
-    return augmenter.dataset(ds.batch(batch_size)).prefetch(tf.data.AUTOTUNE)
-
-
 def augmenter_for(cfg, entries: list, seed: int, shapes, where: tuple = ("train", "augment")) -> Augmenter | None:
     """The ``augment`` layers of a config for inputs of ``shapes``, seeded with ``seed`` (None without
     layers); layers that do not fit the inputs are a SpecError at ``where`` (``cfg.error``)."""
@@ -242,5 +230,5 @@ def augmenter_for(cfg, entries: list, seed: int, shapes, where: tuple = ("train"
         raise cfg.error([(where + p, m) for p, m in exc.problems]) from None
 
 
-__all__ = ["AugmentList", "Augmenter", "AugmentError", "augment_problems", "layer_classes", "array_batches",
+__all__ = ["AugmentList", "Augmenter", "AugmentError", "augment_problems", "layer_classes",
            "augmenter_for"]

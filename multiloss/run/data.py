@@ -51,6 +51,26 @@ FASHION_GROUP_OF_CLASS = np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2], "int32")
 SHUFFLE_BUFFER = 10_000
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of epoch ``epoch`` (0-based) of a run seeded ``seed``: a function of the two
+    alone, so a run resumed at epoch k reads epochs k, k+1, ... as the uninterrupted run read them."""
+    return int(np.random.default_rng([seed, epoch]).integers(2 ** 31))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of ``n`` rows in epoch ``epoch``: a permutation drawn from :func:`epoch_seed`."""
+    return np.random.default_rng(epoch_seed(seed, epoch)).permutation(n)
+
+
+def concatenated(datasets: list):
+    """``datasets`` one after another, concatenated as a balanced tree (depth log₂ n, not n); each
+    one's iterator is made only when the one before it is exhausted."""
+    while len(datasets) > 1:
+        datasets = [datasets[i].concatenate(datasets[i + 1]) if i + 1 < len(datasets) else datasets[i]
+                    for i in range(0, len(datasets), 2)]
+    return datasets[0]
+
+
 @dataclass
 class Part:
     """Inputs and named targets of one split (arrays), or a ``tf.data`` dataset of single examples.
@@ -85,25 +105,92 @@ class Part:
             raise ValueError(f"a dataset must yield (x, y) or (x, y, sample_weight) examples, not {spec}")
         return spec
 
+    def steps(self, batch_size: int) -> int | None:
+        """Batches in one pass of ``batch_size`` (the last one may be short); None for a dataset whose
+        length tf.data does not know (a generator, a ``filter``)."""
+        size = len(self) if not self.is_dataset else int(self.x.cardinality())
+        return -(-size // batch_size) if size >= 0 else None
+
+    def epochs(self, batch_size: int, epochs: range, shuffle: bool, seed: int,
+               targets: dict[str, str] | None = None):
+        """Epochs ``epochs`` of batches one after another, as one ``tf.data`` dataset of
+        ``steps(batch_size)`` batches an epoch, epoch e in the order of :func:`epoch_seed` ``(seed, e)``:
+        a run resumed at epoch k reads what the uninterrupted run read from epoch k on.
+
+        Arrays are gathered by :func:`epoch_order` (``targets`` is for datasets: map arrays' targets
+        first); a dataset is shuffled as :meth:`batches` shuffles it, with each epoch's own seed.
+        None for a dataset of unknown length (see :meth:`steps`).
+        """
+        import tensorflow as tf
+
+        if self.is_dataset:
+            if self.steps(batch_size) is None:
+                return None
+            seeds = [epoch_seed(seed, e) if shuffle else None for e in epochs]
+            return self.passes(seeds, targets, batch_size=batch_size).prefetch(tf.data.AUTOTUNE)
+        n = len(self)
+        orders = np.stack([epoch_order(n, seed, e) if shuffle else np.arange(n) for e in epochs]).astype("int32")
+        rows = tf.data.Dataset.from_tensor_slices(orders).flat_map(
+            lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        data = tf.data.Dataset.from_tensors((self.x, self.y)).repeat()
+
+        def gather(index, xy):
+            return tf.nest.map_structure(lambda a: tf.gather(a, index), xy)
+
+        return tf.data.Dataset.zip(rows, data).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE)
+
+    def stream(self, batch_size: int, shuffle: bool, seed: int, start: int, count: int,
+               targets: dict[str, str] | None = None):
+        """``count`` full batches from example ``start`` on of the passes over a dataset part one after
+        another (pass p in the order of :func:`epoch_seed` ``(seed, p)``; a batch may span two passes):
+        one task's training batches, so a resumed run of tasks continues each task where it was.
+        None for a dataset of unknown length."""
+        import tensorflow as tf
+
+        size = int(self.x.cardinality())
+        if size <= 0:
+            return None
+        first, skip = divmod(start, size)
+        last = max(first + 1, -(-(start + count * batch_size) // size))
+        seeds = [epoch_seed(seed, p) if shuffle else None for p in range(first, last)]
+        return self.passes(seeds, targets, skip=skip).batch(batch_size).take(count).prefetch(tf.data.AUTOTUNE)
+
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
                 targets: dict[str, str] | None = None, repeat: bool = False):
-        """The dataset part as Keras reads it: shuffled with ``seed`` (a new order each epoch, the
+        """The dataset part as Keras reads it: shuffled with ``seed`` (a new order each pass, the
         same for the same seed), batched, prefetched; ``targets`` renames ``{key: data target}``.
         ``repeat``: the examples repeat without end (each pass shuffled anew), so every batch is full."""
+        import tensorflow as tf
+
+        ds = self.passes([seed if shuffle else None], targets, reshuffle=True)
+        ds = ds.repeat() if repeat else ds
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def passes(self, seeds: list[int | None], targets: dict[str, str] | None = None, skip: int = 0,
+               reshuffle: bool = False, batch_size: int | None = None):
+        """A dataset part's examples, one pass for each of ``seeds`` one after another: shuffled with
+        the seed (None: in order; ``reshuffle``: anew each time the pass is read) then decoded, the first
+        ``skip`` of the first pass left out before they are decoded; ``targets`` renames ``{key: data
+        target}``; ``batch_size``: each pass batched on its own.  A ``cache`` is made once, for every pass."""
         import tensorflow as tf
 
         def example(*records):
             x, y, *rest = self.decode(*records) if self.decode is not None else records
             return (x, {k: y[v] for k, v in targets.items()} if targets is not None else y, *rest)
 
-        ds, size, cached = self.x, int(self.x.cardinality()), self.cache is not None   # size -1: infinite
+        base, size, cached = self.x, int(self.x.cardinality()), self.cache is not None   # size -1: infinite
         known = size if size > 0 else SHUFFLE_BUFFER
         buffer = known if self.decode is not None and not cached else min(known, SHUFFLE_BUFFER)
-        ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE).cache(self.cache) if cached else ds
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
-        ds = ds if cached else ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.repeat() if repeat else ds
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        base = base.map(example, num_parallel_calls=tf.data.AUTOTUNE).cache(self.cache) if cached else base
+
+        def one(seed: int | None, skip: int):
+            ds = base if seed is None else base.shuffle(buffer, seed=seed, reshuffle_each_iteration=reshuffle)
+            ds = ds.skip(skip) if skip else ds
+            ds = ds if cached else ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+            return ds if batch_size is None else ds.batch(batch_size)
+
+        return concatenated([one(seed, skip if k == 0 else 0) for k, seed in enumerate(seeds)])
 
 
 @dataclass

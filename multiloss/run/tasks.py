@@ -25,10 +25,11 @@ config order):
 - ``weighted: {task: w}``: drawn with probability ∝ ``w`` (every task named, ``w`` > 0);
 
 the draws of epoch ``e`` are ``numpy.random.default_rng([seed, e]).choice(T, S, p=p)``, so they
-are the same for the same seed, and a resumed run draws the tasks the uninterrupted run would have
-(each task's data, though, starts again from its beginning, as a resumed run's data does).
-Each task's data is repeated and shuffled on its own (seed ``seed + i``), so a small task cycles and
-every training batch is full.
+are the same for the same seed.  Each task's data is repeated, pass after pass, so a small task
+cycles and every training batch is full; pass p of task i is shuffled by
+:func:`~multiloss.run.data.epoch_seed` ``(seed + i, p)``.  So a resumed run draws the tasks the
+uninterrupted run would have and continues each task's data where it was (a task whose dataset
+does not know its length starts its passes again).
 
 **Epoch length** ``S``: ``train.steps_per_epoch``, else Σ_tasks ⌈examples / batch_size⌉ (as many
 batches as one pass over every task).
@@ -191,16 +192,21 @@ class TaskData:
     info: dict
     specs: dict[str, Any]               # target key -> (shape, dtype) of one example
 
-    def task_batches(self, i: int, split: str, train: bool):
-        """Task ``i``'s batches of ``split`` as ``(x, y, sample_weight)`` over every target key."""
+    def task_batches(self, i: int, split: str, train: bool, start: int = 0, count: int | None = None):
+        """Task ``i``'s batches of ``split`` as ``(x, y, sample_weight)`` over every target key; in
+        training its passes without end, each reshuffled, or with ``count`` the ``count`` batches from
+        example ``start`` on of its passes (:meth:`Part.stream`; without end when its length is unknown)."""
         import tensorflow as tf
 
         task = self.names[i]
         part = getattr(self.splits[task], split)
         own = {k: self.source_keys.get(k, k) for k in self.labels[task]}
         part, mapping = as_dataset(part, own)
-        ds = part.batches(self.batch_size, shuffle=train and self.shuffle, seed=self.seed + i, targets=mapping,
-                          repeat=train)
+        ds = None if not train or count is None else \
+            part.stream(self.batch_size, self.shuffle, self.seed + i, start, count, mapping)
+        if ds is None:
+            ds = part.batches(self.batch_size, shuffle=train and self.shuffle, seed=self.seed + i,
+                              targets=mapping, repeat=train)
         keys, specs = self.keys, self.specs
 
         def complete(x, y, *sw):
@@ -225,10 +231,15 @@ class TaskData:
         """The interleaved training batches of epochs ``initial_epoch`` .. ``epochs - 1`` (``steps`` each)."""
         import tensorflow as tf
 
-        order = np.concatenate([task_order(self.kind, self.probabilities, self.steps, self.seed, e)
-                                for e in range(initial_epoch, max(epochs, initial_epoch + 1))])
-        choice = tf.data.Dataset.from_tensor_slices(order.astype("int64"))
-        tasks = [self.task_batches(i, "train", True) for i in range(len(self.names))]
+        def draws(epochs: range) -> np.ndarray:
+            return np.concatenate([task_order(self.kind, self.probabilities, self.steps, self.seed, e)
+                                   for e in epochs] or [np.zeros(0, "int64")]).astype("int64")
+
+        order, done = draws(range(initial_epoch, max(epochs, initial_epoch + 1))), draws(range(initial_epoch))
+        count, before = (np.bincount(a, minlength=len(self.names)) for a in (order, done))
+        choice = tf.data.Dataset.from_tensor_slices(order)
+        tasks = [self.task_batches(i, "train", True, int(before[i]) * self.batch_size, int(count[i]))
+                 for i in range(len(self.names))]
         return tf.data.Dataset.choose_from_datasets(tasks, choice).prefetch(tf.data.AUTOTUNE)
 
     def evaluation(self, split: str):

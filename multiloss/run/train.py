@@ -24,7 +24,7 @@ from ..core import keras_access
 from ..core.compile import compile as ml_compile
 from ..spec.errors import SpecError
 from . import selection
-from .augment import array_batches, augmenter_for
+from .augment import augmenter_for
 from .config import RunConfig, load_data, load_run_config
 from .console import table
 from .data import Part, Splits, input_shapes
@@ -82,6 +82,43 @@ def prepare_split(data: Splits | TaskData, cfg: RunConfig, split: str, initial_e
     return ds if augmenter is None else augmenter.dataset(ds)
 
 
+def target_mapping(part: Part, cfg: RunConfig, split: str) -> dict[str, str] | None:
+    """``{target key: data target}`` for the loss spec's targets (``cfg.targets`` renames), each checked
+    against the data's; None for a dataset whose y is one tensor (it goes to Keras as it is)."""
+    names = part.element_spec()[1] if part.is_dataset else part.y
+    if not isinstance(names, dict):
+        return None
+    keys = {key: cfg.targets.get(key, key) for key in target_keys(cfg)}
+    for key, source_key in keys.items():
+        if source_key not in names:
+            raise SpecError([(("targets", key), None,
+                              f"the {split} data has no target {source_key!r} for {key!r}; data targets: "
+                              f"{sorted(names)}; map it with `targets: {{{key}: <data target>}}`")],
+                            "run config")
+    return keys
+
+
+def train_batches(data: Splits | TaskData, cfg: RunConfig, initial_epoch: int) -> tuple[Any, int | None]:
+    """What ``fit`` trains on from ``initial_epoch`` to ``train.epochs``: one ``tf.data`` dataset of
+    every remaining epoch's batches, and the batches in an epoch.  Epoch e's order is drawn from the
+    run's seed and e alone (:meth:`Part.epochs`), so each epoch is shuffled anew and a resumed run reads
+    what the uninterrupted run would have.  With ``train.augment`` the inputs are augmented here, so the
+    model itself, and its ``model.keras``, hold no augmentation layer.  A dataset of unknown length
+    is one pass (Keras reads it each epoch, ``None`` batches an epoch)."""
+    if isinstance(data, TaskData):
+        return prepare_split(data, cfg, "train", initial_epoch), data.steps
+    part, batch_size = data.train, cfg.train.batch_size
+    keys = target_mapping(part, cfg, "train")
+    augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(part))
+    if not part.is_dataset:
+        part, keys = Part(part.x, {key: part.y[source_key] for key, source_key in keys.items()}), None
+    epochs = range(initial_epoch, max(cfg.train.epochs, initial_epoch + 1))
+    ds, steps = part.epochs(batch_size, epochs, cfg.train.shuffle, cfg.seed, keys), part.steps(batch_size)
+    if ds is None:
+        ds, steps = part.batches(batch_size, shuffle=cfg.train.shuffle, seed=cfg.seed, targets=keys), None
+    return (ds if augmenter is None else augmenter.dataset(ds)), steps
+
+
 def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
     """``(x, y)`` arrays for Keras, or a dataset part batched with ``train.batch_size`` (the train split
     shuffled with the run's seed when ``train.shuffle``); ``y`` keyed by head/target name via
@@ -89,16 +126,7 @@ def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
     arrays are augmented in :func:`fit` (both checked here against the inputs' shapes)."""
     if part is None:
         return None
-    names = part.element_spec()[1] if part.is_dataset else part.y
-    keys = None     # a dataset whose y is one tensor goes to Keras as it is
-    if isinstance(names, dict):
-        keys = {key: cfg.targets.get(key, key) for key in target_keys(cfg)}
-        for key, source_key in keys.items():
-            if source_key not in names:
-                raise SpecError([(("targets", key), None,
-                                  f"the {split} data has no target {source_key!r} for {key!r}; data targets: "
-                                  f"{sorted(names)}; map it with `targets: {{{key}: <data target>}}`")],
-                                "run config")
+    keys = target_mapping(part, cfg, split)
     augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(part)) if split == "train" else None
     if part.is_dataset:
         ds = part.batches(cfg.train.batch_size, shuffle=cfg.train.shuffle and split == "train", seed=cfg.seed,
@@ -232,6 +260,7 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     history: list[dict] = list(state["history"]) if state else []
     initial_epoch = state["epoch"] if state else 0
     train_xy, val_xy, test_xy = (prepare_split(splits, cfg, s, initial_epoch) for s in ("train", "val", "test"))
+    batches, steps = train_batches(splits, cfg, initial_epoch)
     with strategy.scope():
         if isinstance(train_xy, tuple):
             prebuild(model, train_xy)
@@ -241,8 +270,7 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     if es is not None and selection.stopped_before(es, history):
         selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
     elif initial_epoch < cfg.train.epochs:
-        steps = splits.steps if isinstance(splits, TaskData) else None
-        fit(model, cfg, train_xy, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief), steps)
+        fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief))
     seconds = time.perf_counter() - start
 
     if isinstance(splits, TaskData):     # every task's train split once, unshuffled
@@ -281,26 +309,12 @@ def plain_epoch_lines(cfg: RunConfig) -> bool:
     return cfg.train.verbose == 2 or (cfg.train.verbose == 1 and not sys.stdout.isatty())
 
 
-def fit(model: keras.Model, cfg: RunConfig, train_xy: Any, val_xy: Any, initial_epoch: int,
-        callbacks: list[keras.callbacks.Callback], steps_per_epoch: int | None = None) -> None:
-    """``model.fit`` from ``initial_epoch`` to ``train.epochs``; a dataset comes batched and shuffled
-    (:func:`prepare`), arrays are batched and shuffled here (Keras, under the run's seed).  With
-    ``train.augment``, arrays go through a ``tf.data`` pipeline (shuffled with the run's seed, batched,
-    augmented; :func:`multiloss.run.augment.array_batches`), so the model itself, and its
-    ``model.keras``, hold no augmentation layer.  ``steps_per_epoch``: the per-task batches of
-    :mod:`multiloss.run.tasks` (one dataset over every epoch)."""
-    fit_args: dict[str, Any] = {"epochs": cfg.train.epochs, "initial_epoch": initial_epoch, "callbacks": callbacks,
-                                "verbose": 0 if plain_epoch_lines(cfg) else cfg.train.verbose}
-    arrays = isinstance(train_xy, tuple)
-    augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(Part(*train_xy))) if arrays else None
-    if augmenter is not None:
-        fit_args.update(x=array_batches(*train_xy, cfg.train.batch_size, cfg.train.shuffle, cfg.seed, augmenter),
-                        shuffle=False)
-    elif arrays:
-        fit_args.update(x=train_xy[0], y=train_xy[1], batch_size=cfg.train.batch_size, shuffle=cfg.train.shuffle)
-    else:
-        fit_args.update(x=train_xy, shuffle=False, steps_per_epoch=steps_per_epoch)
-    model.fit(validation_data=val_xy, **fit_args)
+def fit(model: keras.Model, cfg: RunConfig, batches: Any, steps_per_epoch: int | None, val_xy: Any,
+        initial_epoch: int, callbacks: list[keras.callbacks.Callback]) -> None:
+    """``model.fit`` from ``initial_epoch`` to ``train.epochs`` on :func:`train_batches`'s dataset."""
+    model.fit(batches, steps_per_epoch=steps_per_epoch, validation_data=val_xy, epochs=cfg.train.epochs,
+              initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
+              verbose=0 if plain_epoch_lines(cfg) else cfg.train.verbose)
 
 
 def write_results(cfg: RunConfig, run: RunDir, model: keras.Model, history: list[dict],
