@@ -129,8 +129,12 @@ class Part:
             seeds = [epoch_seed(seed, e) if shuffle else None for e in epochs]
             return self.passes(seeds, targets, batch_size=batch_size).prefetch(tf.data.AUTOTUNE)
         n = len(self)
-        orders = np.stack([epoch_order(n, seed, e) if shuffle else np.arange(n) for e in epochs]).astype("int32")
-        rows = tf.data.Dataset.from_tensor_slices(orders).flat_map(
+
+        def orders():   # one epoch's at a time: memory for n rows, not for n × epochs
+            for e in epochs:
+                yield (epoch_order(n, seed, e) if shuffle else np.arange(n)).astype("int64")
+
+        rows = tf.data.Dataset.from_generator(orders, output_signature=tf.TensorSpec([n], tf.int64)).flat_map(
             lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
         data = tf.data.Dataset.from_tensors((self.x, self.y)).repeat()
 

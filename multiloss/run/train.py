@@ -121,9 +121,10 @@ def train_batches(data: Splits | TaskData, cfg: RunConfig, initial_epoch: int) -
 
 def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
     """``(x, y)`` arrays for Keras, or a dataset part batched with ``train.batch_size`` (the train split
-    shuffled with the run's seed when ``train.shuffle``); ``y`` keyed by head/target name via
-    ``cfg.targets``.  With ``train.augment`` the train split's batches of a dataset are augmented here;
-    arrays are augmented in :func:`fit` (both checked here against the inputs' shapes)."""
+    shuffled with the run's seed when ``train.shuffle``), to evaluate on and for a dry run; ``y`` keyed
+    by head/target name via ``cfg.targets``.  With ``train.augment`` the train split's batches of a
+    dataset are augmented here (the augmentations checked against the inputs' shapes for arrays too);
+    what ``fit`` trains on is :func:`train_batches`."""
     if part is None:
         return None
     keys = target_mapping(part, cfg, split)
@@ -259,8 +260,10 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
         model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
     history: list[dict] = list(state["history"]) if state else []
     initial_epoch = state["epoch"] if state else 0
-    train_xy, val_xy, test_xy = (prepare_split(splits, cfg, s, initial_epoch) for s in ("train", "val", "test"))
+    val_xy, test_xy = (prepare_split(splits, cfg, s) for s in ("val", "test"))
     batches, steps = train_batches(splits, cfg, initial_epoch)
+    # what the train split is evaluated on: every task's train split once, unshuffled
+    train_xy = splits.evaluation("train") if isinstance(splits, TaskData) else prepare(splits.train, cfg, "train")
     with strategy.scope():
         if isinstance(train_xy, tuple):
             prebuild(model, train_xy)
@@ -273,8 +276,6 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
         fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief))
     seconds = time.perf_counter() - start
 
-    if isinstance(splits, TaskData):     # every task's train split once, unshuffled
-        train_xy = splits.evaluation("train")
     metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
                               cfg.train.batch_size)
     if chief:
@@ -311,8 +312,10 @@ def plain_epoch_lines(cfg: RunConfig) -> bool:
 
 def fit(model: keras.Model, cfg: RunConfig, batches: Any, steps_per_epoch: int | None, val_xy: Any,
         initial_epoch: int, callbacks: list[keras.callbacks.Callback]) -> None:
-    """``model.fit`` from ``initial_epoch`` to ``train.epochs`` on :func:`train_batches`'s dataset."""
-    model.fit(batches, steps_per_epoch=steps_per_epoch, validation_data=val_xy, epochs=cfg.train.epochs,
+    """``model.fit`` from ``initial_epoch`` to ``train.epochs`` on :func:`train_batches`'s dataset;
+    validation arrays in batches of ``train.batch_size`` too (Keras's default for them is 32)."""
+    model.fit(batches, steps_per_epoch=steps_per_epoch, validation_data=val_xy,
+              validation_batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
               initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
               verbose=0 if plain_epoch_lines(cfg) else cfg.train.verbose)
 
