@@ -10,6 +10,7 @@ import tensorflow as tf
 import yaml
 
 import multiloss as ml
+from multiloss.run import train as runner
 from multiloss.run.config import load_run_config
 from multiloss.run.train import build_model, load_splits, train
 from multiloss.spec.errors import SpecError
@@ -302,3 +303,32 @@ def test_a_resumed_task_run_continues_the_history(tmp_path):
     assert history[0]["a_loss"] > 0 and history[1]["a_loss"] == 0.0 and history[1]["a_weight"] == 0.0
     assert history[1]["b_loss"] > 0 and history[1]["loss"] == pytest.approx(history[1]["b_loss"])
     assert history[1]["val_a_loss"] > 0           # validation still has task a's split
+
+
+def test_augment_reaches_every_tasks_training_batches_only(tmp_path):
+    """``train.augment`` with ``tasks:``: each task's training inputs are augmented (targets and the
+    absent terms' zero weights untouched); evaluation batches are not."""
+    rng = np.random.default_rng(0)
+    tasks = {}
+    for name, n in (("a", 8), ("b", 4)):
+        x = np.broadcast_to(rng.uniform(0.2, 0.8, (n + 2, 1, 1, 1)), (n + 2, 6, 6, 1)).astype("float32")
+        y = np.arange(n + 2, dtype="float32")[:, None] if name == "a" else (np.arange(n + 2) % 2).astype("int32")
+        np.savez(tmp_path / f"{name}.npz", **{"train/x": x[:n], f"train/{name}": y[:n],
+                                             "val/x": x[n:], f"val/{name}": y[n:]})
+        tasks[name] = {"data": {"source": "npz", "params": {"path": str(tmp_path / f"{name}.npz"), "inputs": ["x"]}}}
+
+    def batches(augment, split="train"):
+        cfg = load_run_config(config(tmp_path, tasks, epochs=1, train={"augment": augment}))
+        splits = load_splits(cfg)
+        ds = runner.train_batches(splits, cfg, 0)[0] if split == "train" else runner.prepare_split(splits, cfg, split)
+        return [(x.numpy(), {k: v.numpy() for k, v in y.items()}, {k: v.numpy() for k, v in w.items()})
+                for x, y, w in ds]
+
+    brighten = [{"random_brightness": {"factor": 0.5}}]
+    plain, bright = batches([]), batches(brighten)
+    assert len(plain) == len(bright) == 3                                 # ⌈8/4⌉ + ⌈4/4⌉ steps
+    for (xp, yp, wp), (xb, yb, wb) in zip(plain, bright):
+        assert not np.allclose(xp, xb)                                    # every task's inputs augmented
+        assert all(np.array_equal(yp[k], yb[k]) and np.array_equal(wp[k], wb[k]) for k in yp)
+    for (xp, _, _), (xb, _, _) in zip(batches([], "val"), batches(brighten, "val")):
+        np.testing.assert_array_equal(xp, xb)                             # validation: never augmented
