@@ -141,8 +141,10 @@ class Part:
         def gather(index, xy):
             return tf.nest.map_structure(lambda a: tf.gather(a, index), xy)
 
+        options = tf.data.Options()   # several workers each keep every k-th batch (no files to shard), as Keras does
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return tf.data.Dataset.zip(rows, data).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE)
+            tf.data.AUTOTUNE).with_options(options)
 
     def stream(self, batch_size: int, shuffle: bool, seed: int, start: int, count: int,
                targets: dict[str, str] | None = None):
