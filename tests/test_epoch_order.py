@@ -100,13 +100,30 @@ def test_image_files_each_epoch_a_new_order_resumed_alike(cache, tmp_path):
     assert ids(1) == straight[1:]
 
 
+DROPOUT_NET = """
+import keras
+
+def build(info):
+    x = keras.Input(info["input_shape"])
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(x))
+    h = keras.layers.Dropout(0.5, seed=3)(h)
+    return keras.Model(x, {"class": keras.layers.Dense(info["num_classes"], activation="softmax", name="class")(h)})
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["digits", "images"])
-def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(source, tmp_path):
-    """Two epochs, then ``--resume`` to four, against four straight: the same history, the same weights."""
-    if source == "digits":
+@pytest.mark.parametrize("source", ["digits", "images", "dropout"])
+def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(source, tmp_path, monkeypatch):
+    """Two epochs, then ``--resume`` to four, against four straight: the same history, the same weights.
+    ``dropout``: a user's model with a Dropout layer, whose seed generator the checkpoint keeps
+    (``.keras`` does not), so the resumed epochs draw the uninterrupted run's masks."""
+    if source in ("digits", "dropout"):
         data = {"source": "digits"}
         model = {"builder": "mlp", "params": {"hidden": [16], "heads": {"class": {"kind": "classification"}}}}
+        if source == "dropout":
+            (tmp_path / "dropnet.py").write_text(DROPOUT_NET)
+            monkeypatch.syspath_prepend(str(tmp_path))
+            model = {"builder": "dropnet:build"}
     else:
         write_tree(tmp_path / "images", {"a": 12, "b": 12, "c": 12})
         data = {"source": "image_folder", "params": {"path": str(tmp_path / "images"), "color_mode": "grayscale",

@@ -180,6 +180,27 @@ def mirrored_strategy(devices=None, cross_device_ops=None) -> tf.distribute.Mirr
     return tf.distribute.MirroredStrategy(devices, cross_device_ops)
 
 
+#: The name Keras gives a ``keras.random.SeedGenerator``'s state variable (its counter of draws).
+_SEED_STATE = "seed_generator_state"
+
+
+def seed_states(model) -> list[list[int]]:
+    """The state of every seed generator in ``model`` (Dropout's, a random layer's), in the order of
+    ``model.variables`` (their paths carry a process-wide counter, so the order is what a reloaded model
+    shares).  Keras leaves them out of ``.keras`` files, so a reloaded model would draw its first masks again."""
+    return [ops.convert_to_numpy(v).tolist() for v in model.variables if v.name == _SEED_STATE]
+
+
+def set_seed_states(model, states: list[list[int]]) -> bool:
+    """Put back :func:`seed_states`; False (nothing changed) when the model has another number of them."""
+    variables = [v for v in model.variables if v.name == _SEED_STATE]
+    if len(variables) != len(states):
+        return False
+    for v, state in zip(variables, states):
+        v.assign(ops.convert_to_tensor(state, dtype=v.dtype))
+    return True
+
+
 def install_registered_name_fallback(fallback) -> None:
     """Have Keras's registry of custom objects ask ``fallback(name)`` (an object or None) for a name it lacks.
 
@@ -226,6 +247,7 @@ class TrainerOverrides:
 __all__ = ["Functional", "TrainerOverrides", "all_layers", "call_model", "compiled_loss",
            "compiled_metrics", "compute_loss", "deserialize_keras_object", "get_metric",
            "in_multi_worker_mode", "in_safe_mode", "input_structure", "install_compile_config_hook",
-           "install_registered_name_fallback", "loss_tracker", "metric_names", "output_structure",
-           "producer", "regularization_loss", "save_as", "set_compiled_loss", "set_compiled_metrics",
+           "install_registered_name_fallback", "loss_tracker", "metric_names", "mirrored_strategy",
+           "output_structure", "producer", "regularization_loss", "save_as", "seed_states",
+           "set_compiled_loss", "set_compiled_metrics", "set_seed_states",
            "unpack_x_y_sample_weight", "unscale_loss_for_distribution"]

@@ -153,7 +153,8 @@ class RunRecorder(keras.callbacks.Callback):
 
     def checkpoint(self, epoch: int) -> None:
         self.run.save_checkpoint(epoch, {f"epoch-{epoch:04d}.keras": self.model.save},
-                                 {"epoch": epoch, "history": self.history, "fingerprint": self.fingerprint},
+                                 {"epoch": epoch, "history": self.history, "fingerprint": self.fingerprint,
+                                  "seed_states": keras_access.seed_states(self.model)},
                                  keep=self.keep)
 
 
@@ -284,8 +285,10 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
 
 
 def restore_model(run: RunDir, state: dict, cfg: RunConfig) -> keras.Model:
-    """The model of the checkpoint ``state`` names, with the config's non-finite mode."""
+    """The model of the checkpoint ``state`` names, with the config's non-finite mode and its random
+    layers' seed generators where they were (``.keras`` does not hold them)."""
     model = keras.saving.load_model(run.checkpoints / state["files"][0])
+    keras_access.set_seed_states(model, state.get("seed_states", []))
     model.loss.guard.mode = cfg.train.nonfinite
     return model
 
