@@ -22,7 +22,7 @@ from PIL import Image
 from multiloss.cli.commands import main
 from multiloss.run.config import load_run_config
 from multiloss.run.data import get_source
-from multiloss.run.train import load_splits, prepare
+from multiloss.run.train import load_splits, prepare, train_batches
 from multiloss.spec.errors import SpecError
 
 
@@ -178,17 +178,20 @@ def test_dataset_is_batched_and_shuffled_with_the_run_seed(tmp_path):
     assert set(y) == {"label"} and y["label"].numpy().tolist() == [0, 1, 0, 1]   # only the head's target
 
     def epochs(seed, n=2):
-        cfg = dataset_config(tmp_path, shuffle=True)
+        cfg = dataset_config(tmp_path, shuffle=True, epochs=n)
         cfg.seed = seed
-        ds = prepare(load_splits(cfg).train, cfg, "train")
-        return [sum(order(ds), []) for _ in range(n)]
+        ds, steps = train_batches(load_splits(cfg), cfg, 0)
+        batches = order(ds)
+        return [sum(batches[i:i + steps], []) for i in range(0, len(batches), steps)]
 
     first, second = epochs(0)
     assert sorted(first) == list(range(10)) and first != list(range(10))   # a permutation, not the file order
     assert second != first                                              # a new order each epoch
     assert epochs(0) == [first, second]                                 # the same seed, the same orders
     assert epochs(1)[0] != first
-    assert [len(b) for b in order(prepare(load_splits(cfg).train, dataset_config(tmp_path), "train"))] == [4, 4, 2]
+    cfg = dataset_config(tmp_path, shuffle=True)
+    assert [len(b) for b in order(train_batches(load_splits(cfg), cfg, 0)[0])] == [4, 4, 2]
+    assert order(prepare(splits.train, cfg, "train")) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]   # evaluated in order
     assert order(prepare(splits.val, dataset_config(tmp_path, shuffle=True), "val")) == [[0, 1, 2]]  # not shuffled
 
 

@@ -215,7 +215,9 @@ def test_augment_changes_train_batches_only_seeded(tmp_path):
     def batches(augment, split, seed=0):
         cfg = load_run_config(run_config(tmp_path, data, shuffle=False, augment=augment))
         cfg.seed = seed
-        return [(x.numpy(), y["class"].numpy()) for x, y in prepare(getattr(load_splits(cfg), split), cfg, split)]
+        splits = load_splits(cfg)
+        ds = train_batches(splits, cfg, 0)[0] if split == "train" else prepare(splits.val, cfg, split)
+        return [(x.numpy(), y["class"].numpy()) for x, y in ds]
 
     plain, flipped = batches([], "train"), batches(FLIP, "train")
     mirrored = np.concatenate([flipped_or_not(f[0], p[0]) for f, p in zip(flipped, plain)])
@@ -228,6 +230,9 @@ def test_augment_changes_train_batches_only_seeded(tmp_path):
     assert not np.array_equal(other, mirrored)                        # (the seed draws the split too)
     val_plain, val_aug = batches([], "val"), batches(FLIP, "val")
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(val_aug, val_plain))        # validation: never augmented
+    cfg = load_run_config(run_config(tmp_path, data, shuffle=False, augment=FLIP))
+    evaluated = [x.numpy() for x, _ in prepare(load_splits(cfg).train, cfg, "train")]   # the train split's metrics
+    assert all(np.array_equal(e, p[0]) for e, p in zip(evaluated, plain)) and len(evaluated) == len(plain)
 
     # Arrays: fit trains on a seeded, batched, augmented pipeline; the arrays themselves stay as they were.
     cfg = load_run_config(run_config(tmp_path, {"source": "digits"}, shuffle=False, augment=FLIP))

@@ -69,17 +69,12 @@ def load_splits(cfg: RunConfig) -> Splits | TaskData:
         raise cfg.error([(exc.path, exc.message)]) from None
 
 
-def prepare_split(data: Splits | TaskData, cfg: RunConfig, split: str, initial_epoch: int = 0) -> Any:
-    """:func:`prepare` of one split; for tasks the interleaved training batches (from ``initial_epoch``) or
-    every task's evaluation batches of ``split``."""
-    if not isinstance(data, TaskData):
-        return prepare(getattr(data, split), cfg, split)
-    if split != "train":
+def prepare_split(data: Splits | TaskData, cfg: RunConfig, split: str) -> Any:
+    """What a split is evaluated on (:func:`prepare`); for tasks every task's batches of ``split``, the
+    tasks one after another.  Never shuffled, never augmented: training reads :func:`train_batches`."""
+    if isinstance(data, TaskData):
         return data.evaluation(split)
-    ds = data.train_dataset(initial_epoch, cfg.train.epochs)
-    shapes = input_shapes(data.splits[data.names[0]].train)
-    augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, shapes)
-    return ds if augmenter is None else augmenter.dataset(ds)
+    return prepare(getattr(data, split), cfg, split)
 
 
 def target_mapping(part: Part, cfg: RunConfig, split: str) -> dict[str, str] | None:
@@ -106,7 +101,9 @@ def train_batches(data: Splits | TaskData, cfg: RunConfig, initial_epoch: int) -
     model itself, and its ``model.keras``, hold no augmentation layer.  A dataset of unknown length
     is one pass (Keras reads it each epoch, ``None`` batches an epoch)."""
     if isinstance(data, TaskData):
-        return prepare_split(data, cfg, "train", initial_epoch), data.steps
+        ds = data.train_dataset(initial_epoch, cfg.train.epochs)
+        augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(data.splits[data.names[0]].train))
+        return (ds if augmenter is None else augmenter.dataset(ds)), data.steps
     part, batch_size = data.train, cfg.train.batch_size
     keys = target_mapping(part, cfg, "train")
     augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(part))
@@ -120,19 +117,13 @@ def train_batches(data: Splits | TaskData, cfg: RunConfig, initial_epoch: int) -
 
 
 def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
-    """``(x, y)`` arrays for Keras, or a dataset part batched with ``train.batch_size`` (the train split
-    shuffled with the run's seed when ``train.shuffle``), to evaluate on and for a dry run; ``y`` keyed
-    by head/target name via ``cfg.targets``.  With ``train.augment`` the train split's batches of a
-    dataset are augmented here (the augmentations checked against the inputs' shapes for arrays too);
-    what ``fit`` trains on is :func:`train_batches`."""
+    """A split to evaluate on: ``(x, y)`` arrays, or a dataset part batched with ``train.batch_size``, in
+    its own order and unaugmented; ``y`` keyed by head/target name via ``cfg.targets``."""
     if part is None:
         return None
     keys = target_mapping(part, cfg, split)
-    augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(part)) if split == "train" else None
     if part.is_dataset:
-        ds = part.batches(cfg.train.batch_size, shuffle=cfg.train.shuffle and split == "train", seed=cfg.seed,
-                          targets=keys)
-        return ds if augmenter is None else augmenter.dataset(ds)
+        return part.batches(cfg.train.batch_size, targets=keys)
     return part.x, {key: part.y[source_key] for key, source_key in keys.items()}
 
 
@@ -216,15 +207,8 @@ def dry_run(cfg: RunConfig) -> dict[str, float]:
     """Build data, model and loss; run one training batch through the loss; train nothing."""
     splits = load_splits(cfg)
     model = build_model(cfg, splits.info)
-    xy = prepare_split(splits, cfg, "train")
-    sw = None
-    if not isinstance(xy, tuple):
-        x, y, *rest = next(iter(xy))
-        sw = rest[0] if rest else None
-    else:
-        n = min(cfg.train.batch_size, len(next(iter(xy[1].values()))))
-        x = {k: v[:n] for k, v in xy[0].items()} if isinstance(xy[0], dict) else xy[0][:n]
-        y = {k: v[:n] for k, v in xy[1].items()}
+    x, y, *rest = next(iter(train_batches(splits, cfg, 0)[0]))     # the first training batch, as fit reads it
+    sw = rest[0] if rest else None
     result = model.loss.compute(y, model(x, training=False), sw)
     values = {name: float(v) for name, v in result.losses.items()}
     total = float(result.total)
@@ -261,10 +245,8 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
         model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
     history: list[dict] = list(state["history"]) if state else []
     initial_epoch = state["epoch"] if state else 0
-    val_xy, test_xy = (prepare_split(splits, cfg, s) for s in ("val", "test"))
+    train_xy, val_xy, test_xy = (prepare_split(splits, cfg, s) for s in ("train", "val", "test"))
     batches, steps = train_batches(splits, cfg, initial_epoch)
-    # what the train split is evaluated on: every task's train split once, unshuffled
-    train_xy = splits.evaluation("train") if isinstance(splits, TaskData) else prepare(splits.train, cfg, "train")
     with strategy.scope():
         if isinstance(train_xy, tuple):
             prebuild(model, train_xy)
@@ -370,7 +352,8 @@ class TrainKind(RunKind):
         splits = load_splits(cfg)
         with dtype_policy(cfg.train.precision):
             model = build_model(cfg, splits.info)
-        for split in ("train", "val", "test"):
+        train_batches(splits, cfg, 0)                  # targets, augmentations
+        for split in ("val", "test"):
             prepare_split(splits, cfg, split)
         terms = model.loss.term_names
         data = f"data {cfg.data.source!r}" if cfg.tasks is None else \
