@@ -191,14 +191,12 @@ def seed_states(model) -> list[list[int]]:
     return [ops.convert_to_numpy(v).tolist() for v in model.variables if v.name == _SEED_STATE]
 
 
-def set_seed_states(model, states: list[list[int]]) -> bool:
-    """Put back :func:`seed_states`; False (nothing changed) when the model has another number of them."""
+def set_seed_states(model, states: list[list[int]]) -> None:
+    """Put back :func:`seed_states` (nothing, when the model has another number of them)."""
     variables = [v for v in model.variables if v.name == _SEED_STATE]
-    if len(variables) != len(states):
-        return False
-    for v, state in zip(variables, states):
-        v.assign(ops.convert_to_tensor(state, dtype=v.dtype))
-    return True
+    if len(variables) == len(states):
+        for v, state in zip(variables, states):
+            v.assign(ops.convert_to_tensor(state, dtype=v.dtype))
 
 
 def install_registered_name_fallback(fallback) -> None:

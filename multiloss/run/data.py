@@ -105,11 +105,20 @@ class Part:
             raise ValueError(f"a dataset must yield (x, y) or (x, y, sample_weight) examples, not {spec}")
         return spec
 
+    @property
+    def size(self) -> int | None:
+        """The number of examples; None for a dataset whose length tf.data does not know (a generator,
+        a ``filter``)."""
+        n = len(self) if not self.is_dataset else int(self.x.cardinality())
+        return n if n >= 0 else None
+
     def steps(self, batch_size: int) -> int | None:
-        """Batches in one pass of ``batch_size`` (the last one may be short); None for a dataset whose
-        length tf.data does not know (a generator, a ``filter``)."""
-        size = len(self) if not self.is_dataset else int(self.x.cardinality())
-        return -(-size // batch_size) if size >= 0 else None
+        """Batches in one pass of ``batch_size`` (the last one may be short); None when :attr:`size` is."""
+        return None if self.size is None else -(-self.size // batch_size)
+
+    def renamed(self, targets: dict[str, str]) -> Part:
+        """Arrays with only the targets ``{key: data target}``, each under its key."""
+        return Part(self.x, {key: self.y[source] for key, source in targets.items()})
 
     def epochs(self, batch_size: int, epochs: range, shuffle: bool, seed: int,
                targets: dict[str, str] | None = None):
@@ -124,7 +133,7 @@ class Part:
         import tensorflow as tf
 
         if self.is_dataset:
-            if self.steps(batch_size) is None:
+            if self.size is None:
                 return None
             seeds = [epoch_seed(seed, e) if shuffle else None for e in epochs]
             return self.passes(seeds, targets, batch_size=batch_size).prefetch(tf.data.AUTOTUNE)
@@ -154,8 +163,8 @@ class Part:
         None for a dataset of unknown length."""
         import tensorflow as tf
 
-        size = int(self.x.cardinality())
-        if size <= 0:
+        size = self.size
+        if not size:
             return None
         first, skip = divmod(start, size)
         last = max(first + 1, -(-(start + count * batch_size) // size))

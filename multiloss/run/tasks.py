@@ -157,21 +157,13 @@ def as_dataset(part: Part, keys: dict[str, str]) -> tuple[Part, dict[str, str]]:
         return part, keys
     import tensorflow as tf
 
-    return Part(tf.data.Dataset.from_tensor_slices((part.x, {k: part.y[v] for k, v in keys.items()}))), \
-        {k: k for k in keys}
+    arrays = part.renamed(keys)
+    return Part(tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y))), {k: k for k in keys}
 
 
 def part_targets(part: Part) -> list[str]:
     y = part.element_spec()[1] if part.is_dataset else part.y
     return sorted(y) if isinstance(y, dict) else []
-
-
-def part_size(part: Part) -> int | None:
-    """The number of examples, None when the dataset does not know it."""
-    if not part.is_dataset:
-        return len(part)
-    n = int(part.x.cardinality())
-    return n if n >= 0 else None
 
 
 @dataclass
@@ -307,7 +299,7 @@ def task_data(cfg, splits: dict[str, Splits], labels: dict[str, list[str]]) -> T
                     raise TaskError(where, f"task {task!r}'s target {k!r} is shaped {tuple(spec.shape)}: an "
                                            "absent target is filled with zeros, so its shape must be fully known")
                 specs[k] = (list(spec.shape), spec.dtype)
-    sizes = {t: part_size(splits[t].train) for t in names}
+    sizes = {t: splits[t].train.size for t in names}
     steps = cfg.train.steps_per_epoch
     kind, weights = sampler_kind(cfg.sampler)
     unknown = [t for t, n in sizes.items() if n is None]

@@ -108,7 +108,7 @@ def train_batches(data: Splits | TaskData, cfg: RunConfig, initial_epoch: int) -
     keys = target_mapping(part, cfg, "train")
     augmenter = augmenter_for(cfg, cfg.train.augment, cfg.seed, input_shapes(part))
     if not part.is_dataset:
-        part, keys = Part(part.x, {key: part.y[source_key] for key, source_key in keys.items()}), None
+        part, keys = part.renamed(keys), None
     epochs = range(initial_epoch, max(cfg.train.epochs, initial_epoch + 1))
     ds, steps = part.epochs(batch_size, epochs, cfg.train.shuffle, cfg.seed, keys), part.steps(batch_size)
     if ds is None:
@@ -124,7 +124,8 @@ def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
     keys = target_mapping(part, cfg, split)
     if part.is_dataset:
         return part.batches(cfg.train.batch_size, targets=keys)
-    return part.x, {key: part.y[source_key] for key, source_key in keys.items()}
+    arrays = part.renamed(keys)
+    return arrays.x, arrays.y
 
 
 class RunRecorder(keras.callbacks.Callback):
