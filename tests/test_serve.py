@@ -126,3 +126,188 @@ def test_predict_on_an_incremental_runs_model_names_its_classes(tmp_path):
         ids = model.predict(x, verbose=0).argmax(-1)
         np.testing.assert_array_equal(got["scores_class"], ids)
         assert got["scores_class_name"].tolist() == [["cat", "dog", "owl"][i] for i in ids]
+
+
+def _table_run(tmp_path, folder_name="table"):
+    """A run on a csv with a text class target (kind) and an integer one (grade): two heads, two name lists."""
+    rng = np.random.default_rng(0)
+    lines = ["a,b,kind,grade"] + [f"{rng.normal():.3f},{rng.normal():.3f},{['apple', 'banana', 'cherry'][i % 3]},"
+                                  f"{(i // 3) % 3}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    cfg = {"name": folder_name, "output_dir": str(tmp_path / "runs"), "seed": 0,
+           "data": {"source": "csv", "params": {"path": "t.csv", "inputs": ["a", "b"],
+                                                "targets": ["kind", "grade"]}},
+           "model": {"builder": "mlp", "params": {"hidden": [4], "heads": {
+               "kind": {"kind": "classification"}, "grade": {"kind": "classification", "units": 3}}}},
+           "loss": {"outputs": {"kind": {"loss": "sparse_categorical_crossentropy"},
+                                "grade": {"loss": "sparse_categorical_crossentropy"}}},
+           "train": {"epochs": 1, "batch_size": 16, "verbose": 0}}
+    train(cfg)
+    return tmp_path / "runs" / folder_name
+
+
+def test_predict_names_each_heads_classes_from_its_own_target(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)                       # the csv path is relative, as users write it
+    run = _table_run(tmp_path)
+    x = np.random.default_rng(1).normal(size=(7, 2)).astype("float32")
+    np.savez(tmp_path / "x.npz", inputs=x)
+    assert main(["predict", str(run), "--input", "x.npz", "--out", "p.npz"]) == 0
+    want = keras.saving.load_model(run / "model.keras").predict(x, verbose=0)
+    with np.load(tmp_path / "p.npz") as got:
+        assert got["kind_class_name"].tolist() == [["apple", "banana", "cherry"][i] for i in want["kind"].argmax(-1)]
+        assert got["grade_class_name"].tolist() == [str(i) for i in want["grade"].argmax(-1)]   # not the kinds
+    # From another folder the relative csv path does not resolve: said, and the names are left out.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.warns(UserWarning, match=r"no class names written: the run's data source does not load here"):
+        assert main(["predict", str(run), "--input", str(tmp_path / "x.npz"), "--out", "p.npz"]) == 0
+    with np.load(elsewhere / "p.npz") as got:
+        assert "kind_class" in got.files and "kind_class_name" not in got.files
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"image_a": np.zeros((2, 64), "float32"), "image_b": np.zeros((2, 8, 8, 1), "float32")},
+     r"array 'image_a' has shape \[2, 64\]; the model's input 'image_a' takes \[B, 8, 8, 1\] float32"),
+    ({"image_a": np.zeros((8, 8, 1), "float32"), "image_b": np.zeros((8, 8, 1), "float32")},
+     r"array 'image_a' has shape \[8, 8, 1\]; .* \(B: any number of rows\)"),
+    ({"image_a": np.full((2, 8, 8, 1), "x"), "image_b": np.zeros((2, 8, 8, 1), "float32")},
+     r"array 'image_a' holds <U1 values; the model's input 'image_a' takes"),
+    ({"image_a": np.zeros((5, 8, 8, 1), "float32"), "image_b": np.zeros((3, 8, 8, 1), "float32")},
+     r"different numbers of rows \{'image_a': 5, 'image_b': 3\}"),
+    ({"image_a": np.zeros((5, 8, 8, 1), "float32")}, r"has no array 'image_b'"),
+    (None, r"is not an \.npz \(a zip of \.npy arrays\)"),
+    ("missing", r"no such file; give an \.npz of the model's inputs"),
+])
+def test_predict_refuses_inputs_that_do_not_fit_the_model(run, tmp_path, capsys, arrays, message):
+    path = tmp_path / "in.npz"
+    if arrays is None:
+        path.write_text("a,b\n1,2\n")
+    elif isinstance(arrays, dict):
+        np.savez(path, **arrays)
+    assert main(["predict", str(run), "--input", str(path), "--out", str(tmp_path / "p.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --input {path}") and len(err.splitlines()) == 1, err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_export_of_a_sequential_model_and_where_export_may_write(tmp_path, capsys):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    import multiloss as ml
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.Dense(3, name="label")])
+    ml.compile(model, "outputs: {label: {loss: mse}}", optimizer="adam")
+    model.save(folder / "model.keras")
+    assert main(["export", str(folder), "--format", "keras"]) == 0
+    printed = capsys.readouterr().out
+    assert "input  input_layer: [B, 6] float32" in printed and "output label: [B, 3] float32" in printed
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    plain = keras.saving.load_model(folder / "export" / "model.keras")
+    assert type(plain) is keras.Sequential and not plain.get_compile_config()
+    np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    # The SavedModel's signature is printed as TF Serving sees it: a single output is output_0 there.
+    assert main(["export", str(folder)]) == 0
+    assert "output output_0: [B, 3] float32" in capsys.readouterr().out
+    # --out: a .keras path for --format keras; an existing file that is no SavedModel is never replaced.
+    assert main(["export", str(folder), "--format", "keras", "--out", str(tmp_path / "plainfile")]) == 1
+    assert "give a path ending in .keras" in capsys.readouterr().err
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    assert main(["export", str(folder), "--out", str(keep)]) == 1
+    assert "exists and is not a SavedModel folder" in capsys.readouterr().err and keep.read_text() == "mine"
+    assert main(["export", str(folder), "--out", str(tmp_path / "again")]) == 0     # a new folder, and
+    assert main(["export", str(folder), "--out", str(tmp_path / "again")]) == 0     # an earlier export: replaced
+
+
+SUBCLASS_MODULE = textwrap.dedent("""\
+    import keras
+    from keras import ops
+
+
+    def scaled_l1(y_true, y_pred, scale=1.0):
+        return scale * ops.mean(ops.abs(ops.cast(y_true, y_pred.dtype) - y_pred), axis=-1)
+
+
+    class Net(keras.Model):
+        def __init__(self, num_classes=10, **kw):
+            super().__init__(**kw)
+            self.num_classes = num_classes
+            self.flat = keras.layers.Flatten()
+            self.hidden = keras.layers.Dense(8, activation="relu")
+            self.cls = keras.layers.Dense(num_classes, activation="softmax")
+            self.img = keras.layers.Dense(64)
+
+        def call(self, x):
+            h = self.hidden(self.flat(x))
+            return {"class": self.cls(h), "image": ops.reshape(self.img(h), (-1, 8, 8, 1))}
+
+        def get_config(self):
+            return {**super().get_config(), "num_classes": self.num_classes}
+
+
+    def build(info):
+        return Net(info["num_classes"])
+""")
+
+
+@pytest.mark.slow
+def test_export_and_predict_trust_the_runs_own_config_in_a_fresh_process(tmp_path):
+    """A run whose loss and model are the user's code (an import-string loss, a subclassed model from a
+    builder module): export and predict, each in a new process, load it as evaluate does."""
+    (tmp_path / "usercode.py").write_text(SUBCLASS_MODULE)
+    (tmp_path / "run.yaml").write_text(textwrap.dedent("""\
+        name: user
+        data: {source: digits}
+        model: {builder: 'usercode:build'}
+        loss:
+          outputs:
+            class: {loss: sparse_categorical_crossentropy}
+            image: {loss: {name: 'usercode:scaled_l1', params: {scale: 2.0}}}
+        train: {epochs: 1, batch_size: 64, verbose: 0}
+    """))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "multiloss", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    done = cli("train", "run.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    np.savez(tmp_path / "x.npz", inputs=x)
+    exported, predicted = cli("export", "runs/user"), cli("predict", "runs/user", "--input", "x.npz")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "input  args_0: [B, 8, 8, 1] float32" in exported.stdout   # the served signature, as TF names it
+    refused = cli("export", "runs/user", "--format", "keras")
+    assert refused.returncode == 1 and "a Net (a subclassed model) has no plain Keras form" in refused.stderr
+    serve = tmp_path / "serve_sm.py"
+    serve.write_text(textwrap.dedent("""\
+        import json, sys
+        sys.modules["multiloss"] = None
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load(sys.argv[1])
+        out = loaded.serve(tf.constant(np.load(sys.argv[2])["inputs"]))
+        print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))
+    """))
+    child = subprocess.run([sys.executable, str(serve), "runs/user/export/saved_model", "x.npz"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    served = json.loads(child.stdout.strip().splitlines()[-1])
+    with np.load(tmp_path / "runs" / "user" / "predictions.npz") as got:
+        np.testing.assert_allclose(served["class"], got["class"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(served["image"], got["image"], rtol=1e-5, atol=1e-6)
+        assert got["class_class_name"].tolist() == [str(i) for i in got["class"].argmax(-1)]
+    # The run's model itself, loaded here with the user's module importable and trusted.
+    sys.path.insert(0, str(tmp_path))
+    try:
+        __import__("usercode")
+        model = keras.saving.load_model(tmp_path / "runs" / "user" / "model.keras", safe_mode=False)
+        want = model.predict(x, verbose=0)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("usercode", None)
+    np.testing.assert_allclose(served["class"], want["class"], rtol=1e-5, atol=1e-6)

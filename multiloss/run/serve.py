@@ -9,14 +9,20 @@
 
 ``predict`` runs the run's model on the arrays of an ``.npz`` and writes each named output; for a
 classification head (a crossentropy loss over several classes) also the predicted class and, where the
-data source names them, the class names.
+data source names that head's target's classes, the class names.
+
+Both load the run as ``evaluate`` does: its ``config.yaml`` first (so the import strings of the run's
+own config are trusted and its model builder's module is imported), then ``model.keras`` under the
+run's precision.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -24,7 +30,8 @@ import numpy as np
 from ..core.keras_access import all_layers
 from ..spec.errors import RunError, SpecError
 from . import atomic
-from .config import load_data, load_run_config
+from .config import load_data
+from .precision import dtype_policy
 from .rundir import RunDir
 
 Format = Literal["tf_saved_model", "keras"]
@@ -32,14 +39,20 @@ FORMATS = ("tf_saved_model", "keras")
 CLASSIFICATION = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 
 
-def load_run_model(run_dir: str | os.PathLike) -> tuple[RunDir, keras.Model]:
-    """The run folder and its trained ``model.keras``."""
+def load_run_model(run_dir: str | os.PathLike) -> tuple[RunDir, Any, keras.Model]:
+    """The run folder, its config (None for a folder without ``config.yaml``) and its ``model.keras``."""
+    from .kinds import kind_of_run
+
     run = RunDir(run_dir, resume=True)
     path = run.file("model.keras")
     if not path.is_file():
         raise RunError(f"{run.path} has no model.keras: export and predict take the folder of a finished "
                        "`multiloss train` or `multiloss incremental` run")
-    return run, keras.saving.load_model(path)
+    cfg = kind_of_run(run.path).load_config(run.file("config.yaml")) if run.file("config.yaml").is_file() \
+        else None
+    precision = getattr(getattr(cfg, "train", None), "precision", None) or "float32"
+    with dtype_policy(precision):
+        return run, cfg, keras.saving.load_model(path)
 
 
 def plain_model(model: keras.Model) -> keras.Model:
@@ -50,24 +63,91 @@ def plain_model(model: keras.Model) -> keras.Model:
         raise RunError(f"the model has layers of classes that are not Keras's own ({', '.join(custom)}): a "
                        ".keras file of it needs their module to load; export it with --format tf_saved_model")
     if isinstance(model, keras.Sequential):
-        return keras.Sequential(model.layers, name=model.name)
+        first = model.inputs[0]
+        head = keras.Input(batch_shape=first.shape, dtype=first.dtype, name=first.name.split(":")[0])
+        return keras.Sequential([head, *model.layers], name=model.name)
     if getattr(model, "output_names", None) and hasattr(model, "inputs") and model.inputs:
         return keras.Model(model.input, model.output, name=model.name)       # inputs and outputs as nested
     raise RunError(f"a {type(model).__name__} (a subclassed model) has no plain Keras form: export it with "
                    "--format tf_saved_model")
 
 
-def signature(model: keras.Model) -> list[str]:
-    """Input and output names and shapes, one line each."""
-    def shape(t) -> str:
-        return "[" + ", ".join("B" if d is None else str(d) for d in t.shape) + "]"
+def _shape(shape) -> str:
+    return "[" + ", ".join("B" if d is None else str(d) for d in shape) + "]"
 
+
+def signature(model: keras.Model) -> list[str]:
+    """Input and output names, shapes and dtypes of a Keras model, one line each."""
     inputs = model.inputs if isinstance(model.inputs, list) else [model.inputs]
-    lines = [f"input  {getattr(t, 'name', 'x').split(':')[0]}: {shape(t)} {t.dtype}" for t in inputs]
+    lines = [f"input  {getattr(t, 'name', 'x').split(':')[0]}: {_shape(t.shape)} {t.dtype}" for t in inputs]
     outputs = model.outputs if isinstance(model.outputs, list) else [model.outputs]
-    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(outputs))])
-    lines += [f"output {n}: {shape(t)} {t.dtype}" for n, t in zip(names, outputs)]
+    names = list(getattr(model, "output_names", None) or
+                 ([model.layers[-1].name] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]))
+    lines += [f"output {n}: {_shape(t.shape)} {t.dtype}" for n, t in zip(names, outputs)]
     return lines
+
+
+def served_signature(path: Path) -> list[str]:
+    """The ``serving_default`` signature of a SavedModel as TF Serving sees it: its input and output
+    names (a single-output model's output is ``output_0`` there), shapes and dtypes."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    _, kwargs = fn.structured_input_signature
+    lines = [f"input  {n}: {_shape(s.shape)} {s.dtype.name}" for n, s in sorted(kwargs.items())]
+    lines += [f"output {n}: {_shape(s.shape)} {s.dtype.name}" for n, s in sorted(fn.structured_outputs.items())]
+    return lines
+
+
+def input_specs(model: keras.Model) -> tuple[dict[str, tuple[tuple, str]], str]:
+    """The model's inputs ``{name: (shape, dtype)}`` and how a call takes them: ``"one"`` (a tensor),
+    ``"dict"`` (by name) or ``"list"``.  A subclassed model's come from its saved build config (an
+    unnamed single input is called ``inputs``)."""
+    if getattr(model, "inputs", None):
+        specs = {t.name.split(":")[0]: (tuple(t.shape), str(t.dtype)) for t in model.inputs}
+        return specs, "one" if len(specs) == 1 else "dict"
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if shape is None:
+        raise RunError(f"the {type(model).__name__} in model.keras has no saved input shape, so its inputs "
+                       "are unknown; build it (call it once) before it is saved")
+    dtype = str(model.input_dtype)
+    if isinstance(shape, dict):
+        return {k: (tuple(v), dtype) for k, v in shape.items()}, "dict"
+    if all(d is None or isinstance(d, int) for d in shape):
+        return {"inputs": (tuple(shape), dtype)}, "one"
+    return {f"input_{i}": (tuple(v), dtype) for i, v in enumerate(shape)}, "list"
+
+
+def packed(arrays: dict[str, Any], how: str) -> Any:
+    """Named arrays as the model's call takes them (see :func:`input_specs`)."""
+    return next(iter(arrays.values())) if how == "one" else arrays if how == "dict" else list(arrays.values())
+
+
+def called_once(model: keras.Model) -> None:
+    """Call a loaded subclassed model once on zeros of its saved input shape: Keras exports only a model
+    that has been called (a Functional or Sequential model has its inputs already)."""
+    if getattr(model, "inputs", None):
+        return
+    specs, how = input_specs(model)
+    model(packed({n: np.zeros((1, *shape[1:]), dtype) for n, (shape, dtype) in specs.items()}, how))
+
+
+def export_target(run: RunDir, fmt: Format, out: str | os.PathLike | None) -> Path:
+    """Where ``export`` writes: ``--out`` or the run's ``export/``; refused where it would replace
+    something that is not an earlier export of that format, or Keras could not save."""
+    if out is None:
+        return run.file("export") / ("model.keras" if fmt == "keras" else "saved_model")
+    target = Path(out)
+    if fmt == "keras":
+        if target.suffix != ".keras":
+            raise RunError(f"--out {out}: --format keras writes a .keras file; give a path ending in .keras")
+        if target.is_dir():
+            raise RunError(f"--out {out} is a folder; --format keras writes a .keras file there only if it is "
+                           "not one (give another path, or remove the folder)")
+    elif target.exists() and not (target / "saved_model.pb").is_file():
+        raise RunError(f"--out {out} exists and is not a SavedModel folder: --format tf_saved_model replaces "
+                       "only an earlier export (give a new path, or remove it)")
+    return target
 
 
 def export_run(run_dir: str | os.PathLike, fmt: Format = "tf_saved_model", out: str | os.PathLike | None = None
@@ -75,35 +155,70 @@ def export_run(run_dir: str | os.PathLike, fmt: Format = "tf_saved_model", out: 
     """Write the run's model for serving (see the module docstring); returns where; prints its signature."""
     if fmt not in FORMATS:
         raise RunError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    run, model = load_run_model(run_dir)
+    run, _, model = load_run_model(run_dir)
     plain = plain_model(model) if fmt == "keras" else model
-    default = run.file("export") / ("model.keras" if fmt == "keras" else "saved_model")
-    target = Path(out) if out is not None else default
+    target = export_target(run, fmt, out)
     if fmt == "keras":
         atomic.write_with(target, plain.save)
+        lines = signature(plain)
     else:
+        called_once(model)
         atomic.write_dir(target, lambda tmp: model.export(str(tmp), format="tf_saved_model", verbose=False))
-    print("\n".join(signature(plain)))
+        lines = served_signature(target)
+    print("\n".join(lines))
     print(f"wrote {target} ({fmt}; inference only, loads without multiloss)")
     return target
+
+
+def read_inputs(path: str | os.PathLike, model: keras.Model) -> Any:
+    """The arrays of the ``.npz`` at ``path`` as the model's input (one array, or one per named input),
+    each checked against the model's input: numeric, its shape past the batch axis, one batch size."""
+    how_to = "numpy.savez(path, name=array, ...), one array per model input"
+    if not Path(path).is_file():
+        raise RunError(f"--input {path}: no such file; give an .npz of the model's inputs ({how_to})")
+    if not zipfile.is_zipfile(path):
+        raise RunError(f"--input {path} is not an .npz (a zip of .npy arrays); write one with {how_to}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise RunError(f"--input {path}: an array does not read ({exc}); write the file with {how_to}") from None
+    specs, how = input_specs(model)
+    names = list(specs)
+    if not arrays:
+        raise RunError(f"--input {path} holds no arrays; the model's inputs are {names}")
+    if len(arrays) == 1 and len(names) == 1:
+        chosen = {names[0]: next(iter(arrays.values()))}
+    else:
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise RunError(f"--input {path} has no array {missing[0]!r}; the model's inputs are {names}, the "
+                           f"file's arrays {sorted(arrays)}")
+        chosen = {n: arrays[n] for n in names}
+    for name, array in chosen.items():
+        shape, dtype = specs[name]
+        where = f"--input {path}: array {name!r}" if name in arrays else f"--input {path}: its array"
+        expected = f"the model's input {name!r} takes {_shape(shape)} {dtype}"
+        if array.dtype.kind not in "biuf":
+            raise RunError(f"{where} holds {array.dtype} values; {expected}")
+        if array.ndim != len(shape) or any(d is not None and d != a for d, a in zip(shape[1:], array.shape[1:])):
+            raise RunError(f"{where} has shape {list(array.shape)}; {expected} (B: any number of rows)")
+        if array.dtype.kind in "iu" and "float" in dtype:
+            warnings.warn(f"{where} holds integers ({array.dtype}), fed to the model as they are: give the "
+                          "values as the run's data source gave them (an image folder's pixels are scaled to "
+                          "[0, 1])", stacklevel=2)
+    rows = {n: len(a) for n, a in chosen.items()}
+    if len(set(rows.values())) > 1:
+        raise RunError(f"--input {path}: the arrays have different numbers of rows {rows}; each input needs "
+                       "one row per example")
+    return packed(chosen, how)
 
 
 def predict_run(run_dir: str | os.PathLike, inputs: str | os.PathLike, out: str | os.PathLike | None = None
                 ) -> Path:
     """The run's model on the arrays of ``inputs`` (an ``.npz``: one array, or one per model input)."""
-    run, model = load_run_model(run_dir)
-    with np.load(inputs, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    names = [t.name.split(":")[0] for t in model.inputs]
-    if len(arrays) == 1:
-        x = next(iter(arrays.values()))
-    else:
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise RunError(f"{inputs} has no array {missing[0]!r}; the model's inputs are {names}, the file's "
-                           f"arrays {sorted(arrays)}")
-        x = {n: arrays[n] for n in names}
-    pred = model.predict(x, verbose=0)
+    run, cfg, model = load_run_model(run_dir)
+    pred = model.predict(read_inputs(inputs, model), verbose=0)
     if not isinstance(pred, dict):
         names = getattr(model, "output_names", None) or [model.layers[-1].name]
         pred = {names[0]: pred}
@@ -116,14 +231,15 @@ def predict_run(run_dir: str | os.PathLike, inputs: str | os.PathLike, out: str 
         if run.file("classes.json").is_file():
             result[f"{head}_class_name"] = np.asarray(run.read_json("classes.json")["class_names"])[ids]
         return _write_predictions(run, out, result)
-    class_names = _class_names(run)
+    info = _data_info(cfg)
     for term in spec.resolve():
         head = term.outputs[0]
         if len(term.outputs) == 1 and term.loss.name in CLASSIFICATION and result[head].shape[-1] > 1:
             ids = result[head].argmax(-1)
             result[f"{head}_class"] = ids
-            if class_names and len(class_names) == result[head].shape[-1]:
-                result[f"{head}_class_name"] = np.asarray(class_names)[ids]
+            names = _class_names(info, cfg, term.target or head)
+            if names and len(names) == result[head].shape[-1]:
+                result[f"{head}_class_name"] = np.asarray(names)[ids]
     return _write_predictions(run, out, result)
 
 
@@ -141,14 +257,28 @@ def _save_npz(path: Path, arrays: dict) -> None:
         np.savez(f, **arrays)
 
 
-def _class_names(run: RunDir) -> list[str] | None:
-    """The data source's class names, if it has them (read from the run's config)."""
+def _data_info(cfg) -> dict:
+    """The run's data source's ``info`` (class names), or {} with a warning saying why it is not there."""
+    if cfg is None or getattr(cfg, "tasks", None) is not None:
+        return {}
     try:
-        cfg = load_run_config(run.file("config.yaml"))
-        names = load_data(cfg).info.get("class_names")
-    except (SpecError, RunError, OSError, LookupError, ValueError):    # no names: written without them
-        return None
+        return load_data(cfg).info
+    except (SpecError, RunError, OSError, LookupError, ValueError) as exc:
+        warnings.warn(f"no class names written: the run's data source does not load here ({exc})",
+                      stacklevel=3)
+        return {}
+
+
+def _class_names(info: dict, cfg, target: str) -> list[str] | None:
+    """The class names of a head's data target: the source's per-target ``classes`` where it has them
+    (a table), else its one class target's ``class_names``."""
+    source = cfg.targets.get(target, target)
+    if "classes" in info:
+        names = info["classes"].get(source)
+    else:
+        names = info.get("class_names")
     return [str(n) for n in names] if names else None
 
 
-__all__ = ["FORMATS", "Format", "export_run", "load_run_model", "plain_model", "predict_run", "signature"]
+__all__ = ["FORMATS", "Format", "export_run", "load_run_model", "plain_model", "predict_run", "read_inputs",
+           "called_once", "input_specs", "served_signature", "signature"]

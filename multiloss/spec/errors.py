@@ -69,7 +69,10 @@ def run_guarded(call, resume_hint: str = "") -> int:
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
-    except (LookupError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
+        print(f"error: no such file or folder: {exc.filename}" if exc.filename else f"error: {exc}", file=sys.stderr)
+        return 1
+    except LookupError as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:         # the reader went away (`multiloss schema | head`): end quietly
