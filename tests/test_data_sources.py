@@ -62,7 +62,7 @@ def run_config(tmp_path: Path, data: dict, **train) -> dict:
 def test_image_folder_classes_and_seeded_fraction_splits(tmp_path):
     made = write_tree(tmp_path, {"owl": 5, "cat": 4, "emu": 3})      # 12 images
     load = get_source("image_folder")
-    splits = load(seed=3, path=str(tmp_path), color_mode="grayscale", val_fraction=0.25, test_fraction=0.25)
+    splits = load(seed=5, path=str(tmp_path), color_mode="grayscale", val_fraction=0.25, test_fraction=0.25)
     assert splits.info == {"input_shape": (8, 8, 1), "num_classes": 3, "class_names": ["cat", "emu", "owl"]}
     parts = {s: examples(getattr(splits, s)) for s in ("train", "val", "test")}
     assert [len(p) for p in parts.values()] == [6, 3, 3]              # 12 - 3 - 3, round(0.25 * 12)
@@ -70,9 +70,9 @@ def test_image_folder_classes_and_seeded_fraction_splits(tmp_path):
     seen = [v for p in parts.values() for v, _ in p]
     assert sorted(seen) == sorted(made)                                # disjoint and complete
     assert all(names[c] == made[v] for p in parts.values() for v, c in p)   # ids index the sorted names
-    again = load(seed=3, path=str(tmp_path), color_mode="grayscale", val_fraction=0.25, test_fraction=0.25)
+    again = load(seed=5, path=str(tmp_path), color_mode="grayscale", val_fraction=0.25, test_fraction=0.25)
     assert {s: examples(getattr(again, s)) for s in parts} == parts
-    other = load(seed=4, path=str(tmp_path), color_mode="grayscale", val_fraction=0.25, test_fraction=0.25)
+    other = load(seed=6, path=str(tmp_path), color_mode="grayscale", val_fraction=0.25, test_fraction=0.25)
     assert {v for v, _ in examples(other.test)} != {v for v, _ in parts["test"]}
 
 
@@ -81,7 +81,8 @@ def test_image_folder_explicit_split_folders_size_and_color(tmp_path):
     write_tree(tmp_path / "val", {"ant": 1, "dog": 1}, start=50)
     write_tree(tmp_path / "test", {"dog": 1}, start=90)
     load = get_source("image_folder")
-    splits = load(path=str(tmp_path), image_size=[4, 6])              # rgb by default
+    with pytest.warns(UserWarning, match="test has no images of the class 'ant' of train/"):
+        splits = load(path=str(tmp_path), image_size=[4, 6])          # rgb by default
     assert splits.info == {"input_shape": (4, 6, 3), "num_classes": 2, "class_names": ["ant", "dog"]}
     x, y = next(iter(splits.test.batches(8)))
     assert x.shape == (1, 4, 6, 3) and y["class"].numpy().tolist() == [1]
@@ -90,7 +91,8 @@ def test_image_folder_explicit_split_folders_size_and_color(tmp_path):
     assert len(examples(splits.train)) == 5
     # No val/ folder: val is drawn from train/ by its fraction (round(0.4 * 5) = 2), test/ stays.
     shutil.rmtree(tmp_path / "val")
-    drawn = load(path=str(tmp_path), val_fraction=0.4)
+    with pytest.warns(UserWarning, match="test has no images of the class 'ant' of train/"):
+        drawn = load(seed=1, path=str(tmp_path), val_fraction=0.4)   # seed 0 would draw both ants
     assert [len(examples(p)) for p in (drawn.train, drawn.val, drawn.test)] == [3, 2, 1]
 
 
@@ -130,6 +132,59 @@ def test_image_folder_bad_input_names_the_place(tmp_path):
     with pytest.raises(SpecError, match=r"data: data source 'image_folder' failed: data\.params\.path: "
                                         r".*/a has no class folders"):
         load_splits(cfg)
+
+
+IMAGE_EXTENSIONS = r"\.png, \.jpg, \.jpeg, \.gif, \.bmp"
+
+
+def test_image_folder_refuses_an_empty_class_folder(tmp_path):
+    write_tree(tmp_path, {"ant": 3, "bee": 3})
+    (tmp_path / "cat" / "notes").mkdir(parents=True)                   # no image at any depth
+    (tmp_path / "cat" / "notes" / "readme.txt").write_text("photos to come")
+    load = get_source("image_folder")
+    with pytest.raises(ValueError, match=rf"^data\.params\.path: class folder {tmp_path}/cat has no image files "
+                                         rf"\(accepted extensions: {IMAGE_EXTENSIONS}, at any depth\); add images or "
+                                         "remove the folder"):
+        load(path=str(tmp_path))
+    write_tree(tmp_path / "split" / "train", {"ant": 2})
+    (tmp_path / "split" / "train" / "bee").mkdir()
+    with pytest.raises(ValueError, match=rf"^data\.params\.path: class folder {tmp_path}/split/train/bee has no "
+                                         "image files"):
+        load(path=str(tmp_path / "split"))
+
+
+def test_image_folder_refuses_a_class_left_without_training_images(tmp_path):
+    write_tree(tmp_path, {"ant": 1, "bee": 6, "cat": 6})               # ant/0.png is image 0 of 13
+    load = get_source("image_folder")
+    assert load(seed=0, path=str(tmp_path)).info["num_classes"] == 3  # seed 0 keeps image 0 in train
+    for seed, split in ((5, "val"), (9, "test")):                      # these draw it into val, test
+        with pytest.raises(ValueError, match=rf"^data\.params\.path: class 'ant' \({tmp_path}/ant\) has 1 image, "
+                                             rf"drawn into {split} .*val_fraction 0\.1, test_fraction 0\.2, seed "
+                                             rf"{seed}.*needs at least one training image"):
+            load(seed=seed, path=str(tmp_path))
+
+
+def test_image_folder_names_a_truncated_image(tmp_path):
+    write_tree(tmp_path, {"ant": 2, "bee": 2})
+    whole = (tmp_path / "bee" / "1.png").read_bytes()
+    (tmp_path / "bee" / "1.png").write_bytes(whole + b"trailing bytes")   # decodes: not refused
+    load = get_source("image_folder")
+    assert len(examples(load(path=str(tmp_path), val_fraction=0, test_fraction=0).train)) == 4
+    (tmp_path / "bee" / "1.png").write_bytes(whole[:60])              # a valid header, the data cut short
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/bee/1\.png is cut short or damaged: Invalid PNG data, "
+                                         "size 60; remove or replace it"):
+        load(path=str(tmp_path))
+
+
+def test_image_folder_warns_of_a_training_class_missing_from_a_split_folder(tmp_path):
+    write_tree(tmp_path / "train", {"ant": 2, "bee": 2, "cat": 2})
+    write_tree(tmp_path / "test", {"bee": 1}, start=90)
+    (tmp_path / "test" / "cat").mkdir()                                # there, but empty
+    load = get_source("image_folder")
+    with pytest.warns(UserWarning, match=rf"data\.params\.path: {tmp_path}/test has no images of the classes "
+                                         r"'ant', 'cat' of train/: their test accuracy is not measured"):
+        splits = load(path=str(tmp_path))
+    assert [c for _, c in examples(splits.test)] == [1]
 
 
 # --- datasets: batch size, seeded shuffling, the info contract --------------------------------

@@ -110,6 +110,31 @@ def test_memory_of_file_paths_herds_on_the_features(tmp_path):
     assert np.load(tmp_path / "memory.npz", allow_pickle=False)["class_0"].dtype.names == ("path", "label")
 
 
+def test_an_image_that_cannot_be_decoded_is_named_when_read(tmp_path):
+    write_folders(tmp_path / "images")
+    damaged = tmp_path / "images" / "bee" / "3.png"
+    raw = bytearray(damaged.read_bytes())
+    raw[raw.find(b"IDAT") + 6] ^= 0xFF        # the data damaged, the end intact: passes the load-time checks
+    damaged.write_bytes(raw)
+    scenario = Scenario(load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"))))
+    rows = np.concatenate([scenario.parts[s].x for s in ("train", "test")])
+    rows = rows[np.argsort(rows["path"] != str(damaged), kind="stable")][:4]   # the damaged one among 4
+    with pytest.raises(ValueError, match=rf"^{damaged} cannot be read: Invalid PNG data, size {len(raw)}; remove "
+                                         "or replace it"):
+        scenario.reader(rows)
+
+
+def test_a_class_without_training_images_is_refused_before_training(tmp_path):
+    write_folders(tmp_path / "images")
+    for f in sorted((tmp_path / "images" / "bee").iterdir())[1:]:
+        f.unlink()                            # bee: one image, drawn into test (seed 0, test_fraction 0.25)
+    cfg = incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                             scenario={"class_order": [2, 0, 3, 1], "initial": 1, "increment": 1})
+    with pytest.raises(SpecError, match=r"data: data source 'image_folder' failed: data\.params\.path: class 'bee' "
+                                        r"\(.*/images/bee\) has 1 image, drawn into test"):
+        Scenario(load_incremental_config(cfg))
+
+
 # --- a user's tf.data source ---------------------------------------------------------------------
 
 def examples(n: int, offset: int):
@@ -141,6 +166,22 @@ def test_a_tf_data_source_is_read_into_arrays(tmp_path):
                                         r"targets: \['kind'\]"):
         Scenario(load_incremental_config(incremental_config(
             tmp_path, {"source": "test_incremental_user_data:no_class_target"}, model={"builder": "mlp"})))
+
+
+def train_lacks_a_class():
+    """Class 1 (``x``) in the test split only."""
+    return {"train": examples(5, 0).filter(lambda x, y: y["class"] != 1), "test": examples(2, 1),
+            "info": {"class_names": ["w", "x", "y", "z"]}}
+
+
+def test_a_class_without_training_examples_is_named_by_the_scenario(tmp_path):
+    cfg = incremental_config(tmp_path, {"source": "test_incremental_user_data:train_lacks_a_class"},
+                             model={"builder": "mlp", "params": {"hidden": [4]}})
+    with pytest.raises(SpecError, match=r"data.source: class 'x' \(id 1\) has no training examples \(2 in the test "
+                                        r"split\); each class of the scenario's steps needs some"):
+        Scenario(load_incremental_config(cfg))
+    cfg["scenario"] = {"class_order": [2, 0, 3, 1], "initial": 2, "increment": 1, "steps": 2}   # x not in a step
+    assert Scenario(load_incremental_config(cfg)).groups == [2, 1]
 
 
 # --- a saved Keras model as the backbone ----------------------------------------------------------

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..run.data import Part
+from ..run.sources import op_reason
 
 #: Examples read at a time when a dataset is read into arrays or its labels are counted.
 CHUNK = 4096
@@ -83,7 +84,9 @@ def records_of(part: Part) -> np.ndarray:
 
 class RecordReader:
     """Records (the rows of :func:`records_of`) to the inputs they stand for, through the source's
-    ``decode``; ``reader(rows)`` is a numpy batch of inputs."""
+    ``decode``; ``reader(rows)`` is a numpy batch of inputs.  A record that cannot be read (an image
+    file damaged where the source's load-time check does not look, or since the run began) is a
+    ValueError naming it."""
 
     def __init__(self, decode: Callable, names: tuple[str, ...], field_specs: tuple, input_spec):
         import tensorflow as tf
@@ -107,11 +110,33 @@ class RecordReader:
         spec = part.x.element_spec
         return cls(part.decode, names, spec if isinstance(spec, tuple) else (spec,), part.element_spec()[0])
 
+    def read(self, rows: np.ndarray):
+        """The inputs of ``rows`` as a tensor (a TensorFlow error if one cannot be read)."""
+        import tensorflow as tf
+
+        return self._read(tuple(tf.constant(rows[n], dtype=d) for n, d in zip(self.names, self.field_dtypes)))
+
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        fields = tuple(tf.constant(rows[n], dtype=d) for n, d in zip(self.names, self.field_dtypes))
-        return np.asarray(self._read(fields))
+        try:
+            return np.asarray(self.read(rows))
+        except tf.errors.InvalidArgumentError as exc:
+            raise self.unreadable(rows, exc) from None
+
+    def unreadable(self, rows: np.ndarray, exc: Exception) -> ValueError:
+        """The error of a batch that could not be read, naming its first record that cannot be read alone
+        (by its ``path``); only on that failure is each record read again, one at a time."""
+        import tensorflow as tf
+
+        for i in range(len(rows)):
+            try:
+                self.read(rows[i: i + 1])
+            except tf.errors.InvalidArgumentError as one:
+                row = rows[i]
+                what = row["path"] if "path" in self.names else f"the record {tuple(row.tolist())}"
+                return ValueError(f"{what} cannot be read: {op_reason(one)}; remove or replace it")
+        return ValueError(f"a batch of {len(rows)} records cannot be read: {op_reason(exc)}")
 
 
 def split_data(part: Part, split: str) -> tuple[np.ndarray, np.ndarray, RecordReader | None]:

@@ -112,6 +112,7 @@ class Scenario:
         self.order = order
         self.groups = [sc.initial] + [sc.increment] * (n_steps - 1)
         names = splits.info.get("class_names") or [str(i) for i in range(num_classes)]
+        check_trained(cfg, data, order[: sum(self.groups)], names)
         self.class_names = [str(names[c]) for c in order]
         self.info = dict(splits.info)
         if "input_shape" not in self.info:
@@ -124,6 +125,20 @@ class Scenario:
 
     def step(self, index: int) -> Step:
         return Step(index, tuple(self.groups[: index + 1]))
+
+
+def check_trained(cfg: IncrementalConfig, data: dict[str, tuple], classes: list[int], names: list) -> None:
+    """Refuse a class of the scenario's steps (``classes``: data ids) without training examples, named
+    by its name and id: it could be neither learned nor kept in the exemplar memory."""
+    train = data["train"][1]
+    for c in classes:
+        if (train == c).any():
+            continue
+        elsewhere = ", ".join(f"{int((y == c).sum())} in the {s} split" for s, (_, y) in data.items() if s != "train")
+        raise cfg.error([(("data", "source"), f"class {str(names[c])!r} (id {c}) has no training examples"
+                                              f"{f' ({elsewhere})' if elsewhere else ''}; each class of the "
+                                              "scenario's steps needs some: give it training examples, or put it "
+                                              "last in scenario.class_order and end scenario.steps before it")])
 
 
 def backbone_builder(cfg: IncrementalConfig, info: dict):

@@ -11,6 +11,9 @@ its parameter (``data.params.image_size``) or its file, and what would be valid.
 from __future__ import annotations
 
 import glob
+import os
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,8 @@ from .data import Part, Splits, register_data, split_indices
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
+#: The last bytes of a whole PNG (its IEND chunk), JPEG (EOI) and GIF (trailer), by their first bytes.
+IMAGE_ENDS = {b"\x89PNG": b"IEND\xaeB`\x82", b"\xff\xd8\xff": b"\xff\xd9", b"GIF8": b";"}
 COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
 #: Folder names of explicit splits, in the order they are looked for.
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
@@ -74,15 +79,52 @@ def image_size_param(value: Any) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
+def op_reason(exc: Exception) -> str:
+    """The gist of a TensorFlow op error (``Invalid PNG data, size 60``): its last line, without the
+    function, node and op names around it."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[\[.*?\]\]|\s*\[Op:[^\]]*\]", "", getattr(exc, "message", "") or str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else str(exc)
+
+
+def looks_whole(head: bytes, tail: bytes, size: int) -> bool:
+    """Whether an image file ends as its format ends (a BMP: is as long as its header says)."""
+    if head.startswith(b"BM"):
+        return size >= int.from_bytes(head[2:6], "little")
+    return any(head.startswith(magic) and tail.endswith(end) for magic, end in IMAGE_ENDS.items())
+
+
+def check_decodes(f: Path) -> None:
+    """Refuse ``f`` if TensorFlow cannot decode it (a file cut short: a download or copy interrupted)."""
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(f.read_bytes(), expand_animations=False)
+    except tf.errors.InvalidArgumentError as exc:
+        raise ValueError(f"{f} is cut short or damaged: {op_reason(exc)}; remove or replace it") from None
+
+
+def check_image(f: Path) -> None:
+    """Refuse a file that is no image by its first bytes, or one cut short.  Cheap: only its first
+    and last bytes are read; a file whose end is not its format's end (trailing bytes, or cut short)
+    is decoded once, and refused only if that fails."""
+    with open(f, "rb") as handle:
+        head = handle.read(6)
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(size - len(IMAGE_ENDS[b"\x89PNG"]), 0))
+        tail = handle.read()
+    if not head.startswith(IMAGE_MAGIC):
+        raise ValueError(f"{f} is not a PNG, JPEG, GIF or BMP image (it starts with {head[:4]!r}); "
+                         "remove or replace it")
+    if not looks_whole(head, tail, size):
+        check_decodes(f)
+
+
 def image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (any depth), sorted; each one's first bytes checked."""
+    """The image files under ``folder`` (any depth), sorted; each one checked (:func:`check_image`)."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     for f in files:
-        with open(f, "rb") as handle:
-            head = handle.read(4)
-        if not head.startswith(IMAGE_MAGIC):
-            raise ValueError(f"{f} is not a PNG, JPEG, GIF or BMP image (it starts with {head!r}); "
-                             "remove or replace it")
+        check_image(f)
     return files
 
 
@@ -109,7 +151,8 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 
 def class_files(folder: Path, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    """The image paths under ``folder/<class>/`` and their class ids (an index into ``classes``)."""
+    """The image paths under ``folder/<class>/`` and their class ids (an index into ``classes``); a
+    class without a folder, or with an empty one, has none."""
     unknown = [c for c in subfolders(folder) if c not in classes]
     if unknown:
         raise param_error("path", f"{folder} has class folders the training data lacks: {', '.join(unknown)}; "
@@ -123,6 +166,60 @@ def class_files(folder: Path, classes: list[str]) -> tuple[list[str], np.ndarray
     return paths, np.asarray(labels, "int32")
 
 
+def check_classes_have_images(folder: Path, classes: list[str], labels: np.ndarray) -> None:
+    """Refuse a class folder of ``folder`` with no image: a class that could never be learned."""
+    empty = [f"{folder / c}" for i, c in enumerate(classes) if not (labels == i).any()]
+    if empty:
+        raise param_error("path", f"class folder{'s' if len(empty) > 1 else ''} {', '.join(empty)} "
+                                  f"{'have' if len(empty) > 1 else 'has'} no image files (accepted extensions: "
+                                  f"{', '.join(IMAGE_EXTENSIONS)}, at any depth); add images or remove the folder")
+
+
+def check_classes_trained(folder: Path, classes: list[str], records: dict[str, tuple[list[str], np.ndarray]],
+                          seed: int, fractions: dict[str, float]) -> None:
+    """Refuse a class whose every image the drawn ``val``/``test`` took: the model could not learn it."""
+    train = records["train"][1]
+    for i, name in enumerate(classes):
+        if (train == i).any():
+            continue
+        drawn = {s: int((records[s][1] == i).sum()) for s in ("val", "test") if s in records}
+        n = sum(drawn.values())
+        where = " and ".join(f"{s} ({k})" if n > 1 else s for s, k in drawn.items() if k)
+        by = ", ".join(f"{s}_fraction {fractions[s]}" for s in drawn)
+        raise param_error("path", f"class {name!r} ({folder / name}) has {n} image{'s' if n > 1 else ''}, drawn into "
+                                  f"{where} by {by}, seed {seed}: a class needs at least one training image (the "
+                                  "splits are drawn over all images, not per class); add images of it, lower "
+                                  f"{' or '.join(f'{s}_fraction' for s in drawn)}, or give the splits their own "
+                                  "folders (path/train/<class>/, path/val/<class>/, path/test/<class>/)")
+
+
+def warn_missing_classes(folder: Path, classes: list[str], labels: np.ndarray, split: str) -> None:
+    """Warn of the classes of ``train/`` a ``val/`` or ``test/`` folder has no image of."""
+    missing = [c for i, c in enumerate(classes) if not (labels == i).any()]
+    if missing:
+        warnings.warn(f"data.params.path: {folder} has no images of the class{'es' if len(missing) > 1 else ''} "
+                      f"{', '.join(map(repr, missing))} of train/: their {split} accuracy is not measured, and "
+                      f"{split} figures over all classes cover the others only; add images in {folder}/<class>/",
+                      UserWarning, stacklevel=3)
+
+
+def split_records(train: tuple[list[str], np.ndarray], train_folder: Path, folders: dict[str, Path],
+                  classes: list[str], seed: int, val_fraction: float, test_fraction: float
+                  ) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Each split's image paths and class ids: the training folder's images (``train``, of
+    ``train_folder``) less the ``val``/``test`` drawn from them, and the images of each split folder.
+    A class left without a training image is refused; a class a split folder lacks is warned of."""
+    paths, labels = train
+    rows = draw_missing(len(paths), set(folders), seed, val_fraction, test_fraction)
+    records = {s: ([paths[i] for i in idx], labels[idx]) for s, idx in rows.items()}
+    check_classes_trained(train_folder, classes, records, seed, {"val": val_fraction, "test": test_fraction})
+    for split, folder in folders.items():
+        if split != "train":
+            records[split] = class_files(folder, classes)
+            warn_missing_classes(folder, classes, records[split][1], split)
+    return records
+
+
 @register_data("image_folder")
 def image_folder(seed: int = 0, path: str = "", image_size: int | list[int] | None = None,
                  color_mode: str = "rgb", cache: bool | str = False, val_fraction: float = 0.1,
@@ -134,6 +231,10 @@ def image_folder(seed: int = 0, path: str = "", image_size: int | list[int] | No
     resized to ``image_size`` ([height, width]; default: the first training image's size).
     ``color_mode``: grayscale, rgb or rgba.  ``cache``: true keeps the decoded images in memory after
     the first epoch, a path prefix keeps them in files there.  Targets: ``class``, ``image``.
+
+    Refused when it loads: a file that is no image or is cut short (:func:`check_image`), a class
+    folder without images, a class whose every image the drawn ``val``/``test`` took.  A class of
+    ``train/`` that a ``val/`` or ``test/`` folder lacks is a warning.
     """
     import tensorflow as tf
 
@@ -152,16 +253,12 @@ def image_folder(seed: int = 0, path: str = "", image_size: int | list[int] | No
     if not classes:
         raise param_error("path", f"{train_folder} has no class folders; expected {train_folder}/<class>/<image>")
     paths, labels = class_files(train_folder, classes)
-    if not paths:
-        raise param_error("path", f"no images under {train_folder}/<class>/ (extensions: "
-                                  f"{', '.join(IMAGE_EXTENSIONS)})")
+    check_classes_have_images(train_folder, classes, labels)
+    records = split_records((paths, labels), train_folder, folders, classes, seed, val_fraction, test_fraction)
     channels = COLOR_MODES[color_mode]
     if size is None:
         shape = tf.io.decode_image(tf.io.read_file(paths[0]), channels=channels, expand_animations=False).shape
         size = (int(shape[0]), int(shape[1]))
-    rows = draw_missing(len(paths), set(folders), seed, val_fraction, test_fraction)
-    records = {s: ([paths[i] for i in idx], labels[idx]) for s, idx in rows.items()}
-    records.update({s: class_files(f, classes) for s, f in folders.items() if s != "train"})
 
     def decode(file, label):
         image = decode_image(tf.io.read_file(file), size, channels)
