@@ -202,6 +202,16 @@ def batched_examples():
     return {"train": ten_examples()["train"].batch(4), "info": {"input_shape": (3,)}}
 
 
+def twenty_rows(scale=1.0):
+    """Arrays of 20 rows whose input's first column is the row number (a user source that returns only train)."""
+    x = np.stack([np.arange(20), np.zeros(20), np.zeros(20)], axis=1).astype("float32") * scale
+    return {"train": (x, {"label": np.arange(20) % 2}), "info": {"input_shape": (3,)}}
+
+
+def train_dataset_only():
+    return {"train": ten_examples()["train"], "info": {"input_shape": (3,)}}
+
+
 def unknown_shape_examples():
     spec = (tf.TensorSpec((None, 3), tf.float32), {"label": tf.TensorSpec((), tf.int32)})
     return {"train": tf.data.Dataset.from_generator(lambda: iter([]), output_signature=spec)}
@@ -259,6 +269,31 @@ def test_dataset_targets_named_and_mapped(tmp_path):
     with pytest.raises(SpecError, match=r"targets\.label: the val data has no target 'colour' for 'label'; data "
                                         r"targets: \['index', 'label'\]"):
         prepare(load_splits(cfg).val, cfg, "val")
+
+
+def test_user_source_draws_the_splits_it_does_not_return_by_the_given_fractions(tmp_path):
+    """A function that takes no val_fraction: the fractions given (data.params, train.validation_split)
+    draw val and test from its train arrays, disjoint and by the seed; without them it keeps its splits."""
+    def rows(part):
+        return sorted(part.x[:, 0].astype(int).tolist())
+
+    plain = load_splits(load_run_config(run_config(tmp_path, {"source": "test_data_sources:twenty_rows"})))
+    assert rows(plain.train) == list(range(20)) and plain.val is None and plain.test is None
+    data = run_config(tmp_path, {"source": "test_data_sources:twenty_rows", "params": {"test_fraction": 0.25}},
+                      validation_split=0.1)
+    splits = load_splits(load_run_config(data))
+    train, val, test = rows(splits.train), rows(splits.val), rows(splits.test)
+    assert (len(train), len(val), len(test)) == (13, 2, 5)                  # 20 - round(2.0) - round(5.0)
+    assert sorted(train + val + test) == list(range(20))                    # disjoint, nothing lost
+    np.testing.assert_array_equal(splits.val.y["label"], np.asarray(val) % 2)   # targets follow their rows
+    order = np.random.default_rng(0).permutation(20)                        # split_indices's draw, by hand
+    assert val == sorted(order[13:15].tolist()) and test == sorted(order[15:].tolist())
+    # A dataset has no fixed positions to draw from: refused, saying what to do.
+    data = run_config(tmp_path, {"source": "test_data_sources:train_dataset_only"}, validation_split=0.2)
+    with pytest.raises(SpecError, match=r"data: data source 'test_data_sources:train_dataset_only' failed: "
+                                        r"val_fraction cannot draw a split from a tf\.data\.Dataset .* return 'val' "
+                                        r"from the function"):
+        load_splits(load_run_config(data))
 
 
 @pytest.mark.parametrize("function, message", [

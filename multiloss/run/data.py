@@ -240,18 +240,43 @@ def get_source(name: str) -> DataSource:
         return fn
 
     def user_source(seed: int, **params) -> Splits:
-        return check_info(_normalise(fn(seed=seed, **params) if _takes_seed(fn) else fn(**params)))
+        fractions = {s: params.pop(f"{s}_fraction") for s in ("val", "test")
+                     if f"{s}_fraction" in params and not _takes(fn, f"{s}_fraction")}
+        splits = _normalise(fn(seed=seed, **params) if _takes(fn, "seed") else fn(**params))
+        return check_info(drawn(splits, seed, fractions))
 
     return user_source
 
 
-def _takes_seed(fn) -> bool:
+def _takes(fn, name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` of its own (not only ``**kwargs``)."""
     import inspect
 
     try:
-        return "seed" in inspect.signature(fn).parameters
+        param = inspect.signature(fn).parameters.get(name)
     except (TypeError, ValueError):
         return False
+    return param is not None and param.kind is not param.VAR_KEYWORD
+
+
+def drawn(splits: Splits, seed: int, fractions: dict[str, float]) -> Splits:
+    """``splits`` with each of ``val``/``test`` it lacks drawn from its train arrays by ``fractions``
+    (``{split: fraction}``, those given for a source that does not take them), as the built-in sources
+    draw theirs; a split it has is kept.  A dataset's examples cannot be drawn by position safely (its
+    order may change from pass to pass), so a dataset is refused."""
+    missing = [s for s in ("val", "test") if s in fractions and getattr(splits, s) is None and fractions[s] > 0]
+    if not missing:
+        return splits
+    if splits.train.is_dataset:
+        raise ValueError(f"{' and '.join(f'{s}_fraction' for s in missing)} cannot draw a split from a "
+                         "tf.data.Dataset (its examples have no fixed positions: a dataset may reshuffle on "
+                         "each pass, and drawn splits would then overlap); return "
+                         f"{' and '.join(repr(s) for s in missing)} from the function (e.g. "
+                         "image_dataset_from_directory(..., validation_split=, subset=)), or return arrays")
+    rest, *parts = split_indices(len(splits.train), seed, tuple(fractions[s] for s in missing))
+    new = {s: splits.train.take(np.sort(idx)) for s, idx in zip(missing, parts)}
+    return Splits(splits.train.take(np.sort(rest)), new.get("val", splits.val), new.get("test", splits.test),
+                  splits.info)
 
 
 def _normalise(result) -> Splits:
