@@ -523,3 +523,23 @@ def test_the_console_script_imports_a_model_from_the_current_folder(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "score" in out.stdout and "(2, 1)" in out.stdout and "total = " in out.stdout
+
+
+def test_resume_refuses_an_image_folder_whose_files_changed(tmp_path, capsys):
+    """Files added after a run began move images between the drawn splits (test images trained on):
+    --resume refuses; with the folder as it was, it resumes."""
+    write_tree(tmp_path / "images", {"cat": 6, "dog": 6})
+    data = run_config(tmp_path, {"source": "image_folder", "params": {"path": str(tmp_path / "images"),
+                                                                     "color_mode": "grayscale"}})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+    assert main(["train", str(tmp_path / "run.yaml")]) == 0
+    state = json.loads((tmp_path / "runs" / "folder" / "checkpoints" / "state.json").read_text())
+    assert set(state["data"]) == {"train", "val", "test"} and all(state["data"].values())
+    Image.fromarray(np.full((8, 8), 99, "uint8"), "L").save(tmp_path / "images" / "dog" / "extra.png")
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.epochs=2"]) == 1
+    err = capsys.readouterr().err
+    assert "the data differs from the run being resumed: the test, train, val splits hold other examples" in err
+    assert json.loads((tmp_path / "runs" / "folder" / "checkpoints" / "state.json").read_text())["epoch"] == 1
+    (tmp_path / "images" / "dog" / "extra.png").unlink()
+    assert main(["train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.epochs=2"]) == 0

@@ -426,3 +426,32 @@ def test_folders_and_a_saved_backbone_end_to_end(tmp_path):
     memory = ExemplarMemory.load(run / "checkpoints" / json.loads((run / "checkpoints" / "state.json").read_text())
                                  ["memory"])
     assert all(Path(p).is_file() for c in memory.classes for p in memory.exemplars(c)["path"])
+
+
+def test_resume_refuses_an_image_folder_whose_files_changed(tmp_path, monkeypatch):
+    """An incremental run interrupted after step 0, its image folder then given one more image: the drawn
+    splits would differ (a step-0 test image trained on), so --resume refuses; put back, it resumes."""
+    from multiloss.incremental import runner
+    from multiloss.spec.errors import RunError
+
+    write_folders(tmp_path / "images")
+    cfg = incremental_config(tmp_path, folder_data(tmp_path / "images"))
+    learn_step = runner.learn_step
+
+    def interrupted(cfg, scenario, method, learner, t):
+        if t == 1:
+            raise KeyboardInterrupt
+        return learn_step(cfg, scenario, method, learner, t)
+
+    monkeypatch.setattr(runner, "learn_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_incremental(cfg, quiet=True)
+    monkeypatch.setattr(runner, "learn_step", learn_step)
+    extra = tmp_path / "images" / "ant" / "9.png"
+    Image.fromarray(pixels(0, 9), "L").save(extra)
+    with pytest.raises(RunError, match=r"the data differs from the run being resumed: the test, train splits hold "
+                                       r"other examples than when the run began"):
+        runner.run_incremental(cfg, resume=True, quiet=True)
+    extra.unlink()
+    summary = runner.run_incremental(cfg, resume=True, quiet=True)
+    assert len(summary["steps"]) == 2

@@ -35,6 +35,7 @@ import numpy as np
 from ..run.augment import augmenter_for
 from ..run.config import load_data
 from ..run.console import table
+from ..run.data import check_same_data, digest_arrays
 from ..run.kinds import RunKind, register_kind
 from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
@@ -85,6 +86,8 @@ class Scenario:
                 raise cfg.error([(("data", "source"), f"the {split} split has no examples")])
             self.reader = self.reader or reader
             data[split] = (x, labels)
+        #: Each split's digest (its arrays, or an image folder's file records): what ``--resume`` compares.
+        self.digests = {s: digest_arrays({"x": x, "y": y}) for s, (x, y) in data.items()}
         labels = np.concatenate([y for _, y in data.values()])
         num_classes = int(splits.info.get("num_classes") or labels.max() + 1)
         if labels.max() >= num_classes:
@@ -356,6 +359,7 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
     steps: list[dict] = []
     confusion = None
     if state is not None:
+        check_same_data(run.path, state.get("data"), scenario.digests)
         load_checkpoint(run, state, learner, scenario)
         steps, learner.history = list(state["steps"]), list(state["history"])
         confusion = np.asarray(state["confusion"]) if state.get("confusion") else None
@@ -371,7 +375,7 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
         save_model(run, method, learner, scenario, scenario.step(t))   # before state.json names the step done
         save_checkpoint(run, t, learner, {
             "step": t, "num_classes": record["num_classes"], "steps": steps, "history": learner.history,
-            "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint(),
+            "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint(), "data": scenario.digests,
             "method_params": method.params.model_dump(mode="json")})
         write_artifacts(run, summarize(cfg, scenario, method, steps, confusion), learner.history)
         new = f" (new: {', '.join(record['classes'])})" if len(record["classes"]) <= 10 else ""

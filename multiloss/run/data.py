@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..spec.errors import RunError
 from ..spec.imports import is_import_string
 from ..spec.registry import Registry
 
@@ -62,6 +63,36 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng(epoch_seed(seed, epoch)).permutation(n)
 
 
+def digest_arrays(arrays: dict[str, Any]) -> str:
+    """A short SHA-256 of named arrays: their names, shapes, dtypes and values."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        if a.dtype == object:
+            a = a.astype(str)
+        h.update(f"{name}{a.shape}{a.dtype.str}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_same_data(run_path, before: dict[str, str | None] | None, now: dict[str, str | None]) -> None:
+    """Refuse to resume the run at ``run_path`` on other examples than it began with (``before``, the
+    digests its checkpoint keeps; None for a checkpoint without them).  Files added to an image folder
+    would move images between the drawn splits, so test images would be trained on.  A split with no
+    digest on either side (a user's dataset) is not compared."""
+    if before is None:
+        return
+    changed = [k for k in sorted(set(before) | set(now)) if (k in before) != (k in now)
+               or (before[k] is not None and now[k] is not None and before[k] != now[k])]
+    if changed:
+        raise RunError(f"{run_path}: the data differs from the run being resumed: the {', '.join(changed)} "
+                       f"split{'s hold' if len(changed) > 1 else ' holds'} other examples than when the run began "
+                       "(files added, removed or renamed?); --resume continues only on the same data: put it back, "
+                       "or start a new run (--overwrite, or another name)")
+
+
 def concatenated(datasets: list):
     """``datasets`` one after another, concatenated as a balanced tree (depth log₂ n, not n); each
     one's iterator is made only when the one before it is exhausted."""
@@ -84,6 +115,8 @@ class Part:
     y: dict[str, np.ndarray] | None = None
     decode: Callable | None = None
     cache: str | None = None
+    #: For a dataset: a digest of what it reads, given by its source (an image folder: its files and ids).
+    identity: str | None = None
 
     def __len__(self) -> int:
         first = next(iter(self.x.values())) if isinstance(self.x, dict) else self.x
@@ -97,6 +130,14 @@ class Part:
     @property
     def is_dataset(self) -> bool:
         return self.y is None
+
+    def digest(self) -> str | None:
+        """What the examples are, in a few characters: arrays' bytes, or a dataset's :attr:`identity`
+        (None when its source gave none: a user's dataset is not read to digest it)."""
+        if self.is_dataset:
+            return self.identity
+        x = self.x if isinstance(self.x, dict) else {"": self.x}
+        return digest_arrays({**{f"x{k}": v for k, v in x.items()}, **{f"y{k}": v for k, v in self.y.items()}})
 
     def element_spec(self) -> tuple:
         """``(x, y, ...)`` specs of one example of a dataset part (after ``decode``)."""
@@ -216,6 +257,11 @@ class Splits:
     val: Part | None
     test: Part | None
     info: dict[str, Any] = field(default_factory=dict)
+
+    def digests(self) -> dict[str, str | None]:
+        """Each present split's :meth:`Part.digest` (what ``--resume`` compares)."""
+        return {s: p.digest() for s, p in (("train", self.train), ("val", self.val), ("test", self.test))
+                if p is not None}
 
 
 DataSource = Callable[..., Splits]

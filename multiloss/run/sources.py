@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Part, Splits, register_data, split_indices
+from .data import Part, Splits, digest_arrays, register_data, split_indices
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -269,7 +269,8 @@ def image_folder(seed: int = 0, path: str = "", image_size: int | list[int] | No
         if not files:
             return None
         where = None if cache is False else "" if cache is True else f"{cache}-{split}"
-        return Part(tf.data.Dataset.from_tensor_slices((files, ids)), decode=decode, cache=where)
+        return Part(tf.data.Dataset.from_tensor_slices((files, ids)), decode=decode, cache=where,
+                    identity=digest_arrays({"files": np.asarray(files, str), "ids": np.asarray(ids)}))
 
     info = {"input_shape": (*size, channels), "num_classes": len(classes), "class_names": classes}
     return Splits(part("train"), part("val"), part("test"), info)
@@ -574,12 +575,18 @@ def tfrecord(seed: int = 0, path: Any = "", features: dict | None = None, inputs
         except tf.errors.OpError as exc:
             raise ValueError(f"{groups[split][0]}: the first record does not fit data.params.features: "
                              f"{exc.message.splitlines()[0]}") from None
-    parts = {s: Part(ds.map(example)) for s, ds in raw.items() if s}
+    def identity(files: list[str], rows=None) -> str:      # the files (names, sizes) and the rows drawn
+        named = {"files": np.asarray(files, str), "sizes": np.asarray([os.path.getsize(f) for f in files])}
+        return digest_arrays(named if rows is None else {**named, "rows": rows})
+
+    parts = {s: Part(ds.map(example), identity=identity(groups[s])) for s, ds in raw.items() if s}
     if "" in raw or "val" not in raw or "test" not in raw:
-        pool = raw.get("", raw.get("train"))
+        key = "" if "" in raw else "train"
+        pool = raw[key]
         n = int(pool.reduce(np.int64(0), lambda count, _: count + 1))
         for split, idx in draw_missing(n, set(raw) - {""}, seed, val_fraction, test_fraction).items():
-            parts[split] = Part(rows_of(pool, np.isin(np.arange(n), idx)).map(example)) if len(idx) else None
+            parts[split] = Part(rows_of(pool, np.isin(np.arange(n), idx)).map(example),
+                                identity=identity(groups[key], idx)) if len(idx) else None
     info: dict[str, Any] = {"input_shapes": {i: shapes[i] for i in inputs}}
     if len({shapes[i] for i in inputs}) == 1:
         info["input_shape"] = shapes[inputs[0]]

@@ -27,7 +27,7 @@ from . import selection
 from .augment import augmenter_for
 from .config import RunConfig, load_data, load_run_config
 from .console import table
-from .data import Part, Splits, input_shapes
+from .data import Part, Splits, check_same_data, input_shapes
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
 from .models import get_builder
@@ -67,6 +67,13 @@ def load_splits(cfg: RunConfig) -> Splits | TaskData:
         return task_data(cfg, splits, label_targets(cfg)[0])
     except TaskError as exc:
         raise cfg.error([(exc.path, exc.message)]) from None
+
+
+def data_digests(data: Splits | TaskData) -> dict[str, str | None]:
+    """Each split's digest (``task.split`` for tasks): what a resumed run must find again."""
+    if isinstance(data, TaskData):
+        return {f"{t}.{s}": d for t, splits in data.splits.items() for s, d in splits.digests().items()}
+    return data.digests()
 
 
 def prepare_split(data: Splits | TaskData, cfg: RunConfig, split: str) -> Any:
@@ -131,10 +138,11 @@ def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
 class RunRecorder(keras.callbacks.Callback):
     """Each epoch: the history files; every N epochs: a checkpoint (the model, then ``state.json``)."""
 
-    def __init__(self, run: RunDir, history: list[dict], every: int, keep: int, fingerprint: dict):
+    def __init__(self, run: RunDir, history: list[dict], every: int, keep: int, fingerprint: dict,
+                 data: dict[str, str | None] | None = None):
         super().__init__()
         self.run, self.history, self.every, self.keep = run, history, every, keep
-        self.fingerprint = fingerprint
+        self.fingerprint, self.data = fingerprint, data
 
     def on_epoch_end(self, epoch: int, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
@@ -145,7 +153,7 @@ class RunRecorder(keras.callbacks.Callback):
 
     def checkpoint(self, epoch: int) -> None:
         self.run.save_checkpoint(epoch, {f"epoch-{epoch:04d}.keras": self.model.save},
-                                 {"epoch": epoch, "history": self.history, "fingerprint": self.fingerprint,
+                                 {"epoch": epoch, "history": self.history, "fingerprint": self.fingerprint, "data": self.data,
                                   "seed_states": keras_access.seed_states(self.model)},
                                  keep=self.keep)
 
@@ -242,6 +250,9 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     state = KIND.start(run, cfg)
 
     splits = load_splits(cfg)
+    digests = data_digests(splits)
+    if state is not None:
+        check_same_data(run.path, state.get("data"), digests)
     with strategy.scope():
         model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
     history: list[dict] = list(state["history"]) if state else []
@@ -257,7 +268,7 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     if es is not None and selection.stopped_before(es, history):
         selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
     elif initial_epoch < cfg.train.epochs:
-        fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief))
+        fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief, digests))
     seconds = time.perf_counter() - start
 
     metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
@@ -276,11 +287,13 @@ def restore_model(run: RunDir, state: dict, cfg: RunConfig) -> keras.Model:
     return model
 
 
-def run_callbacks(cfg: RunConfig, run: RunDir, history: list[dict], chief: bool) -> list[keras.callbacks.Callback]:
-    """History files and checkpoints, TensorBoard (chief only), early stopping, plain epoch lines."""
+def run_callbacks(cfg: RunConfig, run: RunDir, history: list[dict], chief: bool,
+                  data: dict[str, str | None] | None = None) -> list[keras.callbacks.Callback]:
+    """History files and checkpoints (with the data's digests), TensorBoard (chief only), early stopping,
+    plain epoch lines."""
     ckpt = cfg.train.callbacks.checkpoint
     callbacks: list[keras.callbacks.Callback] = [
-        RunRecorder(run, history, ckpt.every, ckpt.keep, cfg.fingerprint())]
+        RunRecorder(run, history, ckpt.every, ckpt.keep, cfg.fingerprint(), data)]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard"))))
     es = cfg.train.callbacks.early_stopping
