@@ -244,6 +244,38 @@ def table() -> list[TrialRow]:
     return rows
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
+def test_a_resumed_sweep_draws_new_points_and_each_session_is_reproducible(tmp_path, sampler):
+    """Each process that opens the study (the first, then each --resume) samples with its own seed: a
+    resumed sweep must not replay the first session's random phase (TPE's startup trials, NSGA-II's
+    first generation), which made trials repeat points already tried."""
+    import optuna
+
+    from multiloss.run.sweep import open_folder, open_study, study_lock
+
+    w = optuna.distributions.FloatDistribution(0.05, 5.0, log=True)
+
+    def session(root, resume):
+        root.mkdir(exist_ok=True)
+        sweep = load_sweep(write(root, objectives={"val_class_loss": "min"} if sampler == "tpe" else
+                                 {"val_class_loss": "min", "val_parity_accuracy": "max"},
+                                 sampler={"name": sampler}))
+        folder = open_folder(sweep, resume=resume, overwrite=False)
+        with study_lock(folder):
+            study, _ = open_study(sweep, folder, resume=resume, overwrite=False)
+        draws = []
+        for _ in range(2):
+            trial = study.ask({"w": w})
+            draws.append(trial.params["w"])
+            study.tell(trial, [1.0] * len(sweep.objectives))
+        return draws
+
+    first, second, third = (session(tmp_path / "a", resume=r) for r in (False, True, True))
+    assert len(set(first + second + third)) == 6                   # no point drawn twice
+    again = tmp_path / "b"                                          # the same sweep from scratch: the same draws
+    assert [session(again, resume=r) for r in (False, True)] == [first, second]
+
+
 def test_pareto_front_of_a_hand_made_table():
     rows = table()
     assert [r.number for r in sweep_report.pareto_front(rows, MODES)] == hand_front(rows, MODES) == [1, 2, 4, 5]

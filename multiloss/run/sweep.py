@@ -81,10 +81,21 @@ def storage_of(sweep: Sweep, folder: Path):
                                           f"{str(exc).splitlines()[0]}")]) from None
 
 
-def sampler_of(sweep: Sweep):
-    """Optuna's sampler: TPE for one objective and NSGA-II for several (``auto``), or the one named."""
+def session_seed(seed: int, session: int) -> int:
+    """The sampler's seed in the ``session``-th process to open a study (0: the one that created it,
+    seeded with the sweep's ``seed``).  A resumed or joining process must not replay the first one's
+    draws, or its trials repeat points already tried (a sampler's random phase: TPE's startup trials,
+    NSGA-II's first generation); each session's seed is its own, and as reproducible as the first."""
+    import numpy as np
+
+    return seed if session == 0 else int(np.random.SeedSequence([seed, session]).generate_state(1)[0])
+
+
+def sampler_of(sweep: Sweep, session: int = 0):
+    """Optuna's sampler: TPE for one objective and NSGA-II for several (``auto``), or the one named;
+    seeded for the ``session``-th process on the study (:func:`session_seed`)."""
     opt = optuna()
-    cfg, seed = sweep.config.sampler, sweep.config.seed
+    cfg, seed = sweep.config.sampler, session_seed(sweep.config.seed, session)
     name = cfg.name if cfg.name != "auto" else ("tpe" if len(sweep.objectives) == 1 else "nsga2")
     params = dict(cfg.params)
     if name == "nsga2" and "population_size" not in params:
@@ -133,6 +144,10 @@ def open_study(sweep: Sweep, folder: Path, *, resume: bool, overwrite: bool):
     directions = ["maximize" if sweep.modes[k] == "max" else "minimize" for k in sweep.objectives]
     study = opt.create_study(storage=storage, study_name=sweep.name, directions=directions,
                              sampler=sampler_of(sweep), pruner=pruner_of(sweep), load_if_exists=True)
+    session = int(study.user_attrs.get("sessions", 0))      # processes that opened it before (under the lock)
+    study.set_user_attr("sessions", session + 1)
+    if session:
+        study.sampler = sampler_of(sweep, session)
     old = study.user_attrs.get("sweep")
     new = sweep.fingerprint()
     if old is None:
