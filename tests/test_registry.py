@@ -253,3 +253,14 @@ def test_each_registry_takes_a_user_registration_and_refuses_a_clash(kind):
     finally:
         registry.unregister(name)
     assert name not in registry
+
+
+def test_a_registered_loss_is_checked_against_how_terms_call_it():
+    """A user's registered loss must take (y_true, y_pred, **params), as one named by import string."""
+    ml.register_loss("probe_unary")(alpha)       # alpha(x): one argument
+    try:
+        with pytest.raises(ml.SpecError, match=r"outputs\.a\.loss: loss 'probe_unary' cannot be called as "
+                                               r"f\(y_true, y_pred\): too many positional arguments"):
+            ml.load_spec("outputs: {a: {loss: probe_unary}}")
+    finally:
+        ml.losses.LOSSES.unregister("probe_unary")

@@ -68,3 +68,8 @@ def test_evaluate_and_plot_an_incremental_run_folder(tmp_path, capsys):
     assert evaluation["task_accuracy"] == pytest.approx(summary["steps"][-1]["task_accuracy"], abs=1e-9)
     assert main(["evaluate", str(tmp_path)]) == 1
     assert "is not a run folder: it has no config.yaml" in capsys.readouterr().err
+
+
+def test_a_malformed_set_is_named_once(capsys):
+    assert main(["validate", "multiloss/configs/siamese_digits.yaml", "--set", "train.epochs"]) == 1
+    assert capsys.readouterr().err == "error: --set: expected key.path=value, got 'train.epochs'\n"

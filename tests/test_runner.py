@@ -249,3 +249,52 @@ def test_two_mirrored_runs_in_one_process(tmp_path):
     for name, hidden in (("first", "[32]"), ("second", "[16, 8]")):
         metrics = runner.train(path, [f"name={name}", "distribute=mirrored", f"model.params.hidden={hidden}"])
         assert np.isfinite(metrics["test"]["loss"]), name
+
+
+def test_integer_fields_refuse_booleans(tmp_path):
+    path = _config(tmp_path, CONFIG.replace("epochs: 3, batch_size: 64", "epochs: true, batch_size: false"))
+    lines = path.read_text().splitlines()
+    line = {key: 1 + next(i for i, t in enumerate(lines) if t.strip().startswith(f"{key}: ")) for key in
+            ("epochs", "batch_size")}
+    with pytest.raises(SpecError) as info:
+        load_run_config(path)
+    assert {(p, ln) for p, ln, _ in info.value.problems} == {(("train", "epochs"), line["epochs"]),
+                                                            (("train", "batch_size"), line["batch_size"])}
+    assert f"{path}:{line['epochs']}: train.epochs: Input should be a valid integer, got True" in str(info.value)
+    assert "train.batch_size: Input should be a valid integer, got False" in str(info.value)
+    with pytest.raises(SpecError, match=r"train\.batch_size: Input should be a valid integer, got True "
+                                        r"\(from --set train\.batch_size=true\)"):
+        load_run_config(_config(tmp_path), ["train.batch_size=true"])
+
+
+def test_a_misspelt_output_from_set_suggests_the_existing_one(tmp_path):
+    # `klass` becomes a new head; with the spec's top-level metrics it has metrics, a weight and no loss
+    with pytest.raises(SpecError, match=r"loss\.outputs\.klass\.weight: head 'klass' has a weight but no loss, .*; "
+                                        r"did you mean 'class'\? \(from --set loss\.outputs\.klass\.weight=2\)"):
+        load_run_config(_config(tmp_path), ["loss.outputs.klass.weight=2"])
+
+
+def test_resuming_with_a_changed_config_names_the_keys_that_differ(tmp_path):
+    from pathlib import Path
+
+    from multiloss.run.kinds import get_kind
+
+    kind, path = get_kind("train"), _config(tmp_path)
+    cfg = kind.load_config(path)
+    run = kind.folder(cfg)
+    kind.start(run, cfg, say=lambda *a: None)
+    run.save_checkpoint(0, {"step-0000.txt": lambda p: Path(p).write_text("x")}, {"fingerprint": cfg.fingerprint()})
+    with pytest.raises(SpecError) as info:
+        kind.folder(kind.load_config(path, ["train.batch_size=32", "loss.outputs.parity.weight=0.7"]), resume=True)
+    assert [p for p, _, _ in info.value.problems] == [("train", "batch_size"), ("loss", "outputs", "parity", "weight")]
+    message = str(info.value)
+    assert (f"train.batch_size: differs from the run being resumed in {run.path}; resume with the same config "
+            f"(only {kind.may_change} may change), or start another run (--set name=...); 64 in the run, 32 now "
+            "(from --set train.batch_size=32)") in message
+    assert "loss.outputs.parity.weight: differs from the run being resumed" in message
+    assert "; 0.5 in the run, 0.7 now (from --set loss.outputs.parity.weight=0.7)" in message
+    kind.folder(kind.load_config(path), resume=True)        # the same config resumes
+    changed = _config(tmp_path, CONFIG.replace("batch_size: 64", "batch_size: 16"))   # the file, not --set
+    line = 1 + next(i for i, t in enumerate(changed.read_text().splitlines()) if "batch_size: 16" in t)
+    with pytest.raises(SpecError, match=rf"run\.yaml:{line}: train\.batch_size: differs .*; 64 in the run, 16 now$"):
+        kind.folder(kind.load_config(changed), resume=True)

@@ -178,3 +178,103 @@ def test_schema_is_json_schema_of_the_spec():
     assert set(schema["properties"]) >= {"outputs", "terms", "metrics", "loss", "loss_weights"}
     head = schema["$defs"]["HeadSpec"]["properties"]
     assert set(head) == {"loss", "weight", "metrics", "class_weight", "mask_value", "reduction"}
+
+
+@pytest.mark.parametrize("text, path, line, fragments", [
+    # an output `val` logs `val_loss`: the key of the validation total, which replaces it
+    ("outputs:\n  val: {loss: mse}\n  b: {loss: mse}\n", ("outputs", "val", "loss"), 2,
+     ["output 'val' logs 'val_loss', the key of the validation value of the total loss", "rename output 'val'"]),
+    ("outputs:\n  score: {loss: mse}\n  val_score: {loss: mse}\n", ("outputs", "val_score", "loss"), 3,
+     ["'val_score_loss', 'val_score_weight', the keys of the validation values of output 'score'",
+      "rename output 'val_score' or output 'score'"]),
+    ("outputs:\n  a: {loss: mse, metrics: [mae]}\n  val_a: {metrics: [mae]}\n", ("outputs", "val_a"), 3,
+     ["metric 'mae' of output 'val_a' logs 'val_a_mae'", "of metric 'mae' of output 'a'"]),
+    ("outputs:\n  a: {loss: mse}\nterms:\n  - {name: val_a, outputs: [a, b], loss: contrastive}\n",
+     ("terms", 0, "loss"), 4, ["term 'val_a' logs 'val_a_loss', 'val_a_weight'", "rename term 'val_a' or output 'a'"]),
+])
+def test_log_keys_that_clash_with_validation_keys_are_refused(text, path, line, fragments):
+    problems, message = _problems(text)
+    assert [(p, ln) for p, ln, _ in problems] == [(path, line)], problems
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_log_keys_logged_twice_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "mymetrics.py").write_text("def mse_loss(y_true, y_pred):\n    return (y_true - y_pred) ** 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # the term `a_mse` logs `a_mse_loss`, and so does output a's metric `mse_loss` (Keras names it by its function)
+    problems, message = _problems("outputs:\n  a:\n    loss: [mse, mae]\n    metrics: ['mymetrics:mse_loss']\n")
+    assert [(p, ln) for p, ln, _ in problems] == [(("outputs", "a"), 2)], problems
+    assert ("metric 'mymetrics:mse_loss' of output 'a' logs 'a_mse_loss', as term 'a_mse' of output 'a' does, "
+            "so one hides the other in the history; rename output 'a' or term 'a_mse' of output 'a'") in message
+    # names that only look alike are fine: an output `val` with metrics only, `validation`, `a` and `val_b`
+    ml.load_spec("outputs:\n  val: {metrics: [mae]}\n  b: {loss: mse}\n")
+    ml.load_spec("outputs:\n  validation: {loss: mse}\n  a: {loss: mse}\n  val_b: {loss: mse}\n")
+
+
+LOSSES_MODULE = """\
+import keras
+from keras import ops
+
+
+def one_arg(y_true):
+    return y_true
+
+
+def three_req(y_true, y_pred, extra):
+    return extra * ops.mean(ops.abs(y_true - y_pred), axis=-1)
+
+
+class ScaledL1(keras.losses.Loss):
+    def __init__(self, scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, y_true, y_pred):
+        return self.scale * ops.mean(ops.abs(y_true - y_pred), axis=-1)
+
+
+class OneArgLoss(keras.losses.Loss):
+    def call(self, y_true):
+        return y_true
+
+
+class NotCallable:
+    pass
+"""
+
+
+def test_loss_that_cannot_be_called_as_a_loss_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "badlosses.py").write_text(LOSSES_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    f = tmp_path / "v.yaml"
+    f.write_text("outputs:\n  a: {loss: mse}\n  score:\n    loss: 'badlosses:one_arg'\n"
+                 "  b: {loss: {name: 'badlosses:three_req', params: {}}}\n"
+                 "  c: {loss: 'badlosses:OneArgLoss'}\n  d: {loss: 'badlosses:NotCallable'}\n")
+    problems, message = _problems(f)
+    assert [(p, ln) for p, ln, _ in problems] == [
+        (("outputs", "score", "loss"), 4), (("outputs", "b", "loss", "name"), 5), (("outputs", "c", "loss"), 6),
+        (("outputs", "d", "loss"), 7)], problems
+    assert (f"{f}:4: outputs.score.loss: loss 'badlosses:one_arg' cannot be called as f(y_true, y_pred): too many "
+            "positional arguments; a loss is a function f(y_true, y_pred, **params), or a class made with its "
+            "params and called (y_true, y_pred)") in message
+    assert "'badlosses:three_req' cannot be called as f(y_true, y_pred): missing a required argument: 'extra'" \
+        in message
+    assert "OneArgLoss.call cannot be called as (y_true, y_pred): too many positional arguments" in message
+    assert "class NotCallable has no `__call__` method" in message
+    # given its parameter, a Keras Loss subclass, Keras's and multiloss's own losses are fine
+    spec = ml.load_spec("outputs:\n  a: {loss: {name: 'badlosses:three_req', params: {extra: 2}}}\n"
+                        "  b: {loss: {name: 'badlosses:ScaledL1', params: {scale: 2}}}\n"
+                        "  c: {loss: {name: 'keras.losses:Huber', params: {delta: 2}}}\n"
+                        "  d: {loss: 'keras.losses:mean_squared_error'}\n  e: {loss: [dice, mse, Huber]}\n"
+                        "  f: {loss: {name: incremental_classification, params: {num_old: 2}}}\n")
+    assert len(spec.resolve()) == 8
+
+
+def test_head_without_a_loss_suggests_the_output_it_may_misspell():
+    problems, message = _problems("outputs:\n  kind: {loss: scce}\n  knd: {weight: 2}\n")
+    assert [(p, ln) for p, ln, _ in problems] == [(("outputs", "knd"), 3)]
+    assert message.endswith("head 'knd' has neither `loss` nor `metrics`: add a loss (or metrics to watch it), "
+                            "or remove the head; did you mean 'kind'?")
+    _, message = _problems("outputs:\n  kind: {loss: scce}\n  other: {weight: 2}\n")
+    assert "did you mean" not in message

@@ -16,7 +16,7 @@ from ..core.guard import MODES
 from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
 from ..spec.loss_spec import LossSpec, load_spec, spec_from_data
-from ..spec.validation import Problems, check_params, did_you_mean
+from ..spec.validation import Integer, Problems, check_params, did_you_mean
 from ..spec.yamlio import dump_yaml
 from .augment import AugmentList
 from .data import get_source
@@ -67,14 +67,14 @@ class EarlyStoppingConfig(_Model):
     baselines: dict[str, float] | None = Field(
         None, description="For several keys: each key's single-task baseline for delta_m; default: its "
                           "first-epoch value.")
-    patience: int = Field(3, ge=0)
+    patience: Integer = Field(3, ge=0)
     min_delta: float = 0.0
     restore_best_weights: bool = True
 
 
 class CheckpointConfig(_Model):
-    every: int = Field(1, ge=1, description="Checkpoint every N epochs (needed by --resume).")
-    keep: int = Field(1, ge=1, description="How many checkpoints to keep.")
+    every: Integer = Field(1, ge=1, description="Checkpoint every N epochs (needed by --resume).")
+    keep: Integer = Field(1, ge=1, description="How many checkpoints to keep.")
 
 
 class CallbacksConfig(_Model):
@@ -83,8 +83,8 @@ class CallbacksConfig(_Model):
 
 
 class TrainConfig(_Model):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: Integer = Field(10, ge=1)
+    batch_size: Integer = Field(64, ge=1)
     validation_split: float | None = Field(
         None, ge=0, lt=1, description="Fraction of the training data held out for validation "
         "(passed to the source as val_fraction); default: the source's own.")
@@ -98,7 +98,7 @@ class TrainConfig(_Model):
         "stop", description="A NaN/Inf in a term, the total or a gradient: stop (exit status 3, last "
                             "checkpoint intact) or skip that batch (counted and reported).")
     callbacks: CallbacksConfig = Field(default_factory=CallbacksConfig)
-    steps_per_epoch: int | None = Field(
+    steps_per_epoch: Integer | None = Field(
         None, ge=1, description="With tasks: the training steps of an epoch; default: the sum of the tasks' "
                                 "batches (see multiloss.run.tasks).")
     augment: AugmentList = Field(
@@ -110,7 +110,7 @@ class RunConfig(_Model):
     """One training run."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    seed: Integer = 0
     data: DataConfig | None = None
     tasks: dict[str, TaskConfig] | None = Field(
         None, description="One data source per task (instead of data), interleaved by the sampler; see "

@@ -21,6 +21,7 @@ above ``run/`` (the incremental kind lives in :mod:`multiloss.incremental.runner
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -119,10 +120,10 @@ class RunKind(ABC):
         new = cfg.fingerprint()
         if old is None or old == new:
             return
-        changed = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
-        raise cfg.error([((k,), f"differs from the run being resumed in {where}; resume with the same config "
-                                f"(only {self.may_change} may change), or start another run (--set name=...)")
-                         for k in changed])
+        raise cfg.error([(path, f"differs from the run being resumed in {where}; resume with the same config "
+                                f"(only {self.may_change} may change), or start another run (--set name=...); "
+                                f"{_shown(was)} in the run, {_shown(now)} now")
+                         for path, was, now in _differences(old, new)])
 
     def start(self, run: RunDir, cfg: KindConfig, say: Callable[..., object] = print) -> dict | None:
         """Open the folder, write ``config.yaml`` and set the seed; the state to resume from, or None."""
@@ -134,6 +135,28 @@ class RunKind(ABC):
         run.write_text("config.yaml", cfg.to_yaml())
         keras.utils.set_random_seed(cfg.seed)
         return state
+
+
+_ABSENT = object()
+
+
+def _differences(old: Any, new: Any, path: tuple = ()) -> list[tuple[tuple, Any, Any]]:
+    """``(path, old value, new value)`` of each key that differs between two fingerprints, down to the
+    deepest mapping key (``("train", "batch_size")``); a missing key's value is ``_ABSENT``."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [(path, old, new)]
+    out = []
+    for key in dict.fromkeys([*old, *new]):
+        out += _differences(old.get(key, _ABSENT), new.get(key, _ABSENT), (*path, key))
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A fingerprint value as a message shows it (JSON-like; ``_ABSENT``: not set)."""
+    if value is _ABSENT:
+        return "not set"
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # --- the registry ---------------------------------------------------------------------

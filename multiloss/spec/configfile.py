@@ -59,7 +59,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``train.epochs=3`` -> (["train", "epochs"], 3); values are read as YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise SpecError([(("--set",), None, f"expected key.path=value, got {text!r}")], "--set")
+        raise SpecError([((), None, f"expected key.path=value, got {text!r}")], "--set")
     parsed, _ = load_yaml(value, f"--set {key}") if value.strip() else ("", {})
     return key.split("."), parsed
 

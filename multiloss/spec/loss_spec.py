@@ -29,7 +29,7 @@ from .imports import import_object, is_import_string
 from .reductions import Reduction
 from .registry import Registry
 from .schedules import ScheduleSpec
-from .validation import did_you_mean, nonfinite_paths, pydantic_problems
+from .validation import bind_problem, did_you_mean, nonfinite_paths, pydantic_problems
 from .yamlio import Lines, line_of, load_yaml, read_source
 
 #: Checks of spec sections that an upper layer defines, each ``(spec, terms, term names) -> problems``:
@@ -321,6 +321,7 @@ def _resolve(spec: LossSpec) -> list[Term]:
     problems: list[tuple[tuple, str]] = []
     terms: list[Term] = []
     seen: dict[str, tuple] = {}
+    loggers = [("loss", "the total loss", None, ())]   # (log key, what logs it, what to rename, path)
 
     def make(ref, path) -> losses.LossFn | None:
         name, params = (ref, {}) if isinstance(ref, str) else (ref.name, ref.params)
@@ -330,11 +331,16 @@ def _resolve(spec: LossSpec) -> list[Term]:
             problems.extend((path + ("params",) + p, "must be a finite number") for p in bad)
             return None
         try:
-            return losses.get(name, **params)
+            fn = losses.get(name, **params)
         except LookupError as exc:
             problems.append((name_path, str(exc)))
         except TypeError as exc:
             problems.append((path + ("params",), str(exc)))
+        else:
+            problem = _call_problem(name, losses.LOSSES.get(name), params)
+            if problem is None:
+                return fn
+            problems.append((name_path, problem))
         return None
 
     def add(name, outputs, target, ref, weight, reduction, cw, mask, path):
@@ -342,6 +348,11 @@ def _resolve(spec: LossSpec) -> list[Term]:
         if name in seen:
             problems.append((path, f"duplicate term name {name!r} (first defined at "
                                    f"{'.'.join(map(str, seen[name]))}); give each term a unique name"))
+        else:
+            head = outputs[0] if target is not None and list(outputs) == [target] else None
+            what = (f"output {name!r}" if head == name else
+                    f"term {name!r} of output {head!r}" if head is not None else f"term {name!r}")
+            loggers.extend([(f"{name}_loss", what, what, path), (f"{name}_weight", what, what, path)])
         seen[name] = path
         if fn is not None:
             terms.append(Term(name, tuple(outputs), target, fn, _loss_label(ref), float(weight),
@@ -350,14 +361,17 @@ def _resolve(spec: LossSpec) -> list[Term]:
     head_metrics = spec.head_metrics()
     for head, h in spec.outputs.items():
         if h.loss is None:
+            # A misspelt output (``--set loss.outputs.knd.weight=2`` for ``kind``) makes a new head.
+            close = did_you_mean(head, [o for o in spec.outputs if o != head]).strip()
+            close = f"; {close}" if close else ""
             if not head_metrics.get(head):
                 problems.append((spec.head_path(head, "key"),
                                  f"head {head!r} has neither `loss` nor `metrics`: add a loss (or metrics "
-                                 "to watch it), or remove the head"))
+                                 f"to watch it), or remove the head{close}"))
             elif "weight" in h.model_fields_set and head not in spec._paths:
                 problems.append((spec.head_path(head, "weight"),
                                  f"head {head!r} has a weight but no loss, so the weight has no effect: "
-                                 "add `loss:` or remove `weight:`"))
+                                 f"add `loss:` or remove `weight:`{close}"))
             continue
         lpath = spec.head_path(head, "loss")
         common = dict(outputs=[head], target=head, reduction=h.reduction, cw=h.class_weight,
@@ -394,6 +408,10 @@ def _resolve(spec: LossSpec) -> list[Term]:
             continue
         problems.append((path, f"unknown metric {m!r}; {did_you_mean(m, known)}use a Keras metric name "
                                "(e.g. accuracy, mae, auc) or an import string 'package.module:attr'"))
+    for head, ms in head_metrics.items():    # Keras logs an import-string metric by its function's name
+        loggers += [(f"{head}_{_loss_label(m) if is_import_string(m) else m}", f"metric {m!r} of output {head!r}",
+                     f"output {head!r}", spec.head_path(head, "key")) for m in ms]
+    problems += _log_key_problems(loggers)
     if not spec.outputs and not spec.terms:
         problems.append(((), "the spec defines no loss: add `outputs:` (or the compile form `loss:`)"))
     if spec.weighting is not None:
@@ -408,6 +426,83 @@ def _resolve(spec: LossSpec) -> list[Term]:
         raise spec.error(problems)
     return terms
 
+
+def _is_keras_loss_class(cls: type) -> bool:
+    """Whether ``cls`` subclasses Keras's ``Loss`` (told by its bases: this layer imports no Keras)."""
+    return any(k.__name__ == "Loss" and k.__module__.startswith("keras") for k in cls.__mro__)
+
+
+def _own(cls: type, attr: str) -> Any:
+    """``attr`` as the class (not its metaclass) defines it, or None."""
+    return next((vars(k)[attr] for k in cls.__mro__ if attr in vars(k) and k is not object), None)
+
+
+def _call_problem(name: str, obj: Any, params: dict) -> str | None:
+    """Why the loss ``obj`` cannot be called as the terms call it, else None.
+
+    A function (or callable object) is called ``f(y_true, y_pred, **params)``; a class is made with
+    ``cls(**params)`` and then called ``(y_true, y_pred)`` (a Keras ``Loss``: its ``call``).  Not
+    checked: a Keras loss not imported yet (a name), an object whose signature cannot be read, and
+    multiloss's own losses (tested; the class-incremental ones get their required params, ``num_old``,
+    from the method that writes their spec).
+    """
+    if isinstance(obj, str) or str(getattr(obj, "__module__", "")).startswith("multiloss."):
+        return None
+    kw = "".join(f", {k}=..." for k in params)
+    needs = "a loss is a function f(y_true, y_pred, **params), or a class made with its params and called " \
+            "(y_true, y_pred)"
+    if not isinstance(obj, type):
+        if not callable(obj):
+            return f"loss {name!r} is {type(obj).__name__} {obj!r:.40}, not a function or class; {needs}"
+        why = bind_problem(obj, "y_true", "y_pred", **params)
+        if why is not None and why.startswith("missing a required argument"):
+            why += " (give it in the loss's `params:`, or a default)"
+        return None if why is None else \
+            f"loss {name!r} cannot be called as f(y_true, y_pred{kw}): {why}; {needs}"
+    why = bind_problem(obj, **params)
+    if why is not None:
+        return f"loss {name!r} cannot be made as {obj.__name__}({kw.lstrip(', ')}): {why}; {needs}"
+    method = "call" if _is_keras_loss_class(obj) else "__call__"
+    raw = _own(obj, method)
+    if raw is None:
+        return f"loss {name!r}: class {obj.__name__} has no `{method}` method, so it cannot be called; {needs}"
+    args = ("y_true", "y_pred") if isinstance(raw, (staticmethod, classmethod)) else ("self", "y_true", "y_pred")
+    why = bind_problem(getattr(obj, method), *args)
+    return None if why is None else \
+        f"loss {name!r}: {obj.__name__}.{method} cannot be called as (y_true, y_pred): {why}; {needs}"
+
+
+def _log_key_problems(loggers: list[tuple[str, str, str | None, tuple]]) -> list[tuple[tuple, str]]:
+    """Log keys (``loss``, ``<term>_loss``, ``<term>_weight``, ``<head>_<metric>``) that clash.
+
+    A key logged twice keeps one value in the history; Keras logs the validation values under
+    ``val_`` + the training key, which replaces a training key of that name (an output ``val``'s
+    ``val_loss`` is the validation total's).  ``loggers`` holds ``(key, what logs it, what to rename
+    (None: nothing, the total), its path)``; one problem for each pair that clashes.
+    """
+    first: dict[str, tuple] = {}
+    clashes: dict[tuple, list[str]] = {}    # (owner, other owner, validation?) -> keys
+    for key, what, rename, path in loggers:
+        owner = (what, rename, path)
+        if key in first and first[key][0] != what:
+            clashes.setdefault((owner, first[key], False), []).append(key)
+        first.setdefault(key, owner)
+    for key, owner in first.items():
+        base = key.removeprefix("val_")
+        if base != key and base in first:
+            clashes.setdefault((owner, first[base], True), []).append(key)
+    problems = []
+    for ((what, rename, path), (other, other_rename, _), validation), keys in clashes.items():
+        logs = ", ".join(map(repr, keys))
+        if validation:
+            plural = "s" if len(keys) > 1 else ""
+            clash = (f"{what} logs {logs}, the key{plural} of the validation value{plural} of {other} "
+                     "(Keras logs validation values as 'val_' + the training key)")
+        else:
+            clash = f"{what} logs {logs}, as {other} does"
+        names = " or ".join(r for r in (rename, other_rename) if r)
+        problems.append((path, f"{clash}, so one hides the other in the history; rename {names}"))
+    return problems
 
 def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
     return pydantic_problems(exc, LossSpec, _TAGS)

@@ -3,6 +3,7 @@
 Shared by the loss spec and every config: pydantic errors become one line
 each, unknown keys get a did-you-mean and the list of valid keys, and
 parameters are checked against the signature of what they will be passed to.
+:data:`Integer` is the ``int`` of config fields (it refuses ``true``/``false``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,22 @@ import math
 import types
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
 
 Problems = list[tuple[tuple, str]]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):     # bool is an int subclass: pydantic's lax int takes true as 1
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+#: An ``int`` field that refuses ``true``/``false`` (``batch_size: true`` is no batch size).
+Integer = Annotated[int, BeforeValidator(_not_bool)]
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -142,6 +154,22 @@ def signature_params(fn: Callable, skip: Iterable[str] = ()) -> list[str] | None
             if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)]
 
 
+def bind_problem(fn: Callable, *args: Any, **kwargs: Any) -> str | None:
+    """Why ``fn(*args, **kwargs)`` cannot be called (``"missing a required argument: 'extra'"``), else None.
+
+    None too when ``fn`` has no signature that can be read (some builtins).
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
 def check_params(fn: Callable, params: dict, path: tuple, skip: Iterable[str] = (),
                  valid: list[str] | None = None) -> Problems:
     """Problems of ``params`` for ``fn``: unknown names (with did-you-mean) and non-finite numbers."""
@@ -153,5 +181,5 @@ def check_params(fn: Callable, params: dict, path: tuple, skip: Iterable[str] = 
     return problems
 
 
-__all__ = ["Problems", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "nonfinite_paths",
-           "signature_params", "check_params"]
+__all__ = ["Problems", "Integer", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "nonfinite_paths",
+           "signature_params", "bind_problem", "check_params"]
