@@ -163,3 +163,100 @@ def test_binary_targets_without_class_axis_and_their_class_weights():
                               "reduction": "weighted_mean"}}}
     total, _ = _total(spec, {"b": t}, {"b": p})
     assert total == pytest.approx((w * bce).sum() / w.sum(), rel=1e-5)
+
+
+@ml.register_loss("_pairwise_for_tests")
+def _pairwise(y_true, y_pred):
+    """[B, 1] against [1, B]: the broadcast mistake that gives L of shape [B, B]."""
+    return ops.abs(y_true - ops.transpose(y_pred))
+
+
+@ml.register_loss("_stacked_for_tests")
+def _stacked(y_true, y_pred):
+    """L of shape [2, B]: the batch axis is not first."""
+    return ops.stack([ops.mean(ops.abs(y_true - y_pred), axis=-1)] * 2, axis=0)
+
+
+@ml.register_loss("_none_for_tests")
+def _returns_none(y_true, y_pred):
+    return None
+
+
+@ml.register_loss("_string_for_tests")
+def _returns_string(y_true, y_pred):
+    return "oops"
+
+
+def _score_data():
+    rng = np.random.default_rng(0)
+    return ({"score": rng.normal(size=(6, 1)).astype("float32")},
+            {"score": rng.normal(size=(6, 1)).astype("float32")})
+
+
+@pytest.mark.parametrize("sample_weight", [None, np.ones(6, "float32")])
+def test_loss_values_whose_further_axes_are_not_the_outputs_are_refused(sample_weight):
+    """L of shape [B, B] for a [B, 1] output is not per-sample values: a SpecError, not a mean of B² numbers."""
+    y_true, y_pred = _score_data()
+    spec = {"outputs": {"score": {"loss": "_pairwise_for_tests"}}}
+    with pytest.raises(ml.SpecError) as info:
+        _total(spec, y_true, y_pred, sample_weight)
+    text = str(info.value)
+    assert info.value.problems[0][0] == ("outputs", "score", "loss")
+    assert "term 'score': its loss returns values L of shape (6, 6)" in text
+    assert "y_pred (6, 1), y_true (6, 1)" in text and "axis 1 has size 6 where y_pred has 1" in text
+    assert "(6,) or (6, 1)" in text
+
+
+def test_loss_values_whose_first_axis_is_not_the_batch_are_refused_before_the_mask():
+    y_true, y_pred = _score_data()
+    y_true["score"][2] = np.nan
+    spec = {"outputs": {"score": {"loss": "_stacked_for_tests", "mask_value": float("nan")}}}
+    with pytest.raises(ml.SpecError, match=r"term 'score': its loss returns values L of shape \(2, 6\), .*"
+                                           r"first axis has size 2 but the batch has 6"):
+        _total(spec, y_true, y_pred)
+
+
+def test_a_mask_that_cannot_weight_the_values_is_named_for_what_it_is():
+    """The mask comes from mask_value on y_true: the message says so, with y_true's shape."""
+    spec = {"outputs": {"p": {"loss": "_identity_for_tests", "mask_value": -1.0}}}
+    y_true, y_pred = np.zeros((3, 5), "float32"), np.zeros((3, 2), "float32")
+    with pytest.raises(ml.SpecError, match=r"term 'p': the mask derived from mask_value on y_true of shape "
+                                           r"\(3, 5\) cannot weight per-element loss values of shape \(3, 2\)"):
+        _total(spec, {"p": y_true}, {"p": y_pred})
+
+
+@pytest.mark.parametrize("loss, got", [("_none_for_tests", "None"), ("_string_for_tests", "str 'oops'")])
+@pytest.mark.parametrize("mask_value", [None, float("nan")])
+def test_a_loss_that_returns_no_tensor_is_a_spec_error(loss, got, mask_value):
+    y_true, y_pred = _score_data()
+    spec = {"outputs": {"score": {"loss": loss, "mask_value": mask_value}}}
+    with pytest.raises(ml.SpecError, match=rf"term 'score': its loss returns {got}; a loss must return a tensor "
+                                           r"of per-sample values \[B\] or per-element values \[B, d1\.\.dk\]"):
+        _total(spec, y_true, y_pred)
+
+
+@ml.register_loss("_pair_matrix_for_tests")
+def _pair_matrix(y_true, y_pred):
+    """Over two outputs: one value per pair (i, j) of the batch, [B, B]."""
+    a, b = y_pred
+    return ops.sum(ops.square(ops.expand_dims(a, 1) - ops.expand_dims(b, 0)), axis=-1)
+
+
+@ml.register_loss("_pair_stacked_for_tests")
+def _pair_stacked(y_true, y_pred):
+    a, b = y_pred
+    return ops.stack([ops.sum(a * b, axis=-1)] * 2, axis=0)
+
+
+def test_a_term_over_several_outputs_needs_only_the_batch_axis_first():
+    """Values per pair of a batch ([B, B]) are a term's own business; the first axis must be the batch's."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(4, 3)).astype("float32")
+    pairs = ((a[:, None] - b[None]) ** 2).sum(-1)
+    ok = {"terms": [{"name": "pair", "outputs": ["a", "b"], "loss": "_pair_matrix_for_tests"}]}
+    total, _ = _total(ok, {}, {"a": a, "b": b}, np.ones(4, "float32"))
+    assert total == pytest.approx(pairs.mean(), rel=1e-5)
+    bad = {"terms": [{"name": "pair", "outputs": ["a", "b"], "loss": "_pair_stacked_for_tests"}]}
+    with pytest.raises(ml.SpecError, match=r"term 'pair': its loss returns values L of shape \(2, 4\), .*"
+                                           r"outputs 'a', 'b' \(y_pred\[0\] \(4, 3\), y_pred\[1\] \(4, 3\)\)"):
+        _total(bad, {}, {"a": a, "b": b})

@@ -337,7 +337,7 @@ class CompositeLoss:
     def _term(self, t: Term, y_true: dict, y_pred: dict, sample_weight):
         """Per-element values L and element weights W (or None) for one term."""
         target, pred = self._inputs(t, y_true, y_pred)
-        factors, valid = [], None
+        factors, valid, described = [], None, {}
         if t.mask_value is not None:
             # Missing targets are replaced by 0 so that no NaN can leak through 0·L.
             target, valid = red.mask_targets(target, t.mask_value)
@@ -349,9 +349,10 @@ class CompositeLoss:
                 # the loss first and fail with its own message about the label.
                 target = ops.reshape(ops.cast(ids, target.dtype), ops.shape(target))
         if red.masks_per_element(t.loss, t.mask_value, pred):
-            values = ops.cast(red.per_element_values(t.loss, target, pred), self.dtype)
+            values = red.per_element_values(t.loss, target, pred)
         else:
-            values = ops.cast(t.loss(target, pred), self.dtype)
+            values = t.loss(target, pred)
+        values = self._check_values(t, values, target, pred)
         sw = sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
         if sw is not None:
             factors.append(("sample_weight", sw))
@@ -359,13 +360,18 @@ class CompositeLoss:
             ids = red.class_ids(target, pred, sparse)
             factors.append(("class_weight", red.class_weight_map(ids, t.class_weight, values.dtype)))
         if valid is not None:
-            factors.append(("mask_value", red.reduce_axes_to(valid, len(values.shape))))
+            mask = red.reduce_axes_to(valid, len(values.shape))
+            shown = f"the mask derived from mask_value on y_true of shape {tuple(valid.shape)}"
+            if len(mask.shape) != len(valid.shape):
+                shown += f" (per position: {tuple(mask.shape)})"
+            factors.append(("mask_value", mask))
+            described["mask_value"] = shown
         if len(values.shape) == 0 and factors:
             raise self._where(
                 t, f"its loss returns a scalar, so {' and '.join(k for k, _ in factors)} cannot apply; "
                    "return per-sample values shaped [B] or per-element values [B, d1..dk] instead")
         try:
-            factors = [(k, red.align(f, values, k)) for k, f in factors]
+            factors = [(k, red.align(f, values, k, described.get(k))) for k, f in factors]
         except ValueError as exc:
             raise self._where(t, str(exc)) from None
         weights = None
@@ -374,6 +380,57 @@ class CompositeLoss:
         if valid is not None:
             values = ops.where(ops.cast(weights, "bool"), values, ops.zeros_like(values))
         return values, weights
+
+    def _check_values(self, t: Term, values, target, pred):
+        """The loss's values L as a float tensor, checked against the term's contract: L is ``[B]`` or
+        ``[B, d1..dk]``, its further axes the leading non-batch axes of ``y_pred`` (or ``y_true``); for a
+        term over several outputs only the batch axis is checked (its values may be per pair).
+
+        The check is on static shapes, so it costs nothing per step; only where L has a size unknown
+        when tracing at an axis whose size the output fixes (a loss that broadcasts ``[B, 1]`` against
+        ``[1, B]`` gives ``[None, None]`` for ``[None, 1]``), the step checks L's size there: a few
+        integer ops on the shapes and one assert on the host, no device work (XLA drops the assert).
+        """
+        if values is None or not _is_numeric(values):
+            got = "None" if values is None else f"{type(values).__name__} {values!r}"[:80]
+            raise self._where(t, f"its loss returns {got}; a loss must return a tensor of per-sample values "
+                                 "[B] or per-element values [B, d1..dk]")
+        values = ops.cast(values, self.dtype)
+        shape = red.static_shape(values)
+        if not shape:       # a scalar (refused where weights apply), or a rank unknown when tracing
+            return values
+        several = isinstance(pred, list)
+        names = [f"y_pred[{i}]" if several else "y_pred" for i in range(len(pred) if several else 1)]
+        refs = {n: red.static_shape(p) for n, p in zip(names, pred if several else [pred])}
+        if target is not None:
+            refs["y_true"] = red.static_shape(target)
+        refs = {n: s for n, s in refs.items() if s is not None}
+        if not refs:
+            return values
+        found = red.check_loss_shape(shape, refs, batch_only=several)
+        outputs = ", ".join(map(repr, t.outputs))
+        of = f"output{'s' if several else ''} {outputs} ({', '.join(f'{n} {s}' for n, s in refs.items())})"
+        valid = ("[B, ...] with B the batch axis" if several else
+                 "[B] or [B, d1..dk] with d1..dk the leading non-batch axes of y_pred or y_true: "
+                 + " or ".join(map(str, red.valid_loss_shapes(refs))))
+        if found.problem is not None:
+            raise self._where(t, f"its loss returns values L of shape {shape}, which cannot be per-sample or "
+                                 f"per-element values of {of}: {found.problem}; L must be {valid}")
+        if not found.pending or tf.executing_eagerly():
+            return values
+        sizes = tf.shape(values)
+        ok = tf.reduce_any(tf.stack([tf.reduce_all(tf.stack([tf.equal(sizes[a], n) for a, n in alt]))
+                                     for alt in found.pending]))
+        axis = found.pending[0][0][0]
+        # No "]" in the message: core.model.guard_labels reads it up to the first one.
+        msg = label_check_message(
+            *self.spec.locate(t.path),
+            f"term {t.name!r}: its loss returns values L of shape {shape} with {{}} entries on axis {axis}, "
+            f"which cannot be per-sample or per-element values of {of}: L must be "
+            + valid.replace("[", "(").replace("]", ")"))
+        check = tf.debugging.Assert(ok, [msg, sizes[axis]], summarize=1)
+        with tf.control_dependencies([check]):
+            return tf.identity(values)
 
     def _compute(self, y_true, y_pred, sample_weight):
         """``(LossResult, values [T], present [T] or None)``; ``present`` is counted only with sample
@@ -403,6 +460,15 @@ LABEL_CHECK = "multiloss label check"
 def label_check_message(source: str, path: tuple, message: str) -> str:
     """The text of a graph-mode label assert: parsed back by ``core.model.guard_labels``."""
     return f"{LABEL_CHECK}|{source}|{'.'.join(map(str, path))}|{message}"
+
+
+def _is_numeric(x) -> bool:
+    """Whether ``x`` converts to a tensor of numbers (or booleans): what a loss returns."""
+    try:
+        dtype = keras.backend.standardize_dtype(x.dtype if hasattr(x, "dtype") else ops.convert_to_tensor(x).dtype)
+    except (TypeError, ValueError):
+        return False
+    return dtype == "bool" or "int" in dtype or "float" in dtype
 
 
 def _full_precision(x):

@@ -1,6 +1,9 @@
 """Element weights and reductions: the one place where they are applied.
 
-A term's loss returns L, shaped ``[B]`` or ``[B, d1..dk]``.  The element
+A term's loss returns L, shaped ``[B]`` or ``[B, d1..dk]`` with d1..dk the leading
+non-batch axes of its prediction (or target): :func:`check_loss_shape` checks it on
+the static shapes, so a ``[B, B]`` or ``[2, B]`` L is a SpecError rather than a
+silently wrong mean or a broadcast error inside the step.  The element
 weights are ``W = sample_weight × class_weight(y_true) × mask``, each
 broadcast to L's shape.  A reduction turns ``(L, W)`` into a numerator and a
 denominator; the composite loss sums denominators across replicas so that a
@@ -46,6 +49,7 @@ the loss (:attr:`multiloss.spec.loss_table.LossFn.elementwise`):
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ..spec.lazy import keras, ops, tf
 from ..spec.loss_table import same_rank
@@ -67,11 +71,12 @@ def _align_unknown_rank(weight, values, what: str):
         return tf.ensure_shape(tf.reshape(weight, target), [None] * rank)
 
 
-def align(weight, values, what: str):
+def align(weight, values, what: str, described: str | None = None):
     """Broadcast ``weight`` to ``values``' shape; weights align from the left.
 
     ``[B]`` becomes ``[B, 1, .., 1]``; trailing axes of size 1 beyond L's rank
-    are dropped.  Raises ``ValueError`` naming ``what`` when they cannot match.
+    are dropped.  Raises ``ValueError`` naming ``what`` (or, in full, ``described``: what the
+    weight is and its shape) when they cannot match.
     """
     weight = ops.cast(weight, values.dtype)
     if weight.shape.rank is None:       # a retraced step (another weight rank than the first fit's)
@@ -85,11 +90,77 @@ def align(weight, values, what: str):
     )
     if not ok:
         raise ValueError(
-            f"{what} of shape {tuple(weight.shape)} cannot weight per-element loss values "
+            f"{described or f'{what} of shape {tuple(weight.shape)}'} cannot weight per-element loss values "
             f"of shape {tuple(values.shape)}: give it shape [B] or a prefix of "
             f"{tuple(values.shape)}"
         )
     return ops.broadcast_to(weight, ops.shape(values))
+
+
+def static_shape(x) -> tuple | None:
+    """``x``'s static shape as a tuple (None for a size unknown when tracing); None when even its rank is."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        shape = ops.shape(ops.convert_to_tensor(x))
+    if getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+class LossShape(NamedTuple):
+    """What :func:`check_loss_shape` says of L's static shape."""
+
+    problem: str | None     # why L cannot be the term's per-element values; None when it can (or may)
+    pending: list           # when the static shapes cannot tell: alternatives, each [(axis, size)] L must have
+
+
+def _against(values: tuple, name: str, ref: tuple, batch_only: bool):
+    """``(reason or None, [(axis, size)] still to check when the step runs)`` for L against one shape."""
+    if not ref:
+        return f"{name} has no batch axis", []
+    if not batch_only and len(values) > len(ref):
+        return f"L has {len(values)} axes but {name} has {len(ref)}", []
+    unknown = []
+    for axis, (v, r) in enumerate(zip(values[:1] if batch_only else values, ref)):
+        if v is None:
+            if r is not None:
+                unknown.append((axis, r))
+        elif r is None:
+            if axis == 0:   # a size known when tracing cannot be the batch axis, whose size is not
+                return f"L's first axis has size {v} while the batch axis has no fixed size: it is not the batch axis", []
+        elif v != r:
+            return (f"L's first axis has size {v} but the batch has {r}" if axis == 0
+                    else f"L's axis {axis} has size {v} where {name} has {r}"), []
+    return None, unknown
+
+
+def check_loss_shape(values: tuple, references: dict[str, tuple], batch_only: bool = False) -> LossShape:
+    """Whether L's static shape ``values`` (rank ≥ 1) can be per-sample or per-element values of an output.
+
+    L's first axis is the batch axis, and its further axes are the leading non-batch axes of one of
+    ``references`` (``{"y_pred": shape, "y_true": shape}``): ``[B]`` or ``[B, d1..dk]``, a prefix of it.
+    ``batch_only`` (a term over several outputs, whose values may be per pair) checks the first axis alone.
+    A size unknown when tracing matches any size, but L's first axis of a known size does not match a batch
+    axis of unknown size.  Where only sizes of L unknown when tracing stand between L and every shape, they
+    are ``pending``: to be checked when the step runs.
+    """
+    problems, viable = [], []
+    for name, ref in references.items():
+        reason, unknown = _against(values, name, ref, batch_only)
+        (problems if reason else viable).append(reason or unknown)
+    if not viable:
+        return LossShape(problems[0], [])
+    return LossShape(None, [] if any(not u for u in viable) else viable)
+
+
+def valid_loss_shapes(references: dict[str, tuple]) -> list[tuple]:
+    """The shapes L may have (:func:`check_loss_shape`): each reference's prefixes ``[B]``, ``[B, d1]``, …"""
+    out = []
+    for ref in references.values():
+        for k in range(1, len(ref) + 1):
+            if ref[:k] not in out:
+                out.append(ref[:k])
+    return out
 
 
 def class_ids(y_true, y_pred, sparse: bool):
@@ -191,6 +262,7 @@ def cross_replica_sum(x):
 
 # The reduction names are re-exported: this was their home before the spec layer had them.
 __all__ = ["REDUCTIONS", "REDUCTION_ALIASES", "Reduction", "ReductionName", "canonical_reduction",
-           "align", "class_ids", "class_weight_map", "valid_mask", "mask_targets", "masks_per_element", "per_element_values",
+           "align", "static_shape", "LossShape", "check_loss_shape", "valid_loss_shapes",
+           "class_ids", "class_weight_map", "valid_mask", "mask_targets", "masks_per_element", "per_element_values",
            "reduce_axes_to", "numerator_denominator",
            "num_replicas", "cross_replica_sum"]

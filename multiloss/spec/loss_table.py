@@ -5,7 +5,10 @@ themselves are math in :mod:`multiloss.losses`.
 
 A registered loss is *math only*: ``(y_true, y_pred) -> L`` with L of shape
 ``[B]`` or ``[B, d1..dk]`` (never reduced over the batch).  Weighting,
-masking and reduction happen once, in :mod:`multiloss.losses.reduction`.
+masking and reduction happen once, in :mod:`multiloss.losses.reduction`, which
+also checks L's shape (:func:`~multiloss.losses.reduction.check_loss_shape`): its
+first axis is the batch axis and its further axes are the leading non-batch axes
+of ``y_pred`` or ``y_true`` (for a term over several outputs, the batch axis only).
 
 A loss is *elementwise* when it is the mean over the last axis of a function of
 each (target, prediction) pair, ``L[..] = mean_k f(t[.., k], p[.., k])``:
