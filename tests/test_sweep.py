@@ -276,6 +276,21 @@ def test_a_resumed_sweep_draws_new_points_and_each_session_is_reproducible(tmp_p
     assert [session(again, resume=r) for r in (False, True)] == [first, second]
 
 
+def test_a_sweep_refused_before_its_study_leaves_nothing_that_blocks_the_fixed_rerun(tmp_path, capsys):
+    from multiloss.run.sweep import open_folder
+
+    bad = write(tmp_path, storage={"url": "foo://bar/baz"})
+    assert main(["sweep", str(bad)]) == 1
+    assert "storage: Optuna cannot open the storage" in capsys.readouterr().err
+    folder = tmp_path / "sweeps" / "heads"
+    assert sorted(p.name for p in folder.iterdir()) == ["study.lock", "sweep.yaml"]
+    fixed = load_sweep(write(tmp_path))                        # the storage line removed: not refused
+    assert open_folder(fixed, resume=False, overwrite=False) == folder
+    (folder / "study.db").write_bytes(b"")                     # a study is work: a second sweep is refused
+    with pytest.raises(RunError, match=r"already holds a run"):
+        open_folder(fixed, resume=False, overwrite=False)
+
+
 def test_pareto_front_of_a_hand_made_table():
     rows = table()
     assert [r.number for r in sweep_report.pareto_front(rows, MODES)] == hand_front(rows, MODES) == [1, 2, 4, 5]

@@ -76,21 +76,23 @@ class RunDir:
     """
 
     def __init__(self, path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-                 writer: bool = True, hint: str = "multiloss train CONFIG"):
+                 writer: bool = True, hint: str = "multiloss train CONFIG", not_work: tuple[str, ...] = NOT_WORK):
         if resume and overwrite:
             raise RunError("--resume and --overwrite exclude each other: resume continues the run "
                            "in the folder, overwrite replaces it")
         self.path = Path(path)
         self.resume, self.overwrite, self.writer, self.hint = resume, overwrite, writer, hint
+        #: Top-level names that are no work to lose (a failed start's config): a rerun is not refused for them.
+        self.not_work = not_work
         self.checkpoints = self.path / "checkpoints"
 
     # --- opening -----------------------------------------------------------------
 
     def holds_run(self) -> bool:
-        """Whether the folder holds a run's work: any file but those of ``NOT_WORK`` and temporaries."""
+        """Whether the folder holds a run's work: any file but those of ``not_work`` and temporaries."""
         if not self.path.is_dir():
             return False
-        return any(f.is_file() and f.relative_to(self.path).parts[0] not in NOT_WORK
+        return any(f.is_file() and f.relative_to(self.path).parts[0] not in self.not_work
                    and not f.name.startswith(atomic.TMP_PREFIX) for f in self.path.rglob("*"))
 
     def open(self) -> dict | None:

@@ -395,7 +395,8 @@ def open_folder(sweep: Sweep, *, resume: bool, overwrite: bool) -> Path:
     """The sweep folder, checked: a second sweep into a folder holding one is refused unless ``resume``
     (which joins a sweep still running there: nothing in the folder is touched) or ``overwrite``."""
     hint = f"multiloss sweep {sweep.file.name}"
-    folder = RunDir(sweep.folder, resume=resume, overwrite=overwrite, hint=hint)
+    folder = RunDir(sweep.folder, resume=resume, overwrite=overwrite, hint=hint,
+                    not_work=("sweep.yaml", "study.lock"))    # a sweep refused before its study: nothing to lose
     if resume and folder.holds_run():
         folder.check_writable()
     else:
