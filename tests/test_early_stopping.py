@@ -146,3 +146,17 @@ def test_delta_m_over_two_heads_keeps_the_best_epochs_model_and_resume_respects_
     assert len(read_history(run)) == len(history)
     got = keras.saving.load_model(run / "model.keras").evaluate(x, y, verbose=0, return_dict=True)
     assert got["ctg_out_1_accuracy"] == pytest.approx(acc[best], abs=1e-6)
+
+
+def class_margin(y_true, y_pred):
+    """A user's metric, named in the config by import string; Keras logs it as ``<head>_class_margin``."""
+    return keras.ops.max(y_pred, axis=-1)
+
+
+def test_an_import_string_metric_is_monitored_by_the_name_keras_logs_it_under(tmp_path):
+    metric = "loss.outputs.ctg_out_1.metrics=[accuracy, 'test_early_stopping:class_margin']"
+    cfg = _config(metric, f"{ES}.monitor=val_ctg_out_1_class_margin", f"{ES}.mode=max", tmp_path=tmp_path)
+    stop = next(c for c in run_callbacks(cfg, _rundir(cfg), [], False) if isinstance(c, keras.callbacks.EarlyStopping))
+    assert stop.monitor == "val_ctg_out_1_class_margin"
+    with pytest.raises(ml.SpecError, match=r"val_ctg_out_1_test_early_stopping:class_margin"):
+        _config(metric, f"{ES}.monitor=val_ctg_out_1_test_early_stopping:class_margin", f"{ES}.mode=max")

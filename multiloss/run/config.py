@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..core.guard import MODES
 from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
-from ..spec.loss_spec import LossSpec, load_spec, spec_from_data
+from ..spec.loss_spec import LossSpec, load_spec, metric_log_name, spec_from_data
 from ..spec.validation import Integer, Problems, check_params, did_you_mean
 from ..spec.yamlio import dump_yaml
 from .augment import AugmentList
@@ -227,7 +227,7 @@ def logged_keys(cfg: RunConfig) -> list[str]:
     """The keys a run logs each epoch: the total, each term's loss and weight, each head's metrics; then
     the same with ``val_``."""
     keys = ["loss"] + [f"{t.name}_{what}" for t in cfg.spec.resolve() for what in ("loss", "weight")]
-    keys += [f"{head}_{m}" for head, ms in cfg.spec.head_metrics().items() for m in ms]
+    keys += [f"{head}_{metric_log_name(m)}" for head, ms in cfg.spec.head_metrics().items() for m in ms]
     return keys + [f"val_{k}" for k in keys]
 
 

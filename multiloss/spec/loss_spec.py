@@ -312,6 +312,11 @@ def _known_metrics() -> list[str]:
     return sorted(KERAS_METRICS | _METRIC_EXTRAS)
 
 
+def metric_log_name(metric: str) -> str:
+    """The name Keras logs a head's metric under (after ``<head>_``): an import string's function name."""
+    return _loss_label(metric) if is_import_string(metric) else metric
+
+
 def _loss_label(ref: str | LossCall) -> str:
     name = ref if isinstance(ref, str) else ref.name
     return name.rpartition(":")[2].rpartition(".")[2]
@@ -409,7 +414,7 @@ def _resolve(spec: LossSpec) -> list[Term]:
         problems.append((path, f"unknown metric {m!r}; {did_you_mean(m, known)}use a Keras metric name "
                                "(e.g. accuracy, mae, auc) or an import string 'package.module:attr'"))
     for head, ms in head_metrics.items():    # Keras logs an import-string metric by its function's name
-        loggers += [(f"{head}_{_loss_label(m) if is_import_string(m) else m}", f"metric {m!r} of output {head!r}",
+        loggers += [(f"{head}_{metric_log_name(m)}", f"metric {m!r} of output {head!r}",
                      f"output {head!r}", spec.head_path(head, "key")) for m in ms]
     problems += _log_key_problems(loggers)
     if not spec.outputs and not spec.terms:
