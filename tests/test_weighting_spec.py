@@ -85,6 +85,30 @@ def test_shared_layers_and_gradnorm_layer_are_checked_against_the_model():
     assert [v.path for v in model.loss.weighting.layer] == ["trunk/kernel", "trunk/bias"]
 
 
+def _two_towers():
+    x = keras.Input((4,))
+    return keras.Model(x, {"cls": keras.layers.Dense(3, activation="softmax", name="cls")(keras.layers.Dense(5, name="ta")(x)),
+                           "reg": keras.layers.Dense(2, name="reg")(keras.layers.Dense(5, name="tb")(x))})
+
+
+@pytest.mark.parametrize("strategy", ["pcgrad", "mgda", "cagrad", "nash_mtl"])
+def test_a_gradient_strategy_without_shared_parameters_is_refused(strategy):
+    """Two towers share nothing: a strategy that combines gradients on shared parameters would silently
+    train as static weights."""
+    with pytest.raises(ml.SpecError, match=rf"weighting\.strategy: {strategy} combines the terms' gradients on "
+                                           r"the parameters they share, but no trainable variable is used by two"):
+        ml.compile(_two_towers(), HEADS + f"weighting: {{strategy: {strategy}}}\n", optimizer="sgd")
+    ml.compile(_two_towers(), HEADS + "weighting: {strategy: uncertainty}\n", optimizer="sgd")   # a loss weighting
+
+
+def test_a_layer_named_shared_must_feed_two_terms():
+    with pytest.raises(ml.SpecError, match=r"weighting\.shared\.1: layer 'reg' is used by only term 'reg', so it is "
+                                           r"not shared: .* the model's shared layers: \['trunk'\]"):
+        ml.compile(_model(), HEADS + "weighting: {strategy: pcgrad, shared: [trunk, reg]}\n")
+    with pytest.raises(ml.SpecError, match=r"weighting\.params\.layer: layer 'cls' is used by only term 'cls'"):
+        ml.compile(_model(), HEADS + "weighting: {strategy: gradnorm, params: {layer: cls}}\n")
+
+
 def test_shared_parameters_are_inferred_from_the_layer_graph():
     from multiloss.run.examples import siamese_model
 

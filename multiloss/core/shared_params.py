@@ -84,6 +84,26 @@ def variables_of(model, names: list[str]) -> tuple[list, list[tuple[int, str]]]:
     return chosen, problems
 
 
+def lone_layers(model, terms, names: list[str]) -> list[tuple[int, str]]:
+    """``[(index, problem)]`` for each named layer (``weighting.shared``, GradNorm's ``layer``) that fewer
+    than two terms use, from the layer graph; none when the graph is unknown (a subclassed model)."""
+    per_term = term_variables(model, terms)
+    if per_term is None:
+        return []
+    shared = sorted({n for v in infer_shared(model, terms) or [] for n in v.path.split("/")[:-1]})
+    problems = []
+    for i, name in enumerate(names):
+        ids = {id(v) for v in variables_of(model, [name])[0]}
+        if not ids:
+            continue                       # not a layer of the model: variables_of says so
+        users = [t for t, used in per_term.items() if used & ids]
+        if len(users) < 2:
+            who = f"only term {users[0]!r}" if users else "no term"
+            problems.append((i, f"layer {name!r} is used by {who}, so it is not shared: a shared layer feeds "
+                                f"two or more terms; the model's shared layers: {shared or 'none'}"))
+    return problems
+
+
 def infer_shared(model, terms) -> list | None:
     """The shared variables from the layer graph (model order), or None if it is unknown."""
     per_term = term_variables(model, terms)

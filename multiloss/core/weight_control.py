@@ -67,15 +67,22 @@ class Weighting:
         self.strategy.set_state({k: v for k, v in pending.items() if k in self.strategy.state})
 
     def _bind_gradients(self, model) -> None:
-        from .shared_params import infer_shared, variables_of
+        from .shared_params import infer_shared, lone_layers, variables_of
 
         kind = self.strategy.kind()
         problems = []
+        terms = self.composite.terms
         if self.shared_names is not None:
             self.shared, bad = variables_of(model, self.shared_names)
-            problems += [(("weighting", "shared", i), msg) for i, msg in bad]
+            problems += [(("weighting", "shared", i), msg) for i, msg in bad + lone_layers(model, terms, self.shared_names)]
         else:
-            self.shared = infer_shared(model, self.composite.terms)
+            self.shared = infer_shared(model, terms)
+            if self.shared == [] and self.mode == "parameters" and kind is not LayerGradientWeighting:
+                problems.append((("weighting", "strategy"),
+                                 f"{self.composite.spec.weighting.strategy} combines the terms' gradients on the "
+                                 "parameters they share, but no trainable variable is used by two or more terms "
+                                 "(each has a tower of its own), so it would train as static weights; share a "
+                                 "trunk between the heads, or use a loss weighting (uncertainty, dwa, ...)"))
         if kind is LayerGradientWeighting:
             problems += self._bind_layer(model)
         else:
@@ -89,11 +96,12 @@ class Weighting:
 
     def _bind_layer(self, model) -> list:
         """GradNorm's layer W: named, or the last shared layer."""
-        from .shared_params import last_layer, variables_of
+        from .shared_params import last_layer, lone_layers, variables_of
 
         layer = getattr(self.strategy.params, "layer", None)
         if layer is not None:
             self.layer, bad = variables_of(model, [layer])
+            bad += lone_layers(model, self.composite.terms, [layer])
             return [(("weighting", "params", "layer"), msg) for _, msg in bad]
         if self.shared is None:
             return [(("weighting", "params", "layer"),
