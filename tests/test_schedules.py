@@ -105,3 +105,24 @@ def test_logged_weight_is_spec_weight_times_the_scheduled_factor():
     assert model.loss.get_weights()["b"] == pytest.approx(3.0)
     res = model.evaluate(x, y, verbose=0, return_dict=True)
     assert res["loss"] == pytest.approx(2.0 * res["a_loss"] + 3.0 * res["b_loss"], rel=1e-5)
+
+
+def test_get_weights_is_the_scheduled_weight_at_the_current_step_after_fit_and_after_loading(tmp_path):
+    """get_weights() gives the weights the next step uses, at the optimizer's step: after fit, and after
+    loading the saved model (before, it showed the factor of step 0 until the model trained again)."""
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((3,))
+    h = keras.layers.Dense(4)(x_in)
+    model = keras.Model(x_in, {"a": keras.layers.Dense(1, name="a")(h), "b": keras.layers.Dense(1, name="b")(h)})
+    ml.compile(model, "outputs: {a: {loss: mse}, b: {loss: mse}}\n"
+                      "schedules: {b: {kind: linear, start: 1.0, end: 0.0, steps: 4}}", optimizer="sgd")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = {"a": rng.normal(size=(8, 1)).astype("float32"), "b": rng.normal(size=(8, 1)).astype("float32")}
+    hist = model.fit(x, y, batch_size=8, epochs=3, verbose=0).history          # one step an epoch: steps 0, 1, 2
+    assert hist["b_weight"] == pytest.approx([1.0, 0.75, 0.5])                  # 1 − step/4, by hand
+    assert model.loss.get_weights() == pytest.approx({"a": 1.0, "b": 0.25})     # step 3, the next one
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert int(loaded.optimizer.iterations) == 3
+    assert loaded.loss.get_weights() == pytest.approx({"a": 1.0, "b": 0.25})

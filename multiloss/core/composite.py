@@ -236,9 +236,13 @@ class CompositeLoss:
     def get_weights(self) -> dict[str, float]:
         """Current term weights as Python floats.
 
-        With a ``weighting:`` strategy or ``schedules:`` these are the effective
-        weights (static × schedule × strategy) of the latest step.
+        With ``schedules:`` and no strategy these are static × schedule at the optimizer's current
+        step: the weights the next step uses (after ``fit``, and after loading a saved model).  With a
+        ``weighting:`` strategy they are the effective weights (static × schedule × strategy) last
+        computed: inside an epoch, the latest step's; after it, those the next epoch starts with.
         """
+        if self.weighting is not None and self.weighting.strategy.name == "static":
+            self.weighting.refresh()        # the schedule at the current step, not where it was computed
         return dict(zip(self.term_names, map(float, ops.convert_to_numpy(self.weights))))
 
     def set_weights(self, weights: dict[str, float]) -> None:
