@@ -1,5 +1,6 @@
 """Incremental configs: validation at load time names the YAML path and line."""
 
+import re
 import textwrap
 
 import numpy as np
@@ -127,3 +128,12 @@ def test_shipped_incremental_configs_are_valid():
         assert cfg.make_method().name == cfg.method.name
     fm = load_incremental_config("configs/incremental_fashion_mnist.yaml")
     assert (fm.data.source, fm.memory.budget, fm.memory.per_class) == ("fashion_mnist", 200, None)
+
+
+@pytest.mark.parametrize("override", ["train.epochs=true", "train.batch_size=false", "scenario.initial=true",
+                                      "memory.budget=true", "seed=false"])
+def test_integer_fields_refuse_booleans(tmp_path, override):
+    key = override.split("=")[0]
+    with pytest.raises(SpecError, match=rf"{re.escape(key)}: Input should be a valid integer, got "
+                                        rf"(True|False) \(from --set {re.escape(override)}\)"):
+        load_incremental_config(_write(tmp_path, CONFIG), [override])

@@ -611,3 +611,10 @@ def test_baselines_train_one_single_task_run_per_task_and_give_delta_m(tmp_path,
                          - (0.9 - b["val_parity_accuracy"]) / abs(b["val_parity_accuracy"]))
     assert marked.delta_m == pytest.approx(by_hand)
     assert by_hand == pytest.approx(delta_m(row.values, b, sweep.modes))
+
+
+@pytest.mark.parametrize("override", ["trials=true", "seed=false", "pruning.startup_trials=true"])
+def test_sweep_integer_fields_refuse_booleans(tmp_path, override):
+    key = override.split("=")[0]
+    with pytest.raises(SpecError, match=rf"{key.replace('.', chr(92) + '.')}: Input should be a valid integer"):
+        load_sweep(write(tmp_path), [override])

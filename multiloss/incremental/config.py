@@ -21,7 +21,7 @@ from ..run.optim import OptimizerConfig
 from ..run.precision import Precision
 from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
-from ..spec.validation import pydantic_problems
+from ..spec.validation import Integer, pydantic_problems
 from ..spec.yamlio import dump_yaml
 from .methods import Method, get_method
 from .network import get_backbone, saved_backbone
@@ -34,12 +34,12 @@ class _Model(BaseModel):
 class ScenarioConfig(_Model):
     """Which classes arrive when."""
 
-    order_seed: int = Field(1993, description="Class order: np.random.seed(order_seed); "
+    order_seed: Integer = Field(1993, description="Class order: np.random.seed(order_seed); "
                                               "np.random.permutation(num_classes).")
     class_order: list[int] | None = Field(None, description="An explicit class order (overrides order_seed).")
-    initial: int = Field(ge=1, description="Classes of the first step.")
-    increment: int = Field(ge=1, description="Classes added by each later step.")
-    steps: int | None = Field(None, ge=1, description="Stop after this many steps (default: all classes).")
+    initial: Integer = Field(ge=1, description="Classes of the first step.")
+    increment: Integer = Field(ge=1, description="Classes added by each later step.")
+    steps: Integer | None = Field(None, ge=1, description="Stop after this many steps (default: all classes).")
     setting: Literal["class", "task"] = Field(
         "class", description="class: one classifier over every seen class (class-incremental); task: the task id "
                              "is known, each step's classes form a head: the plain cross-entropy terms become a "
@@ -50,8 +50,8 @@ class ScenarioConfig(_Model):
 class MemoryConfig(_Model):
     """The exemplar memory: a total ``budget`` shared by the seen classes, or ``per_class``."""
 
-    budget: int | None = Field(None, ge=1, description="Exemplars in total, shared by the seen classes.")
-    per_class: int | None = Field(None, ge=1, description="Exemplars of every class.")
+    budget: Integer | None = Field(None, ge=1, description="Exemplars in total, shared by the seen classes.")
+    per_class: Integer | None = Field(None, ge=1, description="Exemplars of every class.")
     selection: Literal["herding", "random"] = "herding"
 
     @model_validator(mode="after")
@@ -110,8 +110,8 @@ def backbone_problems(model: BackboneConfig, cf: ConfigFile) -> list[tuple[tuple
 
 
 class StepTrainConfig(_Model):
-    epochs: int = Field(5, ge=1, description="Epochs of each step's training.")
-    batch_size: int = Field(128, ge=1)
+    epochs: Integer = Field(5, ge=1, description="Epochs of each step's training.")
+    batch_size: Integer = Field(128, ge=1)
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine: the learning rate decays to 0 over each training stage "
                                 "(a fresh schedule per stage, as the fresh optimizer).")
@@ -131,7 +131,7 @@ class IncrementalConfig(_Model):
     """One class-incremental scenario, run by ``multiloss incremental CONFIG``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = Field(0, description="Data split, initialisation and shuffling.")
+    seed: Integer = Field(0, description="Data split, initialisation and shuffling.")
     seeds: list[int] | None = Field(
         None, min_length=1, description="Repeat the run for each seed s (seed = scenario.order_seed = s; an "
                                         "explicit class_order is kept) in <run>/seed-<s>, and report mean ± std.")

@@ -32,7 +32,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
-from ..spec.validation import Problems, did_you_mean, unknown_key
+from ..spec.validation import Integer, Problems, did_you_mean, unknown_key
 from ..spec.yamlio import dump_yaml
 from .monitor import Mode, resolve_mode
 from .sweep_space import (
@@ -63,8 +63,8 @@ class PruningConfig(_Model):
     """Median pruning of a one-objective sweep on the objective's per-epoch values (Optuna's MedianPruner)."""
 
     enabled: bool = True
-    startup_trials: int = Field(5, ge=0, description="Trials that are never pruned, to learn the median from.")
-    warmup_epochs: int = Field(1, ge=0, description="Epochs of each trial that are never pruned.")
+    startup_trials: Integer = Field(5, ge=0, description="Trials that are never pruned, to learn the median from.")
+    warmup_epochs: Integer = Field(1, ge=0, description="Epochs of each trial that are never pruned.")
 
 
 class SamplerConfig(_Model):
@@ -108,8 +108,8 @@ class SweepConfig(_Model):
                                         "min, max or auto (as early stopping's mode); the final model's values.")
     space: dict[str, Param] = Field(min_length=1, description="Config path -> search spec; a simplex under a "
                                                               "name of its own.")
-    trials: int = Field(20, ge=1, description="Trials in the study, whatever their end (complete, pruned, failed).")
-    seed: int = 0
+    trials: Integer = Field(20, ge=1, description="Trials in the study, whatever their end (complete, pruned, failed).")
+    seed: Integer = 0
     sampler: Annotated[SamplerConfig, _named("name")] = Field(default_factory=SamplerConfig)
     pruning: Annotated[PruningConfig, _named("enabled")] = Field(default_factory=PruningConfig)
     storage: Annotated[StorageConfig, _named("url")] | None = Field(
