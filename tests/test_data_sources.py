@@ -208,6 +208,15 @@ def twenty_rows(scale=1.0):
     return {"train": (x, {"label": np.arange(20) % 2}), "info": {"input_shape": (3,)}}
 
 
+def own_fractions(**kw):
+    """A source that draws its own val split by the val_fraction it is given (through **kwargs)."""
+    splits = twenty_rows()
+    n = round(kw.get("val_fraction", 0.1) * 20)
+    x, y = splits["train"]
+    return {"train": (x[n:], {"label": y["label"][n:]}), "val": (x[:n], {"label": y["label"][:n]}),
+            "info": splits["info"]}
+
+
 def train_dataset_only():
     return {"train": ten_examples()["train"], "info": {"input_shape": (3,)}}
 
@@ -288,6 +297,9 @@ def test_user_source_draws_the_splits_it_does_not_return_by_the_given_fractions(
     np.testing.assert_array_equal(splits.val.y["label"], np.asarray(val) % 2)   # targets follow their rows
     order = np.random.default_rng(0).permutation(20)                        # split_indices's draw, by hand
     assert val == sorted(order[13:15].tolist()) and test == sorted(order[15:].tolist())
+    # A function that takes the fractions (here through **kwargs) gets them and draws its own splits.
+    data = run_config(tmp_path, {"source": "test_data_sources:own_fractions"}, validation_split=0.3)
+    assert len(load_splits(load_run_config(data)).val.x) == 6
     # A dataset has no fixed positions to draw from: refused, saying what to do.
     data = run_config(tmp_path, {"source": "test_data_sources:train_dataset_only"}, validation_split=0.2)
     with pytest.raises(SpecError, match=r"data: data source 'test_data_sources:train_dataset_only' failed: "

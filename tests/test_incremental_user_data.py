@@ -162,6 +162,8 @@ def test_a_tf_data_source_is_read_into_arrays(tmp_path):
     order = np.asarray(scenario.order)
     np.testing.assert_array_equal(order[train.y], train.x[:, 0])           # position -> class id = x's first value
     assert scenario.parts["val"] is None and len(scenario.parts["test"].x) == 8
+    # A user's dataset is not digested for --resume (its order may change between processes); files are.
+    assert scenario.digests == {"train": None, "test": None}
     with pytest.raises(SpecError, match=r"data.source: the train split has no `class` target \(class ids\); its "
                                         r"targets: \['kind'\]"):
         Scenario(load_incremental_config(incremental_config(

@@ -260,3 +260,22 @@ def test_a_term_over_several_outputs_needs_only_the_batch_axis_first():
     with pytest.raises(ml.SpecError, match=r"term 'pair': its loss returns values L of shape \(2, 4\), .*"
                                            r"outputs 'a', 'b' \(y_pred\[0\] \(4, 3\), y_pred\[1\] \(4, 3\)\)"):
         _total(bad, {}, {"a": a, "b": b})
+
+
+def test_losses_that_reduce_other_axes_than_the_last_pass_the_shape_check():
+    """Per-class Dice over the spatial axes ([B, C] of [B, H, W, C]) and a channels-first crossentropy
+    ([B, T] of [B, C, T]) reduce axes other than the last: their L keeps axes of y_pred in order."""
+    r = np.random.default_rng(0)
+    p = r.uniform(0.05, 0.95, size=(4, 5, 6, 3)).astype("float32")
+    t = (r.uniform(size=p.shape) > 0.5).astype("float32")
+    dice = ml.build_loss({"outputs": {"m": {"loss": {"name": "dice", "params": {"axis": [1, 2]}}}}})
+    assert tuple(dice.elementwise({"m": t}, {"m": p})["m"][0].shape) == (4, 3)
+    inter, total = (t * p).sum(axis=(1, 2)), t.sum(axis=(1, 2)) + p.sum(axis=(1, 2))
+    assert float(dice.compute({"m": t}, {"m": p}).total) == pytest.approx(
+        float(np.mean(1 - 2 * inter / total)), rel=1e-3)      # the smoothing term is tiny against these sums
+    pc = r.uniform(0.05, 0.95, size=(4, 3, 7)).astype("float32")
+    tc = np.eye(3, dtype="float32")[r.integers(0, 3, (4, 7))].transpose(0, 2, 1)
+    first = ml.build_loss({"outputs": {"m": {"loss": {"name": "categorical_crossentropy", "params": {"axis": 1}}}}})
+    last = ml.build_loss({"outputs": {"m": {"loss": "categorical_crossentropy"}}})
+    assert float(first.compute({"m": tc}, {"m": pc}).total) == pytest.approx(
+        float(last.compute({"m": tc.transpose(0, 2, 1)}, {"m": pc.transpose(0, 2, 1)}).total), rel=1e-6)

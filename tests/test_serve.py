@@ -311,3 +311,21 @@ def test_export_and_predict_trust_the_runs_own_config_in_a_fresh_process(tmp_pat
         sys.path.remove(str(tmp_path))
         sys.modules.pop("usercode", None)
     np.testing.assert_allclose(served["class"], want["class"], rtol=1e-5, atol=1e-6)
+
+
+def test_predict_in_a_folder_with_a_model_and_no_config(tmp_path):
+    """model.keras alone (no run config, so no data source): the classes, and no names."""
+    import multiloss as ml
+
+    folder = tmp_path / "alone"
+    folder.mkdir()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="label")])
+    ml.compile(model, "outputs: {label: {loss: sparse_categorical_crossentropy}}", optimizer="sgd")
+    model.save(folder / "model.keras")
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.savez(tmp_path / "x.npz", x=x)
+    assert main(["predict", str(folder), "--input", str(tmp_path / "x.npz")]) == 0
+    with np.load(folder / "predictions.npz") as got:
+        np.testing.assert_array_equal(got["label_class"], model.predict(x, verbose=0).argmax(-1))
+        assert "label_class_name" not in got.files

@@ -278,3 +278,20 @@ def test_head_without_a_loss_suggests_the_output_it_may_misspell():
                             "or remove the head; did you mean 'kind'?")
     _, message = _problems("outputs:\n  kind: {loss: scce}\n  other: {weight: 2}\n")
     assert "did you mean" not in message
+
+
+def test_a_decorated_loss_is_checked_by_the_decorators_own_signature():
+    """functools.wraps copies the wrapped function's signature; the wrapper may supply its arguments."""
+    import functools
+
+    from multiloss.spec.validation import bind_problem
+
+    def scaled(y_true, y_pred, scale):
+        return scale
+
+    @functools.wraps(scaled)
+    def fixed(y_true, y_pred):
+        return scaled(y_true, y_pred, scale=3.0)
+
+    assert bind_problem(fixed, "y_true", "y_pred") is None
+    assert bind_problem(scaled, "y_true", "y_pred") == "missing a required argument: 'scale'"

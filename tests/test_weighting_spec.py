@@ -99,6 +99,7 @@ def test_a_gradient_strategy_without_shared_parameters_is_refused(strategy):
                                            r"the parameters they share, but no trainable variable is used by two"):
         ml.compile(_two_towers(), HEADS + f"weighting: {{strategy: {strategy}}}\n", optimizer="sgd")
     ml.compile(_two_towers(), HEADS + "weighting: {strategy: uncertainty}\n", optimizer="sgd")   # a loss weighting
+    ml.compile(_two_towers(), HEADS + "weighting: {strategy: imtl}\n", optimizer="sgd")   # learns its loss scales
 
 
 def test_a_layer_named_shared_must_feed_two_terms():

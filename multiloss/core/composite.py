@@ -387,7 +387,7 @@ class CompositeLoss:
 
     def _check_values(self, t: Term, values, target, pred):
         """The loss's values L as a float tensor, checked against the term's contract: L is ``[B]`` or
-        ``[B, d1..dk]``, its further axes the leading non-batch axes of ``y_pred`` (or ``y_true``); for a
+        ``[B, d1..dk]``, its further axes axes of ``y_pred`` (or ``y_true``) past the batch, in order; for a
         term over several outputs only the batch axis is checked (its values may be per pair).
 
         The check is on static shapes, so it costs nothing per step; only where L has a size unknown
@@ -415,8 +415,8 @@ class CompositeLoss:
         outputs = ", ".join(map(repr, t.outputs))
         of = f"output{'s' if several else ''} {outputs} ({', '.join(f'{n} {s}' for n, s in refs.items())})"
         valid = ("[B, ...] with B the batch axis" if several else
-                 "[B] or [B, d1..dk] with d1..dk the leading non-batch axes of y_pred or y_true: "
-                 + " or ".join(map(str, red.valid_loss_shapes(refs))))
+                 "[B] or [B, d1..dk] with d1..dk axes of y_pred or y_true past the batch, in their order (e.g. "
+                 + " or ".join(map(str, red.valid_loss_shapes(refs))) + ")")
         if found.problem is not None:
             raise self._where(t, f"its loss returns values L of shape {shape}, which cannot be per-sample or "
                                  f"per-element values of {of}: {found.problem}; L must be {valid}")

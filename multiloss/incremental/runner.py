@@ -87,7 +87,9 @@ class Scenario:
             self.reader = self.reader or reader
             data[split] = (x, labels)
         #: Each split's digest (its arrays, or an image folder's file records): what ``--resume`` compares.
-        self.digests = {s: digest_arrays({"x": x, "y": y}) for s, (x, y) in data.items()}
+        #: A user's own dataset (no ``identity`` from its source) is not compared: its order may change.
+        self.digests = {s: digest_arrays({"x": x, "y": y}) if not parts[s].is_dataset or parts[s].identity
+                        else None for s, (x, y) in data.items()}
         labels = np.concatenate([y for _, y in data.values()])
         num_classes = int(splits.info.get("num_classes") or labels.max() + 1)
         if labels.max() >= num_classes:

@@ -115,30 +115,49 @@ class LossShape(NamedTuple):
 
 
 def _against(values: tuple, name: str, ref: tuple, batch_only: bool):
-    """``(reason or None, [(axis, size)] still to check when the step runs)`` for L against one shape."""
+    """``(reason or None, [[(axis, size)], ...] still to check when the step runs)`` for L against one shape.
+
+    L's first axis is the batch axis; its further axes are axes of ``ref`` past the batch, in their order
+    (a loss may reduce any of them: the last, Dice's spatial axes, a channels-first class axis).  Each
+    alternative of the list is one way L's axes can be ``ref``'s, with the sizes of L unknown when tracing
+    that the step must find; an empty alternative means L fits as it is.
+    """
+    import itertools
+
     if not ref:
         return f"{name} has no batch axis", []
-    if not batch_only and len(values) > len(ref):
+    v, r = values[0], ref[0]
+    if v is not None and r is None:     # a size known when tracing cannot be the batch axis, whose size is not
+        return f"L's first axis has size {v} while the batch axis has no fixed size: it is not the batch axis", []
+    if v is not None and v != r:
+        return f"L's first axis has size {v} but the batch has {r}", []
+    first = [(0, r)] if v is None and r is not None else []
+    if batch_only:
+        return None, [first]
+    rest = values[1:]
+    if len(rest) > len(ref) - 1:
         return f"L has {len(values)} axes but {name} has {len(ref)}", []
-    unknown = []
-    for axis, (v, r) in enumerate(zip(values[:1] if batch_only else values, ref)):
-        if v is None:
-            if r is not None:
-                unknown.append((axis, r))
-        elif r is None:
-            if axis == 0:   # a size known when tracing cannot be the batch axis, whose size is not
-                return f"L's first axis has size {v} while the batch axis has no fixed size: it is not the batch axis", []
-        elif v != r:
-            return (f"L's first axis has size {v} but the batch has {r}" if axis == 0
-                    else f"L's axis {axis} has size {v} where {name} has {r}"), []
-    return None, unknown
+    alternatives, reason = [], None
+    for axes in itertools.combinations(range(1, len(ref)), len(rest)):
+        unknown = list(first)
+        for i, (size, axis) in enumerate(zip(rest, axes), start=1):
+            if size is None:
+                if ref[axis] is not None:
+                    unknown.append((i, ref[axis]))
+            elif ref[axis] is not None and size != ref[axis]:
+                reason = reason or f"L's axis {i} has size {size} where {name} has {ref[axis]}"
+                break
+        else:
+            alternatives.append(unknown)
+    return (None, alternatives) if alternatives else (reason, [])
 
 
 def check_loss_shape(values: tuple, references: dict[str, tuple], batch_only: bool = False) -> LossShape:
     """Whether L's static shape ``values`` (rank ≥ 1) can be per-sample or per-element values of an output.
 
-    L's first axis is the batch axis, and its further axes are the leading non-batch axes of one of
-    ``references`` (``{"y_pred": shape, "y_true": shape}``): ``[B]`` or ``[B, d1..dk]``, a prefix of it.
+    L's first axis is the batch axis, and its further axes are non-batch axes of one of ``references``
+    (``{"y_pred": shape, "y_true": shape}``), in their order: ``[B]``, ``[B, d1..dk]`` (the last axes
+    reduced), or with other axes reduced (per-class Dice ``[B, C]`` of ``[B, H, W, C]``).
     ``batch_only`` (a term over several outputs, whose values may be per pair) checks the first axis alone.
     A size unknown when tracing matches any size, but L's first axis of a known size does not match a batch
     axis of unknown size.  Where only sizes of L unknown when tracing stand between L and every shape, they
@@ -146,8 +165,10 @@ def check_loss_shape(values: tuple, references: dict[str, tuple], batch_only: bo
     """
     problems, viable = [], []
     for name, ref in references.items():
-        reason, unknown = _against(values, name, ref, batch_only)
-        (problems if reason else viable).append(reason or unknown)
+        reason, alternatives = _against(values, name, ref, batch_only)
+        if reason:
+            problems.append(reason)
+        viable += alternatives
     if not viable:
         return LossShape(problems[0], [])
     return LossShape(None, [] if any(not u for u in viable) else viable)

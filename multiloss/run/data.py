@@ -73,7 +73,7 @@ def digest_arrays(arrays: dict[str, Any]) -> str:
         if a.dtype == object:
             a = a.astype(str)
         h.update(f"{name}{a.shape}{a.dtype.str}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(np.ascontiguousarray(a).data)      # hashed in place, not copied
     return h.hexdigest()[:16]
 
 
@@ -286,28 +286,28 @@ def get_source(name: str) -> DataSource:
         return fn
 
     def user_source(seed: int, **params) -> Splits:
-        fractions = {s: params.pop(f"{s}_fraction") for s in ("val", "test")
-                     if f"{s}_fraction" in params and not _takes(fn, f"{s}_fraction")}
-        splits = _normalise(fn(seed=seed, **params) if _takes(fn, "seed") else fn(**params))
+        fractions = {s: params.pop(f"{s}_fraction") for s in ("val", "test")    # a function that takes
+                     if f"{s}_fraction" in params and not _takes(fn, f"{s}_fraction")}  # them draws its own
+        splits = _normalise(fn(seed=seed, **params) if _takes(fn, "seed", via_kwargs=False) else fn(**params))
         return check_info(drawn(splits, seed, fractions))
 
     return user_source
 
 
-def _takes(fn, name: str) -> bool:
-    """Whether ``fn`` has a parameter ``name`` of its own (not only ``**kwargs``)."""
+def _takes(fn, name: str, via_kwargs: bool = True) -> bool:
+    """Whether ``fn`` takes a keyword ``name``: a parameter of that name, or (``via_kwargs``) ``**kwargs``."""
     import inspect
 
     try:
-        param = inspect.signature(fn).parameters.get(name)
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return param is not None and param.kind is not param.VAR_KEYWORD
+    return name in params or (via_kwargs and any(p.kind is p.VAR_KEYWORD for p in params.values()))
 
 
 def drawn(splits: Splits, seed: int, fractions: dict[str, float]) -> Splits:
     """``splits`` with each of ``val``/``test`` it lacks drawn from its train arrays by ``fractions``
-    (``{split: fraction}``, those given for a source that does not take them), as the built-in sources
+    (``{split: fraction}``, those given for a source that takes no such keyword), as the built-in sources
     draw theirs; a split it has is kept.  A dataset's examples cannot be drawn by position safely (its
     order may change from pass to pass), so a dataset is refused."""
     missing = [s for s in ("val", "test") if s in fractions and getattr(splits, s) is None and fractions[s] > 0]

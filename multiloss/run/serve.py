@@ -272,6 +272,8 @@ def _data_info(cfg) -> dict:
 def _class_names(info: dict, cfg, target: str) -> list[str] | None:
     """The class names of a head's data target: the source's per-target ``classes`` where it has them
     (a table), else its one class target's ``class_names``."""
+    if cfg is None:             # a folder without config.yaml: no data source to name the classes
+        return None
     source = cfg.targets.get(target, target)
     if "classes" in info:
         names = info["classes"].get(source)

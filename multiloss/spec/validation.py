@@ -160,7 +160,7 @@ def bind_problem(fn: Callable, *args: Any, **kwargs: Any) -> str | None:
     None too when ``fn`` has no signature that can be read (some builtins).
     """
     try:
-        sig = inspect.signature(fn)
+        sig = inspect.signature(fn, follow_wrapped=False)   # a decorator's own signature: it may supply arguments
     except (TypeError, ValueError):
         return None
     try:
