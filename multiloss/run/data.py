@@ -319,9 +319,9 @@ def drawn(splits: Splits, seed: int, fractions: dict[str, float]) -> Splits:
                          "each pass, and drawn splits would then overlap); return "
                          f"{' and '.join(repr(s) for s in missing)} from the function (e.g. "
                          "image_dataset_from_directory(..., validation_split=, subset=)), or return arrays")
-    rest, *parts = split_indices(len(splits.train), seed, tuple(fractions[s] for s in missing))
-    new = {s: splits.train.take(np.sort(idx)) for s, idx in zip(missing, parts)}
-    return Splits(splits.train.take(np.sort(rest)), new.get("val", splits.val), new.get("test", splits.test),
+    rows = draw_missing(len(splits.train), {"val", "test"} - set(missing), seed, fractions.get("val", 0.0),
+                        fractions.get("test", 0.0))
+    return Splits(*(splits.train.take(rows[s]) if s in rows else getattr(splits, s) for s in ("train", "val", "test")),
                   splits.info)
 
 
@@ -407,6 +407,30 @@ def split_indices(n: int, seed: int, fractions: tuple[float, ...]) -> list[np.nd
     sizes = [int(round(f * n)) for f in fractions]
     cuts = np.cumsum([n - sum(sizes), *sizes])
     return np.split(order, cuts[:-1])
+
+
+def param_error(name: str, message: str) -> ValueError:
+    return ValueError(f"data.params.{name}: {message}")
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
+            raise param_error(name, f"must be a number in [0, 1), got {f!r}")
+    if val_fraction + test_fraction >= 1:
+        raise param_error("val_fraction", f"val_fraction + test_fraction must be below 1, got "
+                                          f"{val_fraction} + {test_fraction}")
+
+
+def draw_missing(n: int, given: set[str], seed: int, val_fraction: float, test_fraction: float
+                 ) -> dict[str, np.ndarray]:
+    """Sorted row indices into the ``n`` training examples: ``train`` (the rest) and each of
+    ``val``/``test`` that has no folder or file of its own (not in ``given``), by its fraction."""
+    check_fractions(val_fraction, test_fraction)
+    missing = [s for s in ("val", "test") if s not in given]
+    fraction = {"val": val_fraction, "test": test_fraction}
+    rest, *drawn = split_indices(n, seed, tuple(fraction[s] for s in missing))
+    return {"train": np.sort(rest), **{s: np.sort(d) for s, d in zip(missing, drawn)}}
 
 
 def _image_splits(images, labels, test: tuple | None, seed: int, val_fraction: float,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Part, Splits, digest_arrays, register_data, split_indices
+from .data import Part, Splits, digest_arrays, draw_missing, param_error, register_data
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -31,30 +31,6 @@ COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
 #: Folder names of explicit splits, in the order they are looked for.
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 FEATURE_DTYPES = ("float32", "int64", "string")
-
-
-def param_error(name: str, message: str) -> ValueError:
-    return ValueError(f"data.params.{name}: {message}")
-
-
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
-            raise param_error(name, f"must be a number in [0, 1), got {f!r}")
-    if val_fraction + test_fraction >= 1:
-        raise param_error("val_fraction", f"val_fraction + test_fraction must be below 1, got "
-                                          f"{val_fraction} + {test_fraction}")
-
-
-def draw_missing(n: int, given: set[str], seed: int, val_fraction: float, test_fraction: float
-                 ) -> dict[str, np.ndarray]:
-    """Sorted row indices into the ``n`` training examples: ``train`` (the rest) and each of
-    ``val``/``test`` that has no folder or file of its own (not in ``given``), by its fraction."""
-    check_fractions(val_fraction, test_fraction)
-    missing = [s for s in ("val", "test") if s not in given]
-    fraction = {"val": val_fraction, "test": test_fraction}
-    rest, *drawn = split_indices(n, seed, tuple(fraction[s] for s in missing))
-    return {"train": np.sort(rest), **{s: np.sort(d) for s, d in zip(missing, drawn)}}
 
 
 def decode_image(raw, size: tuple[int, int], channels: int):
