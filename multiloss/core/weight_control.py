@@ -77,7 +77,7 @@ class Weighting:
             problems += [(("weighting", "shared", i), msg) for i, msg in bad + lone_layers(model, terms, self.shared_names)]
         else:
             self.shared = infer_shared(model, terms)
-            learns = bool(getattr(self.strategy, "trainable_variables", None))   # IMTL's loss scales
+            learns = bool(self.strategy.trainable_variables)   # IMTL's loss scales
             if self.shared == [] and self.mode == "parameters" and kind is not LayerGradientWeighting \
                     and not learns and len(terms) > 1:
                 problems.append((("weighting", "strategy"),
