@@ -113,7 +113,7 @@ def test_sweep_schema_errors_and_objectives_the_run_does_not_log(tmp_path):
     assert msgs["trials"] == "must be ≥ 1, got 0"
     assert msgs["sampler.nam"].startswith("unknown key 'nam'; did you mean 'name'?")
     assert msgs["space.loss.outputs.class.weight"].startswith("did you mean 'log_uniform'")
-    assert "low < high" in msgs["space.loss.outputs.parity.weight.log_uniform"]
+    assert "low < high" in msgs["space.loss.outputs.parity.weight"]
 
     unlogged = write(tmp_path, objectives={"val_class_los": "min", "val_parity_accuracy": "auto"})
     [(p, line, msg)] = problems_of(unlogged)
@@ -123,6 +123,25 @@ def test_sweep_schema_errors_and_objectives_the_run_does_not_log(tmp_path):
     missing = tmp_path / "missing.yaml"
     missing.write_text(SWEEP.replace("run: run.yaml", "run: nowhere.yaml"))
     assert problems_of(missing)[0][:2] == ("run", 2)
+
+
+def test_a_grid_optuna_would_move_or_collapse_is_refused_and_paths_name_the_kind_once(tmp_path):
+    """Optuna moves a range that is not a whole number of steps down to the grid, with only a warning
+    ({uniform: [0.1, 1], step: 2} draws 0.1 every time), and refuses a log int from 0 mid-sweep."""
+    space = {"loss.outputs.class.weight": {"uniform": [0.1, 1], "step": 2},
+             "loss.outputs.parity.weight": {"uniform": [0.1, 1], "step": 0.4},
+             "optimizer.params.learning_rate": {"log_uniform": [0, 1]},
+             "train.batch_size": {"int": [0, 10], "step": 3},
+             "train.epochs": {"int": [0, 4], "log": True}}
+    msgs = {p: m for p, _, m in problems_of(write(tmp_path, space=space))}
+    assert "every draw would be 0.1; give a step of at most 0.9" in msgs["space.loss.outputs.class.weight"]
+    assert "give high 0.9 (low + 2·step)" in msgs["space.loss.outputs.parity.weight"]
+    assert msgs["space.optimizer.params.learning_rate.log_uniform.0"] == "must be > 0.0, got 0"
+    assert "give high 9 (low + 3·step)" in msgs["space.train.batch_size"]
+    assert "needs low ≥ 1" in msgs["space.train.epochs"]
+    grid = {"loss.outputs.class.weight": {"uniform": [0.1, 1], "step": 0.3},
+            "loss.outputs.parity.weight": {"int": [1, 9], "step": 4}}
+    assert load_sweep(write(tmp_path, space=grid), check_run=False).config.space
 
 
 def test_a_bad_value_in_the_space_names_the_run_config_and_the_override(tmp_path):

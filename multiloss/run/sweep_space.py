@@ -44,6 +44,20 @@ def _ordered(bounds: tuple, kind: str) -> tuple:
     return bounds
 
 
+def _on_grid(low, high, step, kind: str) -> None:
+    """``high`` is ``low`` plus a whole number (≥ 1) of ``step``s: Optuna would otherwise move ``high``
+    down to the grid, and a step past the range leaves only ``low`` to draw."""
+    count = (high - low) / step
+    whole = math.floor(count + 1e-9)
+    if whole < 1:
+        raise ValueError(f"{kind}: step {step} is larger than the range [{low}, {high}], so every draw "
+                         f"would be {low}; give a step of at most {high - low:g}")
+    if abs(count - round(count)) > 1e-9 * max(1.0, count):
+        fit = low + whole * step
+        raise ValueError(f"{kind}: the range [{low}, {high}] is not a whole number of steps {step}; give "
+                         f"high {fit:g} (low + {whole}·step) or a step that divides {high - low:g}")
+
+
 class LogUniform(_Model):
     """``{log_uniform: [low, high]}``: a float drawn uniformly in log space (weights, learning rates)."""
 
@@ -65,6 +79,8 @@ class Uniform(_Model):
     @model_validator(mode="after")
     def _check(self):
         _ordered(self.uniform, "uniform")
+        if self.step is not None:
+            _on_grid(*self.uniform, self.step, "uniform")
         return self
 
 
@@ -78,6 +94,13 @@ class IntRange(_Model):
     @model_validator(mode="after")
     def _check(self):
         _ordered(self.int, "int")
+        low, high = self.int
+        if self.log and low < 1:
+            raise ValueError(f"int with log: true needs low ≥ 1 (a log scale has no 0), got [{low}, {high}]")
+        if self.log and self.step != 1:
+            raise ValueError(f"int with log: true takes no step (Optuna draws every integer on a log "
+                             f"scale), got step {self.step}")
+        _on_grid(low, high, self.step, "int")
         return self
 
 
@@ -95,12 +118,15 @@ class Simplex(_Model):
 
 
 def _kind_tag(value: Any) -> str | None:
+    """The union's tag of a search spec: ``spec[kind]`` (a ``[`` keeps it out of error paths, which
+    would otherwise name the kind twice: ``...log_uniform.log_uniform.0``)."""
     if isinstance(value, BaseModel):
-        return TAGS.get(type(value))
+        kind = TAGS.get(type(value))
+        return None if kind is None else f"spec[{kind}]"
     if isinstance(value, dict):
         found = [k for k in KINDS if k in value]
         if len(found) == 1:
-            return found[0]
+            return f"spec[{found[0]}]"
     return None
 
 
@@ -108,8 +134,8 @@ TAGS = {LogUniform: "log_uniform", Uniform: "uniform", IntRange: "int", Choice: 
 SPEC_HINT = ("expected a search spec: {log_uniform: [low, high]}, {uniform: [low, high]}, {int: [low, high]}, "
              "{choice: [a, b, ...]} or {simplex: [path, path, ...]}")
 Param = Annotated[
-    Union[Annotated[LogUniform, Tag("log_uniform")], Annotated[Uniform, Tag("uniform")],
-          Annotated[IntRange, Tag("int")], Annotated[Choice, Tag("choice")], Annotated[Simplex, Tag("simplex")]],
+    Union[Annotated[LogUniform, Tag("spec[log_uniform]")], Annotated[Uniform, Tag("spec[uniform]")],
+          Annotated[IntRange, Tag("spec[int]")], Annotated[Choice, Tag("spec[choice]")], Annotated[Simplex, Tag("spec[simplex]")]],
     Discriminator(_kind_tag, custom_error_type="search_spec", custom_error_message=SPEC_HINT),
 ]
 PARAM = TypeAdapter(Param)
