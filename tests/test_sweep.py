@@ -24,7 +24,7 @@ import yaml
 from multiloss.cli.commands import main
 from multiloss.run import sweep_report
 from multiloss.run.config import load_run_config
-from multiloss.run.sweep import Running, Scheduler, error_text
+from multiloss.run.sweep import Running, Scheduler, error_text, fail_stale, open_study
 from multiloss.run.sweep_config import load_sweep
 from multiloss.run.sweep_report import TrialRow
 from multiloss.run.sweep_space import FixedPick, sample, simplex_weights
@@ -543,6 +543,38 @@ def trial_process(folder: Path, name: str) -> int | None:
             if f"name={name}".encode() in cmd and str(folder).encode() in b" ".join(cmd):
                 return int(proc.name)
     return None
+
+
+def test_resume_counts_a_trial_that_finished_after_its_sweep_was_killed_and_fails_the_others(tmp_path):
+    """The sweep SIGKILLed while a trial wrote its last files: the trial's run is whole (metrics.json is
+    written last), so --resume reads its values instead of throwing the trial away."""
+    import socket
+
+    sweep = load_sweep(write(tmp_path, objectives={"val_class_loss": "min", "val_parity_accuracy": "max"}),
+                       check_run=False)
+    folder = sweep.folder
+    folder.mkdir(parents=True)
+    study, storage = open_study(sweep, folder, resume=False, overwrite=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                   # a coordinator pid that no longer runs
+    splits = {"finished": {"class_loss": 0.75, "parity_accuracy": 0.5},
+              "nan": {"class_loss": float("nan"), "parity_accuracy": 0.5}, "cut": None}
+    for number, val in enumerate(splits.values()):
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("coordinator", dead.pid)
+        trial.set_user_attr("folder", f"trial-{number:04d}")
+        (folder / f"trial-{number:04d}").mkdir()
+        if val is not None:
+            (folder / f"trial-{number:04d}" / "metrics.json").write_text(json.dumps({"splits": {"val": val}}))
+    live = study.ask()                            # a trial of a sweep still running here
+    live.set_user_attr("host", socket.gethostname())
+    live.set_user_attr("coordinator", os.getpid())
+    ended = fail_stale(sweep, study, storage, folder)
+    assert sorted(ended) == [0, 1, 2] and "counted complete" in ended[0] and "marked failed" in ended[2]
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "RUNNING"]
+    assert trials[0].values == [0.75, 0.5] and "metrics.json" in trials[0].user_attrs["recovered"]
 
 
 @pytest.mark.slow

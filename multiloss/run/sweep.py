@@ -178,11 +178,12 @@ def alive(pid: int) -> bool:
     return True
 
 
-def fail_stale(study, storage) -> list[int]:
-    """Mark failed the trials a stopped sweep on this machine left running (``storage``: the study's); their
-    numbers."""
+def fail_stale(sweep: Sweep, study, storage, folder: Path) -> dict[int, str]:
+    """End the trials a stopped sweep on this machine left running (``storage``: the study's): ``{number:
+    what became of it}``.  A trial whose process finished its run (its ``metrics.json`` has every
+    objective, finite) before the sweep was stopped counts as complete with those values; the others fail."""
     opt = optuna()
-    host, now, stale = socket.gethostname(), time.time(), []
+    host, now, ended = socket.gethostname(), time.time(), {}
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(opt.trial.TrialState.RUNNING,)):
         owner = t.user_attrs.get("coordinator")
@@ -190,13 +191,31 @@ def fail_stale(study, storage) -> list[int]:
             orphan = t.datetime_start is None or now - t.datetime_start.timestamp() > ORPHAN_SECONDS
         else:
             orphan = t.user_attrs.get("host") == host and not alive(int(owner))
-        if orphan:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            storage.set_trial_user_attr(trial_id, "error", "left running by a sweep that was stopped; its folder "
-                                                           "is kept")
-            study.tell(t.number, state=opt.trial.TrialState.FAIL)
-            stale.append(t.number)
-    return stale
+        if not orphan:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        values = finished_values(folder / t.user_attrs.get("folder", trial_name(t.number)), sweep.objectives)
+        if values is not None:
+            storage.set_trial_user_attr(trial_id, "recovered", "finished after its sweep was stopped; values "
+                                                               "read from its metrics.json")
+            study.tell(t.number, values)
+            ended[t.number] = "finished before its sweep was stopped; counted complete (from its metrics.json)"
+            continue
+        storage.set_trial_user_attr(trial_id, "error", "left running by a sweep that was stopped; its folder "
+                                                       "is kept")
+        study.tell(t.number, state=opt.trial.TrialState.FAIL)
+        ended[t.number] = "left running by a stopped sweep; marked failed (folder kept)"
+    return ended
+
+
+def finished_values(run_folder: Path, objectives: list[str]) -> list[float] | None:
+    """The objectives of a trial whose run ended (``metrics.json``, its last artifact, is written), each
+    finite; None when it did not end or an objective is missing or not finite."""
+    try:
+        values = objective_values(run_folder, objectives)
+    except (RunError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
 
 
 # --- one trial --------------------------------------------------------------------------------
@@ -418,8 +437,8 @@ def run_sweep(source: str | os.PathLike | dict, overrides: list[str] | None = No
     folder = open_folder(sweep, resume=resume, overwrite=overwrite)
     with study_lock(folder):
         study, storage = open_study(sweep, folder, resume=resume, overwrite=overwrite)
-        for number in fail_stale(study, storage):
-            say(f"{trial_name(number)}: left running by a stopped sweep; marked failed (folder kept)")
+        for number, what in fail_stale(sweep, study, storage, folder).items():
+            say(f"{trial_name(number)}: {what}")
     done = len(study.get_trials(deepcopy=False, states=finished_states))
     progress = sweep_report.SweepProgress(sweep, done, say)
 
