@@ -56,7 +56,7 @@ def test_a_spec_without_weighting_keeps_the_static_path():
     ("weighting: {strategy: static, params: {x: 1}}", "weighting.params.x",
      "strategy 'static' has no parameter 'x'; valid: none (it takes no params)"),
     ("weighting: {strategy: gradnorm, params: {alpha: -1}}", "weighting.params.alpha",
-     "greater than or equal to 0"),
+     "must be ≥ 0.0, got -1"),
     ("weighting: {strategy: dwa, params: {temperature: hot}}", "weighting.params.temperature",
      "valid number"),
     ("weighting: {strategy: mgda, params: {solver: newton}}", "weighting.params.solver",
@@ -64,7 +64,10 @@ def test_a_spec_without_weighting_keeps_the_static_path():
     ("weighting: {strategy: uncertainty, params: {kinds: {clss: classification}}}",
      "weighting.params.kinds.clss", "no term named 'clss'; terms: ['cls', 'reg']"),
     ("weighting: {strategy: uncertainty, params: {kinds: {cls: ordinal}}}",
-     "weighting.params.kinds.cls", "'regression' or 'classification'"),
+     "weighting.params.kinds.cls", "'regression' or 'classification', got 'ordinal'"),
+    ("weighting: {strategy: uncertainty, params: {kinds: {cls: clasification}}}",
+     "weighting.params.kinds.cls", "got 'clasification'; did you mean 'classification'?"),
+    ("weighting: pcgrd", "weighting.strategy", "unknown strategy 'pcgrd'; did you mean 'pcgrad'"),
     ("weighting: {strategy: dwa, vectorize: true}", "weighting.vectorize", "'dwa' has nothing to vectorize"),
     ("weighting: {strategy: rlw, shared: [trunk]}", "weighting.shared", "has no use for shared parameters"),
     ("weighting: {strategy: pcgrad, params: {seed: 1}, sharde: [trunk]}", "weighting.sharde", "unknown key"),
@@ -73,6 +76,13 @@ def test_weighting_errors_name_the_yaml_path_and_the_valid_choices(tail, where, 
     rendered = _error(HEADS + tail + "\n")
     assert f":4: {where}:" in rendered, rendered
     assert message in rendered, rendered
+
+
+def test_a_strategy_name_alone_is_the_strategy_with_its_defaults():
+    short = ml.load_spec(HEADS + "weighting: pcgrad\n")
+    assert short.weighting == ml.load_spec(HEADS + "weighting: {strategy: pcgrad}\n").weighting
+    assert short.weighting.strategy == "pcgrad" and short.weighting.params == {}
+    assert ml.load_spec(HEADS + "weighting: null\n").weighting is None
 
 
 def test_shared_layers_and_gradnorm_layer_are_checked_against_the_model():

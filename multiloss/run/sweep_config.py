@@ -28,11 +28,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
-from ..spec.validation import Integer, Problems, did_you_mean, unknown_key
+from ..spec.validation import Integer, Problems, did_you_mean, shorthand, unknown_key
 from ..spec.yamlio import dump_yaml
 from .monitor import Mode, resolve_mode
 from .sweep_space import (
@@ -89,14 +89,6 @@ class StorageConfig(_Model):
         return self
 
 
-def _named(field: str):
-    """A before-validator that reads a plain value as ``{field: value}`` (``pruning: false``, ``sampler: tpe``)."""
-    def read(value: Any) -> Any:
-        return value if isinstance(value, (dict, BaseModel)) else {field: value}
-
-    return BeforeValidator(read)
-
-
 class SweepConfig(_Model):
     """A sweep: a run config, a search space over its paths, objectives and a number of trials."""
 
@@ -110,9 +102,9 @@ class SweepConfig(_Model):
                                                               "name of its own.")
     trials: Integer = Field(20, ge=1, description="Trials in the study, whatever their end (complete, pruned, failed).")
     seed: Integer = 0
-    sampler: Annotated[SamplerConfig, _named("name")] = Field(default_factory=SamplerConfig)
-    pruning: Annotated[PruningConfig, _named("enabled")] = Field(default_factory=PruningConfig)
-    storage: Annotated[StorageConfig, _named("url")] | None = Field(
+    sampler: Annotated[SamplerConfig, shorthand("name")] = Field(default_factory=SamplerConfig)
+    pruning: Annotated[PruningConfig, shorthand("enabled")] = Field(default_factory=PruningConfig)
+    storage: Annotated[StorageConfig, shorthand("url")] | None = Field(
         None, description="Default: a SQLite file in the sweep folder; any SQLAlchemy URL Optuna accepts "
                           "(postgresql://..., mysql://...), or {journal: FILE}.")
     baselines: str | dict[str, float] | None = Field(

@@ -29,7 +29,7 @@ from .imports import import_object, is_import_string
 from .reductions import Reduction
 from .registry import Registry
 from .schedules import ScheduleSpec
-from .validation import bind_problem, did_you_mean, nonfinite_paths, pydantic_problems
+from .validation import bind_problem, did_you_mean, nonfinite_paths, pydantic_problems, shorthand
 from .yamlio import Lines, line_of, load_yaml, read_source
 
 #: Checks of spec sections that an upper layer defines, each ``(spec, terms, term names) -> problems``:
@@ -174,7 +174,8 @@ class LossSpec(_Model):
     )
     loss: dict[str, LossRef] | None = Field(None, description="Compile form: {output: loss}.")
     loss_weights: dict[str, Weight] | None = Field(None, description="Compile form: {output: weight}.")
-    weighting: WeightingSpec | None = Field(None, description="Dynamic or learned weighting strategy.")
+    weighting: Annotated[WeightingSpec | None, shorthand("strategy")] = Field(
+        None, description="Dynamic or learned weighting strategy: {strategy: NAME, params: {...}}, or just NAME.")
     schedules: dict[str, ScheduleSpec] = Field(
         default_factory=dict, description="Term -> schedule of a factor multiplying its weight.")
 

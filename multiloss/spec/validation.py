@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -30,6 +31,15 @@ def _not_bool(value: Any) -> Any:
 
 #: An ``int`` field that refuses ``true``/``false`` (``batch_size: true`` is no batch size).
 Integer = Annotated[int, BeforeValidator(_not_bool)]
+
+
+def shorthand(field: str) -> BeforeValidator:
+    """A before-validator that reads a plain value as ``{field: value}`` (``weighting: pcgrad``,
+    ``sampler: tpe``, ``pruning: false``)."""
+    def read(value: Any) -> Any:
+        return value if value is None or isinstance(value, (dict, BaseModel)) else {field: value}
+
+    return BeforeValidator(read)
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -99,36 +109,46 @@ def pydantic_problems(exc: ValidationError, model: type[BaseModel] | None = None
     out, seen = [], set()
     for err in exc.errors(include_url=False):
         loc = _clean_loc(err["loc"], set(drop))
-        msg = err["msg"]
-        kind = err["type"]
-        if kind == "extra_forbidden":
+        if err["type"] == "extra_forbidden":
             valid = fields_at(model, loc[:-1]) if model is not None and loc else None
             if valid is not None:
                 msg = unknown_key(loc[-1], valid)
             else:
                 msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"
-        elif kind == "literal_error":
-            msg = f"{msg}, got {err['input']!r}"
-        elif kind in ("float_type", "float_parsing") and loc and loc[-1] == "weight":
-            msg = f"weight must be a non-negative number, got {err['input']!r}"
-        elif kind == "finite_number":
-            msg = f"must be a finite number, got {err['input']!r}"
-        elif kind in _BOUNDS:
-            symbol, key = _BOUNDS[kind]
-            msg = f"must be {symbol} {err['ctx'][key]}, got {err['input']!r}"
-        elif kind == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        elif kind == "missing":
-            msg = "required key is missing"
-        elif kind == "string_pattern_mismatch":
-            msg = f"{msg}, got {err['input']!r}"
-        elif kind.endswith(("_type", "_parsing")) and isinstance(err["input"], (str, int, float, bool)):
-            msg = f"{msg}, got {err['input']!r}"
+        else:
+            msg = error_message(err, loc)
         key = (loc, msg)
         if key not in seen:
             seen.add(key)
             out.append((loc, msg))
     return out
+
+
+def error_message(err: dict, loc: tuple = ()) -> str:
+    """What one pydantic error (an item of ``exc.errors()``) says, with the value given and, for a
+    misspelt option, a did-you-mean."""
+    msg, kind = err["msg"], err["type"]
+    if kind == "literal_error":
+        msg = f"{msg}, got {err['input']!r}"
+        if isinstance(err["input"], str):    # the options are quoted in ctx.expected: 'a', 'b' or 'c'
+            close = did_you_mean(err["input"], re.findall(r"'([^']*)'", err["ctx"]["expected"]))
+            msg = f"{msg}; {close.strip()}" if close else msg
+    elif kind in ("float_type", "float_parsing") and loc and loc[-1] == "weight":
+        msg = f"weight must be a non-negative number, got {err['input']!r}"
+    elif kind == "finite_number":
+        msg = f"must be a finite number, got {err['input']!r}"
+    elif kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        msg = f"must be {symbol} {err['ctx'][key]}, got {err['input']!r}"
+    elif kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind == "string_pattern_mismatch":
+        msg = f"{msg}, got {err['input']!r}"
+    elif kind.endswith(("_type", "_parsing")) and isinstance(err["input"], (str, int, float, bool)):
+        msg = f"{msg}, got {err['input']!r}"
+    return msg
 
 
 def nonfinite_paths(value: Any, path: tuple = ()) -> list[tuple]:
@@ -181,5 +201,5 @@ def check_params(fn: Callable, params: dict, path: tuple, skip: Iterable[str] = 
     return problems
 
 
-__all__ = ["Problems", "Integer", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "nonfinite_paths",
+__all__ = ["Problems", "Integer", "shorthand", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "error_message", "nonfinite_paths",
            "signature_params", "bind_problem", "check_params"]

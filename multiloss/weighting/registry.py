@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from ..spec.imports import import_object
 from ..spec.loss_spec import SECTION_CHECKS
 from ..spec.registry import Registry
-from ..spec.validation import did_you_mean, unknown_key
+from ..spec.validation import did_you_mean, error_message, unknown_key
 from .aligned_mtl import AlignedMTL
 from .base import Params, Strategy
 from .cagrad import CAGrad
@@ -126,7 +126,7 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
                 msg = (f"strategy {ws.strategy!r} has no parameter {loc[0]!r}; "
                        f"valid: {', '.join(valid) if valid else 'none (it takes no params)'}")
             else:
-                msg = f"{err['msg'].removeprefix('Value error, ')}, got {err['input']!r}"
+                msg = error_message(err, loc)
             problems.append((path, msg))
         return problems
     problems += [(("weighting", "params") + p, m) for p, m in cls.check(params, terms)]
