@@ -131,9 +131,10 @@ def test_shipped_incremental_configs_are_valid():
 
 
 @pytest.mark.parametrize("override", ["train.epochs=true", "train.batch_size=false", "scenario.initial=true",
-                                      "memory.budget=true", "seed=false"])
+                                      "memory.budget=true", "seed=false", "seeds=[0,true]",
+                                      "scenario.class_order=[1,0,true,2]"])
 def test_integer_fields_refuse_booleans(tmp_path, override):
-    key = override.split("=")[0]
+    key = {"seeds": "seeds.1", "scenario.class_order": "scenario.class_order.2"}.get(*[override.split("=")[0]] * 2)
     with pytest.raises(SpecError, match=rf"{re.escape(key)}: Input should be a valid integer, got "
                                         rf"(True|False) \(from --set {re.escape(override)}\)"):
         load_incremental_config(_write(tmp_path, CONFIG), [override])

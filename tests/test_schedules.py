@@ -62,6 +62,7 @@ def test_step_kind_jumps_exactly_at_the_stage_boundaries():
     ("schedules: {a: {kind: exponential, start: 0.0, end: 1.0, steps: 10}}", "schedules.a",
      "exponential schedule needs start > 0"),
     ("schedules: {a: {kind: linear, steps: 0}}", "schedules.a.steps", "must be > 0"),
+    ("schedules: {a: {kind: linear, steps: true}}", "schedules.a.steps", "valid integer, got True"),
     ("schedules: {a: {kind: linear, steps: 5, speed: 2}}", "schedules.a.speed", "unknown key 'speed'"),
     ("schedules: {a: {kind: cosine, steps: 5, stages: 2}}", "schedules.a", "`stages` applies to kind 'step'"),
     ("schedules: {aa: {kind: linear, steps: 10}}", "schedules.aa",

@@ -36,7 +36,7 @@ class ScenarioConfig(_Model):
 
     order_seed: Integer = Field(1993, description="Class order: np.random.seed(order_seed); "
                                               "np.random.permutation(num_classes).")
-    class_order: list[int] | None = Field(None, description="An explicit class order (overrides order_seed).")
+    class_order: list[Integer] | None = Field(None, description="An explicit class order (overrides order_seed).")
     initial: Integer = Field(ge=1, description="Classes of the first step.")
     increment: Integer = Field(ge=1, description="Classes added by each later step.")
     steps: Integer | None = Field(None, ge=1, description="Stop after this many steps (default: all classes).")
@@ -132,7 +132,7 @@ class IncrementalConfig(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: Integer = Field(0, description="Data split, initialisation and shuffling.")
-    seeds: list[int] | None = Field(
+    seeds: list[Integer] | None = Field(
         None, min_length=1, description="Repeat the run for each seed s (seed = scenario.order_seed = s; an "
                                         "explicit class_order is kept) in <run>/seed-<s>, and report mean ± std.")
     data: DataConfig

@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .lazy import ops
+from .validation import Integer
 
 ScheduleKind = Literal["linear", "cosine", "step", "exponential"]
 KINDS: tuple[str, ...] = ScheduleKind.__args__
@@ -45,9 +46,9 @@ class ScheduleSpec(BaseModel):
     kind: ScheduleKind = Field(description="linear | cosine | step | exponential")
     start: float = Field(0.0, ge=0, description="Factor before and at the start of the ramp.")
     end: float = Field(1.0, ge=0, description="Factor at and after the end of the ramp.")
-    steps: int = Field(gt=0, description="Length of the ramp in training steps.")
-    warmup: int = Field(0, ge=0, description="Steps during which the factor holds `start`.")
-    stages: int = Field(1, gt=0, description="`step` kind only: number of equal jumps.")
+    steps: Integer = Field(gt=0, description="Length of the ramp in training steps.")
+    warmup: Integer = Field(0, ge=0, description="Steps during which the factor holds `start`.")
+    stages: Integer = Field(1, gt=0, description="`step` kind only: number of equal jumps.")
 
     @model_validator(mode="after")
     def _check(self):
