@@ -160,6 +160,26 @@ def test_validate_recognises_a_sweep_file(tmp_path, capsys):
     assert "typo.yaml:6: objectives.val_parity_acc" in capsys.readouterr().err
 
 
+def test_validate_checks_the_storage_and_creates_nothing(tmp_path, capsys):
+    bad = {
+        "journal": {"journal": "shraed/heads.journal"},
+        "sqlite": f"sqlite:///{tmp_path}/no/such/folder/study.db",
+        "url": "notaurl",
+    }
+    for kind, storage in bad.items():
+        path = write(tmp_path, storage=storage)
+        assert main(["validate", str(path)]) == 1, kind
+        err = capsys.readouterr().err
+        assert "storage" in err and "Traceback" not in err, (kind, err)
+        assert {"journal": "journal's folder", "sqlite": "does not exist",
+                "url": "not a SQLAlchemy URL"}[kind] in err, (kind, err)
+    assert not (tmp_path / "shraed").exists() and not (tmp_path / "no").exists()
+    assert not (tmp_path / "sweeps").exists()
+    (tmp_path / "shared").mkdir()
+    assert main(["validate", str(write(tmp_path, storage={"journal": "shared/heads.journal"}))]) == 0
+    assert list((tmp_path / "shared").iterdir()) == []
+
+
 # --- the space and the trial's run config -----------------------------------------------------------
 
 class Draws:

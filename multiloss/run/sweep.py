@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..spec.errors import RunError, SpecError
+from ..spec.validation import Problems
 from .rundir import RunDir
 from .sweep_config import Sweep, load_sweep, trial_name
 from .sweep_space import sample
@@ -64,13 +65,13 @@ def storage_of(sweep: Sweep, folder: Path):
     """The Optuna storage: SQLite in the sweep folder, the sweep's SQLAlchemy URL, or a journal file."""
     opt = optuna()
     spec = sweep.config.storage
+    if spec is not None and spec.journal is not None and journal_problem(sweep):
+        raise sweep.error([(("storage", "journal"), journal_problem(sweep))])
     try:
         if spec is not None and spec.journal is not None:
             from optuna.storages.journal import JournalFileBackend
 
-            path = sweep.relative_file(spec.journal)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return opt.storages.JournalStorage(JournalFileBackend(str(path)))
+            return opt.storages.JournalStorage(JournalFileBackend(str(sweep.relative_file(spec.journal))))
         url = spec.url if spec is not None else f"sqlite:///{(folder / 'study.db').resolve()}"
         kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
         return opt.storages.RDBStorage(url, engine_kwargs=kwargs)
@@ -79,6 +80,55 @@ def storage_of(sweep: Sweep, folder: Path):
     except Exception as exc:     # SQLAlchemy's own errors (a server that does not answer, a refused login)
         raise sweep.error([(("storage",), f"Optuna cannot open the storage: {type(exc).__name__}: "
                                           f"{str(exc).splitlines()[0]}")]) from None
+
+
+def journal_problem(sweep: Sweep) -> str | None:
+    """Why the journal file's folder cannot hold it (it must exist: a folder every process of the sweep
+    reaches, not one a typo would create), or None."""
+    folder = sweep.relative_file(sweep.config.storage.journal).parent
+    if not folder.is_dir():
+        return (f"the journal's folder {folder} does not exist; create it (a folder every process of the "
+                "sweep can reach) or give a path in an existing one")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the journal's folder {folder} is not writable"
+    return None
+
+
+def storage_problems(sweep: Sweep) -> Problems:
+    """What ``validate`` finds wrong with ``storage:`` without creating anything: a journal folder that
+    does not exist; a URL SQLAlchemy cannot read, whose driver is not installed, or (a server) that does
+    not answer; a SQLite file in a folder that does not exist."""
+    spec = sweep.config.storage
+    if spec is None:
+        return []
+    if spec.journal is not None:
+        problem = journal_problem(sweep)
+        return [(("storage", "journal"), problem)] if problem else []
+    import sqlalchemy
+
+    where = ("storage",)
+    try:
+        url = sqlalchemy.engine.make_url(spec.url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        return [(where, f"not a SQLAlchemy URL ({exc}); give e.g. postgresql://user@host/db, "
+                        "sqlite:///path/study.db or {journal: FILE}")]
+    if url.get_backend_name() == "sqlite":
+        database = Path(url.database or "")
+        if url.database and not database.parent.is_dir():
+            return [(where, f"the SQLite file's folder {database.parent.resolve()} does not exist (a relative "
+                            "sqlite:/// path is relative to the folder the sweep runs in)")]
+        return []
+    try:
+        timeout = {"connect_timeout": 10} if url.get_backend_name() in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=timeout)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ImportError as exc:
+        return [(where, f"the database driver is not installed: {exc}")]
+    except Exception as exc:     # SQLAlchemy's own errors: no answer, a refused login, an unknown database
+        return [(where, f"cannot connect: {type(exc).__name__}: {str(exc).splitlines()[0]}")]
+    return []
 
 
 def session_seed(seed: int, session: int) -> int:
@@ -520,6 +570,9 @@ def check_sweep(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     from .sweep_config import corner_values
 
     sweep = load_sweep(path, overrides)
+    problems = storage_problems(sweep)
+    if problems:
+        raise sweep.error(problems)
     run = get_kind("train").check(sweep.run_path, sweep.trial_overrides(0, sweep.folder, corner_values(sweep)[0]))
     objectives = ", ".join(f"{k} ({sweep.modes[k]})" for k in sweep.objectives)
     return (f"sweep {sweep.name!r}: {sweep.config.trials} trials over {len(sweep.paths())} config paths, "
