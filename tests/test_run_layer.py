@@ -73,3 +73,25 @@ def test_evaluate_and_plot_an_incremental_run_folder(tmp_path, capsys):
 def test_a_malformed_set_is_named_once(capsys):
     assert main(["validate", "multiloss/configs/siamese_digits.yaml", "--set", "train.epochs"]) == 1
     assert capsys.readouterr().err == "error: --set: expected key.path=value, got 'train.epochs'\n"
+
+
+def test_json_artifacts_are_strict_json_a_nan_is_null_and_a_sweep_reads_it_as_not_finite(tmp_path):
+    from multiloss.run.rundir import RunDir
+    from multiloss.run.sweep import finished_values, objective_values
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    nan, inf = float("nan"), float("inf")
+    run.write_json("metrics.json", {"splits": {"val": {"loss": nan, "acc": 0.8635097742080688},
+                                               "train": {"loss": -inf}}, "task_accuracy": [0.5, nan]})
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    saved = json.loads((run.path / "metrics.json").read_text(), parse_constant=refuse)
+    assert saved == {"splits": {"val": {"loss": None, "acc": 0.8635098}, "train": {"loss": None}},
+                     "task_accuracy": [0.5, None]}
+    values = objective_values(run.path, ["val_acc", "val_loss", "loss"])
+    assert values[0] == pytest.approx(0.8635098) and all(v != v for v in values[1:])   # NaN, as logged
+    assert finished_values(run.path, ["val_acc", "val_loss"]) is None
+    assert finished_values(run.path, ["val_acc"]) == [pytest.approx(0.8635098)]

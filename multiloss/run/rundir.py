@@ -21,6 +21,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -56,6 +57,18 @@ def compact_floats(value: Any) -> Any:
         return {k: compact_floats(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [compact_floats(v) for v in value]
+    return value
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) as None: JSON has no NaN, and ``jq``,
+    JavaScript or a strict parser refuse the bare ``NaN`` Python's ``json`` writes by default."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
     return value
 
 
@@ -153,7 +166,8 @@ class RunDir:
             atomic.write_text(self.path / name, text)
 
     def write_json(self, name: str, data: Any) -> None:
-        self.write_text(name, json.dumps(compact_floats(data), indent=1, allow_nan=True) + "\n")
+        """``data`` as strict JSON: compact float32 values; a NaN or infinity is written null."""
+        self.write_text(name, json.dumps(strict_json(compact_floats(data)), indent=1, allow_nan=False) + "\n")
 
     def write_with(self, name: str, writer: Callable[[Path], object]) -> None:
         if self.writer:
@@ -223,4 +237,4 @@ class RunDir:
                         p.unlink()
 
 
-__all__ = ["RunDir", "compact_floats", "history_row", "STATE"]
+__all__ = ["RunDir", "compact_floats", "strict_json", "history_row", "STATE"]

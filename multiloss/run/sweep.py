@@ -279,7 +279,8 @@ def objective_values(run_folder: Path, objectives: list[str]) -> list[float]:
         if name not in splits.get(split, {}):
             raise RunError(f"{run_folder}/metrics.json has no {key!r} ({split} split keys: "
                            f"{', '.join(sorted(splits.get(split, {})))})")
-        out.append(float(splits[split][name]))
+        value = splits[split][name]
+        out.append(math.nan if value is None else float(value))   # a non-finite value is written null
     return out
 
 
