@@ -89,6 +89,29 @@ def test_validate_reports_every_problem_of_a_file_in_one_pass(tmp_path):
     assert {p for p, _, _ in err.value.problems} == {("train", "epochs"), ("data", "source"), ("method", "name")}
 
 
+def test_an_empty_yaml_value_where_a_mapping_goes_names_the_keys_and_a_bad_sampler_its_forms(tmp_path):
+    """`train:` left empty (its keys commented out) is YAML null: the error says a mapping goes there
+    and lists its keys, not pydantic's class name; a sampler that is neither form says which are valid."""
+    from multiloss.run.config import load_run_config
+
+    (tmp_path / "run.yaml").write_text(
+        "name: empty\ntasks:\n  digit: {data: {source: digits}}\n  parity: {data: {source: digits}}\n"
+        "sampler: roundrobin\nmodel: {builder: mlp}\nloss:\n  outputs:\n    digit:\n"
+        "    parity: {loss: mse}\ntrain:\n#  epochs: 3\n")
+    with pytest.raises(ml.SpecError) as err:
+        load_run_config(tmp_path / "run.yaml")
+    found = {p: (line, msg) for p, line, msg in err.value.problems}
+    assert found[("train",)][0] == 11 and found[("train",)][1].startswith(
+        "expected a mapping (keys: epochs, batch_size,") and "got null (an empty YAML value)" in found[("train",)][1]
+    assert found[("loss", "outputs", "digit")][0] == 9
+    assert "expected a mapping (keys: loss, weight, metrics," in found[("loss", "outputs", "digit")][1]
+    assert found[("sampler",)] == (5, "'roundrobin' is not a sampler; did you mean 'round_robin'? valid: "
+                                      "round_robin, proportional, or {weighted: {<task>: <weight>, ...}}")
+    assert not any("Config" in msg or "Spec" in msg for _, _, msg in err.value.problems)
+    with pytest.raises(ml.SpecError, match=r"sampler: null is not a sampler; valid: round_robin"):
+        load_run_config(tmp_path / "run.yaml", ["sampler=null", "train={}", "loss.outputs.digit={loss: mse}"])
+
+
 def test_a_run_saved_before_augment_existed_still_resumes():
     """The fingerprint a resume compares leaves out an empty `train.augment`, which older runs lack."""
     from multiloss.run.config import load_run_config

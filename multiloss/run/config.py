@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..core.guard import MODES
 from ..spec.configfile import ConfigFile, read_config, validate_rest
@@ -24,7 +24,7 @@ from .models import get_builder
 from .monitor import Mode, resolve_mode
 from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
 from .precision import Precision
-from .tasks import label_targets, sampler_problems
+from .tasks import label_targets, sampler_kind, sampler_problems
 
 
 class _Model(BaseModel):
@@ -106,6 +106,14 @@ class TrainConfig(_Model):
                                           "e.g. [{random_flip: {mode: horizontal}}]; see multiloss.run.augment.")
 
 
+def sampler_form(value: Any) -> Any:
+    """``sampler:`` as given when it is a name or a mapping (checked with the tasks later); anything
+    else (null, a list, a number) is refused saying which forms are valid."""
+    if not isinstance(value, (str, dict)):
+        sampler_kind(value)   # raises: what a sampler can be
+    return value
+
+
 class RunConfig(_Model):
     """One training run."""
 
@@ -115,7 +123,7 @@ class RunConfig(_Model):
     tasks: dict[str, TaskConfig] | None = Field(
         None, description="One data source per task (instead of data), interleaved by the sampler; see "
                           "multiloss.run.tasks.")
-    sampler: str | dict[str, Any] = Field(
+    sampler: Annotated[str | dict[str, Any], BeforeValidator(sampler_form)] = Field(
         "round_robin", description="With tasks: round_robin, proportional (to the tasks' sizes) or "
                                    "{weighted: {<task>: <weight>}}.")
     model: ModelConfig

@@ -65,7 +65,9 @@ def sampler_kind(sampler: Any) -> tuple[str, dict | None]:
         return sampler, None
     if isinstance(sampler, dict) and list(sampler) == ["weighted"] and isinstance(sampler["weighted"], dict):
         return "weighted", dict(sampler["weighted"])
-    raise ValueError(f"{sampler!r} is not a sampler; valid: round_robin, proportional, or "
+    given = "null" if sampler is None else repr(sampler)
+    close = did_you_mean(sampler, ("round_robin", "proportional")) if isinstance(sampler, str) else ""
+    raise ValueError(f"{given} is not a sampler; {close}valid: round_robin, proportional, or "
                      "{weighted: {<task>: <weight>, ...}}")
 
 

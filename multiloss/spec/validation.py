@@ -115,6 +115,10 @@ def pydantic_problems(exc: ValidationError, model: type[BaseModel] | None = None
                 msg = unknown_key(loc[-1], valid)
             else:
                 msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type") and model is not None \
+                and (valid := fields_at(model, loc)):
+            given = "null (an empty YAML value)" if err["input"] is None else repr(err["input"])
+            msg = f"expected a mapping (keys: {', '.join(valid)}), got {given}"
         else:
             msg = error_message(err, loc)
         key = (loc, msg)
