@@ -176,6 +176,27 @@ def test_image_folder_names_a_truncated_image(tmp_path):
         load(path=str(tmp_path))
 
 
+def test_a_run_reaching_images_damaged_inside_stops_naming_each_one(tmp_path, capsys):
+    """A file whose first and last bytes are whole passes the load-time check; the epoch that reads it
+    fails in TensorFlow's decoder, and the run's error names every damaged file (not a Keras traceback)."""
+    write_tree(tmp_path / "images", {"ant": 6, "bee": 6})
+    damaged = [tmp_path / "images" / "bee" / "3.png", tmp_path / "images" / "ant" / "5.png"]
+    for f in damaged:
+        raw = bytearray(f.read_bytes())
+        raw[raw.find(b"IDAT") + 6] ^= 0xFF        # the compressed data damaged, the file's end intact
+        f.write_bytes(raw)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(run_config(tmp_path, {"source": "image_folder", "params": {
+        "path": str(tmp_path / "images"), "val_fraction": 0.25, "test_fraction": 0}})))
+    assert main(["train", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 record(s) of the data cannot be read (found when an epoch read them):"), err
+    for f in damaged:
+        assert f"  {f} is cut short or damaged: Invalid PNG data" in err
+    assert "Traceback" not in err and "Graph execution error" not in err
+    assert not (tmp_path / "runs" / "folder" / "model.keras").exists()
+
+
 def test_image_folder_warns_of_a_training_class_missing_from_a_split_folder(tmp_path):
     write_tree(tmp_path / "train", {"ant": 2, "bee": 2, "cat": 2})
     write_tree(tmp_path / "test", {"bee": 1}, start=90)

@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 from test_data_sources import run_config
 
+import multiloss as ml
 from multiloss.cli.commands import main
 from multiloss.incremental import ExemplarMemory, IncrementalNet, herding_order
 from multiloss.incremental import learner as learner_module
@@ -119,7 +120,7 @@ def test_an_image_that_cannot_be_decoded_is_named_when_read(tmp_path):
     scenario = Scenario(load_incremental_config(incremental_config(tmp_path, folder_data(tmp_path / "images"))))
     rows = np.concatenate([scenario.parts[s].x for s in ("train", "test")])
     rows = rows[np.argsort(rows["path"] != str(damaged), kind="stable")][:4]   # the damaged one among 4
-    with pytest.raises(ValueError, match=rf"^{damaged} cannot be read: Invalid PNG data, size {len(raw)}; remove "
+    with pytest.raises(ml.RunError, match=rf"^{damaged} cannot be read: Invalid PNG data, size {len(raw)}; remove "
                                          "or replace it"):
         scenario.reader(rows)
 
@@ -133,6 +134,26 @@ def test_a_class_without_training_images_is_refused_before_training(tmp_path):
     with pytest.raises(SpecError, match=r"data: data source 'image_folder' failed: data\.params\.path: class 'bee' "
                                         r"\(.*/images/bee\) has 1 image, drawn into test"):
         Scenario(load_incremental_config(cfg))
+
+
+def test_a_test_split_without_the_first_steps_classes_is_refused_before_training(tmp_path):
+    """Its accuracy after the first step would be undefined (the run crashed in predict on no samples)."""
+    import shutil
+
+    write_folders(tmp_path / "images" / "train")
+    write_folders(tmp_path / "images" / "test", per_class=2)
+    for name in ("cat", "ant"):                # the first step's classes (class_order [2, 0, 3, 1])
+        shutil.rmtree(tmp_path / "images" / "test" / name)
+    data = {"source": "image_folder", "params": {"path": str(tmp_path / "images"), "color_mode": "grayscale",
+                                                 "val_fraction": 0}}
+    with pytest.warns(UserWarning, match="has no images of the classes"), pytest.raises(
+            SpecError, match=r"data\.source: the test split has no example of the first step's classes \('cat', "
+                             r"'ant'\), so their accuracy after it is undefined"):
+        Scenario(load_incremental_config(incremental_config(tmp_path, data)))
+    with pytest.warns(UserWarning, match="has no images of the classes"):
+        scenario = Scenario(load_incremental_config(incremental_config(
+            tmp_path, data, scenario={"class_order": [3, 1, 2, 0], "initial": 2, "increment": 2})))
+    assert scenario.class_names[:2] == ["dog", "bee"]
 
 
 # --- a user's tf.data source ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..run.data import Part
 from ..run.sources import op_reason
+from ..spec.errors import RunError
 
 #: Examples read at a time when a dataset is read into arrays or its labels are counted.
 CHUNK = 4096
@@ -86,7 +87,7 @@ class RecordReader:
     """Records (the rows of :func:`records_of`) to the inputs they stand for, through the source's
     ``decode``; ``reader(rows)`` is a numpy batch of inputs.  A record that cannot be read (an image
     file damaged where the source's load-time check does not look, or since the run began) is a
-    ValueError naming it."""
+    RunError naming it."""
 
     def __init__(self, decode: Callable, names: tuple[str, ...], field_specs: tuple, input_spec):
         import tensorflow as tf
@@ -124,7 +125,7 @@ class RecordReader:
         except tf.errors.InvalidArgumentError as exc:
             raise self.unreadable(rows, exc) from None
 
-    def unreadable(self, rows: np.ndarray, exc: Exception) -> ValueError:
+    def unreadable(self, rows: np.ndarray, exc: Exception) -> RunError:
         """The error of a batch that could not be read, naming its first record that cannot be read alone
         (by its ``path``); only on that failure is each record read again, one at a time."""
         import tensorflow as tf
@@ -135,8 +136,8 @@ class RecordReader:
             except tf.errors.InvalidArgumentError as one:
                 row = rows[i]
                 what = row["path"] if "path" in self.names else f"the record {tuple(row.tolist())}"
-                return ValueError(f"{what} cannot be read: {op_reason(one)}; remove or replace it")
-        return ValueError(f"a batch of {len(rows)} records cannot be read: {op_reason(exc)}")
+                return RunError(f"{what} cannot be read: {op_reason(one)}; remove or replace it")
+        return RunError(f"a batch of {len(rows)} records cannot be read: {op_reason(exc)}")
 
 
 def split_data(part: Part, split: str) -> tuple[np.ndarray, np.ndarray, RecordReader | None]:

@@ -35,7 +35,7 @@ import numpy as np
 from ..run.augment import augmenter_for
 from ..run.config import load_data
 from ..run.console import table
-from ..run.data import check_same_data, digest_arrays
+from ..run.data import check_same_data, digest_arrays, read_errors_named
 from ..run.kinds import RunKind, register_kind
 from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
@@ -118,6 +118,7 @@ class Scenario:
         self.groups = [sc.initial] + [sc.increment] * (n_steps - 1)
         names = splits.info.get("class_names") or [str(i) for i in range(num_classes)]
         check_trained(cfg, data, order[: sum(self.groups)], names)
+        check_evaluated(cfg, data, order[: self.groups[0]], names)
         self.class_names = [str(names[c]) for c in order]
         self.info = dict(splits.info)
         if "input_shape" not in self.info:
@@ -127,6 +128,8 @@ class Scenario:
         position[np.asarray(order)] = np.arange(num_classes)
         self.parts = {k: None if k not in data else ClassData(data[k][0], position[data[k][1]].astype("int32"))
                       for k in parts}
+        #: The source's parts, to name a record that fails to read mid-step (:func:`read_errors_named`).
+        self.sources = list(parts.values())
 
     def step(self, index: int) -> Step:
         return Step(index, tuple(self.groups[: index + 1]))
@@ -144,6 +147,19 @@ def check_trained(cfg: IncrementalConfig, data: dict[str, tuple], classes: list[
                                               f"{f' ({elsewhere})' if elsewhere else ''}; each class of the "
                                               "scenario's steps needs some: give it training examples, or put it "
                                               "last in scenario.class_order and end scenario.steps before it")])
+
+
+def check_evaluated(cfg: IncrementalConfig, data: dict[str, tuple], first: list[int], names: list) -> None:
+    """Refuse a test or validation split without an example of the first step's classes ``first``
+    (data ids): the first step's accuracy on it would be undefined (a small image folder's drawn split)."""
+    for split in ("test", "val"):
+        if split in data and not np.isin(data[split][1], first).any():
+            shown = ", ".join(repr(str(names[c])) for c in first)
+            raise cfg.error([(("data", "source"), f"the {split} split has no example of the first step's "
+                                                  f"classes ({shown}), so their accuracy after it is undefined; "
+                                                  f"give the {split} split more examples (e.g. a larger "
+                                                  f"{split}_fraction, or a {split}/ folder) or put a class it "
+                                                  "has first in scenario.class_order")])
 
 
 def backbone_builder(cfg: IncrementalConfig, info: dict):
@@ -372,7 +388,8 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
         say(f"note: {method.name} keeps no exemplars; `memory` is not used")
 
     for t in range(len(steps), len(scenario.groups)):
-        record, confusion = learn_step(cfg, scenario, method, learner, t)
+        with read_errors_named(scenario.sources):
+            record, confusion = learn_step(cfg, scenario, method, learner, t)
         steps.append(record)
         save_model(run, method, learner, scenario, scenario.step(t))   # before state.json names the step done
         save_checkpoint(run, t, learner, {
@@ -534,7 +551,8 @@ class IncrementalKind(RunKind):
         learner = make_learner(cfg, scenario, method)
         load_checkpoint(run, state, learner, scenario)
         step = scenario.step(state["step"])
-        test = evaluate(method, learner, scenario.parts["test"], step)
+        with read_errors_named(scenario.sources):
+            test = evaluate(method, learner, scenario.parts["test"], step)
         out = {"step": state["step"], "num_classes": step.num_total, "accuracy": test["accuracy"],
                "task_accuracy": test["task_accuracy"]}
         run.write_json("evaluation.json", out)

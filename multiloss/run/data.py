@@ -28,9 +28,10 @@ with ``ds.unbatch()``): its batch size and order would silently override the con
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,9 @@ class Part:
     cache: str | None = None
     #: For a dataset: a digest of what it reads, given by its source (an image folder: its files and ids).
     identity: str | None = None
+    #: For a dataset: reads its records one by one and says what is wrong with each that does not read
+    #: (an image folder: a damaged file), to name it when reading fails mid-epoch (:func:`read_errors_named`).
+    check: Callable[[], list[str]] | None = None
 
     def __len__(self) -> int:
         first = next(iter(self.x.values())) if isinstance(self.x, dict) else self.x
@@ -258,10 +262,33 @@ class Splits:
     test: Part | None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def parts(self) -> list[Part]:
+        """The present splits' parts: train, val, test."""
+        return [p for p in (self.train, self.val, self.test) if p is not None]
+
     def digests(self) -> dict[str, str | None]:
         """Each present split's :meth:`Part.digest` (what ``--resume`` compares)."""
         return {s: p.digest() for s, p in (("train", self.train), ("val", self.val), ("test", self.test))
                 if p is not None}
+
+
+@contextlib.contextmanager
+def read_errors_named(parts: Iterable[Part | None]) -> Iterator[None]:
+    """Raise TensorFlow's error while a dataset is read (an image that does not decode, found only when
+    an epoch reaches it) as a :class:`RunError` naming the records at fault, which each part's
+    :attr:`Part.check` finds; an error no check explains passes as it is."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):   # a file damaged, or removed
+        found = [problem for part in parts if part is not None and part.check is not None
+                 for problem in part.check()]
+        if not found:
+            raise
+        shown = "\n  ".join(found[:10]) + (f"\n  ... and {len(found) - 10} more" if len(found) > 10 else "")
+        raise RunError(f"{len(found)} record(s) of the data cannot be read (found when an epoch read "
+                       f"them):\n  {shown}") from None
 
 
 DataSource = Callable[..., Splits]

@@ -14,7 +14,7 @@ import glob
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,17 @@ def check_decodes(f: Path) -> None:
         tf.io.decode_image(f.read_bytes(), expand_animations=False)
     except tf.errors.InvalidArgumentError as exc:
         raise ValueError(f"{f} is cut short or damaged: {op_reason(exc)}; remove or replace it") from None
+
+
+def damaged_images(files: Iterable[str]) -> list[str]:
+    """What is wrong with each of ``files`` that TensorFlow cannot decode (every file is read)."""
+    problems = []
+    for f in files:
+        try:
+            check_decodes(Path(f))
+        except (ValueError, OSError) as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def check_image(f: Path) -> None:
@@ -210,7 +221,9 @@ def image_folder(seed: int = 0, path: str = "", image_size: int | list[int] | No
 
     Refused when it loads: a file that is no image or is cut short (:func:`check_image`), a class
     folder without images, a class whose every image the drawn ``val``/``test`` took.  A class of
-    ``train/`` that a ``val/`` or ``test/`` folder lacks is a warning.
+    ``train/`` that a ``val/`` or ``test/`` folder lacks is a warning.  A file damaged inside (its first
+    and last bytes whole) is found when an epoch reads it: the run stops with an error naming every
+    such file (:attr:`Part.check`).
     """
     import tensorflow as tf
 
@@ -246,7 +259,8 @@ def image_folder(seed: int = 0, path: str = "", image_size: int | list[int] | No
             return None
         where = None if cache is False else "" if cache is True else f"{cache}-{split}"
         return Part(tf.data.Dataset.from_tensor_slices((files, ids)), decode=decode, cache=where,
-                    identity=digest_arrays({"files": np.asarray(files, str), "ids": np.asarray(ids)}))
+                    identity=digest_arrays({"files": np.asarray(files, str), "ids": np.asarray(ids)}),
+                    check=lambda: damaged_images(files))
 
     info = {"input_shape": (*size, channels), "num_classes": len(classes), "class_names": classes}
     return Splits(part("train"), part("val"), part("test"), info)

@@ -186,6 +186,10 @@ class TaskData:
     info: dict
     specs: dict[str, Any]               # target key -> (shape, dtype) of one example
 
+    def parts(self) -> list[Part]:
+        """Every task's parts (as :meth:`Splits.parts`)."""
+        return [p for splits in self.splits.values() for p in splits.parts()]
+
     def task_batches(self, i: int, split: str, train: bool, start: int = 0, count: int | None = None):
         """Task ``i``'s batches of ``split`` as ``(x, y, sample_weight)`` over every target key; in
         training its passes without end, each reshuffled, or with ``count`` the ``count`` batches from

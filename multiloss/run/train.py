@@ -27,7 +27,7 @@ from . import selection
 from .augment import augmenter_for
 from .config import RunConfig, load_data, load_run_config
 from .console import table
-from .data import Part, Splits, check_same_data, input_shapes
+from .data import Part, Splits, check_same_data, input_shapes, read_errors_named
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
 from .models import get_builder
@@ -265,14 +265,14 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
 
     start = time.perf_counter()
     es = cfg.train.callbacks.early_stopping
-    if es is not None and selection.stopped_before(es, history):
-        selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
-    elif initial_epoch < cfg.train.epochs:
-        fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief, digests))
-    seconds = time.perf_counter() - start
-
-    metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
-                              cfg.train.batch_size)
+    with read_errors_named(splits.parts()):
+        if es is not None and selection.stopped_before(es, history):
+            selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
+        elif initial_epoch < cfg.train.epochs:
+            fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief, digests))
+        seconds = time.perf_counter() - start
+        metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
+                                  cfg.train.batch_size)
     if chief:
         write_results(cfg, run, model, history, metrics, seconds, initial_epoch)
     return metrics
@@ -387,7 +387,8 @@ class TrainKind(RunKind):
                               f"the {source} no test split, so there is nothing to evaluate; give it one "
                               "(npz: test/<name> arrays; a user source: a 'test' entry)")])
         model = keras.saving.load_model(run.file("model.keras"))
-        metrics = evaluate_splits(model, {"test": test}, cfg.train.batch_size)
+        with read_errors_named(splits.parts()):
+            metrics = evaluate_splits(model, {"test": test}, cfg.train.batch_size)
         run.write_json("evaluation.json", metrics)
         print(summary_table(metrics, model.loss.term_names))
         return metrics
