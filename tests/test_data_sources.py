@@ -491,6 +491,34 @@ def test_tfrecord_bad_spec_names_the_place(tmp_path):
         load(path=path, features=FEATURES, inputs=["pixels"])
 
 
+def test_a_tfrecord_image_damaged_inside_is_named_by_file_and_record(tmp_path):
+    from multiloss.run.data import read_errors_named
+    from multiloss.spec.errors import RunError
+
+    path = tmp_path / "a.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for g in range(6):
+            png = bytearray(tf.io.encode_png(np.full((8, 8, 1), g, "uint8")).numpy())
+            if g == 4:
+                png[png.find(b"IDAT") + 6] ^= 0xFF        # the record whole, the image in it damaged
+            feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(png)])),
+                       "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[g % 3])),
+                       "value": tf.train.Feature(float_list=tf.train.FloatList(value=[g, -g]))}
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    splits = get_source("tfrecord")(path={"train": str(path)}, features=FEATURES, inputs=["image"],
+                                    val_fraction=0, test_fraction=0)
+    with pytest.raises(RunError, match=rf"^1 record\(s\) of the data cannot be read \(found when an epoch read "
+                                       rf"them\):\n  {path}, record 4: Invalid PNG data"):
+        with read_errors_named(splits.parts()):
+            list(splits.train.batches(2))
+    write_records(tmp_path / "whole.tfrecord", range(3))
+    whole = get_source("tfrecord")(path={"train": str(tmp_path / "whole.tfrecord")}, features=FEATURES,
+                                   inputs=["image"], val_fraction=0, test_fraction=0)
+    with pytest.raises(tf.errors.InvalidArgumentError):  # an error no check explains passes as it is
+        with read_errors_named(whole.parts()):
+            tf.debugging.assert_positive(tf.constant([-1.0]))
+
+
 # --- a run on an image folder; import strings from the cwd ------------------------------------
 
 

@@ -569,14 +569,28 @@ def tfrecord(seed: int = 0, path: Any = "", features: dict | None = None, inputs
         named = {"files": np.asarray(files, str), "sizes": np.asarray([os.path.getsize(f) for f in files])}
         return digest_arrays(named if rows is None else {**named, "rows": rows})
 
-    parts = {s: Part(ds.map(example), identity=identity(groups[s])) for s, ds in raw.items() if s}
+    def check(files: list[str]):      # each record parsed alone: the ones that do not, by file and number
+        def problems() -> list[str]:
+            found = []
+            for f in files:
+                for i, serialized in enumerate(tf.data.TFRecordDataset(f, compression_type=compression)):
+                    try:
+                        example(serialized)
+                    except tf.errors.OpError as exc:
+                        found.append(f"{f}, record {i}: {op_reason(exc)}")
+            return found
+
+        return problems
+
+    parts = {s: Part(ds.map(example), identity=identity(groups[s]), check=check(groups[s]))
+             for s, ds in raw.items() if s}
     if "" in raw or "val" not in raw or "test" not in raw:
         key = "" if "" in raw else "train"
         pool = raw[key]
         n = int(pool.reduce(np.int64(0), lambda count, _: count + 1))
         for split, idx in draw_missing(n, set(raw) - {""}, seed, val_fraction, test_fraction).items():
             parts[split] = Part(rows_of(pool, np.isin(np.arange(n), idx)).map(example),
-                                identity=identity(groups[key], idx)) if len(idx) else None
+                                identity=identity(groups[key], idx), check=check(groups[key])) if len(idx) else None
     info: dict[str, Any] = {"input_shapes": {i: shapes[i] for i in inputs}}
     if len({shapes[i] for i in inputs}) == 1:
         info["input_shape"] = shapes[inputs[0]]
