@@ -104,3 +104,27 @@ def test_fit_refuses_values_shaped_batch_by_batch():
     with pytest.raises(ml.SpecError, match=r"term 'score': its loss returns values L of shape \(None, None\) "
                                            r"with 4 entries on axis 1"):
         model.fit(data, epochs=1, verbose=0)
+
+
+def test_a_misspelt_sample_weight_key_is_refused_not_left_unweighted():
+    """`{'aa': w}` for head `a` left `a` unweighted without a word, in compute() and in fit on tf.data."""
+    spec = "outputs: {a: {loss: mse}, b: {loss: mae}}"
+    rng = np.random.default_rng(0)
+    y = {"a": rng.normal(size=(8, 2)).astype("float32"), "b": rng.normal(size=(8, 1)).astype("float32")}
+    p = {"a": rng.normal(size=(8, 2)).astype("float32"), "b": rng.normal(size=(8, 1)).astype("float32")}
+    w = np.linspace(0.0, 2.0, 8).astype("float32")
+    loss = ml.build_loss(spec)
+    weighted = float(loss.compute(y, p, sample_weight={"a": w}).losses["a"])
+    expected = float(np.sum(w * ((y["a"] - p["a"]) ** 2).mean(-1)) / 8)   # Keras's default: Σ w·L / B
+    assert weighted == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ml.SpecError, match=r"sample_weight: unknown key 'aa'; did you mean 'a'\? valid: a, b"):
+        loss.compute(y, p, sample_weight={"aa": w})
+    with pytest.raises(ml.SpecError, match=r"unknown key 'zzz'"):
+        loss.compute(y, p, sample_weight={"a": w, "zzz": w})
+
+    x = keras.Input((3,))
+    model = keras.Model(x, {"a": keras.layers.Dense(2, name="a")(x), "b": keras.layers.Dense(1, name="b")(x)})
+    ml.compile(model, spec, optimizer="sgd")
+    data = tf.data.Dataset.from_tensor_slices((rng.normal(size=(8, 3)).astype("float32"), y, {"aa": w})).batch(4)
+    with pytest.raises(ml.SpecError, match=r"sample_weight: unknown key 'aa'"):
+        model.fit(data, epochs=1, verbose=0)

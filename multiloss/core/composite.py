@@ -20,6 +20,7 @@ from keras import ops
 from ..losses import reduction as red
 from ..spec.errors import SpecError
 from ..spec.loss_spec import LossSpec, Term, load_spec
+from ..spec.validation import unknown_key
 
 
 def as_output_dict(y, names: list[str], what: str) -> dict:
@@ -188,6 +189,7 @@ class CompositeLoss:
         ``y_true`` needs only those terms' targets).
         """
         y_true, y_pred = self.keyed(y_true, "y_true"), self.keyed(y_pred, "y_pred")
+        self.check_weight_keys(sample_weight, y_true)
         chosen = self.terms if terms is None else [self.terms[self.term_index(n)] for n in terms]
         return {t.name: self._term(t, y_true, y_pred, sample_weight) for t in chosen}
 
@@ -198,6 +200,7 @@ class CompositeLoss:
         """
         y_true = self.keyed(y_true, "y_true")
         y_pred = self.keyed(y_pred, "y_pred")
+        self.check_weight_keys(sample_weight, y_true)
         replicas = red.num_replicas()
         nums, dens, nonzero = [], [], []
         for t in self.terms:
@@ -218,6 +221,18 @@ class CompositeLoss:
             return TermParts(nums, red.cross_replica_sum(ops.stack(dens)), None)
         both = red.cross_replica_sum(ops.stack([ops.stack(dens), ops.stack(nonzero)]))
         return TermParts(nums, both[0], ops.cast(both[1] > 0, self.dtype))
+
+    def check_weight_keys(self, sample_weight, y_true: dict) -> None:
+        """Refuse a dict of sample weights with a key that is no output, term target or target given:
+        a misspelt key would leave its head unweighted without a word."""
+        if not isinstance(sample_weight, dict):
+            return
+        valid = list(dict.fromkeys([*(self.output_names or self.spec.outputs),
+                                    *(t.target for t in self.terms if t.target is not None), *y_true]))
+        unknown = [k for k in sample_weight if k not in valid]
+        if unknown:
+            raise SpecError([(("sample_weight",), None, f"{unknown_key(unknown[0], valid)} (the outputs, "
+                              "the terms' targets and the targets given); a head without a key is unweighted")])
 
     def keyed(self, y, what: str) -> dict:
         """``y`` (a dict, a list in output order, or one tensor) keyed by output name."""
