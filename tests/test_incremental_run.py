@@ -177,3 +177,23 @@ def test_scenario_errors_and_exit_codes(tmp_path, capsys):
     assert main(["incremental", str(bad)]) == 1
     assert f"bad.yaml:{1 + CONFIG.splitlines().index('memory: {budget: 40}')}: memory.budget: must be ≥ 1" in \
         capsys.readouterr().err
+
+
+def test_overwrite_that_fails_to_build_the_network_leaves_the_run_it_would_replace(tmp_path):
+    import hashlib
+
+    path = _config(tmp_path, scenario={"initial": 5, "increment": 5}, method={"name": "finetune"},
+                   model={"builder": "cnn", "params": {"filters": [4], "dense": 8}},
+                   train={"epochs": 1, "batch_size": 128})
+    run_incremental(path, quiet=True)
+    run = tmp_path / "runs" / "digits"
+
+    def snapshot():
+        return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(run.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    assert "metrics.json" in before
+    with pytest.raises(ValueError, match="units"):   # Keras: a negative Dense size
+        run_incremental(path, ["model.params.dense=-4"], quiet=True, overwrite=True)
+    assert snapshot() == before     # the run it would replace: deleted first, before

@@ -5,6 +5,7 @@ in the same folder, SIGKILL, a user loss that turns NaN, a read-only mount, a
 full tmpfs) and the folder is checked byte for byte afterwards.
 """
 
+import csv
 import errno
 import hashlib
 import json
@@ -116,6 +117,18 @@ def test_second_run_is_refused_untouched_then_overwrite_replaces_it(tmp_path):
     assert len(json.loads((run / "history.json").read_text())) == 1
     # TensorBoard: the events of the replaced run are gone (one train and one validation file).
     assert len(_event_files(run)) == 2
+
+
+def test_overwrite_that_fails_before_training_leaves_the_run_it_would_replace(tmp_path, one_epoch_run, capsys):
+    """--overwrite with a config whose data or model fails: the finished run was deleted first."""
+    run = tmp_path / "runs" / "safety"
+    shutil.copytree(one_epoch_run, run)
+    before = _snapshot(run)
+    path = _config(tmp_path)
+    for bad in ("model.params.hidden=[-4]", "data.source=npz"):
+        assert main(["train", str(path), "--overwrite", "--set", bad]) == 1, bad
+        assert "error:" in capsys.readouterr().err
+        assert _snapshot(run) == before, bad
 
 
 def test_checkpoints_are_pruned_by_epoch_number_not_file_name(tmp_path):
@@ -251,7 +264,9 @@ def test_nan_batches_are_skipped_and_counted_when_asked(tmp_path):
     # Skipped batches leave the weights as they were: finite, and equal to epoch 2's.
     final = _load_weights(run / "model.keras")
     assert all(np.isfinite(w).all() for w in final)
-    assert np.isnan(history[2]["image_loss"])   # the epoch means still show what the loss computed
+    assert history[2]["image_loss"] is None     # the epoch means still show what the loss computed: NaN,
+    rows = list(csv.DictReader(open(run / "history.csv")))   # null in (strict) JSON, nan in the CSV
+    assert np.isnan(float(rows[2]["image_loss"]))
     assert np.isfinite(history[1]["loss"]) and np.isfinite(history[2]["class_loss"])
 
 

@@ -369,8 +369,10 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
     """One seed's scenario (:func:`run_incremental`)."""
     say = speaker(quiet)
     method = cfg.make_method()
-    run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
     scenario = Scenario(cfg)  # loads the data and checks the scenario against it
+    if overwrite:             # and builds the network: a run is replaced only by one that gets that far
+        make_learner(cfg, scenario, method)
+    run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
     state = KIND.start(run, cfg, say)
     method = method_for(cfg, state)   # a resumed run goes on with the parameters it was trained with
     learner = make_learner(cfg, scenario, method)

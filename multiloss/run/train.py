@@ -246,10 +246,14 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
 def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     chief = is_chief()
     strategy = make_strategy(cfg.distribute)
+    keras.utils.set_random_seed(cfg.seed)   # as start() sets it again, for the model
+    splits = load_splits(cfg)       # the data and (to overwrite) the model first: a run is replaced
+    if overwrite:                   # only by one that gets as far as training
+        with strategy.scope():
+            build_model(cfg, splits.info)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite, writer=chief)
     state = KIND.start(run, cfg)
 
-    splits = load_splits(cfg)
     digests = data_digests(splits)
     if state is not None:
         check_same_data(run.path, state.get("data"), digests)
