@@ -68,3 +68,18 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "multiloss.cli.commands", "describe", "configs/siamese.yaml"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "contrastive(margin=1.0)" in out.stdout
+
+
+@pytest.mark.parametrize("args", [["quickstart", "--out", "{tmp}/qs", "--epochs", "0"],
+                                  ["check", "configs/depth_segmentation.yaml", "--batch", "-3"],
+                                  ["sweep", "configs/sweep_siamese.yaml", "--workers", "two"]])
+def test_counts_below_one_are_refused_by_the_parser_before_anything_runs(args, tmp_path, capsys):
+    """`quickstart --epochs 0` trained and then printed `error: digit_weight`; `check --batch -3` was a
+    numpy traceback."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {args[-2]}: must be an integer ≥ 1, got " in err and "Traceback" not in err
+    assert not (tmp_path / "qs").exists()

@@ -15,6 +15,17 @@ import sys
 SPEC_ONLY_COMMANDS = ("describe", "schema", "validate")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1 (``--epochs 0`` or ``--batch -3`` is refused by the parser)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {value}")
+    return value
+
+
 def version() -> str:
     """The installed distribution's version (``unknown`` when run from a bare checkout)."""
     from importlib.metadata import PackageNotFoundError
@@ -50,7 +61,7 @@ def _sweep_parsers(sub) -> None:
                     "--pick depth=0.7,seg=0.3 writes the picked front trial's run config.")
     sw.add_argument("target", metavar="SWEEP.yaml|show|best", help="a sweep file to run, or show / best")
     sw.add_argument("sweep_dir", nargs="?", metavar="SWEEP_DIR", help="show, best: the sweep's folder")
-    sw.add_argument("--workers", type=int, default=1, help="trial processes at once on this machine (default 1)")
+    sw.add_argument("--workers", type=positive_int, default=1, help="trial processes at once on this machine (default 1)")
     sw.add_argument("--resume", action="store_true",
                     help="continue the sweep's study (also: join a sweep that is running in the folder)")
     sw.add_argument("--overwrite", action="store_true",
@@ -90,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("spec")
     c.add_argument("--model", required=True, help="module:function returning the Keras model")
     c.add_argument("--data", help="module:function returning (x, y); default: random data")
-    c.add_argument("--batch", type=int, default=2)
+    c.add_argument("--batch", type=positive_int, default=2)
     t = sub.add_parser("train", help="train from a run config (default: the packaged Siamese digits run)")
     t.add_argument("config", nargs="?", help="run config YAML; omitted: the packaged default")
     _run_options(t, "checkpoint")
@@ -122,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_parsers(sub)
     q = sub.add_parser("quickstart", help="train the three-head digits example end to end")
     q.add_argument("--out", default="runs/quickstart")
-    q.add_argument("--epochs", type=int, default=15)
+    q.add_argument("--epochs", type=positive_int, default=15)
     return p
 
 
