@@ -309,7 +309,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
             raise NonFiniteError(
                 f"non-finite values (NaN or Inf) in {self.state.describe()} at epoch {epoch + 1}, step "
                 f"{int(first - self.epoch_steps)}; training stopped: no update was applied from that step "
-                "on, so no weights are non-finite and the last checkpoint is intact. Check the data and the "
+                "on, so no weights are non-finite and a checkpoint saved before it is intact. Check the data and the "
                 "loss (a log of 0, a division by 0, a learning rate too high), or set "
                 "`train.nonfinite: skip` to skip such batches")
         count = int(read(self.state.skipped) - self.epoch_skipped)
