@@ -123,6 +123,12 @@ def test_compare_adds_delta_m_against_single_task_baselines(tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp"),
                  "--baselines", str(tmp_path / "baselines.json")]) == 0
     assert "| Δm% vs baselines | +43.75 | **+22.50** |" in capsys.readouterr().out
+    (tmp_path / "written.json").write_text(json.dumps({"values": {  # as `multiloss baselines` writes it
+        "val_a_loss": 0.5, "val_a_accuracy": 0.8, "test_a_loss": 0.4, "test_a_accuracy": 0.9}}))
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp"),
+                 "--baselines", str(tmp_path / "written.json")]) == 0
+    assert ("| Δm% vs baselines (over val_a_loss, val_a_accuracy: no history logs test_a_loss, test_a_accuracy) "
+            "| +43.75 | **+22.50** |") in capsys.readouterr().out
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert main(["compare", str(a), "--out", str(tmp_path / "cmp"), "--baselines", str(tmp_path / "bad.json")]) != 0
     assert "--baselines" in capsys.readouterr().err

@@ -95,15 +95,17 @@ def delta_m_row(histories: list[list[dict]], baselines: dict[str, float]) -> str
     better; bold: the best), "–" for a run that lacks one of the keys."""
     from .selection import delta_m
 
-    modes = {k: resolve_mode(k) or "min" for k in baselines}
-    scores = []
-    for h in histories:
-        last = final_values(h)
-        scores.append(delta_m(last, baselines, modes) if all(k in last for k in baselines) else None)
+    finals = [final_values(h) for h in histories]
+    # Keys no history logs (baselines.json's test_ figures, from metrics.json) are left out, and said so.
+    used = {k: v for k, v in baselines.items() if any(k in last for last in finals)}
+    modes = {k: resolve_mode(k) or "min" for k in used}
+    scores = [delta_m(last, used, modes) if used and all(k in last for k in used) else None for last in finals]
     valid = [s for s in scores if s is not None]
     best = min(valid) if len(set(valid)) > 1 else None
     cells = ["–" if s is None else (f"**{s:+.2f}**" if s == best else f"{s:+.2f}") for s in scores]
-    return "| Δm% vs baselines | " + " | ".join(cells) + " |"
+    over = f" (over {', '.join(used) or 'none'}: no history logs {', '.join(k for k in baselines if k not in used)})" \
+        if len(used) < len(baselines) else ""
+    return f"| Δm% vs baselines{over} | " + " | ".join(cells) + " |"
 
 
 def compare_table(labels: list[str], histories: list[list[dict]], baselines: dict[str, float] | None = None) -> str:
