@@ -131,6 +131,18 @@ def test_overwrite_that_fails_before_training_leaves_the_run_it_would_replace(tm
         assert _snapshot(run) == before, bad
 
 
+def test_resume_with_a_checkpoint_file_gone_is_refused_not_a_fresh_start(tmp_path, one_epoch_run, capsys):
+    """It retrained from epoch 0 and replaced the run's model and history."""
+    run = tmp_path / "runs" / "safety"
+    shutil.copytree(one_epoch_run, run)
+    (run / "checkpoints" / "epoch-0001.keras").unlink()
+    before = _snapshot(run)
+    assert main(["train", str(_config(tmp_path)), "--resume", "--set", "train.epochs=2"]) == 1
+    err = capsys.readouterr().err
+    assert "names epoch-0001.keras, which is not in" in err and "--overwrite" in err, err
+    assert _snapshot(run) == before
+
+
 def test_checkpoints_are_pruned_by_epoch_number_not_file_name(tmp_path):
     run = RunDir(tmp_path / "run")
     run.open()

@@ -190,7 +190,9 @@ class RunDir:
     # --- checkpoints -------------------------------------------------------------
 
     def read_state(self) -> dict | None:
-        """The last consistent checkpoint's state, or None (no checkpoint, or its files are gone)."""
+        """The last checkpoint's state, or None (no checkpoint).  A state whose files are gone (deleted
+        or moved by hand: a run writes them before the state) is a RunError, not a fresh start that
+        would replace the run's results."""
         path = self.checkpoints / STATE
         if not path.exists():
             return None
@@ -198,8 +200,12 @@ class RunDir:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RunError(f"cannot read {path}: {exc}; the checkpoint state is damaged") from None
-        files = state.get("files", [])
-        return state if all((self.checkpoints / f).exists() for f in files) else None
+        missing = [f for f in state.get("files", []) if not (self.checkpoints / f).is_file()]
+        if missing:
+            raise RunError(f"{path} names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                           f"not in {self.checkpoints}: put {'it' if len(missing) == 1 else 'them'} back to "
+                           f"resume, or start afresh with `{self.hint} --overwrite`")
+        return state
 
     def save_checkpoint(self, index: int, files: dict[str, Callable[[Path], object]], state: dict,
                         keep: int = 1) -> None:
