@@ -176,6 +176,8 @@ def test_predict_names_each_heads_classes_from_its_own_target(tmp_path, monkeypa
     ({"image_a": np.zeros((5, 8, 8, 1), "float32"), "image_b": np.zeros((3, 8, 8, 1), "float32")},
      r"different numbers of rows \{'image_a': 5, 'image_b': 3\}"),
     ({"image_a": np.zeros((5, 8, 8, 1), "float32")}, r"has no array 'image_b'"),
+    ({"image_a": np.zeros((0, 8, 8, 1), "float32"), "image_b": np.zeros((0, 8, 8, 1), "float32")},
+     r"no rows to predict \(its arrays have shapes \{'image_a': \[0, 8, 8, 1\], 'image_b': \[0, 8, 8, 1\]\}\)"),
     (None, r"is not an \.npz \(a zip of \.npy arrays\)"),
     ("missing", r"no such file; give an \.npz of the model's inputs"),
 ])

@@ -211,6 +211,9 @@ def read_inputs(path: str | os.PathLike, model: keras.Model) -> Any:
     if len(set(rows.values())) > 1:
         raise RunError(f"--input {path}: the arrays have different numbers of rows {rows}; each input needs "
                        "one row per example")
+    if not any(rows.values()):
+        raise RunError(f"--input {path}: no rows to predict (its arrays have shapes "
+                       f"{ {n: list(a.shape) for n, a in chosen.items()} }); give at least one example")
     return packed(chosen, how)
 
 
