@@ -102,6 +102,49 @@ def test_class_weight_counts_class_three_five_times(sparse):
         assert total == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse-refused", "one-hot"])
+def test_class_weight_and_mask_follow_a_channels_first_class_axis(sparse):
+    """With ``axis: 1`` ([B, C, H, W], C = H = W so that a wrong axis still broadcasts) the class ids
+    and the missing-label mask are read along axis 1, not the last axis."""
+    r = np.random.default_rng(3)
+    logits = r.normal(size=(2, 3, 3, 3))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype("float32")
+    labels = r.integers(0, 3, (2, 3, 3))
+    missing = np.zeros((2, 3, 3), bool)
+    missing[0, 0, :2] = missing[1, 2, 1] = True
+    onehot = np.eye(3, dtype="float32")[labels].transpose(0, 3, 1, 2)
+    y = np.where(missing, -1, labels).astype("float32") if sparse else np.where(missing[:, None], -1.0, onehot)
+    per_pixel = -np.log(np.take_along_axis(probs, labels[:, None], 1)[:, 0])
+    w = np.where(labels == 1, 5.0, 1.0) * ~missing
+    loss = {"name": "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy",
+            "params": {"axis": 1}}
+    spec = {"outputs": {"m": {"loss": loss, "class_weight": {1: 5.0}, "mask_value": -1,
+                              "reduction": "weighted_mean"}}}
+    if sparse:      # Keras's TensorFlow backend takes sparse classes from the last axis only
+        with pytest.raises(ml.SpecError, match=r"outputs\.m.*axis 1 .*supports only the last axis; .*"
+                                               r"categorical_crossentropy with one-hot targets"):
+            _total(spec, {"m": y}, {"m": probs})
+        return
+    total, _ = _total(spec, {"m": y}, {"m": probs})
+    assert total == pytest.approx((w * per_pixel).sum() / w.sum(), rel=1e-5)
+
+
+def test_dice_over_spatial_axes_masks_the_class_whose_pixels_are_missing():
+    """Dice with ``axis: [1, 2]`` gives L ``[B, C]`` of ``[B, H, W, C]``: a missing pixel drops its
+    (sample, class) pair, not a row of the image."""
+    r = np.random.default_rng(4)
+    p = r.uniform(0.05, 0.95, size=(2, 3, 3, 3)).astype("float32")
+    t = (r.uniform(size=p.shape) > 0.5).astype("float32")
+    t[0, 1, 2, 0] = t[1, 0, 0, 2] = -1.0
+    keep = np.ones((2, 3), bool)
+    keep[0, 0] = keep[1, 2] = False
+    dice = 1 - (2 * (t * p).sum((1, 2)) + 1e-6) / (t.sum((1, 2)) + p.sum((1, 2)) + 1e-6)
+    spec = {"outputs": {"m": {"loss": {"name": "dice", "params": {"axis": [1, 2]}}, "mask_value": -1,
+                              "reduction": "weighted_mean"}}}
+    total, _ = _total(spec, {"m": t}, {"m": p})
+    assert total == pytest.approx(dice[keep].mean(), rel=1e-5)
+
+
 def test_weighted_sum_of_terms_and_per_head_sample_weights():
     rng = np.random.default_rng(2)
     a_t, a_p = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))

@@ -20,6 +20,7 @@ from keras import ops
 from ..losses import reduction as red
 from ..spec.errors import SpecError
 from ..spec.loss_spec import LossSpec, Term, load_spec
+from ..spec.loss_table import canonical_name
 from ..spec.validation import unknown_key
 
 
@@ -353,6 +354,15 @@ class CompositeLoss:
         with tf.control_dependencies([check]):
             return tf.identity(ids)
 
+    def _check_sparse_axis(self, t: Term, pred) -> None:
+        """Keras's sparse crossentropy on TensorFlow takes its classes from the last axis only."""
+        axis, rank = red.class_axis(t.loss.params), len(pred.shape)
+        if canonical_name(t.loss) == "sparse_categorical_crossentropy" and rank and axis % rank != rank - 1:
+            raise self._where(
+                t, f"sparse_categorical_crossentropy with axis {axis} on a prediction of shape {tuple(pred.shape)}: "
+                   "Keras's TensorFlow backend supports only the last axis; for a channels-first prediction use "
+                   "categorical_crossentropy with one-hot targets and `params: {axis: 1}`, or put the classes last")
+
     def _term(self, t: Term, y_true: dict, y_pred: dict, sample_weight):
         """Per-element values L and element weights W (or None) for one term."""
         target, pred = self._inputs(t, y_true, y_pred)
@@ -361,8 +371,11 @@ class CompositeLoss:
             # Missing targets are replaced by 0 so that no NaN can leak through 0·L.
             target, valid = red.mask_targets(target, t.mask_value)
         sparse = t.loss.target == "sparse"
+        if sparse and not isinstance(pred, list):
+            self._check_sparse_axis(t, pred)
         if sparse and "ignore_class" not in t.loss.params and not isinstance(pred, list):
-            ids = self._check_labels(t, red.class_ids(target, pred, True), pred.shape[-1])
+            axis = red.class_axis(t.loss.params)
+            ids = self._check_labels(t, red.class_ids(target, pred, True, axis), pred.shape[axis])
             if not tf.executing_eagerly():
                 # The loss must consume the checked ids: otherwise TensorFlow may run
                 # the loss first and fail with its own message about the label.
@@ -376,10 +389,10 @@ class CompositeLoss:
         if sw is not None:
             factors.append(("sample_weight", sw))
         if t.class_weight:
-            ids = red.class_ids(target, pred, sparse)
+            ids = red.class_ids(target, pred, sparse, red.class_axis(t.loss.params))
             factors.append(("class_weight", red.class_weight_map(ids, t.class_weight, values.dtype)))
         if valid is not None:
-            mask = red.reduce_axes_to(valid, len(values.shape))
+            mask = red.reduce_axes_to(valid, len(values.shape), red.loss_axes(t.loss.params))
             shown = f"the mask derived from mask_value on y_true of shape {tuple(valid.shape)}"
             if len(mask.shape) != len(valid.shape):
                 shown += f" (per position: {tuple(mask.shape)})"

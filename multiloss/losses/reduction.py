@@ -42,8 +42,10 @@ the loss (:attr:`multiloss.spec.loss_table.LossFn.elementwise`):
   missing every reduction equals the unmasked value.
 - any other loss (categorical CE, KL, sparse CE, Dice, a user's own unless
   registered ``elementwise=True``) masks **per position**: an element of L is
-  kept only when every component of its target is present
-  (:func:`reduce_axes_to`).
+  kept only when every component of its target is present along the axes the
+  loss reduces: its ``axis`` param (1 for channels first, Dice's spatial axes),
+  else the last (:func:`reduce_axes_to`).  Class ids are read along the same
+  class axis (:func:`class_ids`).
 """
 
 from __future__ import annotations
@@ -184,16 +186,21 @@ def valid_loss_shapes(references: dict[str, tuple]) -> list[tuple]:
     return out
 
 
-def class_ids(y_true, y_pred, sparse: bool):
-    """Integer class ids from targets: sparse ids, one-hot/probabilities, or binary."""
+def class_ids(y_true, y_pred, sparse: bool, axis: int = -1):
+    """Integer class ids from targets: sparse ids, one-hot/probabilities, or binary.
+
+    ``axis`` is the prediction's class axis (a loss's ``axis`` param: 1 for channels first); the ids
+    are shaped like the prediction without it.
+    """
     y_true = ops.convert_to_tensor(y_true)
+    axis = axis % len(y_pred.shape)
     if sparse or len(y_true.shape) < len(y_pred.shape):
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
-            y_true = ops.squeeze(y_true, axis=-1)
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[axis] == 1:
+            y_true = ops.squeeze(y_true, axis=axis)
         return ops.cast(ops.round(y_true), "int32")
-    if y_true.shape[-1] == 1:
-        return ops.cast(ops.round(ops.squeeze(y_true, axis=-1)), "int32")
-    return ops.cast(ops.argmax(y_true, axis=-1), "int32")
+    if y_true.shape[axis] == 1:
+        return ops.cast(ops.round(ops.squeeze(y_true, axis=axis)), "int32")
+    return ops.cast(ops.argmax(y_true, axis=axis), "int32")
 
 
 def class_weight_map(ids, table: dict[int, float], dtype):
@@ -242,8 +249,27 @@ def per_element_values(loss, y_true, y_pred):
     return loss(ops.expand_dims(y_true, -1), ops.expand_dims(y_pred, -1))
 
 
-def reduce_axes_to(mask, rank: int):
-    """Collapse trailing axes of a boolean mask to ``rank`` axes: a position is valid when all its components are."""
+def loss_axes(params: dict) -> tuple[int, ...]:
+    """The axes a loss reduces, from its ``axis`` param (an int or a list, as Dice's spatial axes);
+    the last axis where it has none."""
+    axis = params.get("axis", -1)
+    return tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
+
+
+def class_axis(params: dict) -> int:
+    """The prediction's class axis: a loss's int ``axis`` param (1 for channels first), else the last."""
+    axes = loss_axes(params)
+    return axes[0] if len(axes) == 1 else -1
+
+
+def reduce_axes_to(mask, rank: int, axes: tuple[int, ...] = (-1,)):
+    """Collapse a boolean mask to ``rank`` axes: a position is valid when all its components are.
+
+    ``axes`` (the axes the loss reduces, :func:`loss_axes`) go first, then trailing axes."""
+    n = len(mask.shape)
+    own = sorted({a % n for a in axes if a % n})
+    if n > rank and own and n - len(own) >= rank:
+        mask = ops.all(mask, axis=tuple(own))
     while len(mask.shape) > rank:
         mask = ops.all(mask, axis=-1)
     return mask
@@ -285,5 +311,5 @@ def cross_replica_sum(x):
 __all__ = ["REDUCTIONS", "REDUCTION_ALIASES", "Reduction", "ReductionName", "canonical_reduction",
            "align", "static_shape", "LossShape", "check_loss_shape", "valid_loss_shapes",
            "class_ids", "class_weight_map", "valid_mask", "mask_targets", "masks_per_element", "per_element_values",
-           "reduce_axes_to", "numerator_denominator",
+           "loss_axes", "class_axis", "reduce_axes_to", "numerator_denominator",
            "num_replicas", "cross_replica_sum"]
