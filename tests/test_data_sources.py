@@ -598,9 +598,11 @@ def test_resume_refuses_an_image_folder_whose_files_changed(tmp_path, capsys):
     assert set(state["data"]) == {"train", "val", "test"} and all(state["data"].values())
     Image.fromarray(np.full((8, 8), 99, "uint8"), "L").save(tmp_path / "images" / "dog" / "extra.png")
     capsys.readouterr()
+    config = (tmp_path / "runs" / "folder" / "config.yaml").read_text()
     assert main(["train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.epochs=2"]) == 1
     err = capsys.readouterr().err
     assert "the data differs from the run being resumed: the test, train, val splits hold other examples" in err
+    assert (tmp_path / "runs" / "folder" / "config.yaml").read_text() == config    # the refused resume's is not
     assert json.loads((tmp_path / "runs" / "folder" / "checkpoints" / "state.json").read_text())["epoch"] == 1
     (tmp_path / "images" / "dog" / "extra.png").unlink()
     assert main(["train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.epochs=2"]) == 0

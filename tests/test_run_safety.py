@@ -143,20 +143,40 @@ def test_resume_with_a_checkpoint_file_gone_is_refused_not_a_fresh_start(tmp_pat
     assert _snapshot(run) == before
 
 
+@pytest.mark.parametrize("damaged", ["checkpoints/epoch-0001.keras", "model.keras"])
+def test_a_truncated_model_file_is_named_not_keras_file_not_found(tmp_path, one_epoch_run, capsys, damaged):
+    """Keras says "File not found" for a .keras file that is there but truncated (a disk error, a copy
+    cut short); --resume (the checkpoint) and export (the model) name the file and what to do."""
+    run = tmp_path / "runs" / "safety"
+    shutil.copytree(one_epoch_run, run)
+    file = run / damaged
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    before = _snapshot(run)
+    if damaged.startswith("checkpoints"):
+        args = ["train", str(_config(tmp_path)), "--resume", "--set", "train.epochs=2"]
+    else:
+        args = ["export", str(run), "--format", "keras", "--out", str(tmp_path / "served.keras")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{file} is not a complete zip archive (truncated or damaged): put back an intact copy" in err, err
+    assert "File not found" not in err and "Traceback" not in err
+    assert _snapshot(run) == before
+
+
 def test_checkpoints_are_pruned_by_epoch_number_not_file_name(tmp_path):
     run = RunDir(tmp_path / "run")
     run.open()
     ckpt = run.checkpoints
     ckpt.mkdir()
-    for name in ("epoch-9.keras", "epoch-0012.keras"):  # 12: left by a run killed before its state
+    for name in ("epoch-9.bin", "epoch-0012.bin"):  # 12: left by a run killed before its state
         (ckpt / name).write_bytes(b"old")
     # By file name "epoch-10" sorts before "epoch-9": pruning by name would delete the newest.
-    run.save_checkpoint(10, {"epoch-10.keras": lambda p: p.write_bytes(b"new")}, {"epoch": 10}, keep=1)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-10.keras", "state.json"]
+    run.save_checkpoint(10, {"epoch-10.bin": lambda p: p.write_bytes(b"new")}, {"epoch": 10}, keep=1)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-10.bin", "state.json"]
     state = run.read_state()
-    assert state["files"] == ["epoch-10.keras"] and state["index"] == 10
-    run.save_checkpoint(11, {"epoch-11.keras": lambda p: p.write_bytes(b"newer")}, {"epoch": 11}, keep=2)
-    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-10.keras", "epoch-11.keras", "state.json"]
+    assert state["files"] == ["epoch-10.bin"] and state["index"] == 10
+    run.save_checkpoint(11, {"epoch-11.bin": lambda p: p.write_bytes(b"newer")}, {"epoch": 11}, keep=2)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-10.bin", "epoch-11.bin", "state.json"]
 
 
 KILL_WRITER = textwrap.dedent("""\

@@ -35,7 +35,7 @@ import numpy as np
 from ..run.augment import augmenter_for
 from ..run.config import load_data
 from ..run.console import table
-from ..run.data import check_same_data, digest_arrays, read_errors_named
+from ..run.data import digest_arrays, read_errors_named
 from ..run.kinds import RunKind, register_kind
 from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
@@ -229,10 +229,13 @@ def save_checkpoint(run: RunDir, step: int, learner: Learner, state: dict) -> No
 def load_checkpoint(run: RunDir, state: dict, learner: Learner, scenario: Scenario) -> None:
     for t in range(state["step"] + 1):  # the network grows as it did (DER adds an extractor per step)
         learner.net.expand(scenario.step(t).num_total)
-    with np.load(run.checkpoints / state["weights"], allow_pickle=False) as f:
-        learner.net.set_weights([f[k] for k in sorted(f.files)])
+    def weights(path):
+        with np.load(path, allow_pickle=False) as f:
+            return [f[k] for k in sorted(f.files)]
+
+    learner.net.set_weights(run.read_archive(run.checkpoints / state["weights"], weights))
     if state.get("memory"):
-        learner.memory = ExemplarMemory.load(run.checkpoints / state["memory"])
+        learner.memory = run.read_archive(run.checkpoints / state["memory"], ExemplarMemory.load)
 
 
 # --- the summary ----------------------------------------------------------------
@@ -373,13 +376,12 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
     if overwrite:             # and builds the network: a run is replaced only by one that gets that far
         make_learner(cfg, scenario, method)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
-    state = KIND.start(run, cfg, say)
+    state = KIND.start(run, cfg, say, scenario.digests)
     method = method_for(cfg, state)   # a resumed run goes on with the parameters it was trained with
     learner = make_learner(cfg, scenario, method)
     steps: list[dict] = []
     confusion = None
     if state is not None:
-        check_same_data(run.path, state.get("data"), scenario.digests)
         load_checkpoint(run, state, learner, scenario)
         steps, learner.history = list(state["steps"]), list(state["history"])
         confusion = np.asarray(state["confusion"]) if state.get("confusion") else None

@@ -125,11 +125,18 @@ class RunKind(ABC):
                                 f"{_shown(was)} in the run, {_shown(now)} now")
                          for path, was, now in _differences(old, new)])
 
-    def start(self, run: RunDir, cfg: KindConfig, say: Callable[..., object] = print) -> dict | None:
-        """Open the folder, write ``config.yaml`` and set the seed; the state to resume from, or None."""
+    def start(self, run: RunDir, cfg: KindConfig, say: Callable[..., object] = print,
+              data: dict[str, str | None] | None = None) -> dict | None:
+        """Open the folder, check a resumed run's data against ``data`` (the splits' digests), write
+        ``config.yaml`` and set the seed; the state to resume from, or None.  A refused resume leaves
+        the folder as it was, its config included."""
         import keras
 
+        from .data import check_same_data
+
         state = run.open()
+        if state is not None and data is not None:
+            check_same_data(run.path, state.get("data"), data)
         if run.resume and state is None:
             say(f"no checkpoint in {run.checkpoints}; starting from scratch")
         run.write_text("config.yaml", cfg.to_yaml())

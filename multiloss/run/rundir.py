@@ -26,9 +26,10 @@ import os
 import re
 import secrets
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +43,9 @@ CONFIG = "config.yaml"
 #: nothing else (a run that failed before its first checkpoint) has nothing to lose: a rerun replaces it.
 NOT_WORK = (CONFIG, "tensorboard")
 _INDEX = re.compile(r"^(?P<kind>[a-z]+)-(?P<index>\d+)")
+T = TypeVar("T")
+#: What to do about a finished run's damaged ``model.keras`` (:meth:`RunDir.read_archive`).
+DAMAGED_MODEL = "put back an intact copy, or train the run again (`--overwrite`)"
 
 
 def compact_floats(value: Any) -> Any:
@@ -70,6 +74,15 @@ def strict_json(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [strict_json(v) for v in value]
     return value
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why ``path`` is no readable zip archive (``.keras``, ``.npz``), or None."""
+    if not path.is_file():
+        return "is missing"
+    if not zipfile.is_zipfile(path):
+        return "is not a complete zip archive (truncated or damaged)"
+    return None
 
 
 def history_row(row: dict) -> dict:
@@ -205,7 +218,28 @@ class RunDir:
             raise RunError(f"{path} names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
                            f"not in {self.checkpoints}: put {'it' if len(missing) == 1 else 'them'} back to "
                            f"resume, or start afresh with `{self.hint} --overwrite`")
+        for f in state.get("files", []):
+            problem = archive_problem(self.checkpoints / f) if f.endswith((".keras", ".npz")) else None
+            if problem:
+                raise RunError(f"{self.checkpoints / f} {problem}: {self.resume_fix}")
         return state
+
+    def read_archive(self, path: Path, read: Callable[[Path], T], fix: str | None = None) -> T:
+        """``read(path)`` for a zip archive the run wrote (``.keras``, ``.npz``).  A missing, truncated
+        or damaged one is a RunError naming it and ``fix`` (by default: put it back or start afresh),
+        not Keras's "File not found" for a file that is there."""
+        problem = archive_problem(path)
+        if problem is None:
+            try:
+                return read(path)
+            except (zipfile.BadZipFile, EOFError) as exc:
+                problem = f"is damaged ({exc})"
+        raise RunError(f"{path} {problem}: {fix or self.resume_fix}")
+
+    @property
+    def resume_fix(self) -> str:
+        """What to do about a checkpoint that is gone or damaged."""
+        return f"put back an intact copy to resume, or start afresh with `{self.hint} --overwrite`"
 
     def save_checkpoint(self, index: int, files: dict[str, Callable[[Path], object]], state: dict,
                         keep: int = 1) -> None:
@@ -243,4 +277,4 @@ class RunDir:
                         p.unlink()
 
 
-__all__ = ["RunDir", "compact_floats", "strict_json", "history_row", "STATE"]
+__all__ = ["RunDir", "compact_floats", "strict_json", "history_row", "STATE", "DAMAGED_MODEL"]

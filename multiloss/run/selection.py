@@ -128,7 +128,7 @@ def restore_best(es, run: RunDir, model: keras.Model) -> None:
 
 def best_weights(run: RunDir) -> list:
     """The weights of the run's ``best.keras``."""
-    return keras.saving.load_model(run.file(BEST), compile=False).get_weights()
+    return run.read_archive(run.file(BEST), lambda p: keras.saving.load_model(p, compile=False)).get_weights()
 
 
 def callbacks(es, run: RunDir, history: list[dict]) -> list[keras.callbacks.Callback]:

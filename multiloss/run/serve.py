@@ -32,7 +32,7 @@ from ..spec.errors import RunError, SpecError
 from . import atomic
 from .config import load_data
 from .precision import dtype_policy
-from .rundir import RunDir
+from .rundir import DAMAGED_MODEL, RunDir
 
 Format = Literal["tf_saved_model", "keras"]
 FORMATS = ("tf_saved_model", "keras")
@@ -52,7 +52,7 @@ def load_run_model(run_dir: str | os.PathLike) -> tuple[RunDir, Any, keras.Model
         else None
     precision = getattr(getattr(cfg, "train", None), "precision", None) or "float32"
     with dtype_policy(precision):
-        return run, cfg, keras.saving.load_model(path)
+        return run, cfg, run.read_archive(path, keras.saving.load_model, DAMAGED_MODEL)
 
 
 def plain_model(model: keras.Model) -> keras.Model:

@@ -27,14 +27,14 @@ from . import selection
 from .augment import augmenter_for
 from .config import RunConfig, load_data, load_run_config
 from .console import table
-from .data import Part, Splits, check_same_data, input_shapes, read_errors_named
+from .data import Part, Splits, input_shapes, read_errors_named
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
 from .models import get_builder
 from .optim import build_optimizer
 from .plots import plot_history
 from .precision import dtype_policy
-from .rundir import RunDir
+from .rundir import DAMAGED_MODEL, RunDir
 from .tasks import TaskData, TaskError, label_targets, target_keys, task_data
 
 
@@ -252,11 +252,8 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
         with strategy.scope():
             build_model(cfg, splits.info)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite, writer=chief)
-    state = KIND.start(run, cfg)
-
     digests = data_digests(splits)
-    if state is not None:
-        check_same_data(run.path, state.get("data"), digests)
+    state = KIND.start(run, cfg, data=digests)
     with strategy.scope():
         model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
     history: list[dict] = list(state["history"]) if state else []
@@ -285,7 +282,7 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
 def restore_model(run: RunDir, state: dict, cfg: RunConfig) -> keras.Model:
     """The model of the checkpoint ``state`` names, with the config's non-finite mode and its random
     layers' seed generators where they were (``.keras`` does not hold them)."""
-    model = keras.saving.load_model(run.checkpoints / state["files"][0])
+    model = run.read_archive(run.checkpoints / state["files"][0], keras.saving.load_model)
     keras_access.set_seed_states(model, state.get("seed_states", []))
     model.loss.guard.mode = cfg.train.nonfinite
     return model
@@ -390,7 +387,7 @@ class TrainKind(RunKind):
             raise cfg.error([(("data",) if cfg.tasks is None else ("tasks",),
                               f"the {source} no test split, so there is nothing to evaluate; give it one "
                               "(npz: test/<name> arrays; a user source: a 'test' entry)")])
-        model = keras.saving.load_model(run.file("model.keras"))
+        model = run.read_archive(run.file("model.keras"), keras.saving.load_model, DAMAGED_MODEL)
         with read_errors_named(splits.parts()):
             metrics = evaluate_splits(model, {"test": test}, cfg.train.batch_size)
         run.write_json("evaluation.json", metrics)
