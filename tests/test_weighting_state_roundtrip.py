@@ -186,3 +186,33 @@ def test_reading_the_weights_changes_no_state(strategy, tmp_path):
     assert int(model.optimizer.iterations) == step
     if strategy == "famo":            # its Adam count is the number of steps that updated ξ: once a step
         assert float(after["t"]) == step - 1          # (the first step has no previous losses)
+
+
+WEIGHTS_CHILD = r"""
+import json, sys
+import keras
+import multiloss  # noqa: F401
+
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+print("WEIGHTS " + json.dumps({"step": int(model.optimizer.iterations), **model.loss.get_weights()}))
+"""
+
+
+@pytest.mark.parametrize("strategy, epochs", [("pcgrad", 2), ("dwa", 1)])
+def test_a_loaded_models_weights_follow_its_schedule_at_the_saved_step(strategy, epochs, tmp_path):
+    """A strategy with ``schedules:``: ``get_weights()`` on the loaded model gave the schedule at step 0
+    (a weight of 0 here), because Keras loads the optimizer's step after the compile config."""
+    keras.utils.set_random_seed(4)
+    x = keras.Input((8,), name="x")
+    h = keras.layers.Dense(16, activation="tanh", name="trunk")(x)
+    model = keras.Model(x, {"a": keras.layers.Dense(2, name="a")(h), "b": keras.layers.Dense(1, name="b")(h)})
+    spec = {**_spec(strategy), "schedules": {"a": {"kind": "linear", "start": 0.0, "end": 1.0, "steps": 10}}}
+    ml.compile(model, spec, optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    _fit(model, epochs)                     # 2 steps an epoch: a's factor is 2·epochs/10
+    model.save(tmp_path / "m.keras")
+    child = subprocess.run([sys.executable, "-c", WEIGHTS_CHILD, str(tmp_path / "m.keras")], capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert child.returncode == 0, child.stderr[-3000:]
+    got = json.loads(next(s for s in child.stdout.splitlines() if s.startswith("WEIGHTS ")).removeprefix("WEIGHTS "))
+    # PCGrad's λ is 1; DWA's is 1 until two epochs' losses give it ratios.
+    assert got == pytest.approx({"step": 2 * epochs, "a": 0.2 * epochs, "b": 0.5}, rel=1e-6)

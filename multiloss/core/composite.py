@@ -255,10 +255,13 @@ class CompositeLoss:
         With ``schedules:`` and no strategy these are static × schedule at the optimizer's current
         step: the weights the next step uses (after ``fit``, and after loading a saved model).  With a
         ``weighting:`` strategy they are the effective weights (static × schedule × strategy) last
-        computed: inside an epoch, the latest step's; after it, those the next epoch starts with.
+        computed: inside an epoch, the latest step's; after it (and after loading a saved model, at
+        the step it was saved at), those the next epoch starts with.
         """
         if self.weighting is not None and self.weighting.strategy.name == "static":
             self.weighting.refresh()        # the schedule at the current step, not where it was computed
+        elif self.weighting is not None:
+            self.weighting.refresh_if_stale()   # a loaded model's: at the step it was saved at, not step 0
         return dict(zip(self.term_names, map(float, ops.convert_to_numpy(self.weights))))
 
     def set_weights(self, weights: dict[str, float]) -> None:

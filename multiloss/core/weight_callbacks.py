@@ -35,6 +35,7 @@ class EpochHook(keras.callbacks.Callback):
         self.weighting = weighting
 
     def on_train_begin(self, logs=None):
+        self.weighting.refresh_if_stale()
         self.weighting.start_tracking()
 
     def on_epoch_begin(self, epoch, logs=None):

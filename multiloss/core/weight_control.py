@@ -52,6 +52,8 @@ class Weighting:
         self.training = False
         #: Saved state whose variables the strategy makes only when bound (the per-parameter buffers).
         self.pending: dict = {}
+        #: The effective weights were computed before the optimizer's step was loaded (a loaded model).
+        self.stale = False
 
     # --- binding to a model ------------------------------------------------------
 
@@ -195,6 +197,12 @@ class Weighting:
         zeros, ones = ops.zeros((n,), "float32"), ops.ones((n,), "float32")
         lam = self.strategy.weights(zeros, ones, ctx)
         self.composite.weights.assign(ops.convert_to_numpy(self.scale() * lam))
+        self.stale = False
+
+    def refresh_if_stale(self) -> None:
+        """Recompute weights computed when loading, before the optimizer's step was (its schedules at step 0)."""
+        if self.stale:
+            self.refresh()
 
     def set_base(self, vec) -> None:
         self.base.assign(np.asarray(vec, "float32"))
@@ -274,3 +282,4 @@ class Weighting:
             self.strategy.set_state(state)
             self.pending = {k: v for k, v in state.items() if k not in self.strategy.state}
         self.refresh()
+        self.stale = True       # Keras loads the optimizer's step after the compile config
