@@ -59,6 +59,21 @@ def test_history_keys_and_exact_epoch_means_with_a_short_last_batch():
     assert hist["loss"][0] == pytest.approx(ce.mean() + 0.5 * mse.mean() + reg_penalty, rel=1e-5)
 
 
+def test_compiling_again_logs_only_the_new_specs_terms_and_metrics():
+    """A second ml.compile without the metrics kept the first one's keys, logged as 0.0."""
+    model = _model()
+    ml.compile(model, SPEC, optimizer=keras.optimizers.SGD(0.0))
+    x, y = _data(50)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    ml.compile(model, "outputs: {cls: {loss: categorical_crossentropy}, reg: {loss: mse}}",
+               optimizer=keras.optimizers.SGD(0.0))
+    hist = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert set(hist) == {"loss", "cls_loss", "cls_weight", "reg_loss", "reg_weight"}
+    assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == set(hist)
+    ce = -(y["cls"] * np.log(np.clip(model.predict(x, verbose=0)["cls"], 1e-7, 1))).sum(-1)
+    assert hist["cls_loss"][0] == pytest.approx(ce.mean(), rel=1e-5)
+
+
 def test_weights_are_variables_changed_between_steps():
     model = _model()
     ml.compile(model, SPEC, optimizer="sgd")

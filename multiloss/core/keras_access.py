@@ -25,6 +25,7 @@ from keras.src.saving.serialization_lib import deserialize_keras_object, in_safe
 from keras.src.trainers.compile_utils import get_metric
 from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
 from keras.src.trainers.trainer import Trainer
+from keras.src.utils.tracking import DotNotTrackScope
 
 
 def metric_names() -> list[str]:
@@ -41,7 +42,8 @@ def compiled_loss(model):
 
 
 def set_compiled_loss(model, loss) -> None:
-    model._compile_loss = loss
+    with DotNotTrackScope():    # as Keras's compile: not tracked, or a re-compile keeps the old one's metrics
+        model._compile_loss = loss
 
 
 def compiled_metrics(model):
@@ -50,7 +52,8 @@ def compiled_metrics(model):
 
 
 def set_compiled_metrics(model, metrics) -> None:
-    model._compile_metrics = metrics
+    with DotNotTrackScope():
+        model._compile_metrics = metrics
 
 
 def loss_tracker(model):
