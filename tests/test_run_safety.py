@@ -163,6 +163,53 @@ def test_a_truncated_model_file_is_named_not_keras_file_not_found(tmp_path, one_
     assert _snapshot(run) == before
 
 
+def test_a_folder_is_run_by_one_process_at_a_time_and_a_kill_frees_it(tmp_path):
+    """Another process's open of a folder in use is refused before it looks inside; the holder's
+    SIGKILL frees it (the kernel drops a dead process's lock).  This process's own opens pass."""
+    with RunDir(tmp_path / "run") as first:
+        first.open()
+        RunDir(tmp_path / "run", overwrite=True).open()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        import time
+        from multiloss.run.rundir import RunDir
+        RunDir({str(tmp_path / "run")!r}, overwrite=True).open()
+        print("held", flush=True)
+        time.sleep(300)""")], stdout=subprocess.PIPE, text=True, env=_env(tmp_path))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match=r"is in use by another multiloss process .*nothing in it was changed"):
+            RunDir(tmp_path / "run", overwrite=True).open()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+    with RunDir(tmp_path / "run", resume=True) as after:
+        assert after.open() is None
+
+
+@pytest.mark.slow
+def test_overwrite_while_the_run_trains_is_refused_and_the_run_goes_on(tmp_path):
+    """A real `multiloss train` mid-run and a second `--overwrite` of its folder: the second cleared the
+    folder under the first (whose later files then mixed with the new run's)."""
+    path = _config(tmp_path, epochs=400)
+    run = tmp_path / "runs" / "safety"
+    live = subprocess.Popen([sys.executable, "-m", "multiloss", "train", str(path)], env=_env(tmp_path),
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (run / "checkpoints" / "state.json").exists():
+            assert live.poll() is None and time.time() < deadline, live.stderr.read()[-3000:] if live.poll() else ""
+            time.sleep(0.2)
+        second = _cli(tmp_path, "train", str(path), "--overwrite", "--set", "train.epochs=1")
+        assert live.poll() is None, "the first run ended before the second was refused: make it longer"
+        assert second.returncode == 1 and "is in use by another multiloss process" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        state = json.loads((run / "checkpoints" / "state.json").read_text())
+        assert state["epoch"] >= 1 and (run / "config.yaml").is_file()    # not cleared
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.wait(30)
+
+
 def test_checkpoints_are_pruned_by_epoch_number_not_file_name(tmp_path):
     run = RunDir(tmp_path / "run")
     run.open()

@@ -376,40 +376,41 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
     if overwrite:             # and builds the network: a run is replaced only by one that gets that far
         make_learner(cfg, scenario, method)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
-    state = KIND.start(run, cfg, say, scenario.digests)
-    method = method_for(cfg, state)   # a resumed run goes on with the parameters it was trained with
-    learner = make_learner(cfg, scenario, method)
-    steps: list[dict] = []
-    confusion = None
-    if state is not None:
-        load_checkpoint(run, state, learner, scenario)
-        steps, learner.history = list(state["steps"]), list(state["history"])
-        confusion = np.asarray(state["confusion"]) if state.get("confusion") else None
-        say(f"resuming {cfg.name} after step {state['step']}")
-    names = f" ({', '.join(scenario.class_names)})" if len(scenario.class_names) <= 20 else ""
-    say(f"{cfg.name}: {method!r}, class order {scenario.order}{names}, steps of {scenario.groups} classes")
-    if cfg.memory is not None and not method.replay:
-        say(f"note: {method.name} keeps no exemplars; `memory` is not used")
+    with run:                 # the folder is locked from open() to the run's end
+        state = KIND.start(run, cfg, say, scenario.digests)
+        method = method_for(cfg, state)   # a resumed run goes on with the parameters it was trained with
+        learner = make_learner(cfg, scenario, method)
+        steps: list[dict] = []
+        confusion = None
+        if state is not None:
+            load_checkpoint(run, state, learner, scenario)
+            steps, learner.history = list(state["steps"]), list(state["history"])
+            confusion = np.asarray(state["confusion"]) if state.get("confusion") else None
+            say(f"resuming {cfg.name} after step {state['step']}")
+        names = f" ({', '.join(scenario.class_names)})" if len(scenario.class_names) <= 20 else ""
+        say(f"{cfg.name}: {method!r}, class order {scenario.order}{names}, steps of {scenario.groups} classes")
+        if cfg.memory is not None and not method.replay:
+            say(f"note: {method.name} keeps no exemplars; `memory` is not used")
 
-    for t in range(len(steps), len(scenario.groups)):
-        with read_errors_named(scenario.sources):
-            record, confusion = learn_step(cfg, scenario, method, learner, t)
-        steps.append(record)
-        save_model(run, method, learner, scenario, scenario.step(t))   # before state.json names the step done
-        save_checkpoint(run, t, learner, {
-            "step": t, "num_classes": record["num_classes"], "steps": steps, "history": learner.history,
-            "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint(), "data": scenario.digests,
-            "method_params": method.params.model_dump(mode="json")})
-        write_artifacts(run, summarize(cfg, scenario, method, steps, confusion), learner.history)
-        new = f" (new: {', '.join(record['classes'])})" if len(record["classes"]) <= 10 else ""
-        say(f"step {t}: {record['num_classes']} classes{new}, accuracy {record['accuracy']:.4f} "
-            f"(tasks {' '.join(f'{a:.3f}' for a in record['task_accuracy'])}), {record['seconds']:.1f} s")
+        for t in range(len(steps), len(scenario.groups)):
+            with read_errors_named(scenario.sources):
+                record, confusion = learn_step(cfg, scenario, method, learner, t)
+            steps.append(record)
+            save_model(run, method, learner, scenario, scenario.step(t))   # before state.json names the step done
+            save_checkpoint(run, t, learner, {
+                "step": t, "num_classes": record["num_classes"], "steps": steps, "history": learner.history,
+                "confusion": confusion.tolist(), "fingerprint": cfg.fingerprint(), "data": scenario.digests,
+                "method_params": method.params.model_dump(mode="json")})
+            write_artifacts(run, summarize(cfg, scenario, method, steps, confusion), learner.history)
+            new = f" (new: {', '.join(record['classes'])})" if len(record["classes"]) <= 10 else ""
+            say(f"step {t}: {record['num_classes']} classes{new}, accuracy {record['accuracy']:.4f} "
+                f"(tasks {' '.join(f'{a:.3f}' for a in record['task_accuracy'])}), {record['seconds']:.1f} s")
 
-    summary = summarize(cfg, scenario, method, steps, confusion)
-    write_artifacts(run, summary, learner.history)
-    say(format_summary(summary))
-    say(f"artifacts: {run.path}")
-    return summary
+        summary = summarize(cfg, scenario, method, steps, confusion)
+        write_artifacts(run, summary, learner.history)
+        say(format_summary(summary))
+        say(f"artifacts: {run.path}")
+        return summary
 
 
 def speaker(quiet: bool):
@@ -502,16 +503,17 @@ def run_seeds(cfg: IncrementalConfig, resume: bool = False, quiet: bool = False,
     mean ± std."""
     say = speaker(quiet)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
-    KIND.start(run, cfg, say=lambda *a: None)   # no checkpoint of its own: each seed's run has one
-    runs: dict[int, dict] = {}
-    for seed in cfg.seeds:
-        say(f"--- seed {seed} ---")
-        runs[seed] = run_incremental(seed_config(cfg, seed), resume=resume, quiet=quiet)
-        summary = aggregate_seeds(cfg, runs)
-        run.write_json("metrics.json", summary)
-    say(format_seeds(summary))
-    say(f"artifacts: {run.path}")
-    return summary
+    with run:
+        KIND.start(run, cfg, say=lambda *a: None)   # no checkpoint of its own: each seed's run has one
+        runs: dict[int, dict] = {}
+        for seed in cfg.seeds:
+            say(f"--- seed {seed} ---")
+            runs[seed] = run_incremental(seed_config(cfg, seed), resume=resume, quiet=quiet)
+            summary = aggregate_seeds(cfg, runs)
+            run.write_json("metrics.json", summary)
+        say(format_seeds(summary))
+        say(f"artifacts: {run.path}")
+        return summary
 
 
 class IncrementalKind(RunKind):

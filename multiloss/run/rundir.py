@@ -7,6 +7,12 @@ Used by every run kind (``multiloss train``, ``multiloss incremental``).
   otherwise opening it raises :class:`RunError` naming both options.  Users'
   work is never replaced by accident; a run that failed before its first
   checkpoint left none, and its rerun goes ahead.
+* One process at a time: ``open()`` takes an exclusive lock on the folder's
+  ``run.lock`` (a POSIX record lock: a process's own later opens pass, another
+  process is refused), held until :meth:`RunDir.release` (``with run:``) or the
+  process ends, even by SIGKILL.  A second run, ``--resume`` or ``--overwrite``
+  of a folder in use is refused before it touches anything; ``--overwrite``
+  keeps ``run.lock``, and it is no work to lose.
 * Every file is written atomically and fsynced (see :mod:`multiloss.run.atomic`).
 * A checkpoint is a set of files named ``<kind>-<index>...`` followed by
   ``checkpoints/state.json`` (written last, so a kill at any moment leaves a
@@ -19,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import fcntl
 import io
 import json
 import math
@@ -39,6 +46,8 @@ from . import atomic
 STATE = "state.json"
 #: Every run folder holds its config: a subfolder with one is a run of its own (a sweep's trial).
 CONFIG = "config.yaml"
+#: The file whose lock says a process is running in the folder (:meth:`RunDir.lock`).
+LOCK = "run.lock"
 #: What a run writes before its work: its config and the TensorBoard events of a first epoch.  A folder with
 #: nothing else (a run that failed before its first checkpoint) has nothing to lose: a rerun replaces it.
 NOT_WORK = (CONFIG, "tensorboard")
@@ -97,12 +106,13 @@ class RunDir:
     """``output_dir/name`` of one run.
 
     ``open()`` decides, once, whether the run starts fresh, resumes or
-    replaces an old run; ``writer=False`` (non-chief workers) reads state but
-    writes nothing.
+    replaces an old run, and locks the folder until :meth:`release` (``with run:``);
+    ``writer=False`` (non-chief workers) reads state but writes nothing and takes no lock.
     """
 
     def __init__(self, path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-                 writer: bool = True, hint: str = "multiloss train CONFIG", not_work: tuple[str, ...] = NOT_WORK):
+                 writer: bool = True, hint: str = "multiloss train CONFIG", not_work: tuple[str, ...] = NOT_WORK,
+                 exclusive: bool = True):
         if resume and overwrite:
             raise RunError("--resume and --overwrite exclude each other: resume continues the run "
                            "in the folder, overwrite replaces it")
@@ -111,22 +121,64 @@ class RunDir:
         #: Top-level names that are no work to lose (a failed start's config): a rerun is not refused for them.
         self.not_work = not_work
         self.checkpoints = self.path / "checkpoints"
+        #: Whether open() locks the folder (a sweep's is shared by the workers that join it: it has none).
+        self.exclusive = exclusive
+        self._lock: int | None = None       # run.lock's descriptor while this process holds its lock
 
     # --- opening -----------------------------------------------------------------
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def lock(self) -> None:
+        """Hold the folder's lock, or raise RunError: another process is running in it.  A folder that
+        cannot take the lock file (read-only) is left to :meth:`check_writable` to report."""
+        if self._lock is not None:
+            return
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunError(f"{self.path} is in use by another multiloss process (a run, --resume or --overwrite "
+                           "of it that has not ended); nothing in it was changed. Wait for that process to end, "
+                           "or give this run another `name` (--set name=...)") from None
+        self._lock = fd
+
+    def release(self) -> None:
+        """Let go of the folder's lock (the process's end does too)."""
+        if self._lock is not None:
+            fd, self._lock = self._lock, None
+            os.close(fd)            # closing it releases the process's lock
 
     def holds_run(self) -> bool:
         """Whether the folder holds a run's work: any file but those of ``not_work`` and temporaries."""
         if not self.path.is_dir():
             return False
-        return any(f.is_file() and f.relative_to(self.path).parts[0] not in self.not_work
+        return any(f.is_file() and f.relative_to(self.path).parts[0] not in (*self.not_work, LOCK)
                    and not f.name.startswith(atomic.TMP_PREFIX) for f in self.path.rglob("*"))
 
     def open(self) -> dict | None:
-        """Check the folder may be used; create it; return the state to resume from (or None)."""
+        """Check the folder may be used; create and lock it; return the state to resume from (or None)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path} exists and is not a folder; choose another `name` or `output_dir`")
+        if self.writer:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RunError(f"cannot create the run folder {self.path}: {exc.strerror}; choose a writable "
+                               "`output_dir`") from None
+            if self.exclusive:
+                self.lock()             # before reading what the folder holds: no other process changes it now
         existing = self.holds_run()
         if existing and not (self.resume or self.overwrite):
+            self.release()
             raise RunError(
                 f"{self.path} already holds a run. Continue it with `{self.hint} --resume`, replace it "
                 f"with `{self.hint} --overwrite`, or give this run another `name` (--set name=...)")
@@ -136,11 +188,6 @@ class RunDir:
             self._clear()
         elif not existing and (self.path / "tensorboard").is_dir():   # a failed start's (config.yaml: replaced)
             shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunError(f"cannot create the run folder {self.path}: {exc.strerror}; choose a writable "
-                           "`output_dir`") from None
         self.check_writable()
         # A nested run folder (a sweep's trial: its own config.yaml) cleans its own temporaries.
         atomic.remove_stale_temporaries(self.path, owned_elsewhere=lambda folder: (folder / CONFIG).exists())
@@ -148,6 +195,8 @@ class RunDir:
 
     def _clear(self) -> None:
         for child in self.path.iterdir():
+            if child.name == LOCK:          # this process holds it: a new file would be a lock of its own
+                continue
             try:
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             except OSError as exc:

@@ -466,7 +466,8 @@ def open_folder(sweep: Sweep, *, resume: bool, overwrite: bool) -> Path:
     (which joins a sweep still running there: nothing in the folder is touched) or ``overwrite``."""
     hint = f"multiloss sweep {sweep.file.name}"
     folder = RunDir(sweep.folder, resume=resume, overwrite=overwrite, hint=hint,
-                    not_work=("sweep.yaml", "study.lock"))    # a sweep refused before its study: nothing to lose
+                    not_work=("sweep.yaml", "study.lock"),    # a sweep refused before its study: nothing to lose
+                    exclusive=False)        # workers that join with --resume share it: study.lock orders their asks
     if resume and folder.holds_run():
         folder.check_writable()
     else:

@@ -252,31 +252,32 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
         with strategy.scope():
             build_model(cfg, splits.info)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite, writer=chief)
-    digests = data_digests(splits)
-    state = KIND.start(run, cfg, data=digests)
-    with strategy.scope():
-        model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
-    history: list[dict] = list(state["history"]) if state else []
-    initial_epoch = state["epoch"] if state else 0
-    train_xy, val_xy, test_xy = (prepare_split(splits, cfg, s) for s in ("train", "val", "test"))
-    batches, steps = train_batches(splits, cfg, initial_epoch)
-    with strategy.scope():
-        if isinstance(train_xy, tuple):
-            prebuild(model, train_xy)
+    with run:                       # the folder is locked from open() to the run's end
+        digests = data_digests(splits)
+        state = KIND.start(run, cfg, data=digests)
+        with strategy.scope():
+            model = restore_model(run, state, cfg) if state is not None else build_model(cfg, splits.info)
+        history: list[dict] = list(state["history"]) if state else []
+        initial_epoch = state["epoch"] if state else 0
+        train_xy, val_xy, test_xy = (prepare_split(splits, cfg, s) for s in ("train", "val", "test"))
+        batches, steps = train_batches(splits, cfg, initial_epoch)
+        with strategy.scope():
+            if isinstance(train_xy, tuple):
+                prebuild(model, train_xy)
 
-    start = time.perf_counter()
-    es = cfg.train.callbacks.early_stopping
-    with read_errors_named(splits.parts()):
-        if es is not None and selection.stopped_before(es, history):
-            selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
-        elif initial_epoch < cfg.train.epochs:
-            fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief, digests))
-        seconds = time.perf_counter() - start
-        metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
-                                  cfg.train.batch_size)
-    if chief:
-        write_results(cfg, run, model, history, metrics, seconds, initial_epoch)
-    return metrics
+        start = time.perf_counter()
+        es = cfg.train.callbacks.early_stopping
+        with read_errors_named(splits.parts()):
+            if es is not None and selection.stopped_before(es, history):
+                selection.restore_best(es, run, model)         # a resumed run that had stopped: its result stands
+            elif initial_epoch < cfg.train.epochs:
+                fit(model, cfg, batches, steps, val_xy, initial_epoch, run_callbacks(cfg, run, history, chief, digests))
+            seconds = time.perf_counter() - start
+            metrics = evaluate_splits(model, {"train": train_xy, "val": val_xy, "test": test_xy},
+                                      cfg.train.batch_size)
+        if chief:
+            write_results(cfg, run, model, history, metrics, seconds, initial_epoch)
+        return metrics
 
 
 def restore_model(run: RunDir, state: dict, cfg: RunConfig) -> keras.Model:
