@@ -120,3 +120,22 @@ def test_a_run_saved_before_augment_existed_still_resumes():
     assert "augment" not in load_run_config(default_config_path()).fingerprint()["train"]
     flipped = load_run_config(default_config_path(), ["train.augment=[{random_flip: {mode: horizontal}}]"])
     assert flipped.fingerprint()["train"]["augment"] == [{"random_flip": {"mode": "horizontal"}}]
+
+
+@pytest.mark.parametrize("command", ["validate", "incremental"])
+def test_an_incremental_backbone_param_keras_refuses_is_one_line_at_its_builder(tmp_path, command, capsys):
+    """Keras's own ValueError for ``dense: 0`` was a traceback from inside its Dense layer."""
+    from pathlib import Path
+
+    import yaml
+
+    from multiloss.cli.commands import main
+
+    data = yaml.safe_load((Path(__file__).parents[1] / "configs" / "incremental_digits.yaml").read_text())
+    data.update(output_dir=str(tmp_path / "runs"), train={"epochs": 1, "batch_size": 32})
+    (tmp_path / "inc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main([command, str(tmp_path / "inc.yaml"), "--set", "model.params.dense=0"]) == 1
+    err = capsys.readouterr().err
+    assert "inc.yaml:" in err and "model.builder: backbone builder 'cnn' failed: Received an invalid value for " \
+                                  "`units`, expected a positive integer. Received: units=0 (data info: " in err, err
+    assert "Traceback" not in err

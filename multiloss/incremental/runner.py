@@ -37,6 +37,7 @@ from ..run.config import load_data
 from ..run.console import table
 from ..run.data import digest_arrays, read_errors_named
 from ..run.kinds import RunKind, register_kind
+from ..run.models import build_with
 from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
 from ..run.rundir import RunDir
@@ -175,7 +176,7 @@ def backbone_builder(cfg: IncrementalConfig, info: dict):
 
         return build
     builder = get_backbone(cfg.model.builder)
-    return lambda: builder(info, **cfg.model.params)
+    return lambda: build_with(builder, cfg.model.builder, info, cfg.model.params, cfg.error, "backbone")
 
 
 def build_net(cfg: IncrementalConfig, info: dict, method: Method, reader=None):

@@ -41,6 +41,22 @@ def get_builder(name: str) -> ModelBuilder:
     return MODELS.get(name)
 
 
+def build_with(builder: ModelBuilder, name: str, info: dict, params: dict, error: Callable, what: str = "model"):
+    """``builder(info, **params)``; its failure (a bad param Keras refuses, data info it lacks) is
+    ``error([(("model", "builder"), message)])`` naming the builder and the data info, not a traceback
+    from inside Keras.  ``error`` is the config's (:meth:`ConfigFile.error`): it gives file and line."""
+    from ..spec.errors import SpecError
+
+    try:
+        return builder(info, **params)
+    except SpecError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"the data gives no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+        raise error([(("model", "builder"), f"{what} builder {name!r} failed: {detail} "
+                                            f"(data info: {sorted(info)})")]) from None
+
+
 def cnn_trunk(input_shape, filters, dense: int, name: str) -> keras.Sequential:
     stack: list[Any] = [layers.Input(input_shape)]
     for f in filters:

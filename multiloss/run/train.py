@@ -30,7 +30,7 @@ from .console import table
 from .data import Part, Splits, input_shapes, read_errors_named
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
-from .models import get_builder
+from .models import build_with, get_builder
 from .optim import build_optimizer
 from .plots import plot_history
 from .precision import dtype_policy
@@ -197,14 +197,7 @@ def summary_table(metrics: dict[str, dict[str, float]], terms: list[str]) -> str
 
 def build_model(cfg: RunConfig, info: dict) -> keras.Model:
     """The configured model, compiled with the run's loss spec and optimizer."""
-    try:
-        model = get_builder(cfg.model.builder)(info, **cfg.model.params)
-    except SpecError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        detail = f"the data gives no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
-        raise cfg.error([(("model", "builder"), f"model builder {cfg.model.builder!r} failed: {detail} "
-                                               f"(data info: {sorted(info)})")]) from None
+    model = build_with(get_builder(cfg.model.builder), cfg.model.builder, info, cfg.model.params, cfg.error)
     if not isinstance(model, keras.Model):
         raise cfg.error([(("model", "builder"), f"{cfg.model.builder!r} returned a "
                                                f"{type(model).__name__}, not a keras.Model")])
