@@ -19,7 +19,7 @@ from ..spec.loss_spec import LossSpec, load_spec, metric_log_name, spec_from_dat
 from ..spec.validation import Integer, Problems, check_params, did_you_mean
 from ..spec.yamlio import dump_yaml
 from .augment import AugmentList
-from .data import get_source
+from .data import Splits, get_source
 from .models import get_builder
 from .monitor import Mode, resolve_mode
 from .optim import OptimizerConfig, ScheduleConfig, optimizer_problems
@@ -205,12 +205,18 @@ def load_data(cfg, data: DataConfig | None = None, where: tuple = ("data",), **p
     """The splits of ``data`` (default: ``cfg.data``, any run config); a source that fails is named at ``where``."""
     data = cfg.data if data is None else data
     try:
-        return get_source(data.source)(seed=cfg.seed, **{**data.params, **params})
+        splits = get_source(data.source)(seed=cfg.seed, **{**data.params, **params})
     except SpecError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else exc
         raise cfg.error([(where, f"data source {data.source!r} failed: {reason}")]) from None
+    empty = splits.empty() if isinstance(splits, Splits) else []
+    if empty:
+        raise cfg.error([(where, f"data source {data.source!r} gave no examples in its {', '.join(empty)} "
+                                 f"split{'s' if len(empty) > 1 else ''} (params: {dict(data.params, **params)}); "
+                                 "give it more data, or params that draw some")])
+    return splits
 
 
 def data_problems(cfg: RunConfig) -> Problems:

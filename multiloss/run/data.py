@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -134,6 +135,11 @@ class Part:
     @property
     def is_dataset(self) -> bool:
         return self.y is None
+
+    @property
+    def is_empty(self) -> bool:
+        """No examples: arrays of 0 rows, or a dataset whose cardinality is known to be 0."""
+        return int(self.x.cardinality()) == 0 if self.is_dataset else len(self) == 0
 
     def digest(self) -> str | None:
         """What the examples are, in a few characters: arrays' bytes, or a dataset's :attr:`identity`
@@ -265,6 +271,11 @@ class Splits:
     def parts(self) -> list[Part]:
         """The present splits' parts: train, val, test."""
         return [p for p in (self.train, self.val, self.test) if p is not None]
+
+    def empty(self) -> list[str]:
+        """The present splits with no examples (a source's params that drew none)."""
+        return [s for s, p in (("train", self.train), ("val", self.val), ("test", self.test))
+                if p is not None and p.is_empty]
 
     def digests(self) -> dict[str, str | None]:
         """Each present split's :meth:`Part.digest` (what ``--resume`` compares)."""
@@ -552,6 +563,10 @@ def fashion_mnist(seed: int = 0, path: str | None = None, val_fraction: float = 
 
 def make_pairs(part: Part, seed: int, pairs_per_image: float = 1.0, same_fraction: float = 0.5) -> Part:
     """Pairs of images from one split: ``same_fraction`` of them from the same class."""
+    for name, value, low in (("pairs_per_image", pairs_per_image, "above 0"), ("same_fraction", same_fraction, "in [0, 1]")):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                or (value <= 0 if name == "pairs_per_image" else not 0 <= value <= 1):
+            raise param_error(name, f"must be a number {low}, got {value!r}")
     rng = np.random.default_rng(seed)
     x, labels = part.x, part.y["class"]
     n = int(round(len(labels) * pairs_per_image))
