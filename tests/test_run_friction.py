@@ -139,3 +139,37 @@ def test_an_incremental_backbone_param_keras_refuses_is_one_line_at_its_builder(
     assert "inc.yaml:" in err and "model.builder: backbone builder 'cnn' failed: Received an invalid value for " \
                                   "`units`, expected a positive integer. Received: units=0 (data info: " in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("tf_config, why", [
+    (None, "it is not set"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}', "it is not JSON"),
+    ('{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}', "its cluster must map"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "wroker", "index": 0}}', "its task must be"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}', "is not in its cluster"),
+])
+def test_a_malformed_tf_config_is_one_line_at_distribute(tmp_path, monkeypatch, capsys, tf_config, why):
+    """A TF_CONFIG that is no JSON was a JSONDecodeError traceback, before anything else was checked."""
+    from multiloss.cli.commands import main
+    from multiloss.run.train import default_config_path
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert main(["train", str(default_config_path()), "--set", f"output_dir={tmp_path}",
+                 "--set", "distribute=multi_worker"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "distribute: multi_worker needs the TF_CONFIG environment variable, " \
+                                         "and " in err and why in err and "Traceback" not in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_stale_tf_config_does_not_silence_a_run_that_is_not_multi_worker(tmp_path, monkeypatch):
+    """TF_CONFIG of a worker that is not the chief, left in the shell: a plain run wrote nothing."""
+    from multiloss.run.train import default_config_path
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}')
+    train(default_config_path(), [f"output_dir={tmp_path}", "train.epochs=1", "train.verbose=0",
+                                  "data.params.pairs_per_image=0.25"])
+    assert (tmp_path / "siamese_digits" / "model.keras").is_file()

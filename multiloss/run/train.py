@@ -42,19 +42,51 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
     if kind == "mirrored":
         return keras_access.mirrored_strategy()
     if kind == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise SpecError([(("distribute",), None, "multi_worker needs the TF_CONFIG environment variable "
-                                                    "(cluster and task); see the README")], "run config")
+        tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 
-def is_chief() -> bool:
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    task = tf_config.get("task", {})
-    return task.get("type", "worker") == "chief" or (
-        task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
-        and "chief" not in tf_config.get("cluster", {}))
+TASK_TYPES = ("chief", "worker", "evaluator", "ps")
+TF_CONFIG_FORM = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+
+
+def tf_config() -> dict:
+    """``TF_CONFIG`` (multi_worker's cluster and task), checked: a SpecError at ``distribute`` says what
+    is wrong with it, rather than a JSON or TensorFlow traceback."""
+    def refuse(why: str):
+        raise SpecError([(("distribute",), None, f"multi_worker needs the TF_CONFIG environment variable, "
+                                                 f"and {why}; give JSON such as {TF_CONFIG_FORM} (see the README)")],
+                        "run config") from None
+
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        refuse("it is not set" if text is None else "it is empty")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        refuse(f"it is not JSON ({exc})")
+    task = value.get("task") if isinstance(value, dict) else None
+    cluster = value.get("cluster") if isinstance(value, dict) else None
+    if not isinstance(cluster, dict) or not all(isinstance(v, list) for v in cluster.values()):
+        refuse(f"its cluster must map task types to lists of host:port, got {cluster!r}")
+    if not isinstance(task, dict) or task.get("type") not in TASK_TYPES or \
+            not isinstance(task.get("index", 0), int) or isinstance(task.get("index", 0), bool):
+        refuse(f"its task must be {{type: one of {', '.join(TASK_TYPES)}, index: an integer}}, got {task!r}")
+    if task["type"] not in cluster or not 0 <= task.get("index", 0) < len(cluster[task["type"]]):
+        refuse(f"its task {task!r} is not in its cluster {cluster!r}")
+    return value
+
+
+def is_chief(distribute: str = "multi_worker") -> bool:
+    """Whether this process writes the run folder: always, but for a multi_worker worker that is not
+    the chief (TF_CONFIG is read only for multi_worker: a stale one does not silence a plain run)."""
+    if distribute != "multi_worker":
+        return True
+    value = tf_config()
+    task = value["task"]
+    return task["type"] == "chief" or (task["type"] == "worker" and task.get("index", 0) == 0
+                                       and "chief" not in value["cluster"])
 
 
 def load_splits(cfg: RunConfig) -> Splits | TaskData:
@@ -237,7 +269,7 @@ def train(config: str | os.PathLike | dict | RunConfig, overrides: list[str] | N
 
 
 def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
-    chief = is_chief()
+    chief = is_chief(cfg.distribute)
     strategy = make_strategy(cfg.distribute)
     keras.utils.set_random_seed(cfg.seed)   # as start() sets it again, for the model
     splits = load_splits(cfg)       # the data and (to overwrite) the model first: a run is replaced
