@@ -74,6 +74,20 @@ def test_compiling_again_logs_only_the_new_specs_terms_and_metrics():
     assert hist["cls_loss"][0] == pytest.approx(ce.mean(), rel=1e-5)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_metric_that_cannot_take_its_heads_targets_is_named_at_the_metric(masked):
+    """A sparse metric on one-hot targets was TensorFlow's "Dimensions must be equal" naming no head."""
+    model = _model()
+    mask = ", mask_value: -1" if masked else ""
+    ml.compile(model, "outputs: {cls: {loss: categorical_crossentropy, metrics: [accuracy, "
+                      f"sparse_categorical_accuracy]{mask}}}, reg: {{loss: mse}}}}")
+    x, y = _data(32)
+    with pytest.raises(ml.SpecError, match=r"outputs\.cls\.metrics\.1: metric 'sparse_categorical_accuracy' of "
+                                           r"head 'cls' cannot take its target shaped \(16, 3\) and prediction "
+                                           r"shaped \(16, 3\): .*a sparse metric takes class ids"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
 def test_weights_are_variables_changed_between_steps():
     model = _model()
     ml.compile(model, SPEC, optimizer="sgd")

@@ -27,6 +27,8 @@ same way; other weights do not apply.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -75,6 +77,7 @@ class HeadMetrics(keras.metrics.Metric):
 
     def __init__(self, spec: LossSpec, output_names=None, name: str = "multiloss_metrics", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.spec = spec
         self.output_names = list(output_names or spec.outputs)
         self.names = spec.head_metrics()
         self.mask_values = {h: spec.outputs[h].mask_value for h in self.names}
@@ -104,23 +107,50 @@ class HeadMetrics(keras.metrics.Metric):
             target, pred = y_true.get(head), y_pred[head]
             if target is None:
                 continue
-            mask_value = self.mask_values[head]
-            weight = sample_weight.get(head) if isinstance(sample_weight, dict) else sample_weight
-            if mask_value is None and weight is None:
-                for m in metrics:
+            self._update_head(head, metrics, target, pred, sample_weight)
+
+    def _update_head(self, head: str, metrics: list, target, pred, sample_weight) -> None:
+        mask_value = self.mask_values[head]
+        weight = sample_weight.get(head) if isinstance(sample_weight, dict) else sample_weight
+        if mask_value is None and weight is None:
+            for i, m in enumerate(metrics):
+                with self._named(head, i, target, pred):
                     m.update_state(target, pred)
-                continue
-            target = same_rank(target, pred)[0]
-            valid = ops.ones_like(target, "bool")
-            if mask_value is not None:
-                target, valid = red.mask_targets(target, mask_value)
-            if weight is not None:      # a sample weighted 0 has no label for this head
-                kept = ops.not_equal(ops.convert_to_tensor(weight), 0)
-                for _ in range(len(target.shape) - len(kept.shape)):
-                    kept = ops.expand_dims(kept, -1)
-                valid = ops.logical_and(valid, kept)
-            for m in metrics:
+            return
+        target = same_rank(target, pred)[0]
+        valid = ops.ones_like(target, "bool")
+        if mask_value is not None:
+            target, valid = red.mask_targets(target, mask_value)
+        if weight is not None:      # a sample weighted 0 has no label for this head
+            kept = ops.not_equal(ops.convert_to_tensor(weight), 0)
+            for _ in range(len(target.shape) - len(kept.shape)):
+                kept = ops.expand_dims(kept, -1)
+            valid = ops.logical_and(valid, kept)
+        for i, m in enumerate(metrics):
+            with self._named(head, i, target, pred):
                 masked_update(m, target, pred, valid)
+
+    @contextlib.contextmanager
+    def _named(self, head: str, index: int, target, pred):
+        """A metric that cannot take its head's target and prediction (a sparse metric on one-hot or
+        regression targets) is a SpecError at the metric in the spec, not TensorFlow's shape error."""
+        try:
+            yield
+        except ValueError as exc:
+            name = self.names[head][index]
+            reason = str(exc).splitlines()[0][:300]
+            raise self.spec.error([(self._metric_path(head, name),
+                                    f"metric {name!r} of head {head!r} cannot take its target shaped "
+                                    f"{tuple(target.shape)} and prediction shaped {tuple(pred.shape)}: {reason} "
+                                    "(a sparse metric takes class ids [B] or [B, 1], a categorical one targets "
+                                    "shaped like the prediction)")]) from None
+
+    def _metric_path(self, head: str, name: str) -> tuple:
+        own = list(self.spec.outputs[head].metrics)
+        if name in own:
+            return ("outputs", head, "metrics", own.index(name))
+        top = self.spec.metrics
+        return ("metrics", top.index(name)) if isinstance(top, list) and name in top else ("outputs", head)
 
     def reset_state(self):
         for metrics in self.head_metrics.values():
