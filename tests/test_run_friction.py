@@ -89,6 +89,20 @@ def test_validate_reports_every_problem_of_a_file_in_one_pass(tmp_path):
     assert {p for p, _, _ in err.value.problems} == {("train", "epochs"), ("data", "source"), ("method", "name")}
 
 
+def test_a_spec_with_a_wrong_type_reports_its_unknown_losses_metrics_and_params_in_the_same_pass(tmp_path):
+    """A value of the wrong type (pydantic's) hid every loss, metric and param problem until it was fixed;
+    what stands on the value at fault (head b's loss is a number: it has no loss) is not reported."""
+    (tmp_path / "s.yaml").write_text("outputs:\n  a: {loss: mse, weight: big}\n  b: {loss: 3, metrics: [mae]}\n"
+                                     "  c: {loss: mea, metrics: [acuracy]}\n"
+                                     "  d: {loss: {name: huber, params: {delt: 1.0}}}\n")
+    with pytest.raises(ml.SpecError) as err:
+        ml.load_spec(tmp_path / "s.yaml")
+    found = {(p, line) for p, line, _ in err.value.problems}
+    assert found == {(("outputs", "a", "weight"), 2), (("outputs", "b", "loss"), 3), (("outputs", "c", "loss"), 4),
+                     (("outputs", "c", "metrics", 0), 4), (("outputs", "d", "loss", "params"), 5)}, err.value
+    assert "did you mean 'mse' or 'mae'" in str(err.value) and "did you mean 'accuracy'" in str(err.value)
+
+
 def test_an_empty_yaml_value_where_a_mapping_goes_names_the_keys_and_a_bad_sampler_its_forms(tmp_path):
     """`train:` left empty (its keys commented out) is YAML null: the error says a mapping goes there
     and lists its keys, not pydantic's class name; a sampler that is neither form says which are valid."""

@@ -8,6 +8,7 @@ pasted.  Every problem becomes a :class:`SpecError` naming path and line.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
@@ -514,6 +515,50 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
     return pydantic_problems(exc, LossSpec, _TAGS)
 
 
+def _drop(data: Any, path: tuple) -> tuple | None:
+    """Delete from ``data`` the mapping key nearest ``path``'s end that holds the value at ``path`` (a
+    list's item goes with the list's key); the path deleted, or None when there is none (the root)."""
+    for end in range(len(path), 0, -1):
+        node, ok = data, True
+        for key in path[: end - 1]:
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                ok = False
+                break
+        if ok and isinstance(node, dict) and path[end - 1] in node:
+            del node[path[end - 1]]
+            return path[:end]
+    return None
+
+
+def _problems_beside(data: dict, structural: list[tuple[tuple, str]]) -> list[tuple[tuple, str]]:
+    """What resolving finds (unknown losses, metrics, params) besides ``structural`` problems, so that
+    one pass reports them all: the spec validated with the values at fault left out, then resolved;
+    its problems within or above a left-out value (a head whose loss was left out has none) are not
+    reported."""
+    pruned, dropped, problems = copy.deepcopy(data), [], structural
+    for _ in range(4):
+        for path, _msg in problems:
+            gone = _drop(pruned, path)
+            if gone is None:
+                return []
+            dropped.append(gone)
+        try:
+            spec = LossSpec.model_validate(pruned)
+            break
+        except ValidationError as exc:
+            problems = _pydantic_problems(exc)
+    else:
+        return []
+    try:
+        spec.resolve()
+    except SpecError as err:
+        return [(p, m) for p, _line, m in err.problems
+                if not any(p[: len(d)] == d or d[: len(p)] == p for d in dropped)]
+    return []
+
+
 def load_spec(source: str | os.PathLike | dict | LossSpec, *, name: str | None = None) -> LossSpec:
     """Load and validate a spec from a path, YAML text, a dict or a LossSpec.
 
@@ -539,9 +584,9 @@ def spec_from_data(data: dict, lines: Lines, source: str, prefix: tuple = ()) ->
     try:
         spec = LossSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(
-            [(prefix + p, line_of(shifted, p), m) for p, m in _pydantic_problems(exc)], source
-        ) from None
+        problems = _pydantic_problems(exc)
+        problems += _problems_beside(data, problems)
+        raise SpecError([(prefix + p, line_of(shifted, p), m) for p, m in problems], source) from None
     spec._lines, spec._source, spec._prefix = shifted, source, tuple(prefix)
     spec.resolve()
     return spec
