@@ -118,14 +118,16 @@ def test_predict_on_an_incremental_runs_model_names_its_classes(tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="scores")])
     model.save(folder / "model.keras")
-    (folder / "classes.json").write_text(json.dumps({"class_names": ["cat", "dog", "owl"]}))
+    # Learnt in the order 7, 2, 5 (the data's class ids): score 0 is class 7's.  scores_class was the
+    # score's position (0, 1, 2), not the class id.
+    (folder / "classes.json").write_text(json.dumps({"class_names": ["cat", "dog", "owl"], "class_ids": [7, 2, 5]}))
     x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
     np.savez(tmp_path / "x.npz", x=x)
     main(["predict", str(folder), "--input", str(tmp_path / "x.npz")])
     with np.load(folder / "predictions.npz") as got:
-        ids = model.predict(x, verbose=0).argmax(-1)
-        np.testing.assert_array_equal(got["scores_class"], ids)
-        assert got["scores_class_name"].tolist() == [["cat", "dog", "owl"][i] for i in ids]
+        best = model.predict(x, verbose=0).argmax(-1)
+        assert got["scores_class"].tolist() == [[7, 2, 5][i] for i in best]
+        assert got["scores_class_name"].tolist() == [["cat", "dog", "owl"][i] for i in best]
 
 
 def _table_run(tmp_path, folder_name="table"):

@@ -229,10 +229,11 @@ def predict_run(run_dir: str | os.PathLike, inputs: str | os.PathLike, out: str 
     spec = getattr(model.loss, "spec", None)
     if spec is None:            # an incremental run's model: scores over its classes, named in classes.json
         (head, scores), = result.items()
-        ids = scores.argmax(-1)
-        result[f"{head}_class"] = ids
-        if run.file("classes.json").is_file():
-            result[f"{head}_class_name"] = np.asarray(run.read_json("classes.json")["class_names"])[ids]
+        best = scores.argmax(-1)    # a score's position: the classes in the order they were learnt
+        classes = run.read_json("classes.json") if run.file("classes.json").is_file() else {}
+        result[f"{head}_class"] = np.asarray(classes["class_ids"])[best] if "class_ids" in classes else best
+        if "class_names" in classes:
+            result[f"{head}_class_name"] = np.asarray(classes["class_names"])[best]
         return _write_predictions(run, out, result)
     info = _data_info(cfg)
     for term in spec.resolve():
