@@ -187,3 +187,22 @@ def test_a_stale_tf_config_does_not_silence_a_run_that_is_not_multi_worker(tmp_p
     train(default_config_path(), [f"output_dir={tmp_path}", "train.epochs=1", "train.verbose=0",
                                   "data.params.pairs_per_image=0.25"])
     assert (tmp_path / "siamese_digits" / "model.keras").is_file()
+
+
+def test_set_reaches_a_list_item_by_index_or_by_name():
+    """--set loss.terms.0.weight=... was refused ("is list [...], not a mapping"), though the sweep space
+    could set it."""
+    from multiloss.run.config import load_run_config
+    from multiloss.run.train import default_config_path
+
+    base = load_run_config(default_config_path())
+    (term,) = base.spec.terms
+    assert term.name == "contrastive" and term.weight != 0.25
+    for key in ("loss.terms.0", "loss.terms.contrastive", "loss.terms.-1"):
+        cfg = load_run_config(default_config_path(), [f"{key}.weight=0.25"])
+        assert cfg.spec.terms[0].weight == 0.25 and cfg.spec.terms[0].name == "contrastive", key
+    with pytest.raises(ml.SpecError, match=r"loss\.terms: no item 'contrastiv' in this list; did you mean "
+                                           r"'contrastive'\? give an index \(0 to 0\) or an item's name"):
+        load_run_config(default_config_path(), ["loss.terms.contrastiv.weight=0.25"])
+    with pytest.raises(ml.SpecError, match=r"loss\.terms\.0\.weight: .*\(from --set loss\.terms\.0\.weight=-1\)"):
+        load_run_config(default_config_path(), ["loss.terms.0.weight=-1"])

@@ -29,7 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from ..spec.validation import Problems, did_you_mean, pydantic_problems, unknown_key
+from ..spec.configfile import list_item
+from ..spec.validation import Problems, pydantic_problems, unknown_key
 
 KINDS = ("log_uniform", "uniform", "int", "choice", "simplex")
 
@@ -170,25 +171,11 @@ def choice_problems(spec: Choice, where: tuple) -> Problems:
     return problems
 
 
-def _step(node: Any, part: str) -> Any:
-    """The key or index ``part`` names in ``node`` (a list item by index or by its ``name``); KeyError if none."""
-    if isinstance(node, list):
-        if part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
-            return int(part)
-        for i, item in enumerate(node):
-            if isinstance(item, dict) and item.get("name") == part:
-                return i
-        names = [str(item["name"]) for item in node if isinstance(item, dict) and "name" in item]
-        raise KeyError(f"no item {part!r} in this list; {did_you_mean(part, names)}give an index "
-                       f"(0 to {len(node) - 1}) or an item's name: {', '.join(names) or 'none have one'}")
-    return part
-
-
 def locate(data: dict, parts: list[str], barrier: tuple = ()) -> tuple[list, tuple]:
     """``(concrete path, override root)`` of a dotted path in plain config data.
 
     The root is what one ``--set`` gives a value: the path itself, or the part up to the first list
-    (``--set`` cannot index a list, so the whole list is set) or up to the ``barrier`` key.  A missing
+    (the whole list is set, so the trial's config shows it whole) or up to the ``barrier`` key.  A missing
     key is created (as ``--set`` creates it), except in a mapping of named mappings (``loss.outputs``,
     ``model.params.heads``), where it must name one of them: KeyError says which keys there are.
     """
@@ -199,7 +186,7 @@ def locate(data: dict, parts: list[str], barrier: tuple = ()) -> tuple[list, tup
         if node is None:
             node = {}
         if isinstance(node, list):
-            key: Any = _step(node, part)
+            key: Any = list_item(node, part)
         elif isinstance(node, dict):
             named = bool(node) and all(isinstance(v, dict) for v in node.values())
             if part not in node and named and i < len(parts) - 1:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError
-from .validation import Problems, pydantic_problems
+from .validation import Problems, did_you_mean, pydantic_problems
 from .yamlio import Lines, line_of, load_yaml, read_source
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,24 +64,46 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
+def list_item(node: list, part: str) -> int:
+    """The index ``part`` names in a list: an index, or the name of an item that has one (``terms``);
+    KeyError saying which there are."""
+    if part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+        return int(part) % len(node)
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    names = [str(item["name"]) for item in node if isinstance(item, dict) and "name" in item]
+    raise KeyError(f"no item {part!r} in this list; {did_you_mean(part, names)}give an index "
+                   f"(0 to {len(node) - 1}) or an item's name: {', '.join(names) or 'none have one'}")
+
+
 def apply_overrides(data: dict, overrides: list[str], lines: Lines) -> dict[tuple, str]:
-    """Set each ``key.path=value`` in ``data``; return {path: override text}."""
+    """Set each ``key.path=value`` in ``data`` (a list's item by its index or its ``name``:
+    ``loss.terms.0.weight``, ``loss.terms.pair.weight``); return {concrete path: override text}."""
     applied = {}
     for text in overrides:
         path, value = parse_override(text)
-        applied[tuple(path)] = text
-        node = data
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
+        node: Any = data
+        concrete: list = []
+        for i, part in enumerate(path):
+            try:
+                key = list_item(node, part) if isinstance(node, list) else part
+            except KeyError as exc:
+                raise SpecError([(tuple(concrete), None, f"{exc.args[0]} (--set {text})")], "--set") from None
+            concrete.append(key)
+            if i == len(path) - 1:
+                node[key] = value
+                break
+            child = node.get(key) if isinstance(node, dict) else node[key]
             if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise SpecError([(tuple(path[: i + 1]), None,
-                                  f"is {type(child).__name__} {child!r}, not a mapping, so --set {text} "
+                child = node[key] = {}
+            elif not isinstance(child, (dict, list)):
+                raise SpecError([(tuple(concrete), None,
+                                  f"is {type(child).__name__} {child!r}, not a mapping or a list, so --set {text} "
                                   "cannot set a key inside it")], "--set")
             node = child
-        node[path[-1]] = value
-        for key in [k for k in lines if k[: len(path)] == tuple(path)]:
+        applied[tuple(concrete)] = text
+        for key in [k for k in lines if k[: len(concrete)] == tuple(concrete)]:
             lines.pop(key)
     return applied
 
@@ -146,5 +168,5 @@ def config_kind(data: Any) -> str:
     return "spec"
 
 
-__all__ = ["ConfigFile", "parse_override", "apply_overrides", "read_config", "validate_rest",
+__all__ = ["ConfigFile", "parse_override", "list_item", "apply_overrides", "read_config", "validate_rest",
            "config_kind"]
