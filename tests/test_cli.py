@@ -39,6 +39,18 @@ def test_describe_table(capsys):
     assert "class_weight={3:" in " ".join(rows["segmentation"])
 
 
+def test_describe_a_run_config_describes_its_loss(capsys):
+    """It read the whole run config as a loss spec: 14 bogus problems (name: unknown key ...)."""
+    assert main(["describe", "configs/fashion_mnist_siamese.yaml"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out[2:] if line.strip() and not line.startswith("weighting")}
+    assert set(rows) == {"ctg_out_1", "ctg_out_2", "bin_out", "contrastive"}
+    assert rows["contrastive"][1:4] == ["emb_a,emb_b", "contrastive(margin=1.0)", "0.1"]
+    assert main(["describe", "configs/incremental_digits.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "an incremental config has no loss spec to describe" in err and "unknown key" not in err
+
+
 def test_schema_is_valid_json_and_names_fields(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

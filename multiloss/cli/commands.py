@@ -67,10 +67,28 @@ def _loss_text(term) -> str:
     return f"{term.loss_label}({params})" if params else term.loss_label
 
 
+def _spec_of(path: str):
+    """The loss spec of a spec file, or of a run config (its ``loss:``); an incremental config has none."""
+    from ..spec.configfile import config_kind, read_config
+    from ..spec.errors import SpecError
+
+    data, _ = read_config(path, what="YAML file")
+    kind = config_kind(data)
+    if kind == "run":
+        from ..run.config import load_run_config
+
+        return load_run_config(path).spec
+    if kind != "spec":
+        raise SpecError([((), None, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} config has no loss spec to "
+                                    "describe: its loss is its method's "
+                                    "(see `multiloss validate` for what the config holds)")], path)
+    return _load(path)
+
+
 def cmd_describe(args) -> int:
     from ..run.console import round_weight, table
 
-    spec = _load(args.spec)
+    spec = _spec_of(args.spec)
     metrics = spec.head_metrics()
     rows = []
     terms = spec.resolve()

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 #: Commands that work on a spec alone: they answer without importing TensorFlow
-#: (``validate`` imports it for a run config, an incremental config or ``--model``).
+#: (``validate`` imports it for a run config, an incremental config or ``--model``; ``describe`` may, for a run config).
 SPEC_ONLY_COMMANDS = ("describe", "schema", "validate")
 
 
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "names, class ids and shared layers")
     v.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="configs: override a field before checking (repeatable)")
-    d = sub.add_parser("describe", help="print a table of the spec's terms")
+    d = sub.add_parser("describe", help="print a table of the terms of a loss spec or a run config's loss")
     d.add_argument("spec")
     sub.add_parser("schema", help="print the spec's JSON Schema")
     c = sub.add_parser("check", help="run one dry batch and print each term's shapes and value")
