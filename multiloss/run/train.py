@@ -238,8 +238,11 @@ def build_model(cfg: RunConfig, info: dict) -> keras.Model:
 
 
 def dry_run(cfg: RunConfig) -> dict[str, float]:
-    """Build data, model and loss; run one training batch through the loss; train nothing."""
+    """Build data, model and loss; run one training batch through the loss; train nothing.  Seeded as
+    a run is (before the data, again before the model), so it shows the run's first batch's values."""
+    keras.utils.set_random_seed(cfg.seed)
     splits = load_splits(cfg)
+    keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg, splits.info)
     x, y, *rest = next(iter(train_batches(splits, cfg, 0)[0]))     # the first training batch, as fit reads it
     sw = rest[0] if rest else None
