@@ -135,6 +135,9 @@ CASES = [
     ("run-empty-splits", "run", ("{source: digits}", "{source: digits_pairs, params: {pairs_per_image: 0.001}}"),
      [], [":3: data: data source 'digits_pairs' gave no examples in its val, test splits (params: "
           "{'pairs_per_image': 0.001}); give it more data, or params that draw some"]),
+    ("run-target-typo", "run", ("image: {loss: mse, weight: 0.5}", "image: {loss: mse, weight: 0.5}\n"
+                                                                    "targets: {class: clas}"), [],
+     [":13: targets.class: the train data has no target 'clas' for 'class'; did you mean 'class'?"]),
     ("run-head-model-lacks", "run", ("image: {loss: mse, weight: 0.5}", "imag: {loss: mse, weight: 0.5}"), [],
      [":12: loss.outputs.imag: the model has no output 'imag'; its outputs are ['class', 'image']"]),
     ("run-missing-spec-file", "run", (None, "loss: no_such_spec.yaml"), [],

@@ -125,7 +125,8 @@ def test_missing_data_target_is_named(tmp_path):
     cfg = load_run_config(_config(tmp_path), ["loss.outputs.class.loss=mse"])
     text = CONFIG.replace("class: {loss: sparse", "klass: {loss: sparse")
     cfg = load_run_config(_config(tmp_path, text))
-    with pytest.raises(SpecError, match=r"targets\.klass: the train data has no target 'klass'"):
+    with pytest.raises(SpecError, match=r"run\.yaml:\d+: loss\.outputs\.klass: the train data has no target 'klass' "
+                                        r"for 'klass'; did you mean 'class'\? data targets: \['class', 'image'"):
         runner.prepare(runner.load_splits(cfg).train, cfg, "train")
 
 

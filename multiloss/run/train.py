@@ -23,6 +23,7 @@ import tensorflow as tf
 from ..core import keras_access
 from ..core.compile import compile as ml_compile
 from ..spec.errors import SpecError
+from ..spec.validation import did_you_mean
 from . import selection
 from .augment import augmenter_for
 from .config import RunConfig, load_data, load_run_config
@@ -125,10 +126,11 @@ def target_mapping(part: Part, cfg: RunConfig, split: str) -> dict[str, str] | N
     keys = {key: cfg.targets.get(key, key) for key in target_keys(cfg)}
     for key, source_key in keys.items():
         if source_key not in names:
-            raise SpecError([(("targets", key), None,
-                              f"the {split} data has no target {source_key!r} for {key!r}; data targets: "
-                              f"{sorted(names)}; map it with `targets: {{{key}: <data target>}}`")],
-                            "run config")
+            path = ("targets", key) if key in cfg.targets else \
+                ("loss", "outputs", key) if key in cfg.spec.outputs else ("loss",)
+            raise cfg.error([(path, f"the {split} data has no target {source_key!r} for {key!r}; "
+                                    f"{did_you_mean(source_key, [str(n) for n in names])}data targets: "
+                                    f"{sorted(names)}; map it with `targets: {{{key}: <data target>}}`")])
     return keys
 
 
