@@ -393,11 +393,17 @@ def test_csv_bad_columns_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"^data\.params\.inputs: .*t\.csv has no column 'x3'; columns: "
                                          r"\['x1', 'x2', 'species', 'price'\]"):
         load(path=str(tmp_path / "t.csv"), inputs=["x1", "x3"])
-    with pytest.raises(ValueError, match=r"t\.csv: input column 'species' must hold a number in every row \(it "
-                                         "has text\\)"):
+    with pytest.raises(ValueError, match=r"t\.csv: input column 'species' must hold a finite number in every "
+                                         r"row; line 2 holds the text 'owl'"):
         load(path=str(tmp_path / "t.csv"), inputs=["species"])
-    with pytest.raises(ValueError, match=r"t\.csv: input column 'price' must hold a number .*empty cells"):
+    with pytest.raises(ValueError, match=r"t\.csv: input column 'price' must hold a finite number in every row; "
+                                         r"line 3 holds nothing \(an empty cell\) or NaN"):
         load(path=str(tmp_path / "t.csv"), inputs=["price"])
+    for cell, held in (("nan", "nothing \\(an empty cell\\) or NaN"), ("inf", "inf"), ("-inf", "-inf")):
+        write_csv(tmp_path / "gap.csv", [*ROWS[:3], (cell, 4, "dog", "1"), *ROWS[4:]])    # line 5
+        with pytest.raises(ValueError, match=rf"gap\.csv: input column 'x1' must hold a finite number in every "
+                                             rf"row; line 5 holds {held}"):
+            load(path=str(tmp_path / "gap.csv"), inputs=["x1"])
     (tmp_path / "short.csv").write_text("x1,x2\n1,2\n3\n")
     with pytest.raises(ValueError, match=r"short\.csv: line 3 has 1 fields, the header 2"):
         load(path=str(tmp_path / "short.csv"), inputs=["x1"])

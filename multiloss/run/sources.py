@@ -281,6 +281,20 @@ def csv_column(cells: list[str]) -> np.ndarray:
     return values
 
 
+def _first_gap(column: np.ndarray) -> tuple[int, str] | None:
+    """``(row, what it holds)`` of a column's first cell that is no finite number, or None."""
+    for i, cell in enumerate(column):
+        if cell is None:
+            return i, "nothing (an empty cell)"
+        try:
+            value = float(cell)
+        except (TypeError, ValueError):
+            return i, f"the text {cell!r}"
+        if not np.isfinite(value):
+            return i, "nothing (an empty cell) or NaN" if np.isnan(value) else str(value)
+    return None
+
+
 def read_csv(path: Path, delimiter: str = ",") -> dict[str, np.ndarray]:
     import csv
 
@@ -387,11 +401,11 @@ def table_splits(tables: dict[str, dict[str, np.ndarray]], files: dict[str, Path
                 raise param_error(key, f"{files[split]} has no column {missing[0]!r}; columns: {list(table)}")
     for split, table in tables.items():
         for name in inputs:
-            column = table[name]
-            if column.dtype == object or np.isnan(column.astype("float64")).any():
-                raise ValueError(f"{files[split]}: input column {name!r} must hold a number in every row "
-                                 f"(it has {'text' if column.dtype == object else 'empty cells'}); an input "
-                                 "is a numeric column without gaps")
+            gap = _first_gap(table[name])
+            if gap is not None:
+                raise ValueError(f"{files[split]}: input column {name!r} must hold a finite number in every "
+                                 f"row; line {gap[0] + 2} holds {gap[1]} (an input is a numeric column without "
+                                 "gaps)")
     ys, classes = encode_targets(tables, targets)
     parts = {s: Part(np.stack([t[i].astype("float32") for i in inputs], axis=1), ys[s]) for s, t in tables.items()}
     if "" in parts:
