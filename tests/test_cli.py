@@ -95,3 +95,16 @@ def test_counts_below_one_are_refused_by_the_parser_before_anything_runs(args, t
     err = capsys.readouterr().err
     assert f"error: argument {args[-2]}: must be an integer ≥ 1, got " in err and "Traceback" not in err
     assert not (tmp_path / "qs").exists()
+
+
+def test_quickstart_into_a_file_is_refused_before_it_trains(tmp_path, capsys, monkeypatch):
+    """It trained for its epochs, then failed to make the folder (a file was there)."""
+    import multiloss.run.quickstart as quickstart
+
+    (tmp_path / "qs").write_text("my notes")
+    monkeypatch.setattr(quickstart, "digits_multitask_data", lambda: pytest.fail("it loaded data to train"))
+    assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: --out {tmp_path / 'qs'} is a file; give a folder" in err
+    assert (tmp_path / "qs").read_text() == "my notes"
+

@@ -15,9 +15,11 @@ import keras
 import numpy as np
 
 from ..core.compile import compile as ml_compile
+from ..spec.errors import RunError
 from ..spec.loss_spec import load_spec
 from . import atomic
 from .console import table
+from .rundir import RunDir
 
 
 def digits_multitask_data(seed: int = 0):
@@ -39,6 +41,14 @@ def run(out_dir: str | Path = "runs/quickstart", epochs: int = 15, verbose: int 
     """Train, report, save and reload; returns the final history row."""
     from .examples import digits_multitask_model
 
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file; give a folder (quickstart writes model.keras in it)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--out {out}: cannot create the folder ({exc.strerror}); give a writable one") from None
+    RunDir(out).check_writable()        # before training, not after it
     keras.utils.set_random_seed(0)
     spec_file = resources.files("multiloss") / "configs" / "quickstart.yaml"
     spec = load_spec(spec_file.read_text(), name="multiloss/configs/quickstart.yaml")
@@ -69,7 +79,7 @@ def run(out_dir: str | Path = "runs/quickstart", epochs: int = 15, verbose: int 
     check = sum(last[f"{t}_weight"] * last[f"{t}_loss"] for t in terms)
     print(f"\nloss = {last['loss']:.6f};  Σ weight·term_loss = {check:.6f}  ({seconds:.1f}s training)")
 
-    path = Path(out_dir) / "model.keras"
+    path = out / "model.keras"
     atomic.write_with(path, model.save)
     reloaded = keras.saving.load_model(path)
     a = model.evaluate(x_val, y_val, verbose=0, return_dict=True)["loss"]
