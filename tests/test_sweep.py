@@ -578,22 +578,25 @@ def test_resume_counts_a_trial_that_finished_after_its_sweep_was_killed_and_fail
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()                                   # a coordinator pid that no longer runs
     splits = {"finished": {"class_loss": 0.75, "parity_accuracy": 0.5},
-              "nan": {"class_loss": float("nan"), "parity_accuracy": 0.5}, "cut": None}
-    for number, val in enumerate(splits.values()):
+              "nan": {"class_loss": float("nan"), "parity_accuracy": 0.5}, "cut": None, "unstarted": None}
+    for number, (kind, val) in enumerate(splits.items()):
         trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("coordinator", dead.pid)
         trial.set_user_attr("folder", f"trial-{number:04d}")
-        (folder / f"trial-{number:04d}").mkdir()
+        if kind != "unstarted":                   # killed before its process made its folder
+            (folder / f"trial-{number:04d}").mkdir()
         if val is not None:
             (folder / f"trial-{number:04d}" / "metrics.json").write_text(json.dumps({"splits": {"val": val}}))
     live = study.ask()                            # a trial of a sweep still running here
     live.set_user_attr("host", socket.gethostname())
     live.set_user_attr("coordinator", os.getpid())
     ended = fail_stale(sweep, study, storage, folder)
-    assert sorted(ended) == [0, 1, 2] and "counted complete" in ended[0] and "marked failed" in ended[2]
+    assert sorted(ended) == [0, 1, 2, 3] and "counted complete" in ended[0]
+    assert ended[2].endswith("marked failed (its folder is kept)")
+    assert ended[3].endswith("marked failed (it had no folder yet)")       # it said "folder kept"
     trials = study.get_trials(deepcopy=False)
-    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "RUNNING"]
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "FAIL", "RUNNING"]
     assert trials[0].values == [0.75, 0.5] and "metrics.json" in trials[0].user_attrs["recovered"]
 
 

@@ -244,17 +244,18 @@ def fail_stale(sweep: Sweep, study, storage, folder: Path) -> dict[int, str]:
         if not orphan:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        values = finished_values(folder / t.user_attrs.get("folder", trial_name(t.number)), sweep.objectives)
+        run_folder = folder / t.user_attrs.get("folder", trial_name(t.number))
+        values = finished_values(run_folder, sweep.objectives)
         if values is not None:
             storage.set_trial_user_attr(trial_id, "recovered", "finished after its sweep was stopped; values "
                                                                "read from its metrics.json")
             study.tell(t.number, values)
             ended[t.number] = "finished before its sweep was stopped; counted complete (from its metrics.json)"
             continue
-        storage.set_trial_user_attr(trial_id, "error", "left running by a sweep that was stopped; its folder "
-                                                       "is kept")
+        kept = "its folder is kept" if run_folder.is_dir() else "it had no folder yet"
+        storage.set_trial_user_attr(trial_id, "error", f"left running by a sweep that was stopped; {kept}")
         study.tell(t.number, state=opt.trial.TrialState.FAIL)
-        ended[t.number] = "left running by a stopped sweep; marked failed (folder kept)"
+        ended[t.number] = f"left running by a stopped sweep; marked failed ({kept})"
     return ended
 
 
