@@ -272,3 +272,38 @@ def test_famo_weights_and_logit_updates_follow_the_authors_algorithm():
         np.testing.assert_allclose(got, want, rtol=2e-5)
         np.testing.assert_allclose(strategy.xi.numpy(), xi, rtol=1e-4, atol=1e-6)
         assert got @ losses == pytest.approx(c, rel=1e-5)    # Σ λ_i L_i = (Σ z_i/L_i)⁻¹, a harmonic mean
+
+
+def _absent_b_history(strategy: str) -> dict:
+    """Heads a and b; b's sample weight is 0 in every batch (its labels missing): 3 epochs of 4 steps."""
+    import keras
+
+    import multiloss as ml
+
+    keras.utils.set_random_seed(0)
+    r = np.random.default_rng(0)
+    x = r.normal(size=(32, 4)).astype("float32")
+    y = {"a": (x[:, :1] * 2).astype("float32"), "b": x[:, 1:2].astype("float32")}
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="tanh")(inp)
+    model = keras.Model(inp, {"a": keras.layers.Dense(1, name="a")(h), "b": keras.layers.Dense(1, name="b")(h)})
+    ml.compile(model, {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse"}}, "weighting": {"strategy": strategy}},
+               optimizer=keras.optimizers.SGD(0.05))
+    sw = {"a": np.ones(32, "float32"), "b": np.zeros(32, "float32")}
+    data = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(8)
+    return model.fit(data, epochs=3, verbose=0).history
+
+
+def test_rlw_leaves_a_term_without_labels_out_of_its_draw():
+    """The present term's weight was its share of a draw over both terms (0.33, 0.37, 0.60): a random
+    shrink of its step.  Renormalised over the present terms, the only present term weighs 1."""
+    assert _absent_b_history("rlw")["a_weight"] == pytest.approx([1.0, 1.0, 1.0], rel=1e-6)
+
+
+def test_dwa_gives_a_term_never_present_the_neutral_ratio():
+    """b has no epoch mean: its ratio was 0/0 = 0, which raised a's weight to 1.217; it is 1 (neutral)."""
+    hist = _absent_b_history("dwa")
+    r_a = hist["a_loss"][1] / hist["a_loss"][0]           # 4 equal batches an epoch: the epoch mean of a
+    expected = 2 * np.exp(r_a / 2) / (np.exp(r_a / 2) + np.exp(1 / 2))
+    assert hist["a_weight"][:2] == [1.0, 1.0]
+    assert hist["a_weight"][2] == pytest.approx(expected, rel=1e-5)

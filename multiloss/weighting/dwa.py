@@ -25,7 +25,9 @@ class DWAParams(Params):
 
 def dwa_weights(loss_prev, loss_prev2, temperature: float):
     """λ from the epoch-mean losses of the last two epochs (``[K]`` each)."""
-    ratio = ops.divide_no_nan(ops.convert_to_tensor(loss_prev), ops.convert_to_tensor(loss_prev2))
+    prev, prev2 = ops.convert_to_tensor(loss_prev), ops.convert_to_tensor(loss_prev2)
+    # A term with no mean yet (absent from every step so far) has the neutral ratio 1, not 0.
+    ratio = ops.where(prev2 > 0, ops.divide_no_nan(prev, prev2), ops.ones_like(prev))
     k = ops.cast(ops.shape(ratio)[0], ratio.dtype)
     return k * ops.softmax(ratio / temperature)
 

@@ -10,7 +10,8 @@ onto the simplex (they sum to 1):
 The draw is a pure function of ``(params.seed, step)`` (see
 :mod:`multiloss.weighting.rng`), so a run is reproducible, every replica
 draws the same weights, and eager, graph and XLA runs agree.  Evaluation
-uses the last training draw.
+uses the last training draw.  A term absent from a batch (no labels) is left
+out of that step's draw: the present terms' weights are renormalised to sum 1.
 """
 
 from __future__ import annotations
@@ -55,5 +56,9 @@ class RLW(LossWeighting):
             return self.current_weights()
         p = self.params
         lam = rlw_sample(self.num_terms, p.seed, ctx.step, p.distribution)
+        # A term absent from the batch is left out: the draw is renormalised over the present terms
+        # (one present term weighs 1), so an absent term does not shrink the others' step at random.
+        kept = lam * present
+        lam = tf.where(tf.reduce_all(present > 0), lam, tf.math.divide_no_nan(kept, tf.reduce_sum(kept)))
         self.current.assign(lam)
         return lam
