@@ -145,6 +145,44 @@ def test_dice_over_spatial_axes_masks_the_class_whose_pixels_are_missing():
     assert total == pytest.approx(dice[keep].mean(), rel=1e-5)
 
 
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "weighted_mean", "sum_by_nonzero_weights", "sum"])
+def test_a_weight_per_label_of_a_multi_label_head(reduction):
+    """A [B, K] sample weight on a multi-label BCE head weights each label (positives 5×, one label
+    ignored): L is evaluated per label.  It was refused (it "cannot weight" L of shape [B])."""
+    y = np.array([[0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 0]], "float32")
+    p = np.array([[0.2, 0.6, 0.3], [0.7, 0.4, 0.2], [0.1, 0.3, 0.8], [0.3, 0.2, 0.1]], "float32")
+    w = np.where(y == 1, 5.0, 1.0).astype("float32")
+    w[3, 2] = 0.0
+    per_label = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    num = (w * per_label).sum()
+    expected = {"sum_over_batch_size": num / 12, "weighted_mean": num / w.sum(),
+                "sum_by_nonzero_weights": num / 11, "sum": num / 3}[reduction]   # sum: Σ over samples of the
+    spec = {"outputs": {"f": {"loss": "binary_crossentropy", "reduction": reduction}}}   # mean over labels
+    total, _ = _total(spec, {"f": y}, {"f": p}, w)
+    assert total == pytest.approx(expected, rel=1e-5)
+    total, _ = _total(spec, {"f": y}, {"f": p}, {"f": w})
+    assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_compute_takes_plain_python_lists():
+    """Lists of numbers as targets, predictions and sample weights (an AttributeError on .dtype)."""
+    spec = {"outputs": {"a": {"loss": "mse"}, "c": {"loss": "sparse_categorical_crossentropy",
+                                                     "class_weight": {1: 2.0}}}}
+    total, terms = _total(spec, {"a": [[1.0], [3.0]], "c": [1, 0]},
+                          {"a": [[0.0], [1.0]], "c": [[0.2, 0.8], [0.6, 0.4]]}, [1.0, 0.5])
+    assert terms["a"] == pytest.approx((1 * 1.0 + 4 * 0.5) / 2, rel=1e-6)
+    assert terms["c"] == pytest.approx((-np.log(0.8) * 2.0 + -np.log(0.6) * 0.5) / 2, rel=1e-6)
+    assert total == pytest.approx(terms["a"] + terms["c"], rel=1e-6)
+
+
+def test_a_misspelt_target_key_gets_a_did_you_mean():
+    spec = {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse"}}}
+    one = np.ones((2, 1), "float32")
+    with pytest.raises(ml.SpecError, match=r"term 'b': y has no target 'b'; did you mean 'bb'\? targets given: "
+                                           r"\['a', 'bb'\]"):
+        _total(spec, {"a": one, "bb": one}, {"a": one, "b": one})
+
+
 def test_weighted_sum_of_terms_and_per_head_sample_weights():
     rng = np.random.default_rng(2)
     a_t, a_p = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))

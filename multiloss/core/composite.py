@@ -21,7 +21,7 @@ from ..losses import reduction as red
 from ..spec.errors import SpecError
 from ..spec.loss_spec import LossSpec, Term, load_spec
 from ..spec.loss_table import canonical_name
-from ..spec.validation import unknown_key
+from ..spec.validation import did_you_mean, unknown_key
 
 
 def as_output_dict(y, names: list[str], what: str) -> dict:
@@ -183,8 +183,8 @@ class CompositeLoss:
     def elementwise(self, y_true, y_pred, sample_weight=None, terms=None) -> dict[str, tuple[Any, Any]]:
         """Each term's per-element values L and element weights W (None: all 1).
 
-        A head that masks per element (:func:`~multiloss.losses.reduction.masks_per_element`) has L shaped
-        like its prediction.
+        A head evaluated per element (:func:`~multiloss.losses.reduction.per_element`: masked, or weighted
+        per label) has L shaped like its prediction.
 
         ``terms``: the names of the terms to compute (default: every term; then
         ``y_true`` needs only those terms' targets).
@@ -210,7 +210,8 @@ class CompositeLoss:
                 # A scalar loss is a per-replica mean: each replica holds 1/R.
                 num, den = values, ops.ones((), self.dtype)
             else:
-                per_element = red.masks_per_element(t.loss, t.mask_value, y_pred[t.outputs[0]])
+                per_element = red.per_element(t.loss, y_pred[t.outputs[0]], t.mask_value,
+                                              self._weight_of(t, sample_weight))
                 num, den = red.numerator_denominator(values, weights, t.reduction, per_element)
                 if t.reduction == "sum":
                     den = den / replicas
@@ -313,8 +314,11 @@ class CompositeLoss:
         target = None
         if t.target is not None:
             if t.target not in y_true:
-                raise self._where(t, f"y has no target {t.target!r}; targets given: {sorted(y_true)}")
+                raise self._where(t, f"y has no target {t.target!r}; "
+                                     f"{did_you_mean(t.target, [str(k) for k in y_true])}targets given: {sorted(y_true)}")
             target = y_true[t.target]
+            if target is not None and not hasattr(target, "shape"):      # a plain Python list
+                target = ops.convert_to_tensor(target)
             if target is not None and not isinstance(pred, list):
                 self._check_shapes(t, target, pred)
         return target, pred
@@ -357,6 +361,11 @@ class CompositeLoss:
         with tf.control_dependencies([check]):
             return tf.identity(ids)
 
+    @staticmethod
+    def _weight_of(t: Term, sample_weight):
+        """The sample weight of term ``t``: its target's in a dict, or the one array for every term."""
+        return sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
+
     def _check_sparse_axis(self, t: Term, pred) -> None:
         """Keras's sparse crossentropy on TensorFlow takes its classes from the last axis only."""
         axis, rank = red.class_axis(t.loss.params), len(pred.shape)
@@ -383,12 +392,12 @@ class CompositeLoss:
                 # The loss must consume the checked ids: otherwise TensorFlow may run
                 # the loss first and fail with its own message about the label.
                 target = ops.reshape(ops.cast(ids, target.dtype), ops.shape(target))
-        if red.masks_per_element(t.loss, t.mask_value, pred):
+        sw = self._weight_of(t, sample_weight)
+        if red.per_element(t.loss, pred, t.mask_value, sw):
             values = red.per_element_values(t.loss, target, pred)
         else:
             values = t.loss(target, pred)
         values = self._check_values(t, values, target, pred)
-        sw = sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
         if sw is not None:
             factors.append(("sample_weight", sw))
         if t.class_weight:
@@ -508,7 +517,9 @@ def _is_numeric(x) -> bool:
 
 def _full_precision(x):
     """A float16 or bfloat16 output (mixed precision) in float32: the losses compute in float32, as
-    Keras's own do (``Loss.dtype``)."""
+    Keras's own do (``Loss.dtype``).  Plain Python lists become tensors."""
+    if x is not None and not hasattr(x, "dtype"):
+        x = ops.convert_to_tensor(x)
     if x is not None and keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
         return ops.cast(x, "float32")
     return x

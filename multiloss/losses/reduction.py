@@ -33,7 +33,9 @@ the loss (:attr:`multiloss.spec.loss_table.LossFn.elementwise`):
 - an *elementwise* loss (BCE, MSE, MAE, Huber, …) masks **per element**: it
   is evaluated on ``[.., K, 1]`` (:func:`per_element_values`), so L keeps the
   last axis, ``[B, d1..dk, K]``, and only the missing labels get weight 0
-  (:func:`masks_per_element`; with K = 1 this is per position, and L keeps its shape).
+  (:func:`per_element`; with K = 1 this is per position, and L keeps its shape).  A
+  sample weight with the label axis (``[B, .., K]``: a weight per label) has the
+  loss evaluated per element too, masked or not.
   The reductions count (position, label) pairs: ``weighted_mean`` is the mean
   over the valid pairs, ``sum_over_batch_size`` divides by all ``B·K`` pairs,
   ``sum_by_nonzero_weights`` by the valid (nonzero-weight) pairs, and ``sum``
@@ -235,11 +237,18 @@ def mask_targets(y_true, mask_value: float):
     return ops.where(valid, y_true, ops.zeros_like(y_true)), valid
 
 
-def masks_per_element(loss, mask_value: float | None, y_pred) -> bool:
-    """Whether a head's mask applies per element: a ``mask_value``, an elementwise loss, and a last axis
-    of more than one label (with one, per element is per position, and L keeps the loss's own shape)."""
-    return (mask_value is not None and loss.elementwise and not isinstance(y_pred, (list, tuple))
-            and len(y_pred.shape) > 1 and y_pred.shape[-1] != 1)
+def per_element(loss, y_pred, mask_value: float | None = None, weight=None) -> bool:
+    """Whether a head is evaluated per element (L shaped like ``y_pred``): an elementwise loss over a last
+    axis of more than one label (with one, per element is per position, and L keeps the loss's own shape),
+    with a ``mask_value`` or with a sample weight that has that label axis (``[B, .., K]``, a weight per
+    label of a multi-label head)."""
+    if not (loss.elementwise and not isinstance(y_pred, (list, tuple)) and len(y_pred.shape) > 1
+            and y_pred.shape[-1] != 1):
+        return False
+    if mask_value is not None:
+        return True
+    shape = None if weight is None else static_shape(ops.convert_to_tensor(weight))
+    return bool(shape) and len(shape) == len(y_pred.shape) and shape[-1] == y_pred.shape[-1]
 
 
 def per_element_values(loss, y_true, y_pred):
@@ -310,6 +319,6 @@ def cross_replica_sum(x):
 # The reduction names are re-exported: this was their home before the spec layer had them.
 __all__ = ["REDUCTIONS", "REDUCTION_ALIASES", "Reduction", "ReductionName", "canonical_reduction",
            "align", "static_shape", "LossShape", "check_loss_shape", "valid_loss_shapes",
-           "class_ids", "class_weight_map", "valid_mask", "mask_targets", "masks_per_element", "per_element_values",
+           "class_ids", "class_weight_map", "valid_mask", "mask_targets", "per_element", "per_element_values",
            "loss_axes", "class_axis", "reduce_axes_to", "numerator_denominator",
            "num_replicas", "cross_replica_sum"]
