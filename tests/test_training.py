@@ -88,6 +88,27 @@ def test_a_metric_that_cannot_take_its_heads_targets_is_named_at_the_metric(mask
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
 
 
+def test_one_per_pixel_weight_array_weights_every_head_in_fit_and_evaluate_on_arrays():
+    """Keras's array adapter refused one [B, H, W] array for a model with several outputs ("one
+    scalar score per sample"); the README says one array weights every term."""
+    keras.utils.set_random_seed(0)
+    r = np.random.default_rng(0)
+    x = r.normal(size=(8, 4, 4, 1)).astype("float32")
+    y = {"a": r.normal(size=(8, 4, 4, 2)).astype("float32"), "b": r.normal(size=(8, 4, 4, 1)).astype("float32")}
+    inp = keras.Input((4, 4, 1))
+    h = keras.layers.Conv2D(3, 1)(inp)
+    model = keras.Model(inp, {"a": keras.layers.Conv2D(2, 1, name="a")(h), "b": keras.layers.Conv2D(1, 1, name="b")(h)})
+    ml.compile(model, "outputs: {a: {loss: mse}, b: {loss: mse, weight: 0.5}}", optimizer=keras.optimizers.SGD(0.0))
+    w = r.uniform(size=(8, 4, 4)).astype("float32")
+    p = model.predict(x, verbose=0)
+    a, b = ((((y[k] - p[k]) ** 2).mean(-1) * w).mean() for k in ("a", "b"))
+    got = model.evaluate(x, y, sample_weight=w, batch_size=8, verbose=0, return_dict=True)
+    assert (got["a_loss"], got["b_loss"]) == (pytest.approx(a, rel=1e-5), pytest.approx(b, rel=1e-5))
+    hist = model.fit(x, y, sample_weight=w, validation_data=(x, y, w), batch_size=8, epochs=1, verbose=0).history
+    assert hist["loss"][0] == pytest.approx(a + 0.5 * b, rel=1e-5)
+    assert hist["val_b_loss"][0] == pytest.approx(b, rel=1e-5)
+
+
 def test_weights_are_variables_changed_between_steps():
     model = _model()
     ml.compile(model, SPEC, optimizer="sgd")

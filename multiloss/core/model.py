@@ -112,7 +112,14 @@ class MultilossModel(TrainerOverrides):
             ordered = _fit_callbacks(self, list(callbacks or []))
             if ordered is not None and call is not None:
                 call.arguments["callbacks"] = ordered
-                args, kwargs = call.args, call.kwargs
+        if call is not None:
+            _weights_per_output(call.arguments)
+            validation = call.arguments.get("validation_data")
+            if isinstance(validation, tuple) and len(validation) == 3:
+                vx, vy, vw = validation
+                call.arguments["validation_data"] = (vx, vy, _weights_per_output({"y": vy, "sample_weight": vw})
+                                                     ["sample_weight"])
+            args, kwargs = call.args, call.kwargs
         try:
             with guard_labels():
                 return super().fit(*args, **kwargs)
@@ -122,6 +129,12 @@ class MultilossModel(TrainerOverrides):
                 composite.guard.watched = False    # also when fit raised before on_train_end
 
     def evaluate(self, *args, **kwargs):
+        try:
+            call = inspect.signature(super().evaluate).bind(*args, **kwargs)
+            _weights_per_output(call.arguments)
+            args, kwargs = call.args, call.kwargs
+        except TypeError:
+            pass                         # Keras names the bad arguments itself
         with guard_labels():
             return super().evaluate(*args, **kwargs)
 
@@ -177,6 +190,17 @@ def guard_labels():
         msg = found["msg"].replace("\\'", "'").replace("{}", found["value"], 1)
         path = tuple(found["path"].split(".")) if found["path"] else ()
         raise SpecError([(path, None, msg)], found["source"]) from None
+
+
+def _weights_per_output(arguments: dict) -> dict:
+    """One sample-weight array of more than one axis (per pixel) with dict targets, given per output:
+    Keras's array adapter refuses it for a model with several outputs (it wants ``[B]``), while
+    multiloss applies one array to every term."""
+    weight, y = arguments.get("sample_weight"), arguments.get("y")
+    if isinstance(y, dict) and weight is not None and not isinstance(weight, dict) \
+            and len(getattr(weight, "shape", ())) > 1:
+        arguments["sample_weight"] = {key: weight for key in y}
+    return arguments
 
 
 def _weighting(model):
