@@ -1,6 +1,7 @@
 """Data sources: deterministic splits, pairs, IDX reading, npz, Fashion-MNIST."""
 
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -26,6 +27,29 @@ def test_split_indices_partition():
     parts = data.split_indices(100, 0, (0.1, 0.25))
     assert [len(p) for p in parts] == [65, 10, 25]
     assert sorted(np.concatenate(parts).tolist()) == list(range(100))
+
+
+@pytest.mark.parametrize("source", ["digits", "digits_pairs"])
+@pytest.mark.parametrize("val, test, refused", [(0.9, 0.2, "val_fraction + test_fraction must be below 1, got 0.9 + 0.2"),
+                                                (0.6, 0.6, "val_fraction + test_fraction must be below 1"),
+                                                (1.5, 0.1, "val_fraction: must be a number in [0, 1), got 1.5"),
+                                                (0.1, -0.1, "test_fraction: must be a number in [0, 1), got -0.1")])
+def test_fractions_that_would_overlap_are_refused(source, val, test, refused):
+    """0.6 + 0.6 drew overlapping index sets: 719 of digits' 1078 test images were also trained on,
+    and the validation split was empty, silently."""
+    with pytest.raises(ValueError, match=re.escape(refused)):
+        data.get_source(source)(seed=0, val_fraction=val, test_fraction=test)
+
+
+def test_split_indices_are_disjoint_for_every_valid_pair_of_fractions():
+    for val in (0.0, 0.3, 0.49, 0.7):
+        for test in (0.0, 0.2, 0.29, 0.5):
+            if val + test >= 1:
+                with pytest.raises(ValueError):
+                    data.split_indices(101, 0, (val, test))
+                continue
+            parts = data.split_indices(101, 0, (val, test))
+            assert sorted(np.concatenate(parts).tolist()) == list(range(101)), (val, test)
 
 
 def test_pairs_labels_and_balance():

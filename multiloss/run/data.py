@@ -439,8 +439,17 @@ def check_info(splits: Splits) -> Splits:
     return splits
 
 
-def split_indices(n: int, seed: int, fractions: tuple[float, ...]) -> list[np.ndarray]:
-    """Deterministic disjoint index sets of the given fractions (the rest is first)."""
+def split_indices(n: int, seed: int, fractions: tuple[float, ...],
+                  names: tuple[str, ...] = ("val_fraction", "test_fraction")) -> list[np.ndarray]:
+    """Deterministic disjoint index sets of the given fractions (the rest is first).  Each fraction
+    (named by ``names``) must be in [0, 1) and their sum below 1: otherwise the sets would overlap, and
+    test examples would be trained on."""
+    for name, f in zip(names, fractions):
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
+            raise param_error(name, f"must be a number in [0, 1), got {f!r}")
+    if sum(fractions) >= 1:
+        raise param_error(names[0], f"{' + '.join(names[:len(fractions)])} must be below 1, got "
+                                    f"{' + '.join(map(str, fractions))}")
     order = np.random.default_rng(seed).permutation(n)
     sizes = [int(round(f * n)) for f in fractions]
     cuts = np.cumsum([n - sum(sizes), *sizes])
@@ -452,12 +461,8 @@ def param_error(name: str, message: str) -> ValueError:
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
-            raise param_error(name, f"must be a number in [0, 1), got {f!r}")
-    if val_fraction + test_fraction >= 1:
-        raise param_error("val_fraction", f"val_fraction + test_fraction must be below 1, got "
-                                          f"{val_fraction} + {test_fraction}")
+    """Each fraction in [0, 1) and their sum below 1 (:func:`split_indices`'s rule), checked up front."""
+    split_indices(0, 0, (val_fraction, test_fraction))
 
 
 def draw_missing(n: int, given: set[str], seed: int, val_fraction: float, test_fraction: float
@@ -467,7 +472,7 @@ def draw_missing(n: int, given: set[str], seed: int, val_fraction: float, test_f
     check_fractions(val_fraction, test_fraction)
     missing = [s for s in ("val", "test") if s not in given]
     fraction = {"val": val_fraction, "test": test_fraction}
-    rest, *drawn = split_indices(n, seed, tuple(fraction[s] for s in missing))
+    rest, *drawn = split_indices(n, seed, tuple(fraction[s] for s in missing), tuple(f"{s}_fraction" for s in missing))
     return {"train": np.sort(rest), **{s: np.sort(d) for s, d in zip(missing, drawn)}}
 
 
