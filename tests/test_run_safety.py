@@ -397,6 +397,21 @@ def test_read_only_output_folder_gives_a_clear_error_and_changes_nothing(tmp_pat
 
 
 @pytest.mark.slow
+def test_export_into_a_read_only_folder_is_one_line(tmp_path, tmpfs, request):
+    """A SavedModel is written by TensorFlow, whose PermissionDeniedError was a traceback."""
+    disk = tmpfs("disk", "8m")
+    run = _one_epoch_run_on(disk, request)
+    (run / "export").mkdir()                  # there from an earlier export: TensorFlow is the first to write
+    before = _snapshot(run)
+    assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
+    for fmt in ("tf_saved_model", "keras"):
+        out = _cli(tmp_path, "export", str(run), "--format", fmt)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert f"error: cannot write {run / 'export'}" in out.stderr and "Read-only file system" in out.stderr
+    assert _snapshot(run) == before
+
+
+@pytest.mark.slow
 def test_full_disk_mid_run_keeps_the_last_checkpoint(tmp_path, tmpfs, request):
     disk = tmpfs("disk", "1m")
     path = _config(tmp_path, output_dir=disk, epochs=1)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..spec.errors import RunError
+from ..spec.lazy import tf
 
 TMP_PREFIX = ".tmp-"
 
@@ -54,10 +55,11 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def write_error(path: Path, exc: OSError) -> RunError:
-    reason = exc.strerror or str(exc)
+def write_error(path: Path, exc: Exception) -> RunError:
+    """An OSError (or TensorFlow's error for a file it writes, a SavedModel's) writing ``path``."""
+    reason = getattr(exc, "strerror", None) or getattr(exc, "message", None) or str(exc)
     return RunError(f"cannot write {path}: {reason}; the previous version of the file (if any) is intact. "
-                    "Free space or choose a writable `output_dir`.")
+                    "Free space, or write to a folder that can take it (a run's `output_dir`, an `--out`).")
 
 
 @contextlib.contextmanager
@@ -80,6 +82,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync_path(path.parent, directory=True)
     except OSError as exc:
+        raise write_error(path, exc) from None
+    except tf.errors.OpError as exc:       # TensorFlow writing a SavedModel: PermissionDenied, ResourceExhausted
         raise write_error(path, exc) from None
     finally:
         with contextlib.suppress(OSError):
@@ -116,6 +120,8 @@ def write_dir(path: str | os.PathLike, writer: Callable[[Path], object]) -> None
         os.replace(tmp, path)
         _fsync_path(path.parent, directory=True)
     except OSError as exc:
+        raise write_error(path, exc) from None
+    except tf.errors.OpError as exc:       # TensorFlow writing a SavedModel: PermissionDenied, ResourceExhausted
         raise write_error(path, exc) from None
     finally:
         for leftover in (tmp, old):
