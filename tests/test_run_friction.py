@@ -42,7 +42,8 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_fixed_
     from multiloss.run.train import default_config_path
 
     base = [f"output_dir={tmp_path}", "train.epochs=1", "train.verbose=0", "data.params.pairs_per_image=0.25"]
-    with pytest.raises(ml.SpecError, match=r"model\.builder: model builder 'siamese_cnn' failed"):
+    with pytest.raises(ml.SpecError, match=r"model\.params: model builder 'siamese_cnn' failed: .*"
+                                           r"\(from --set model\.params\.embedding=-4\)"):
         train(default_config_path(), [*base, "model.params.embedding=-4"])
     run = tmp_path / "siamese_digits"
     assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "state.json").exists()
@@ -150,8 +151,9 @@ def test_an_incremental_backbone_param_keras_refuses_is_one_line_at_its_builder(
     (tmp_path / "inc.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     assert main([command, str(tmp_path / "inc.yaml"), "--set", "model.params.dense=0"]) == 1
     err = capsys.readouterr().err
-    assert "inc.yaml:" in err and "model.builder: backbone builder 'cnn' failed: Received an invalid value for " \
-                                  "`units`, expected a positive integer. Received: units=0 (data info: " in err, err
+    assert "inc.yaml:" in err and "model.params: backbone builder 'cnn' failed: Received an invalid value for " \
+                                  "`units`, expected a positive integer. Received: units=0 (params: " in err, err
+    assert "(from --set model.params.dense=0)" in err
     assert "Traceback" not in err
 
 

@@ -52,9 +52,12 @@ def build_with(builder: ModelBuilder, name: str, info: dict, params: dict, error
     except SpecError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
-        detail = f"the data gives no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
-        raise error([(("model", "builder"), f"{what} builder {name!r} failed: {detail} "
-                                            f"(data info: {sorted(info)})")]) from None
+        if isinstance(exc, KeyError):
+            where, detail = ("model", "builder"), f"the data gives no {exc.args[0]!r}"
+        else:       # most likely a param of the wrong type or value: named there (and its --set)
+            where, detail = ("model", "params") if params else ("model", "builder"), str(exc)
+        raise error([(where, f"{what} builder {name!r} failed: {detail} (params: {params}; data info: "
+                             f"{sorted(info)})")]) from None
 
 
 def cnn_trunk(input_shape, filters, dense: int, name: str) -> keras.Sequential:
