@@ -393,6 +393,11 @@ def test_read_only_output_folder_gives_a_clear_error_and_changes_nothing(tmp_pat
     fresh = _cli(tmp_path, "train", str(path), "--set", "name=another")
     assert fresh.returncode == 1 and "Traceback" not in fresh.stderr
     assert f"cannot create the run folder {disk / 'another'}: Read-only file system" in fresh.stderr
+    # --overwrite: it tried to remove the old run first ("--overwrite cannot remove .../plots")
+    replace = _cli(tmp_path, "train", str(path), "--overwrite")
+    assert replace.returncode == 1 and "Traceback" not in replace.stderr
+    assert f"the run folder {run} is not writable (Read-only file system); nothing in it was changed" \
+        in replace.stderr, replace.stderr[-2000:]
     assert _snapshot(run) == before
 
 

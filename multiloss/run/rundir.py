@@ -184,11 +184,11 @@ class RunDir:
                 f"with `{self.hint} --overwrite`, or give this run another `name` (--set name=...)")
         if not self.writer:
             return self.read_state() if self.resume else None
+        self.check_writable()           # before --overwrite removes anything: a read-only run stays whole
         if existing and self.overwrite:
             self._clear()
         elif not existing and (self.path / "tensorboard").is_dir():   # a failed start's (config.yaml: replaced)
             shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
-        self.check_writable()
         # A nested run folder (a sweep's trial: its own config.yaml) cleans its own temporaries.
         atomic.remove_stale_temporaries(self.path, owned_elsewhere=lambda folder: (folder / CONFIG).exists())
         return self.read_state() if self.resume else None
