@@ -1,5 +1,7 @@
 """Early stopping on any key a run logs, with its mode resolved for multiloss's keys or given."""
 
+import json
+
 import keras
 import pytest
 
@@ -132,6 +134,9 @@ def test_delta_m_over_two_heads_keeps_the_best_epochs_model_and_resume_respects_
     np.testing.assert_allclose([r["delta_m"] for r in history], expected, rtol=1e-5, atol=1e-6)
     best = int(np.argmin(expected))
     assert best < len(history) - 1 < 5, "Adam at lr 1 is meant to get worse after its best epoch and stop"
+    chosen = json.loads((run / "metrics.json").read_text())["selection"]
+    assert chosen == {"monitor": "delta_m", "mode": "min", "best": pytest.approx(expected[best], rel=1e-5, abs=1e-6),
+                      "best_epoch": best + 1, "stopped_early": True, "restored_best_weights": True}
 
     cfg = KIND.load_config(default_config_path(), args)
     from multiloss.run.train import load_splits, prepare

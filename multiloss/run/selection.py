@@ -120,6 +120,15 @@ def stopped_before(es, history: list[dict]) -> bool:
     return replay([row.get(monitor) for row in history], mode, es.min_delta, es.patience)[3]
 
 
+def summary(es, run: RunDir, history: list[dict]) -> dict:
+    """What model selection chose, for ``metrics.json``: the monitored key and mode, the best value and
+    its epoch (1-based), whether the run stopped early and whether ``model.keras`` holds the best weights."""
+    monitor, mode = monitored(es)
+    best, best_epoch, _, stopped = replay([row.get(monitor) for row in history], mode, es.min_delta, es.patience)
+    return {"monitor": monitor, "mode": mode, "best": best, "best_epoch": None if best is None else best_epoch + 1,
+            "stopped_early": stopped, "restored_best_weights": bool(es.restore_best_weights and run.file(BEST).is_file())}
+
+
 def restore_best(es, run: RunDir, model: keras.Model) -> None:
     """Give ``model`` the weights of ``best.keras`` where ``restore_best_weights`` asks and the file exists."""
     if es.restore_best_weights and run.file(BEST).is_file():
@@ -140,5 +149,5 @@ def callbacks(es, run: RunDir, history: list[dict]) -> list[keras.callbacks.Call
                                min_delta=es.min_delta, restore_best_weights=es.restore_best_weights)]
 
 
-__all__ = ["BEST", "DELTA_M", "DeltaM", "SelectBest", "callbacks", "delta_m", "monitored", "replay",
+__all__ = ["summary", "BEST", "DELTA_M", "DeltaM", "SelectBest", "callbacks", "delta_m", "monitored", "replay",
            "restore_best", "stopped_before"]

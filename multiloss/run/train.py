@@ -360,6 +360,9 @@ def write_results(cfg: RunConfig, run: RunDir, model: keras.Model, history: list
     skipped = sum(int(row.get("nonfinite_skipped", 0)) for row in history)
     summary = {"splits": metrics, "epochs": len(history), "train_seconds": round(seconds, 2),
                "resumed_from_epoch": initial_epoch or None, "nonfinite_skipped_batches": skipped}
+    es = cfg.train.callbacks.early_stopping
+    if es is not None:
+        summary["selection"] = selection.summary(es, run, history)
     run.write_json("metrics.json", summary)
     plot_history(history, terms, run.file("plots"))
     print(f"\n{cfg.name}: {len(history)} epochs, {seconds:.1f}s training"
