@@ -138,6 +138,9 @@ CASES = [
     ("run-target-typo", "run", ("image: {loss: mse, weight: 0.5}", "image: {loss: mse, weight: 0.5}\n"
                                                                     "targets: {class: clas}"), [],
      [":13: targets.class: the train data has no target 'clas' for 'class'; did you mean 'class'?"]),
+    ("run-validation-split-overlap", "run", None, ["--set", "train.validation_split=0.85"],
+     ["train.validation_split: data source 'digits' failed: it is the source's val_fraction, and val_fraction + "
+      "test_fraction must be below 1, got 0.85 + 0.2 (from --set train.validation_split=0.85)"]),
     ("run-head-model-lacks", "run", ("image: {loss: mse, weight: 0.5}", "imag: {loss: mse, weight: 0.5}"), [],
      [":12: loss.outputs.imag: the model has no output 'imag'; its outputs are ['class', 'image']"]),
     ("run-missing-spec-file", "run", (None, "loss: no_such_spec.yaml"), [],

@@ -202,14 +202,18 @@ def component_problems(cfg, get_model=get_builder) -> Problems:
 
 
 def load_data(cfg, data: DataConfig | None = None, where: tuple = ("data",), **params):
-    """The splits of ``data`` (default: ``cfg.data``, any run config); a source that fails is named at ``where``."""
+    """The splits of ``data`` (default: ``cfg.data``, any run config); a source that fails is named at ``where``,
+    or at ``train.validation_split`` when the ``val_fraction`` that gives is at fault."""
     data = cfg.data if data is None else data
     try:
         splits = get_source(data.source)(seed=cfg.seed, **{**data.params, **params})
     except SpecError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else exc
+        reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        if "val_fraction" in params and reason.startswith("data.params.val_fraction"):
+            where = ("train", "validation_split")
+            reason = "it is the source's val_fraction, and " + reason.removeprefix("data.params.val_fraction: ")
         raise cfg.error([(where, f"data source {data.source!r} failed: {reason}")]) from None
     empty = splits.empty() if isinstance(splits, Splits) else []
     if empty:
