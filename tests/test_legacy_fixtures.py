@@ -14,10 +14,11 @@ Two behaviours of e8064d8 are pinned as they were:
   when it first compiles one.  The plain load is an expected failure while
   that holds; ``subclassed_after_compile`` loads after compiling a throwaway
   TwoHead, and its values are the reference for both.
-* ``weighting_dwa.keras`` (a schedule): right after loading, ``get_weights()``
-  shows the schedule factor at step 0 (the effective weights are refreshed
-  before the optimizer's step is restored); ``evaluate`` then shows the right
-  ones.  ``expected.json``'s ``before_save`` has the values before saving.
+* ``weighting_dwa.keras`` (a schedule): right after loading, e8064d8's
+  ``get_weights()`` showed the schedule factor at step 0 (the effective weights
+  were refreshed before the optimizer's step was restored); ``evaluate`` then
+  showed the right ones.  That was a bug, fixed since: the code under test
+  gives the right ones at once, those of ``expected.json``'s ``before_save``.
 """
 
 import json
@@ -36,6 +37,7 @@ except ImportError:  # Windows: each worker reloads on its own
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())["reloaded"]
+EXPECTED_BEFORE_SAVE = json.loads((FIXTURES / "expected.json").read_text())["before_save"]
 MODELS = ["functional", "sequential", "subclassed", "subclassed_after_compile", "weighting", "weighting_dwa",
           "weighting_pcgrad", "incremental_lsc"]
 STRATEGIES = ["weighting", "weighting_dwa", "weighting_pcgrad"]
@@ -114,7 +116,10 @@ def test_predictions(reloaded, name):
 @pytest.mark.parametrize("name", MODELS)
 def test_term_weights(reloaded, name):
     got, want = pair(reloaded, name)
-    close(got["weights_after_load"], want["weights_after_load"], 1e-6, 1e-7, f"{name}.weights_after_load")
+    # weighting_dwa: e8064d8 showed step 0's schedule right after loading (reg 0.09996); the weights
+    # before saving (reg 0.29987) are right.
+    after_load = EXPECTED_BEFORE_SAVE[name]["weights"] if name == "weighting_dwa" else want["weights_after_load"]
+    close(got["weights_after_load"], after_load, 1e-6, 1e-7, f"{name}.weights_after_load")
     close(got["weights_after_evaluate"], want["weights_after_evaluate"], 1e-6, 1e-7,
           f"{name}.weights_after_evaluate")
 
