@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,25 +137,41 @@ def validate_rest(model: type[M], data: dict, cf: ConfigFile) -> tuple[M, Proble
         return model.model_validate(data), []
     except ValidationError as exc:
         problems = pydantic_problems(exc, model)
-    pruned = copy.deepcopy(data)
-    for path, _ in problems:
-        _drop(pruned, path)
-    try:
-        return model.model_validate(pruned), problems
-    except ValidationError:
+    rest, _ = validate_without(model, data, problems, lambda exc: pydantic_problems(exc, model))
+    if rest is None:
         raise cf.error(problems) from None
+    return rest, problems
 
 
-def _drop(data: Any, path: tuple) -> None:
-    """Remove the key at ``path`` (its first mapping key whose value is a scalar or does not exist) from
-    ``data``, in place."""
+def validate_without(model: type[M], data: dict, problems: Problems,
+                     problems_of: Callable[[ValidationError], Problems]) -> tuple[M | None, list[tuple]]:
+    """``model`` validated from a copy of ``data`` without the values at ``problems``' paths (their
+    defaults in their place), a few rounds while new problems appear (``problems_of`` reads them); and
+    the paths left out.  None for the model when the rest does not validate."""
+    pruned, dropped = copy.deepcopy(data), []
+    for _ in range(4):
+        for path, _msg in problems:
+            gone = drop_path(pruned, path)
+            if gone is not None:
+                dropped.append(gone)
+        try:
+            return model.model_validate(pruned), dropped
+        except ValidationError as exc:
+            problems = problems_of(exc)
+    return None, dropped
+
+
+def drop_path(data: Any, path: tuple) -> tuple | None:
+    """Remove the key at ``path`` (its first mapping key whose value is a scalar, a list or does not exist)
+    from ``data``, in place; the path removed, or None when nothing was."""
     for i, key in enumerate(path):
         if not isinstance(data, dict) or key not in data:
-            return
+            return None
         if i == len(path) - 1 or not isinstance(data[key], dict):
             del data[key]
-            return
+            return tuple(path[: i + 1])
         data = data[key]
+    return None
 
 
 def config_kind(data: Any) -> str:
@@ -169,4 +186,4 @@ def config_kind(data: Any) -> str:
 
 
 __all__ = ["ConfigFile", "parse_override", "list_item", "apply_overrides", "read_config", "validate_rest",
-           "config_kind"]
+           "validate_without", "drop_path", "config_kind"]

@@ -8,7 +8,6 @@ pasted.  Every problem becomes a :class:`SpecError` naming path and line.
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from . import loss_table as losses
+from .configfile import validate_without
 from .errors import SpecError
 from .imports import import_object, is_import_string
 from .reductions import Reduction
@@ -515,41 +515,13 @@ def _pydantic_problems(exc: ValidationError) -> list[tuple[tuple, str]]:
     return pydantic_problems(exc, LossSpec, _TAGS)
 
 
-def _drop(data: Any, path: tuple) -> tuple | None:
-    """Delete from ``data`` the mapping key nearest ``path``'s end that holds the value at ``path`` (a
-    list's item goes with the list's key); the path deleted, or None when there is none (the root)."""
-    for end in range(len(path), 0, -1):
-        node, ok = data, True
-        for key in path[: end - 1]:
-            try:
-                node = node[key]
-            except (KeyError, IndexError, TypeError):
-                ok = False
-                break
-        if ok and isinstance(node, dict) and path[end - 1] in node:
-            del node[path[end - 1]]
-            return path[:end]
-    return None
-
-
 def _problems_beside(data: dict, structural: list[tuple[tuple, str]]) -> list[tuple[tuple, str]]:
     """What resolving finds (unknown losses, metrics, params) besides ``structural`` problems, so that
     one pass reports them all: the spec validated with the values at fault left out, then resolved;
     its problems within or above a left-out value (a head whose loss was left out has none) are not
     reported."""
-    pruned, dropped, problems = copy.deepcopy(data), [], structural
-    for _ in range(4):
-        for path, _msg in problems:
-            gone = _drop(pruned, path)
-            if gone is None:
-                return []
-            dropped.append(gone)
-        try:
-            spec = LossSpec.model_validate(pruned)
-            break
-        except ValidationError as exc:
-            problems = _pydantic_problems(exc)
-    else:
+    spec, dropped = validate_without(LossSpec, data, structural, _pydantic_problems)
+    if spec is None:
         return []
     try:
         spec.resolve()
