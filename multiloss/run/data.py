@@ -444,12 +444,7 @@ def split_indices(n: int, seed: int, fractions: tuple[float, ...],
     """Deterministic disjoint index sets of the given fractions (the rest is first).  Each fraction
     (named by ``names``) must be in [0, 1) and their sum below 1: otherwise the sets would overlap, and
     test examples would be trained on."""
-    for name, f in zip(names, fractions):
-        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
-            raise param_error(name, f"must be a number in [0, 1), got {f!r}")
-    if sum(fractions) >= 1:
-        raise param_error(names[0], f"{' + '.join(names[:len(fractions)])} must be below 1, got "
-                                    f"{' + '.join(map(str, fractions))}")
+    fractions_problem(fractions, names)
     order = np.random.default_rng(seed).permutation(n)
     sizes = [int(round(f * n)) for f in fractions]
     cuts = np.cumsum([n - sum(sizes), *sizes])
@@ -460,9 +455,19 @@ def param_error(name: str, message: str) -> ValueError:
     return ValueError(f"data.params.{name}: {message}")
 
 
+def fractions_problem(fractions: tuple[float, ...], names: tuple[str, ...]) -> None:
+    """Raise the param error of the first fraction outside [0, 1), or of a sum of 1 or more."""
+    for name, f in zip(names, fractions):
+        if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1:
+            raise param_error(name, f"must be a number in [0, 1), got {f!r}")
+    if sum(fractions) >= 1:
+        raise param_error(names[0], f"{' + '.join(names[:len(fractions)])} must be below 1, got "
+                                    f"{' + '.join(map(str, fractions))}")
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Each fraction in [0, 1) and their sum below 1 (:func:`split_indices`'s rule), checked up front."""
-    split_indices(0, 0, (val_fraction, test_fraction))
+    fractions_problem((val_fraction, test_fraction), ("val_fraction", "test_fraction"))
 
 
 def draw_missing(n: int, given: set[str], seed: int, val_fraction: float, test_fraction: float
