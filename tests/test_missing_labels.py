@@ -204,9 +204,9 @@ def test_a_users_loss_masks_per_position_unless_registered_elementwise():
 # --- metrics ---------------------------------------------------------------------------------
 
 
-def _head_metrics(spec, y_true, y_pred) -> dict[str, float]:
+def _head_metrics(spec, y_true, y_pred, sample_weight=None) -> dict[str, float]:
     metrics = HeadMetrics(ml.load_spec(spec))
-    metrics.update_state(y_true, y_pred)
+    metrics.update_state(y_true, y_pred, sample_weight)
     return {k: float(v) for k, v in metrics.result().items()}
 
 
@@ -254,6 +254,36 @@ def test_exact_match_accuracy_counts_present_entries():
     spec = {"outputs": {"y": {"loss": "bce", "mask_value": float("nan"), "metrics": ["keras.metrics:Accuracy"]}}}
     got = _head_metrics(spec, {"y": t}, {"y": p})
     assert got["y_accuracy"] == pytest.approx((p == t)[~missing].mean(), rel=1e-6)
+
+
+def test_metrics_of_a_channels_first_head_read_its_class_axis():
+    """A head whose loss is categorical crossentropy over ``axis: 1`` ([B, C, H, W], C, H, W all
+    different) has accuracy and top-5 over axis 1, per pixel, with missing pixels and pixels of
+    a sample weighted 0 left out; Keras's metrics alone would argmax the last (W) axis."""
+    rng = np.random.default_rng(21)
+    b, c, h, w = 6, 7, 4, 5
+    probs = rng.dirichlet(np.ones(c), (b, h, w)).transpose(0, 3, 1, 2).astype("float32")
+    labels = rng.integers(0, c, (b, h, w))
+    missing = rng.random((b, h, w)) < MISSING
+    onehot = np.eye(c, dtype="float32")[labels].transpose(0, 3, 1, 2)
+    y = np.where(missing[:, None], -1.0, onehot)
+    sw = {"m": (np.arange(b) != 2).astype("float32")}     # sample 2 has no label for this head
+    spec = {"outputs": {"m": {"loss": {"name": "categorical_crossentropy", "params": {"axis": 1}},
+                              "mask_value": -1, "metrics": ["accuracy", "top_k_categorical_accuracy"]}}}
+    got = _head_metrics(spec, {"m": y}, {"m": probs}, sw)
+    kept = ~missing & (sw["m"] != 0)[:, None, None]
+    assert got["m_accuracy"] == pytest.approx((probs.argmax(1) == labels)[kept].mean(), rel=1e-6)
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    in_top5 = (top5 == labels[:, None]).any(1)
+    assert got["m_top_k_categorical_accuracy"] == pytest.approx(in_top5[kept].mean(), rel=1e-6)
+
+
+def test_a_head_whose_losses_reduce_different_axes_is_refused_at_the_head():
+    spec = {"outputs": {"m": {"loss": [{"name": "categorical_crossentropy", "params": {"axis": 1}},
+                                       {"loss": {"name": "categorical_crossentropy", "params": {"axis": 2}}, "name": "ce2"}],
+                              "metrics": ["accuracy"]}}}
+    with pytest.raises(ml.SpecError, match=r"outputs\.m.*reduce different axes \[1, 2\]"):
+        HeadMetrics(ml.load_spec(spec))
 
 
 # --- a fit --------------------------------------------------------------------------------------

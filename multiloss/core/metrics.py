@@ -23,6 +23,11 @@ Missing labels are left out as the losses leave them out
 A sample whose ``sample_weight`` for a head is 0 has no label for it (the losses leave it out; so
 does :mod:`multiloss.run.tasks` for another task's batch) and is left out of the head's metrics the
 same way; other weights do not apply.
+
+Keras's metrics read the classes from the last axis.  A head whose loss reduces another one
+(``categorical_crossentropy`` with ``params: {axis: 1}`` on a channels-first ``[B, C, H, W]``)
+has that axis moved last in its targets and predictions before its metrics see them, so that
+``accuracy`` is the fraction of positions whose argmax over the classes is right.
 """
 
 from __future__ import annotations
@@ -72,6 +77,22 @@ def masked_update(metric: keras.metrics.Metric, target, pred, valid) -> None:
         metric.update_state(target, pred, sample_weight=ops.cast(per_position, "float32"))
 
 
+def _class_axes(spec: LossSpec, heads) -> dict[str, int]:
+    """The axis each head's loss reduces where it is one axis other than the last (a channels-first
+    class axis); two of a head's losses that disagree are a SpecError at the head."""
+    axes: dict[str, set[int]] = {}
+    for t in spec.resolve():
+        axis = red.class_axis(t.loss.params)
+        if len(t.outputs) == 1 and t.outputs[0] in heads and axis != -1:
+            axes.setdefault(t.outputs[0], set()).add(axis)
+    clash = {h: sorted(a) for h, a in axes.items() if len(a) > 1}
+    if clash:
+        head, found = next(iter(clash.items()))
+        raise spec.error([(("outputs", head), f"the losses of head {head!r} reduce different axes {found}, so "
+                                              "its metrics' class axis is ambiguous; give them one `axis`")])
+    return {h: a.pop() for h, a in axes.items()}
+
+
 class HeadMetrics(keras.metrics.Metric):
     """The metrics of every head; ``result()`` is ``{<head>_<metric>: value}``."""
 
@@ -81,6 +102,7 @@ class HeadMetrics(keras.metrics.Metric):
         self.output_names = list(output_names or spec.outputs)
         self.names = spec.head_metrics()
         self.mask_values = {h: spec.outputs[h].mask_value for h in self.names}
+        self.class_axes = _class_axes(spec, self.names)
         self.head_metrics: dict[str, list[keras.metrics.Metric]] = {}
         self._strategy = tf.distribute.get_strategy()
         self.built = False
@@ -107,6 +129,10 @@ class HeadMetrics(keras.metrics.Metric):
             target, pred = y_true.get(head), y_pred[head]
             if target is None:
                 continue
+            axis = self.class_axes.get(head)
+            if axis is not None and axis % len(pred.shape) not in (0, len(pred.shape) - 1):
+                target, pred = same_rank(target, pred)
+                target, pred = ops.moveaxis(target, axis, -1), ops.moveaxis(pred, axis, -1)
             self._update_head(head, metrics, target, pred, sample_weight)
 
     def _update_head(self, head: str, metrics: list, target, pred, sample_weight) -> None:
