@@ -128,6 +128,28 @@ def test_predict_on_an_incremental_runs_model_names_its_classes(tmp_path):
         best = model.predict(x, verbose=0).argmax(-1)
         assert got["scores_class"].tolist() == [[7, 2, 5][i] for i in best]
         assert got["scores_class_name"].tolist() == [["cat", "dog", "owl"][i] for i in best]
+    # Its SavedModel names the one output as predict does: TF Serving answers with "scores", not
+    # Keras's "output_0"; `serve` still returns the tensor.
+    assert main(["export", str(folder)]) == 0
+    script = tmp_path / "serve_default.py"
+    script.write_text(textwrap.dedent("""\
+        import json, sys
+        sys.modules["multiloss"] = None
+        import numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load(sys.argv[1])
+        x = tf.constant(np.load(sys.argv[2])["x"])
+        named = loaded.signatures["serving_default"](x)
+        print(json.dumps({"names": sorted(named), "named": np.asarray(named["scores"]).tolist(),
+                          "serve": np.asarray(loaded.serve(x)).tolist()}))
+    """))
+    child = subprocess.run([sys.executable, str(script), str(folder / "export" / "saved_model"),
+                            str(tmp_path / "x.npz")], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    served = json.loads(child.stdout.strip().splitlines()[-1])
+    assert served["names"] == ["scores"]
+    np.testing.assert_allclose(served["named"], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served["serve"], served["named"], rtol=0, atol=0)
 
 
 def _table_run(tmp_path, folder_name="table"):
@@ -212,9 +234,9 @@ def test_export_of_a_sequential_model_and_where_export_may_write(tmp_path, capsy
     plain = keras.saving.load_model(folder / "export" / "model.keras")
     assert type(plain) is keras.Sequential and not plain.get_compile_config()
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
-    # The SavedModel's signature is printed as TF Serving sees it: a single output is output_0 there.
+    # The SavedModel's signature is printed as TF Serving sees it: its single output named as predict names it.
     assert main(["export", str(folder)]) == 0
-    assert "output output_0: [B, 3] float32" in capsys.readouterr().out
+    assert "output label: [B, 3] float32" in capsys.readouterr().out
     # --out: a .keras path for --format keras; an existing file that is no SavedModel is never replaced.
     assert main(["export", str(folder), "--format", "keras", "--out", str(tmp_path / "plainfile")]) == 1
     assert "give a path ending in .keras" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import functools
 import tensorflow as tf
 from keras import ops
 from keras.src import api_export
+from keras.src.export.export_utils import get_input_signature as export_input_signature
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.metrics import ALL_OBJECTS_DICT as _METRICS
 from keras.src.models.functional import Functional
@@ -246,7 +247,7 @@ class TrainerOverrides:
 
 
 __all__ = ["Functional", "TrainerOverrides", "all_layers", "call_model", "compiled_loss",
-           "compiled_metrics", "compute_loss", "deserialize_keras_object", "get_metric",
+           "compiled_metrics", "compute_loss", "deserialize_keras_object", "export_input_signature", "get_metric",
            "in_multi_worker_mode", "in_safe_mode", "input_structure", "install_compile_config_hook",
            "install_registered_name_fallback", "loss_tracker", "metric_names", "mirrored_strategy",
            "output_structure", "producer", "regularization_loss", "save_as", "seed_states",

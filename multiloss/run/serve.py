@@ -3,7 +3,9 @@
 ``export`` writes an inference-only model that loads **without multiloss**:
 
 * ``tf_saved_model``: Keras's ``model.export`` (a TensorFlow SavedModel with a ``serve`` endpoint), for
-  TF Serving or ``tf.saved_model.load``; any model;
+  TF Serving or ``tf.saved_model.load``; any model.  A model with one output also gets a
+  ``serving_default`` signature that names it as ``predict`` does (Keras's would call it ``output_0``);
+  ``serve`` still returns the tensor;
 * ``keras``: a plain ``.keras`` file of the same layers, with no compile config and no multiloss class
   (Functional and Sequential models of Keras's own layers), for ``keras.saving.load_model``.
 
@@ -27,7 +29,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from ..core.keras_access import all_layers
+from ..core.keras_access import all_layers, export_input_signature
 from ..spec.errors import RunError, SpecError
 from . import atomic
 from .config import load_data
@@ -76,20 +78,25 @@ def _shape(shape) -> str:
     return "[" + ", ".join("B" if d is None else str(d) for d in shape) + "]"
 
 
+def output_names(model: keras.Model, count: int) -> list[str]:
+    """The names of a model's ``count`` outputs: its ``output_names``, else its last layer's name for
+    one output, else ``output_<i>``."""
+    return list(getattr(model, "output_names", None) or
+                ([model.layers[-1].name] if count == 1 else [f"output_{i}" for i in range(count)]))
+
+
 def signature(model: keras.Model) -> list[str]:
     """Input and output names, shapes and dtypes of a Keras model, one line each."""
     inputs = model.inputs if isinstance(model.inputs, list) else [model.inputs]
     lines = [f"input  {getattr(t, 'name', 'x').split(':')[0]}: {_shape(t.shape)} {t.dtype}" for t in inputs]
     outputs = model.outputs if isinstance(model.outputs, list) else [model.outputs]
-    names = list(getattr(model, "output_names", None) or
-                 ([model.layers[-1].name] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]))
-    lines += [f"output {n}: {_shape(t.shape)} {t.dtype}" for n, t in zip(names, outputs)]
+    lines += [f"output {n}: {_shape(t.shape)} {t.dtype}" for n, t in zip(output_names(model, len(outputs)), outputs)]
     return lines
 
 
 def served_signature(path: Path) -> list[str]:
     """The ``serving_default`` signature of a SavedModel as TF Serving sees it: its input and output
-    names (a single-output model's output is ``output_0`` there), shapes and dtypes."""
+    names, shapes and dtypes."""
     import tensorflow as tf
 
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -123,13 +130,25 @@ def packed(arrays: dict[str, Any], how: str) -> Any:
     return next(iter(arrays.values())) if how == "one" else arrays if how == "dict" else list(arrays.values())
 
 
-def called_once(model: keras.Model) -> None:
-    """Call a loaded subclassed model once on zeros of its saved input shape: Keras exports only a model
-    that has been called (a Functional or Sequential model has its inputs already)."""
-    if getattr(model, "inputs", None):
-        return
+def called_once(model: keras.Model) -> Any:
+    """The model's output on one example of zeros of its input shape (a loaded subclassed model's from
+    its saved build config): Keras exports only a model that has been called."""
     specs, how = input_specs(model)
-    model(packed({n: np.zeros((1, *shape[1:]), dtype) for n, (shape, dtype) in specs.items()}, how))
+    return model(packed({n: np.zeros((1, *shape[1:]), dtype) for n, (shape, dtype) in specs.items()}, how))
+
+
+def write_saved_model(model: keras.Model, folder: Path) -> None:
+    """Keras's ``model.export`` to ``folder``; a model with one output tensor also gets a
+    ``serving_default`` that returns it by the name ``predict`` gives it (Keras's calls it ``output_0``)."""
+    out = called_once(model)
+    if isinstance(out, dict) or len(keras.tree.flatten(out)) != 1:
+        model.export(str(folder), format="tf_saved_model", verbose=False)
+        return
+    name, = output_names(model, 1)
+    archive, inputs = keras.export.ExportArchive(), export_input_signature(model)
+    archive.track_and_add_endpoint("serve", model, inputs)
+    archive.add_endpoint("serving_default", lambda *args: {name: model(*args)}, input_signature=inputs)
+    archive.write_out(str(folder), verbose=False)
 
 
 def export_target(run: RunDir, fmt: Format, out: str | os.PathLike | None) -> Path:
@@ -162,8 +181,7 @@ def export_run(run_dir: str | os.PathLike, fmt: Format = "tf_saved_model", out: 
         atomic.write_with(target, plain.save)
         lines = signature(plain)
     else:
-        called_once(model)
-        atomic.write_dir(target, lambda tmp: model.export(str(tmp), format="tf_saved_model", verbose=False))
+        atomic.write_dir(target, lambda tmp: write_saved_model(model, tmp))
         lines = served_signature(target)
     print("\n".join(lines))
     print(f"wrote {target} ({fmt}; inference only, loads without multiloss)")
@@ -223,8 +241,7 @@ def predict_run(run_dir: str | os.PathLike, inputs: str | os.PathLike, out: str 
     run, cfg, model = load_run_model(run_dir)
     pred = model.predict(read_inputs(inputs, model), verbose=0)
     if not isinstance(pred, dict):
-        names = getattr(model, "output_names", None) or [model.layers[-1].name]
-        pred = {names[0]: pred}
+        pred = {output_names(model, 1)[0]: pred}
     result = {k: np.asarray(v) for k, v in pred.items()}
     spec = getattr(model.loss, "spec", None)
     if spec is None:            # an incremental run's model: scores over its classes, named in classes.json
@@ -287,4 +304,5 @@ def _class_names(info: dict, cfg, target: str) -> list[str] | None:
 
 
 __all__ = ["FORMATS", "Format", "export_run", "load_run_model", "plain_model", "predict_run", "read_inputs",
-           "called_once", "input_specs", "served_signature", "signature"]
+           "called_once", "input_specs", "output_names", "served_signature", "signature",
+           "write_saved_model"]
