@@ -17,10 +17,9 @@
 
 from __future__ import annotations
 
-import difflib
-
 import keras
 
+from ..spec.validation import did_you_mean
 from .keras_access import input_structure, output_structure, producer
 
 
@@ -73,10 +72,8 @@ def variables_of(model, names: list[str]) -> tuple[list, list[tuple[int, str]]]:
     problems, chosen = [], []
     for i, name in enumerate(names):
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-            problems.append((i, f"the model has no layer {name!r} with trainable variables; {hint}"
-                                f"layers: {known}"))
+            problems.append((i, f"the model has no layer {name!r} with trainable variables; "
+                                f"{did_you_mean(name, known)}layers: {known}"))
             continue
         for v in model.trainable_variables:
             if name in v.path.split("/")[:-1] and all(v is not c for c in chosen):
@@ -202,9 +199,7 @@ def find_representation(model, terms, names: list[str] | None = None):
         tensors = []
         for name in names:
             if name not in known:
-                close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-                hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-                return None, f"the model has no layer {name!r}; {hint}layers: {known}"
+                return None, f"the model has no layer {name!r}; {did_you_mean(name, known)}layers: {known}"
             for layer, node in every.values():
                 if layer.name == name:
                     tensors.extend(keras.tree.flatten(node.output_tensors))

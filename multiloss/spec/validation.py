@@ -48,6 +48,12 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     return f"did you mean {' or '.join(map(repr, close))}? " if close else ""
 
 
+def no_such(what: str, key: str, names: Iterable[str], note: str = "") -> str:
+    """``"no <what> named 'x'; did you mean 'y'? [note; ]<what>s: [...]"``."""
+    names = list(names)
+    return f"no {what} named {key!r}; {did_you_mean(key, names)}{note + '; ' if note else ''}{what}s: {names}"
+
+
 def unknown_key(key: str, valid: Iterable[str], what: str = "key") -> str:
     valid = list(valid)
     return f"unknown {what} {key!r}; {did_you_mean(key, valid)}valid: {', '.join(valid) or 'none'}"

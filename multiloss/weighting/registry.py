@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from ..spec.imports import import_object
 from ..spec.loss_spec import SECTION_CHECKS
 from ..spec.registry import Registry
-from ..spec.validation import did_you_mean, error_message, unknown_key
+from ..spec.validation import error_message, no_such, unknown_key
 from .aligned_mtl import AlignedMTL
 from .base import Params, Strategy
 from .cagrad import CAGrad
@@ -106,8 +106,7 @@ def check_spec(spec, terms, names: list[str]) -> list[tuple[tuple, str]]:
     problems = []
     for key in spec.schedules:
         if key not in names:
-            problems.append((("schedules", key), f"no term named {key!r}; {did_you_mean(key, names)}"
-                                                 f"schedules are keyed by term name; terms: {names}"))
+            problems.append((("schedules", key), no_such("term", key, names, "schedules are keyed by term name")))
     ws = spec.weighting
     if ws is None:
         return problems
@@ -178,8 +177,7 @@ def _preference_problems(ws, cls, names: list[str]) -> list[tuple[tuple, str]]:
     for key, value in pref.items():
         path = ("weighting", "preference", key)
         if key not in names:
-            problems.append((path, f"no term named {key!r}; {did_you_mean(key, names)}"
-                                   f"the preference is keyed by term name; terms: {names}"))
+            problems.append((path, no_such("term", key, names, "the preference is keyed by term name")))
         elif not (math.isfinite(value) and value > 0):
             problems.append((path, f"a preference must be a finite number > 0, got {value!r}"))
     return problems

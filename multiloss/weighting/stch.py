@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from ..spec.lazy import tf
+from ..spec.validation import no_such
 from .base import LossWeighting, Params, state_variable
 
 
@@ -69,7 +70,7 @@ class STCH(LossWeighting):
     @classmethod
     def check(cls, params, terms):
         names = [t.name for t in terms]
-        return [(("ideal", k), f"no term named {k!r}; terms: {names}") for k in params.ideal if k not in names]
+        return [(("ideal", k), no_such("term", k, names)) for k in params.ideal if k not in names]
 
     def build(self):
         self.pref = tf.constant(self.preference_vector(), tf.float64)

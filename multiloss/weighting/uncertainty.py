@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..spec.lazy import ops
+from ..spec.validation import no_such
 from .base import LossWeighting, Params, state_variable
 
 Kind = Literal["regression", "classification"]
@@ -52,7 +53,7 @@ class Uncertainty(LossWeighting):
     @classmethod
     def check(cls, params, terms):
         names = [t.name for t in terms]
-        return [(("kinds", k), f"no term named {k!r}; terms: {names}") for k in params.kinds if k not in names]
+        return [(("kinds", k), no_such("term", k, names)) for k in params.kinds if k not in names]
 
     def build(self):
         self.kinds = [self.params.kinds.get(t.name, default_kind(t)) for t in self.terms]
