@@ -207,6 +207,50 @@ def test_a_class_without_training_examples_is_named_by_the_scenario(tmp_path):
     assert Scenario(load_incremental_config(cfg)).groups == [2, 1]
 
 
+
+def _species_csv(path: Path) -> None:
+    """Three features, a `color` text target (2 values, listed first) and a `species` one (4)."""
+    rng = np.random.default_rng(0)
+    species = ["owl", "emu", "kiwi", "auk"]
+    rows = ["f1,f2,f3,color,species"]
+    for i in range(48):
+        s = i % 4
+        rows.append(f"{s + rng.normal(0, 0.1):.3f},{rng.normal():.3f},{-s:.1f},{['red', 'tan'][i % 2]},{species[s]}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_a_csv_names_its_class_column_with_data_target(tmp_path):
+    """`data.target` names the column of class ids: its own names and count, not those of the first
+    text column (`color`), which a table's info gives as num_classes."""
+    from multiloss.incremental import runner
+
+    _species_csv(tmp_path / "birds.csv")
+    data = {"source": "csv", "target": "species",
+            "params": {"path": str(tmp_path / "birds.csv"), "inputs": ["f1", "f2", "f3"],
+                       "targets": ["color", "species"], "val_fraction": 0.0, "test_fraction": 0.25}}
+    cfg = incremental_config(tmp_path, data, model={"builder": "mlp", "params": {"hidden": [4]}})
+    scenario = Scenario(load_incremental_config(cfg))
+    # species ids are of its sorted names: auk 0, emu 1, kiwi 2, owl 3; the class order is [2, 0, 3, 1].
+    assert scenario.class_names == ["kiwi", "auk", "owl", "emu"] and scenario.groups == [2, 2]
+    train = scenario.parts["train"]
+    ids = np.asarray(scenario.order)[train.y]          # position -> species id; f3 is -(index in the file list)
+    np.testing.assert_array_equal(np.asarray(["auk", "emu", "kiwi", "owl"])[ids],
+                                  np.asarray(["owl", "emu", "kiwi", "auk"])[(-train.x[:, 2]).astype(int)])
+    summary = runner.run_incremental(cfg, quiet=True)
+    assert len(summary["steps"]) == 2
+    classes = json.loads((tmp_path / "runs" / "mine" / "classes.json").read_text())
+    assert classes["class_names"] == ["kiwi", "auk", "owl", "emu"]
+    # A misspelt target is named where it is written, with the targets the source has.
+    cfg["data"]["target"] = "specis"
+    with pytest.raises(SpecError, match=r"data.target: the train split has no `specis` target \(class ids\); "
+                                        r"did you mean 'species'\? its targets: \['color', 'species'\]"):
+        Scenario(load_incremental_config(cfg))
+    # Without it, the source is at fault, and the fix is said.
+    del cfg["data"]["target"]
+    with pytest.raises(SpecError, match=r"data.source: the train split has no `class` target .*set `data.target` "
+                                        r"to the one that holds the class ids"):
+        Scenario(load_incremental_config(cfg))
+
 # --- a saved Keras model as the backbone ----------------------------------------------------------
 
 def two_head_model(filters: int = 3, units: int = 5) -> keras.Model:

@@ -127,6 +127,13 @@ class StepTrainConfig(_Model):
                                           "see multiloss.run.augment.")
 
 
+class IncrementalData(DataConfig):
+    """The data source, as ``multiloss train``'s ``data:``, and the target that holds the class ids."""
+
+    target: str = Field("class", description="The target of the source that holds the class ids (a csv "
+                                             "column, a tfrecord feature, a key of a dataset's y).")
+
+
 class IncrementalConfig(_Model):
     """One class-incremental scenario, run by ``multiloss incremental CONFIG``."""
 
@@ -135,7 +142,7 @@ class IncrementalConfig(_Model):
     seeds: list[Integer] | None = Field(
         None, min_length=1, description="Repeat the run for each seed s (seed = scenario.order_seed = s; an "
                                         "explicit class_order is kept) in <run>/seed-<s>, and report mean ± std.")
-    data: DataConfig
+    data: IncrementalData
     model: BackboneConfig = Field(default_factory=BackboneConfig,
                                   description="The feature extractor: {builder: cnn | mlp | ... | "
                                               "package.module:function, params: {...}}, or a saved model "
@@ -176,6 +183,8 @@ class IncrementalConfig(_Model):
             del out["train"]["augment"]
         if out["scenario"]["setting"] == "class":   # the key is newer than some saved runs
             del out["scenario"]["setting"]
+        if out["data"]["target"] == "class":        # so is this one
+            del out["data"]["target"]
         return out
 
     def model_path(self) -> str | None:

@@ -11,7 +11,7 @@ A split becomes ``(x, class ids)``:
 * **other datasets** (a user's ``tf.data`` source, ``tfrecord``): read once into arrays (they have
   no records to go back to; a large image set is better given as an ``image_folder``).
 
-The class ids are read from the split's ``class`` target: for records through the source's own
+The class ids are read from the split's ``class`` target (the config's ``data.target``): for records through the source's own
 ``decode`` with only the target kept (TensorFlow prunes the image decoding: one pass over the
 file names).  :func:`stage_batches` streams a training stage's batches: read, augmented and given
 per-batch targets, in a seeded order.
@@ -26,6 +26,7 @@ import numpy as np
 from ..run.data import Part
 from ..run.sources import op_reason
 from ..spec.errors import RunError
+from ..spec.validation import did_you_mean
 
 #: Examples read at a time when a dataset is read into arrays or its labels are counted.
 CHUNK = 4096
@@ -36,17 +37,17 @@ def is_records(x) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.names is not None
 
 
-def class_ids(values, split: str) -> np.ndarray:
-    """A split's ``class`` target as int32 ids ``[N]``, or a ValueError saying what it is instead."""
+def class_ids(values, split: str, target: str = "class") -> np.ndarray:
+    """A split's class target as int32 ids ``[N]``, or a ValueError saying what it is instead."""
     y = np.asarray(values)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise ValueError(f"the {split} split's `class` target must be class ids (integers, one per example), "
+        raise ValueError(f"the {split} split's `{target}` target must be class ids (integers, one per example), "
                          f"not {y.dtype} values shaped {y.shape[1:] or '()'} per example (one-hot targets: "
                          "take their argmax)")
     if len(y) and y.min() < 0:
-        raise ValueError(f"the {split} split's `class` target has the id {int(y.min())}; class ids are 0, 1, ...; "
+        raise ValueError(f"the {split} split's `{target}` target has the id {int(y.min())}; class ids are 0, 1, ...; "
                          "an example without a class cannot be learned class-incrementally: leave it out")
     return y.astype("int32")
 
@@ -140,17 +141,26 @@ class RecordReader:
         return RunError(f"a batch of {len(rows)} records cannot be read: {op_reason(exc)}")
 
 
-def split_data(part: Part, split: str) -> tuple[np.ndarray, np.ndarray, RecordReader | None]:
+class MissingTarget(ValueError):
+    """A split without the target that holds the class ids."""
+
+    def __init__(self, split: str, target: str, targets, fix: str = ""):
+        hint = did_you_mean(target, targets) if isinstance(targets, list) else ""
+        super().__init__(f"the {split} split has no `{target}` target (class ids); {hint}its targets: {targets}; "
+                         f"set `data.target` to the one that holds the class ids{fix}")
+
+
+def split_data(part: Part, split: str, target: str = "class") -> tuple[np.ndarray, np.ndarray, RecordReader | None]:
     """``(x, class ids, reader)`` of one split (see the module docstring); ``reader`` for records only.
 
-    A ValueError says what the split lacks (a ``class`` target, a single input)."""
+    A ValueError says what the split lacks (the class ids' ``target``, a single input)."""
     if not part.is_dataset:
         if isinstance(part.x, dict):
             raise ValueError(f"the {split} split has several inputs ({', '.join(part.x)}); an incremental run's "
                              "network takes one")
-        if "class" not in part.y:
-            raise ValueError(f"the {split} split has no `class` target (class ids); its targets: {sorted(part.y)}")
-        return np.asarray(part.x), class_ids(part.y["class"], split), None
+        if target not in part.y:
+            raise MissingTarget(split, target, sorted(part.y))
+        return np.asarray(part.x), class_ids(part.y[target], split, target), None
     x_spec, y_spec, *weights = part.element_spec()
     if weights:
         raise ValueError(f"the {split} dataset yields sample weights; an incremental run weighs every example "
@@ -158,19 +168,18 @@ def split_data(part: Part, split: str) -> tuple[np.ndarray, np.ndarray, RecordRe
     if isinstance(x_spec, dict):
         raise ValueError(f"the {split} split has several inputs ({', '.join(x_spec)}); an incremental run's "
                          "network takes one")
-    if not isinstance(y_spec, dict) or "class" not in y_spec:
+    if not isinstance(y_spec, dict) or target not in y_spec:
         targets = sorted(y_spec) if isinstance(y_spec, dict) else "one unnamed tensor"
-        raise ValueError(f"the {split} split has no `class` target (class ids); its targets: {targets}; yield "
-                         "(x, {'class': id}) examples")
+        raise MissingTarget(split, target, targets, f", or yield (x, {{'{target}': id}}) examples")
     if part.decode is not None:
         records = records_of(part)
-        labels = _read_dataset(part.x.map(lambda *r: part.decode(*r)[1]["class"]), [0])
-        return records, class_ids(labels[0] if labels else np.zeros(0, "int32"), split), RecordReader.of(
+        labels = _read_dataset(part.x.map(lambda *r: part.decode(*r)[1][target]), [0])
+        return records, class_ids(labels[0] if labels else np.zeros(0, "int32"), split, target), RecordReader.of(
             part, records.dtype.names)
-    x, labels = _read_dataset(part.x.map(lambda x, y: (x, y["class"])), [0, 1]) or (None, None)
+    x, labels = _read_dataset(part.x.map(lambda x, y: (x, y[target])), [0, 1]) or (None, None)
     if x is None:
         raise ValueError(f"the {split} dataset is empty")
-    return x, class_ids(labels, split), None
+    return x, class_ids(labels, split, target), None
 
 
 def stage_batches(x: np.ndarray, y: dict[str, np.ndarray], batch_size: int, seed: int,
@@ -214,4 +223,4 @@ def stage_batches(x: np.ndarray, y: dict[str, np.ndarray], batch_size: int, seed
     return ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
 
 
-__all__ = ["is_records", "records_of", "RecordReader", "split_data", "stage_batches", "class_ids"]
+__all__ = ["is_records", "records_of", "RecordReader", "split_data", "stage_batches", "class_ids", "MissingTarget"]

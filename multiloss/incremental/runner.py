@@ -43,7 +43,7 @@ from ..run.precision import dtype_policy
 from ..run.rundir import RunDir
 from ..spec.errors import RunError
 from .config import IncrementalConfig, load_incremental_config
-from .inputs import split_data
+from .inputs import MissingTarget, split_data
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
 from .methods import Method, Step
@@ -65,7 +65,7 @@ from .plots import plot_accuracy, plot_confusion
 class Scenario:
     """Data of a config as class positions, the class order and the steps' group sizes.
 
-    Any source with a ``class`` target: arrays, an ``image_folder`` (its file paths kept, the images
+    Any source with a target of class ids (``data.target``, default ``class``): arrays, an ``image_folder`` (its file paths kept, the images
     read when the network sees them) or a ``tf.data`` source (read into arrays); see
     :mod:`multiloss.incremental.inputs`.  ``reader`` reads records into inputs (None for arrays).
     """
@@ -80,7 +80,10 @@ class Scenario:
             if part is None:
                 continue
             try:
-                x, labels, reader = split_data(part, split)
+                x, labels, reader = split_data(part, split, cfg.data.target)
+            except MissingTarget as exc:
+                given = "target" in cfg.data.model_fields_set
+                raise cfg.error([(("data", "target" if given else "source"), str(exc))]) from None
             except ValueError as exc:
                 raise cfg.error([(("data", "source"), f"{exc} (data source {cfg.data.source!r})")]) from None
             if not len(labels):
@@ -92,7 +95,8 @@ class Scenario:
         self.digests = {s: digest_arrays({"x": x, "y": y}) if not parts[s].is_dataset or parts[s].identity
                         else None for s, (x, y) in data.items()}
         labels = np.concatenate([y for _, y in data.values()])
-        num_classes = int(splits.info.get("num_classes") or labels.max() + 1)
+        named = (splits.info.get("classes") or {}).get(cfg.data.target)     # a table's, per target
+        num_classes = len(named) if named else int(splits.info.get("num_classes") or labels.max() + 1)
         if labels.max() >= num_classes:
             raise cfg.error([(("data", "source"), f"class id {int(labels.max())} in the data, but its info gives "
                                                   f"num_classes {num_classes}")])
@@ -117,7 +121,7 @@ class Scenario:
                                   f"{n_steps - 1}×{sc.increment} classes; the data has {num_classes}")])
         self.order = order
         self.groups = [sc.initial] + [sc.increment] * (n_steps - 1)
-        names = splits.info.get("class_names") or [str(i) for i in range(num_classes)]
+        names = named or splits.info.get("class_names") or [str(i) for i in range(num_classes)]
         check_trained(cfg, data, order[: sum(self.groups)], names)
         check_evaluated(cfg, data, order[: self.groups[0]], names)
         self.class_names = [str(names[c]) for c in order]
