@@ -180,6 +180,26 @@ def test_validate_checks_the_storage_and_creates_nothing(tmp_path, capsys):
     assert list((tmp_path / "shared").iterdir()) == []
 
 
+
+def test_a_relative_sqlite_file_is_beside_the_sweep_file_whatever_the_cwd(tmp_path, monkeypatch, capsys):
+    """As a journal file: `sqlite:///db/heads.db` is the sweep file's db/, so that a --resume from another
+    folder opens the same study (it was the cwd's: a fresh, empty study there)."""
+    from multiloss.run.sweep import storage_of
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "db").mkdir(parents=True)
+    (elsewhere / "db").mkdir(parents=True)
+    path = write(project, storage="sqlite:///db/heads.db")
+    monkeypatch.chdir(elsewhere)
+    sweep = load_sweep(path)
+    storage_of(sweep, sweep.folder)
+    assert (project / "db" / "heads.db").is_file() and not (elsewhere / "db" / "heads.db").exists()
+    assert yaml.safe_load(sweep.to_yaml())["storage"] == f"sqlite:///{project / 'db' / 'heads.db'}"
+    (project / "db" / "heads.db").unlink()
+    (project / "db").rmdir()
+    assert main(["validate", str(path)]) == 1
+    assert f"the SQLite file's folder {project / 'db'} does not exist" in capsys.readouterr().err
+
 # --- the space and the trial's run config -----------------------------------------------------------
 
 class Draws:

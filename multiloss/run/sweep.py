@@ -72,7 +72,7 @@ def storage_of(sweep: Sweep, folder: Path):
             from optuna.storages.journal import JournalFileBackend
 
             return opt.storages.JournalStorage(JournalFileBackend(str(sweep.relative_file(spec.journal))))
-        url = spec.url if spec is not None else f"sqlite:///{(folder / 'study.db').resolve()}"
+        url = sweep.storage_url() if spec is not None else f"sqlite:///{(folder / 'study.db').resolve()}"
         kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
         return opt.storages.RDBStorage(url, engine_kwargs=kwargs)
     except (ImportError, ValueError, OSError) as exc:     # a driver not installed, a URL not understood
@@ -108,15 +108,15 @@ def storage_problems(sweep: Sweep) -> Problems:
 
     where = ("storage",)
     try:
-        url = sqlalchemy.engine.make_url(spec.url)
+        url = sqlalchemy.engine.make_url(sweep.storage_url())
     except sqlalchemy.exc.ArgumentError as exc:
         return [(where, f"not a SQLAlchemy URL ({exc}); give e.g. postgresql://user@host/db, "
                         "sqlite:///path/study.db or {journal: FILE}")]
     if url.get_backend_name() == "sqlite":
         database = Path(url.database or "")
         if url.database and not database.parent.is_dir():
-            return [(where, f"the SQLite file's folder {database.parent.resolve()} does not exist (a relative "
-                            "sqlite:/// path is relative to the folder the sweep runs in)")]
+            return [(where, f"the SQLite file's folder {database.parent} does not exist (a relative "
+                            "sqlite:/// path is relative to the sweep file)")]
         return []
     try:
         timeout = {"connect_timeout": 10} if url.get_backend_name() in ("postgresql", "mysql") else {}

@@ -178,6 +178,8 @@ class Sweep:
         data["run"] = str(self.run_path.resolve())
         if self.config.storage is not None and self.config.storage.journal is not None:
             data["storage"] = {"journal": str(self.relative_file(self.config.storage.journal).resolve())}
+        elif self.config.storage is not None:
+            data["storage"] = self.storage_url()
         if isinstance(self.config.baselines, str):
             data["baselines"] = str(self.relative_file(self.config.baselines).resolve())
         return dump_yaml(data)
@@ -186,6 +188,22 @@ class Sweep:
         """A file the sweep names: absolute, or relative to the sweep file."""
         path = Path(name).expanduser()
         return path if path.is_absolute() else self.file.base / path
+
+    def storage_url(self) -> str:
+        """``storage:``'s SQLAlchemy URL, a relative SQLite file made absolute against the sweep file (as
+        the journal file is), so that the study is the same whatever folder the sweep is run from."""
+        import sqlalchemy
+
+        given = self.config.storage.url
+        try:
+            url = sqlalchemy.engine.make_url(given)
+        except sqlalchemy.exc.ArgumentError:
+            return given                        # storage_problems names it
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") \
+                or url.database.startswith("file:") or Path(url.database).is_absolute():
+            return given
+        return url.set(database=str(self.relative_file(url.database).resolve())).render_as_string(
+            hide_password=False)
 
 
 def trial_name(number: int) -> str:
