@@ -200,6 +200,38 @@ def test_a_relative_sqlite_file_is_beside_the_sweep_file_whatever_the_cwd(tmp_pa
     assert main(["validate", str(path)]) == 1
     assert f"the SQLite file's folder {project / 'db'} does not exist" in capsys.readouterr().err
 
+
+def test_enqueued_points_name_each_bad_key_and_value(tmp_path):
+    """A typo, a simplex and a choice of mappings (it raised AttributeError from the simplex), a value
+    out of its range or not among the choices: each at its enqueue path, in one pass."""
+    space = {"loss.outputs.parity.weight": {"log_uniform": [0.05, 5]},
+             "optimizer.name": {"choice": ["adam", "sgd"]},
+             "heads": {"simplex": ["loss.outputs.class.weight", "loss.terms.class_again.weight"], "total": 2},
+             "loss.weighting": {"choice": [{"strategy": "dwa"}, {"strategy": "rlw"}]}}
+    path = write(tmp_path, space=space, enqueue=[
+        {"loss.outputs.parity.wieght": 0.5, "heads": 1.0},
+        {"loss.weighting": {"strategy": "dwa"}, "loss.outputs.parity.weight": 9.0, "optimizer.name": "rmsprop"}])
+    got = {p: m for p, _, m in problems_of(path)}
+    assert got["enqueue.0.loss.outputs.parity.wieght"].startswith(
+        "unknown space key 'loss.outputs.parity.wieght'; did you mean 'loss.outputs.parity.weight'?")
+    assert "space key 'heads' is a simplex, which cannot be enqueued" in got["enqueue.0.heads"]
+    assert "space key 'loss.weighting' is a choice of mappings or lists, which cannot be enqueued" \
+        in got["enqueue.1.loss.weighting"]
+    assert got["enqueue.1.loss.outputs.parity.weight"] == "give a number in [0.05, 5.0], got 9.0"
+    assert got["enqueue.1.optimizer.name"] == "'rmsprop' is not one of the choices ['adam', 'sgd']"
+    assert len(got) == 5
+
+
+def test_a_misspelt_objective_is_named_as_such_whatever_its_mode(tmp_path):
+    """`val_class_los: auto` was told its mode cannot be resolved; it is a key the run does not log."""
+    path = write(tmp_path, objectives={"val_class_los": "auto", "val_parity_accuracy": "max"})
+    (where, _, msg), = problems_of(path)
+    assert where == "objectives.val_class_los" and msg.startswith(
+        "'val_class_los' is not a key the run logs; did you mean 'val_class_loss'")
+    path = write(tmp_path, objectives={"val_class_loss": "min", "class_weight": "auto"})
+    (where, _, msg), = problems_of(path)     # logged, and neither a loss nor a score: the mode is asked for
+    assert where == "objectives.class_weight" and "mode auto cannot tell whether 'class_weight'" in msg
+
 # --- the space and the trial's run config -----------------------------------------------------------
 
 class Draws:

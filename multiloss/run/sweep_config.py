@@ -236,14 +236,25 @@ def space_problems(sweep: Sweep) -> Problems:
                     problems.append((where, exc.args[0]))
             seen[path] = where
     problems += enqueue_problems(cfg)
-    for key in cfg.objectives:
-        if sweep.modes[key] is None:
-            problems.append((("objectives", key), f"mode auto cannot tell whether {key!r} is better lower or "
-                                                  f"higher; write {key}: min or {key}: max"))
     if len(cfg.objectives) > 1 and "pruning" in cfg.model_fields_set and cfg.pruning.enabled:
         problems.append((("pruning",), "pruning needs one objective (Optuna prunes on one intermediate value); "
                                        "with several objectives leave pruning out or write pruning: false"))
     return problems
+
+
+def mode_problems(sweep: Sweep, logged: list[str] | None = None) -> Problems:
+    """Objectives whose mode ``auto`` cannot resolve; with ``logged``, only those the run logs (a key it
+    does not log is a misspelling, named as such by :func:`run_problems`)."""
+    return [(("objectives", key), f"mode auto cannot tell whether {key!r} is better lower or higher; write "
+                                  f"{key}: min or {key}: max")
+            for key in sweep.config.objectives
+            if sweep.modes[key] is None and (logged is None or key in logged)]
+
+
+def enqueueable(spec) -> bool:
+    """Whether a space entry can be enqueued: a range, or a choice of plain values."""
+    return not isinstance(spec, Simplex) and (not isinstance(spec, Choice) or all(
+        o is None or isinstance(o, (bool, int, float, str)) for o in spec.choice))
 
 
 def enqueue_problems(cfg: SweepConfig) -> Problems:
@@ -255,12 +266,15 @@ def enqueue_problems(cfg: SweepConfig) -> Problems:
         for key, value in point.items():
             spec = cfg.space.get(key)
             where = ("enqueue", i, key)
-            if spec is None or isinstance(spec, Simplex) or (isinstance(spec, Choice) and not all(
-                    o is None or isinstance(o, (bool, int, float, str)) for o in spec.choice)):
-                plain = [k for k, v in cfg.space.items() if not isinstance(v, (Simplex, Choice))
-                         or all(o is None or isinstance(o, (bool, int, float, str)) for o in v.choice)]
+            if spec is None:
+                plain = [k for k, v in cfg.space.items() if enqueueable(v)]
                 problems.append((where, f"{unknown_key(key, plain, 'space key')} (ranges and choices of plain "
                                         "values can be enqueued)"))
+            elif not enqueueable(spec):
+                what = "a simplex" if isinstance(spec, Simplex) else "a choice of mappings or lists"
+                problems.append((where, f"space key {key!r} is {what}, which cannot be enqueued (ranges and "
+                                        "choices of plain values can); leave it out of the point to have it "
+                                        "sampled"))
             elif isinstance(spec, Choice) and value not in spec.choice:
                 problems.append((where, f"{value!r} is not one of the choices {spec.choice}"))
             elif not isinstance(spec, Choice):
@@ -294,7 +308,7 @@ def run_problems(sweep: Sweep) -> Problems:
         if key not in valid:
             problems.append((("objectives", key), f"{key!r} is not a key the run logs; "
                                                   f"{did_you_mean(key, valid)}valid: {', '.join(valid)}"))
-    return problems
+    return problems + mode_problems(sweep, valid)
 
 
 def spec_hint(data: dict, path: tuple) -> str:
@@ -335,6 +349,8 @@ def load_sweep(source: str | os.PathLike | dict, overrides: list[str] | None = N
                      for missing in [[k for k in cfg.objectives if k not in cfg.baselines]] if missing]
     elif isinstance(cfg.baselines, str):
         problems += baselines_file_problems(sweep)
+    if not check_run:
+        problems += mode_problems(sweep)
     if problems:
         raise cf.error(problems)
     if check_run:
