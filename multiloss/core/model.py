@@ -123,6 +123,11 @@ class MultilossModel(TrainerOverrides):
         try:
             with guard_labels():
                 return super().fit(*args, **kwargs)
+        except BaseException:
+            # A step that raised while being traced (a target the data lacks) leaves a tf.function that
+            # cannot create the variables of its next trace: the fixed data's fit gets new ones.
+            self.train_function = self.test_function = None
+            raise
         finally:
             composite = compiled_loss(self)
             if isinstance(composite, CompositeLoss) and composite.guard is not None:
