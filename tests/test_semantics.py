@@ -360,3 +360,31 @@ def test_losses_that_reduce_other_axes_than_the_last_pass_the_shape_check():
     last = ml.build_loss({"outputs": {"m": {"loss": "categorical_crossentropy"}}})
     assert float(first.compute({"m": tc}, {"m": pc}).total) == pytest.approx(
         float(last.compute({"m": tc.transpose(0, 2, 1)}, {"m": pc.transpose(0, 2, 1)}).total), rel=1e-6)
+
+
+@pytest.mark.parametrize("bad, shown", [(-1.0, "-1"), (float("nan"), "nan"), (float("inf"), "inf")],
+                         ids=["negative", "nan", "inf"])
+def test_a_sample_weight_that_is_negative_or_not_finite_is_refused_naming_the_term(bad, shown):
+    """Keras accepts a negative weight (the term's loss is then maximised on that example, b_loss -0.79 in
+    a probe) and a NaN one (which the guard reported as the term's loss); multiloss names the weight,
+    eagerly in compute and from a tf.data pipeline in fit, where the assert runs in the graph."""
+    import keras
+    import tensorflow as tf
+
+    spec = "outputs:\n  a: {loss: mse}\n  b: {loss: binary_crossentropy, weight: 0.5}\n"
+    y = {"a": np.zeros((4, 1), "float32"), "b": np.ones((4, 1), "float32")}
+    p = {"a": np.full((4, 1), 0.5, "float32"), "b": np.full((4, 1), 0.7, "float32")}
+    weights = {"a": np.ones(4, "float32"), "b": np.array([1, 0, bad, 2], "float32")}
+    rule = r"its sample weight holds {}; sample weights must be finite numbers ≥ 0"
+    with pytest.raises(ml.SpecError, match=r"outputs\.b\.loss: term 'b': " + rule.format(shown)):
+        _total(spec, y, p, weights)
+    assert _total(spec, y, p, {**weights, "b": np.array([1, 0, 3, 2], "float32")})[0] > 0   # zeros are fine
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((3,))
+    model = keras.Model(x_in, {"a": keras.layers.Dense(1, name="a")(x_in),
+                               "b": keras.layers.Dense(1, activation="sigmoid", name="b")(x_in)})
+    ml.compile(model, spec, optimizer="sgd")
+    x = np.ones((4, 3), "float32")
+    data = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(4)
+    with pytest.raises(ml.SpecError, match=r"outputs\.b\.loss: term 'b': " + rule.format(shown)):
+        model.fit(data, epochs=1, verbose=0)

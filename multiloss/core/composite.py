@@ -343,6 +343,25 @@ class CompositeLoss:
                 t, f"target shape {tuple(target.shape)} cannot match prediction shape {ps}: "
                    f"loss {t.loss_label!r} expects {rule}")
 
+    def _check_sample_weight(self, t: Term, sw):
+        """A sample weight is finite and ≥ 0: a negative one would maximise the term's loss on its examples
+        (Keras accepts it), a NaN poison the total.  In a graph, one assert on the host, as for labels."""
+        rule = "sample weights must be finite numbers ≥ 0 (a weight of 0 leaves the example out)"
+        if tf.executing_eagerly():
+            arr = np.asarray(ops.convert_to_numpy(sw), dtype="float64")
+            bad = arr[~(np.isfinite(arr) & (arr >= 0))]
+            if bad.size:
+                raise self._where(t, f"its sample weight holds {bad[0]:g}; {rule}")
+            return sw
+        sw = ops.convert_to_tensor(sw)
+        flat = tf.reshape(tf.cast(sw, "float32"), [-1])
+        ok = tf.logical_and(tf.math.is_finite(flat), flat >= 0)
+        msg = label_check_message(*self.spec.locate(t.path), f"term {t.name!r}: its sample weight holds {{}}; {rule}")
+        check = tf.debugging.Assert(tf.reduce_all(ok), [msg, tf.boolean_mask(flat, tf.logical_not(ok))[:1]],
+                                    summarize=1)
+        with tf.control_dependencies([check]):
+            return tf.identity(sw)
+
     def _check_labels(self, t: Term, ids, n_classes: int):
         rule = f"out of range for sparse loss {t.loss_label!r}: valid class ids are 0..{n_classes - 1}"
         if tf.executing_eagerly():
@@ -399,7 +418,7 @@ class CompositeLoss:
             values = t.loss(target, pred)
         values = self._check_values(t, values, target, pred)
         if sw is not None:
-            factors.append(("sample_weight", sw))
+            factors.append(("sample_weight", self._check_sample_weight(t, sw)))
         if t.class_weight:
             ids = red.class_ids(target, pred, sparse, red.class_axis(t.loss.params))
             factors.append(("class_weight", red.class_weight_map(ids, t.class_weight, values.dtype)))

@@ -180,7 +180,7 @@ def install(model, composite: CompositeLoss, nonfinite: str = "stop") -> None:
 
 
 _LABEL = re.compile(re.escape(LABEL_CHECK) + r"\|(?P<source>[^|]*)\|(?P<path>[^|]*)\|(?P<msg>[^\]]*)\]"
-                    r"\s*\[(?P<value>-?\d+)")
+                    r"\s*\[(?P<value>-?[\w.+-]+)")
 
 
 @contextlib.contextmanager
