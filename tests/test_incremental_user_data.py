@@ -251,6 +251,106 @@ def test_a_csv_names_its_class_column_with_data_target(tmp_path):
                                         r"to the one that holds the class ids"):
         Scenario(load_incremental_config(cfg))
 
+
+# --- a user's backbone builder and method settings, checked before training -----------------------
+
+def dense_layer(info):
+    return keras.layers.Dense(4)
+
+
+def unbuilt_sequential(info):
+    return keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(4)])
+
+
+def feature_maps(info):
+    x = keras.Input(info["input_shape"])
+    return keras.Model(x, keras.layers.Conv2D(2, 3)(x))
+
+
+def other_inputs(info):
+    x = keras.Input((16, 16, 1))
+    return keras.Model(x, keras.layers.Dense(4)(keras.layers.Flatten()(x)))
+
+
+@pytest.mark.parametrize("builder, message", [
+    ("dense_layer", "it returned a Dense, not a keras.Model"),
+    ("unbuilt_sequential", r"it returned a Sequential without inputs \(a Sequential needs a keras.Input first"),
+    ("feature_maps", r"the backbone must map its inputs to one feature vector \[B, D\]; it outputs "
+                     r"\[\(None, 6, 6, 2\)\]"),
+    ("other_inputs", r"it takes inputs shaped \(16, 16, 1\), the data's are \(8, 8, 1\)"),
+])
+def test_a_users_backbone_that_cannot_be_one_is_named_at_model_builder(tmp_path, builder, message):
+    """They were tracebacks from inside the network (AttributeError, ValueError), or (other inputs) passed
+    validate and failed at the first batch inside Keras."""
+    from multiloss.incremental.runner import IncrementalKind
+
+    write_folders(tmp_path / "images")
+    cfg = incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                             model={"builder": f"test_incremental_user_data:{builder}"})
+    with pytest.raises(SpecError, match=r"model\.builder: backbone builder 'test_incremental_user_data:"
+                                        + builder + "': " + message):
+        IncrementalKind().check(cfg)
+
+
+@pytest.mark.parametrize("method, where, message", [
+    ("podnet", "method.name", "method 'podnet' cannot build its network on this backbone: POD distillation "
+                              "needs a backbone with 4-D feature maps"),
+    ("memo", "method.params.specialized_stages", "the backbone has 1 stage"),
+])
+def test_a_method_that_cannot_use_the_backbone_is_named_at_its_key(tmp_path, method, where, message):
+    from multiloss.incremental.runner import IncrementalKind
+
+    cfg = incremental_config(tmp_path, {"source": "test_incremental_user_data:tf_data_source"},
+                             model={"builder": "mlp", "params": {"hidden": [4]}}, method={"name": method})
+    with pytest.raises(SpecError) as err:
+        IncrementalKind().check(cfg)
+    assert f"{where}: {message}" in str(err.value), str(err.value)
+
+
+def test_a_memory_budget_below_the_classes_is_refused_and_a_bad_one_named_once(tmp_path):
+    """budget 2 for 4 classes kept [1, 1, 0, 0] exemplars: a class never replayed and, for iCaRL, a zero
+    class mean it is almost never predicted by; budget 0 was also reported as "add memory"."""
+    write_folders(tmp_path / "images")
+    cfg = incremental_config(tmp_path, folder_data(tmp_path / "images"), memory={"budget": 3},
+                             method={"name": "icarl"})
+    with pytest.raises(SpecError, match=r"memory\.budget: 3 exemplars cannot keep one of each of the 4 classes "
+                                        r"the steps learn.*give budget ≥ 4 or per_class"):
+        Scenario(load_incremental_config(cfg))
+    cfg["memory"] = {"budget": 4}
+    assert Scenario(load_incremental_config(cfg)).groups == [2, 2]
+    cfg["memory"] = {"budget": 0}
+    with pytest.raises(SpecError) as err:
+        load_incremental_config(cfg)
+    assert [p[0] for p in err.value.problems] == [("memory", "budget")]
+
+
+def test_lucir_with_one_new_class_a_step_takes_it_as_its_hard_negative(tmp_path):
+    """K = 2 hard negatives among one new class failed at step 1 in top_k; K is at most the new classes."""
+    from multiloss.incremental.methods import LUCIR, Step
+
+    spec = LUCIR().spec(Step(1, (2, 1)))
+    ranking, = [t for t in spec["terms"] if t["name"] == "margin_ranking"]
+    assert ranking["loss"]["params"]["k"] == 1
+    cfg = incremental_config(tmp_path, {"source": "test_incremental_user_data:tf_data_source"},
+                             model={"builder": "mlp", "params": {"hidden": [4]}}, method={"name": "lucir"},
+                             scenario={"class_order": [2, 0, 3, 1], "initial": 2, "increment": 1, "steps": 2})
+    from multiloss.incremental import runner
+
+    summary = runner.run_incremental(cfg, quiet=True)
+    assert len(summary["steps"]) == 2 and all(np.isfinite(s["accuracy"]) for s in summary["steps"])
+
+
+def test_hidden_folders_inside_a_class_folder_are_not_its_images(tmp_path):
+    """A notebook's `a/.ipynb_checkpoints/0-checkpoint.png` was read as an image of class a."""
+    from multiloss.run.sources import image_files
+
+    made = write_folders(tmp_path / "images", per_class=2)
+    (tmp_path / "images" / "ant" / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(pixels(1, 0), "L").save(tmp_path / "images" / "ant" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    Image.fromarray(pixels(1, 1), "L").save(tmp_path / "images" / "ant" / "._1.png")
+    assert [str(f) for f in image_files(tmp_path / "images" / "ant")] == sorted(
+        k for k in made if "/ant/" in k)
+
 # --- a saved Keras model as the backbone ----------------------------------------------------------
 
 def two_head_model(filters: int = 3, units: int = 5) -> keras.Model:

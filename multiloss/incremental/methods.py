@@ -856,7 +856,8 @@ class LUCIRParams(_Params):
     adaptive: bool = Field(True, description="λ = λ_base·√(old classes / new classes) (the paper's adaptive "
                                              "weight); false: λ = λ_base.")
     ranking_weight: float = Field(1.0, ge=0, description="Weight of the margin ranking loss (the code's lw_mr: 1).")
-    k: int = Field(2, ge=1, description="Hard negatives per old-class sample, K (2).")
+    k: int = Field(2, ge=1, description="Hard negatives per old-class sample, K (2); at most the step's new "
+                                        "classes (all of them where fewer).")
     margin: float = Field(0.5, ge=0, description="Margin m of the ranking loss, in cosine units (0.5).")
     scale: float = Field(16.0, gt=0, description="Initial σ of the cosine classifier, learned (the code starts at "
                                                  "1 and trains 160 epochs; as PODNet's `scale` here).")
@@ -905,7 +906,9 @@ class LUCIR(Method):
                 {"name": "less_forget", "outputs": ["features"], "target": "old_features", "weight": self.lam(step),
                  "loss": {"name": "pod_flat"}},
                 {"name": "margin_ranking", "outputs": ["scaled"], "target": "class", "weight": p.ranking_weight,
-                 "loss": {"name": "margin_ranking", "params": {"num_old": step.num_old, "k": p.k,
+                 # K hard negatives among the step's new classes, at most as many as there are (increment 1)
+                 "loss": {"name": "margin_ranking", "params": {"num_old": step.num_old,
+                                                               "k": min(p.k, len(step.new_classes)),
                                                                "margin": p.margin}}},
             ]
         return {"terms": terms}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from copy import copy as shallow_copy
+from typing import Any
 
 import keras
 import numpy as np
@@ -178,6 +179,29 @@ class BackboneError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(message)
         self.key = key
+
+
+def backbone_problem(model: Any, input_shape) -> str | None:
+    """What keeps a builder's result from being a backbone over inputs shaped ``input_shape``: not a
+    Keras model, one with no inputs yet, not one feature vector ``[B, D]``, other inputs; or None."""
+    if not isinstance(model, keras.Model):
+        return f"it returned a {type(model).__name__}, not a keras.Model"
+    try:
+        outputs, inputs = model.outputs, model.inputs
+    except (AttributeError, ValueError):
+        outputs = inputs = None
+    if not outputs or not inputs:
+        return (f"it returned a {type(model).__name__} without inputs (a Sequential needs a keras.Input first; "
+                "a subclassed model cannot be a backbone)")
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        return ("the backbone must map its inputs to one feature vector [B, D]; it outputs "
+                f"{[tuple(o.shape) for o in outputs]} (end it with a Flatten or a GlobalAveragePooling2D)")
+    if len(inputs) != 1:
+        return f"it takes {len(inputs)} inputs; a backbone takes one (the image)"
+    saved, given = tuple(inputs[0].shape[1:]), tuple(input_shape or ())
+    if given and (len(saved) != len(given) or any(a is not None and a != b for a, b in zip(saved, given))):
+        return f"it takes inputs shaped {saved}, the data's are {given}"
+    return None
 
 
 def vector_layers(model: keras.Model) -> list[str]:
@@ -429,7 +453,7 @@ def pre_relu_backbone(backbone: keras.Model) -> keras.Model:
         out = type(last).from_config(last.get_config())(relu.input)
     else:
         raise ValueError(f"cannot take the features before the last ReLU of this backbone (its last layer is "
-                         f"{type(last).__name__} {last.name!r}); use features: post_relu")
+                         f"{type(last).__name__} {last.name!r}); give method.params.features: post_relu")
     return keras.Model(backbone.inputs[0], out, name=backbone.name)
 
 
@@ -1029,7 +1053,7 @@ def _batched(fn, x: np.ndarray, batch_size: int, reader: Callable | None = None)
 
 __all__ = ["IncrementalNet", "DERNet", "FOSTERNet", "MEMONet", "split_backbone", "stage_ends",
            "LocalSimilarityClassifier", "NearestMeanScores", "saved_backbone",
-           "BackboneError", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
+           "BackboneError", "backbone_problem", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
            "align_weights", "feature_maps", "imprint_proxies", "kmeans", "pre_relu_backbone", "WithScale",
            "QuadraticPenalty", "PenaltyNet", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
            "resnet18", "resnet32",

@@ -41,7 +41,7 @@ from ..run.models import build_with
 from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
 from ..run.rundir import RunDir
-from ..spec.errors import RunError
+from ..spec.errors import RunError, SpecError
 from .config import IncrementalConfig, load_incremental_config
 from .inputs import MissingTarget, split_data
 from .learner import ClassData, Learner
@@ -57,7 +57,7 @@ from .metrics import (
     task_accuracies,
     task_aware_accuracies,
 )
-from .network import BackboneError, get_backbone, saved_backbone
+from .network import BackboneError, backbone_problem, get_backbone, saved_backbone
 from .plots import plot_accuracy, plot_confusion
 
 # --- the scenario -------------------------------------------------------------
@@ -121,6 +121,12 @@ class Scenario:
                                   f"{n_steps - 1}×{sc.increment} classes; the data has {num_classes}")])
         self.order = order
         self.groups = [sc.initial] + [sc.increment] * (n_steps - 1)
+        memory, seen = cfg.memory, sum(self.groups)
+        if memory is not None and memory.budget is not None and memory.budget < seen and cfg.make_method().replay:
+            raise cfg.error([(("memory", "budget"), f"{memory.budget} exemplars cannot keep one of each of the "
+                              f"{seen} classes the steps learn: classes would be left with none (never "
+                              f"replayed, and no class mean for a nearest-mean classifier); give budget ≥ "
+                              f"{seen} or per_class")])
         names = named or splits.info.get("class_names") or [str(i) for i in range(num_classes)]
         check_trained(cfg, data, order[: sum(self.groups)], names)
         check_evaluated(cfg, data, order[: self.groups[0]], names)
@@ -180,13 +186,32 @@ def backbone_builder(cfg: IncrementalConfig, info: dict):
 
         return build
     builder = get_backbone(cfg.model.builder)
-    return lambda: build_with(builder, cfg.model.builder, info, cfg.model.params, cfg.error, "backbone")
+
+    def build():
+        model = build_with(builder, cfg.model.builder, info, cfg.model.params, cfg.error, "backbone")
+        problem = backbone_problem(model, info.get("input_shape"))
+        if problem:
+            raise cfg.error([(("model", "builder"), f"backbone builder {cfg.model.builder!r}: {problem}")])
+        return model
+
+    return build
 
 
 def build_net(cfg: IncrementalConfig, info: dict, method: Method, reader=None):
     """The method's network over the config's backbone (built by ``method.build_net``); ``reader`` reads
-    records (an image folder's file paths) into inputs."""
-    net = method.build_net(backbone_builder(cfg, info))
+    records (an image folder's file paths) into inputs.  A backbone the method cannot use (PODNet's
+    feature maps on a dense one) is named at ``method`` (or the ``method.params`` key its message names)."""
+    try:
+        net = method.build_net(backbone_builder(cfg, info))
+    except SpecError:
+        raise
+    except ValueError as exc:
+        text = str(exc)
+        key, _, rest = text.partition(": ")
+        if key.startswith("method.params.") and rest:         # the message names the param at fault
+            raise cfg.error([(tuple(key.split(".")), rest)]) from None
+        raise cfg.error([(("method", "name"), f"method {cfg.method.name!r} cannot build its network on this "
+                                              f"backbone: {text}")]) from None
     net.reader = reader
     return net
 

@@ -108,8 +108,11 @@ def check_image(f: Path) -> None:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (any depth), sorted; each one checked (:func:`check_image`)."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The image files under ``folder`` (any depth), sorted; each one checked (:func:`check_image`).  Hidden
+    files and folders (``.ipynb_checkpoints/``, ``._x.png``) are left out at every depth, as hidden class
+    folders are: Jupyter's checkpoint copies are not images of the class they sit in."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     for f in files:
         check_image(f)
     return files
