@@ -232,6 +232,21 @@ def test_a_misspelt_objective_is_named_as_such_whatever_its_mode(tmp_path):
     (where, _, msg), = problems_of(path)     # logged, and neither a loss nor a score: the mode is asked for
     assert where == "objectives.class_weight" and "mode auto cannot tell whether 'class_weight'" in msg
 
+
+def test_a_strategy_shorthand_takes_set_and_a_sweep_over_its_params(tmp_path):
+    """`weighting: dwa` is `{strategy: dwa}`: --set and a sweep space reach keys inside it (both were
+    refused: "is str 'dwa', not a mapping or a list")."""
+    run = RUN.replace("  terms:\n", "  weighting: dwa\n  terms:\n")
+    (tmp_path / "run.yaml").write_text(run)
+    cfg = load_run_config(tmp_path / "run.yaml", ["loss.weighting.params.temperature=4"])
+    assert cfg.spec.weighting.strategy == "dwa" and cfg.spec.weighting.params["temperature"] == 4
+    with pytest.raises(SpecError, match=r"loss\.weighting\.params\.temprature: strategy 'dwa' has no parameter "
+                                        r"'temprature'; valid: temperature"):
+        load_run_config(tmp_path / "run.yaml", ["loss.weighting.params.temprature=4"])
+    sweep = load_sweep(write(tmp_path, run=run, space={"loss.weighting.params.temperature": {"uniform": [0.5, 4]}}))
+    trial = load_run_config(sweep.run_path, sweep.trial_overrides(3, tmp_path, {"loss.weighting.params.temperature": 2.5}))
+    assert trial.spec.weighting.strategy == "dwa" and trial.spec.weighting.params["temperature"] == 2.5
+
 # --- the space and the trial's run config -----------------------------------------------------------
 
 class Draws:

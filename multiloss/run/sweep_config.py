@@ -102,9 +102,9 @@ class SweepConfig(_Model):
                                                               "name of its own.")
     trials: Integer = Field(20, ge=1, description="Trials in the study, whatever their end (complete, pruned, failed).")
     seed: Integer = 0
-    sampler: Annotated[SamplerConfig, shorthand("name")] = Field(default_factory=SamplerConfig)
-    pruning: Annotated[PruningConfig, shorthand("enabled")] = Field(default_factory=PruningConfig)
-    storage: Annotated[StorageConfig, shorthand("url")] | None = Field(
+    sampler: Annotated[SamplerConfig, shorthand("sampler")] = Field(default_factory=SamplerConfig)
+    pruning: Annotated[PruningConfig, shorthand("pruning")] = Field(default_factory=PruningConfig)
+    storage: Annotated[StorageConfig, shorthand("storage")] | None = Field(
         None, description="Default: a SQLite file in the sweep folder; any SQLAlchemy URL Optuna accepts "
                           "(postgresql://..., mysql://...), or {journal: FILE}.")
     baselines: str | dict[str, float] | None = Field(

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from ..spec.configfile import list_item
-from ..spec.validation import Problems, pydantic_problems, unknown_key
+from ..spec.validation import Problems, expand_shorthand, pydantic_problems, unknown_key
 
 KINDS = ("log_uniform", "uniform", "int", "choice", "simplex")
 
@@ -198,7 +198,7 @@ def locate(data: dict, parts: list[str], barrier: tuple = ()) -> tuple[list, tup
             raise KeyError(f"{'.'.join(map(str, concrete))} is {type(node).__name__} {node!r} in the run config, "
                            "not a mapping or a list, so nothing can be set inside it")
         concrete.append(key)
-        node = node.get(key) if isinstance(node, dict) else node[key]
+        node = expand_shorthand(key, node.get(key) if isinstance(node, dict) else node[key])
     return concrete, root if root is not None else tuple(concrete)
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError
-from .validation import Problems, did_you_mean, pydantic_problems
+from .validation import Problems, did_you_mean, expand_shorthand, pydantic_problems
 from .yamlio import Lines, line_of, load_yaml, read_source
 
 M = TypeVar("M", bound=BaseModel)
@@ -95,7 +95,9 @@ def apply_overrides(data: dict, overrides: list[str], lines: Lines) -> dict[tupl
             if i == len(path) - 1:
                 node[key] = value
                 break
-            child = node.get(key) if isinstance(node, dict) else node[key]
+            child = expand_shorthand(key, node.get(key) if isinstance(node, dict) else node[key])
+            if isinstance(child, dict):          # `weighting: dwa` set inside: {strategy: dwa, ...}
+                node[key] = child
             if child is None:
                 child = node[key] = {}
             elif not isinstance(child, (dict, list)):

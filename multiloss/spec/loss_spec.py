@@ -175,7 +175,7 @@ class LossSpec(_Model):
     )
     loss: dict[str, LossRef] | None = Field(None, description="Compile form: {output: loss}.")
     loss_weights: dict[str, Weight] | None = Field(None, description="Compile form: {output: weight}.")
-    weighting: Annotated[WeightingSpec | None, shorthand("strategy")] = Field(
+    weighting: Annotated[WeightingSpec | None, shorthand("weighting")] = Field(
         None, description="Dynamic or learned weighting strategy: {strategy: NAME, params: {...}}, or just NAME.")
     schedules: dict[str, ScheduleSpec] = Field(
         default_factory=dict, description="Term -> schedule of a factor multiplying its weight.")

@@ -33,13 +33,22 @@ def _not_bool(value: Any) -> Any:
 Integer = Annotated[int, BeforeValidator(_not_bool)]
 
 
-def shorthand(field: str) -> BeforeValidator:
-    """A before-validator that reads a plain value as ``{field: value}`` (``weighting: pcgrad``,
-    ``sampler: tpe``, ``pruning: false``)."""
-    def read(value: Any) -> Any:
-        return value if value is None or isinstance(value, (dict, BaseModel)) else {field: value}
+#: The config keys whose plain value stands for a mapping of one field: ``weighting: pcgrad`` is
+#: ``weighting: {strategy: pcgrad}``, ``sampler: tpe``, ``pruning: false``, ``storage: URL``.
+SHORTHANDS = {"weighting": "strategy", "sampler": "name", "pruning": "enabled", "storage": "url"}
 
-    return BeforeValidator(read)
+
+def expand_shorthand(key: Any, value: Any) -> Any:
+    """``value`` under config key ``key`` as its mapping where it is a shorthand (:data:`SHORTHANDS`)."""
+    if key in SHORTHANDS and value is not None and not isinstance(value, (dict, list, BaseModel)):
+        return {SHORTHANDS[key]: value}
+    return value
+
+
+def shorthand(key: str) -> BeforeValidator:
+    """A before-validator that reads the plain value of config key ``key`` as its mapping
+    (:func:`expand_shorthand`)."""
+    return BeforeValidator(lambda value: expand_shorthand(key, value))
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -211,5 +220,5 @@ def check_params(fn: Callable, params: dict, path: tuple, skip: Iterable[str] = 
     return problems
 
 
-__all__ = ["Problems", "Integer", "shorthand", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "error_message", "nonfinite_paths",
+__all__ = ["Problems", "Integer", "SHORTHANDS", "expand_shorthand", "shorthand", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "error_message", "nonfinite_paths",
            "signature_params", "bind_problem", "check_params"]
