@@ -109,6 +109,15 @@ def test_predict_names_a_missing_input_and_export_a_folder_without_a_model(run, 
     assert "has no array 'image_b'; the model's inputs are ['image_a', 'image_b']" in capsys.readouterr().err
     assert main(["export", str(tmp_path)]) != 0
     assert "has no model.keras" in capsys.readouterr().err
+    # A `seeds:` incremental run: the folder holds one run per seed, each with its model.
+    parent = tmp_path / "seeds"
+    for s in (0, 1):
+        (parent / f"seed-{s}").mkdir(parents=True)
+        (parent / f"seed-{s}" / "model.keras").write_bytes(b"")
+    (parent / "config.yaml").write_text("name: seeds\n")
+    assert main(["predict", str(parent), "--input", str(tmp_path / "bad.npz")]) == 1
+    assert f"is a `seeds:` run: each seed's run has its own model.keras; give one of {parent / 'seed-0'}, " \
+           f"{parent / 'seed-1'}" in capsys.readouterr().err
 
 
 def test_predict_on_an_incremental_runs_model_names_its_classes(tmp_path):

@@ -48,6 +48,10 @@ def load_run_model(run_dir: str | os.PathLike) -> tuple[RunDir, Any, keras.Model
     run = RunDir(run_dir, resume=True)
     path = run.file("model.keras")
     if not path.is_file():
+        seeds = sorted(p.name for p in run.path.glob("seed-*") if (p / "model.keras").is_file())
+        if seeds:
+            raise RunError(f"{run.path} is a `seeds:` run: each seed's run has its own model.keras; give one of "
+                           f"{', '.join(str(run.path / s) for s in seeds)}")
         raise RunError(f"{run.path} has no model.keras: export and predict take the folder of a finished "
                        "`multiloss train` or `multiloss incremental` run")
     cfg = kind_of_run(run.path).load_config(run.file("config.yaml")) if run.file("config.yaml").is_file() \
