@@ -460,6 +460,11 @@ def test_pick_prefers_the_front_trial_of_least_weighted_scaled_objectives():
     for bad in ("x=1", "depth", "depth=-1,seg=0", "e=1"):     # 'e' is in both names
         with pytest.raises(RunError, match="--pick"):
             sweep_report.parse_pick(bad, FakeSweep.objectives)
+    # Heads named a and c: 'a' is a word of val_a_accuracy only (it is also a letter of val_c_loss's "val").
+    assert sweep_report.parse_pick("a=0.7,c=0.3", ["val_a_accuracy", "val_c_loss"]) == {
+        "val_a_accuracy": 0.7, "val_c_loss": 0.3}
+    assert sweep_report.parse_pick("class_again=1", ["val_class_loss", "val_class_again_loss"]) == {
+        "val_class_again_loss": 1.0}
 
 
 # --- pruning and failures as the scheduler sees them -------------------------------------------------

@@ -280,15 +280,24 @@ def write_reports(sweep: Sweep, study, folder: Path) -> list[TrialRow]:
 
 # --- picking one trial --------------------------------------------------------------------------
 
+def words_in(name: str, key: str) -> bool:
+    """Whether ``name`` is whole ``_``-separated words of ``key`` (``a`` of ``val_a_accuracy``, not of
+    ``val_c_loss``)."""
+    words, part = key.split("_"), name.split("_")
+    return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))
+
+
 def parse_pick(text: str | None, objectives: list[str]) -> dict[str, float]:
-    """``depth=0.7,seg=0.3`` -> {objective: weight}; a name is an objective or a part of one name only."""
+    """``depth=0.7,seg=0.3`` -> {objective: weight}; a name is an objective, whole words of one name
+    only (a head ``a`` of ``val_a_accuracy``), or a part of one name only."""
     if not text:
         return dict.fromkeys(objectives, 1.0)
     weights: dict[str, float] = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")
         name = name.strip()
-        matches = [k for k in objectives if k == name] or [k for k in objectives if name and name in k]
+        matches = ([k for k in objectives if k == name] or [k for k in objectives if name and words_in(name, k)]
+                   or [k for k in objectives if name and name in k])
         if not sep or len(matches) != 1:
             why = "expected NAME=WEIGHT" if not sep else (
                 f"{name!r} names no objective" if not matches else f"{name!r} names several: {', '.join(matches)}")
