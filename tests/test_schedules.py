@@ -127,3 +127,34 @@ def test_get_weights_is_the_scheduled_weight_at_the_current_step_after_fit_and_a
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert int(loaded.optimizer.iterations) == 3
     assert loaded.loss.get_weights() == pytest.approx({"a": 1.0, "b": 0.25})
+
+
+def test_static_weights_round_trip_where_the_effective_ones_would_not():
+    """get_weights() is static × schedule × strategy; writing it back as the static weights rescaled every
+    term (uncertainty: a 0.7151 -> 0.5113 in a probe).  get_static_weights() round-trips."""
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((3,))
+    model = keras.Model(x_in, {"a": keras.layers.Dense(1, name="a")(x_in), "b": keras.layers.Dense(1, name="b")(x_in)})
+    ml.compile(model, """
+    outputs:
+      a: {loss: mse, weight: 2.0}
+      b: {loss: mse, weight: 0.5}
+    weighting: uncertainty
+    schedules:
+      b: {kind: linear, start: 0.0, end: 1.0, steps: 10}
+    """, optimizer=keras.optimizers.SGD(0.05))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = {"a": rng.normal(size=(16, 1)).astype("float32"), "b": rng.normal(size=(16, 1)).astype("float32")}
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)      # 4 steps: factor 0.4 for b
+    assert model.loss.get_static_weights() == pytest.approx({"a": 2.0, "b": 0.5})
+    before = model.loss.get_weights()      # static × f, f = schedule × strategy (½e^(-s) for mse)
+    model.loss.set_weights(model.loss.get_static_weights())
+    assert model.loss.get_weights() == pytest.approx(before, rel=1e-6)
+    model.loss.set_weights(before)         # static' = static × f: the effective weights become static × f²
+    static = {"a": 2.0, "b": 0.5}
+    assert model.loss.get_weights() == pytest.approx({k: before[k] ** 2 / static[k] for k in static}, rel=1e-5)
+    assert before["b"] != pytest.approx(before["b"] ** 2 / static["b"])
+    for bad in ("big", True, float("nan"), -1.0):
+        with pytest.raises(ValueError, match="weight of term 'a' must be a finite number ≥ 0"):
+            model.loss.set_weights({"a": bad})

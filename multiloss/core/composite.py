@@ -265,21 +265,31 @@ class CompositeLoss:
             self.weighting.refresh_if_stale()   # a loaded model's: at the step it was saved at, not step 0
         return dict(zip(self.term_names, map(float, ops.convert_to_numpy(self.weights))))
 
+    def get_static_weights(self) -> dict[str, float]:
+        """The static weights (the spec's, or those :meth:`set_weights` gave), which the schedule and
+        strategy weights multiply: ``set_weights(get_static_weights())`` changes nothing, where
+        ``set_weights(get_weights())`` would make the effective weights the static ones."""
+        target = self.weights if self.weighting is None else self.weighting.base
+        return dict(zip(self.term_names, map(float, ops.convert_to_numpy(target))))
+
     def set_weights(self, weights: dict[str, float]) -> None:
         """Change term weights; takes effect at the next step (no retracing).
 
         With a ``weighting:`` strategy or ``schedules:`` this sets the static
-        weights, which multiply the schedule and strategy weights.
+        weights (:meth:`get_static_weights`), which multiply the schedule and strategy weights.
         """
         unknown = set(weights) - set(self._index)
         if unknown:
             raise KeyError(f"unknown term(s) {sorted(unknown)}; terms: {self.term_names}")
-        target = self.weights if self.weighting is None else self.weighting.base
-        vec = ops.convert_to_numpy(target).copy()
+        vec = np.asarray(list(self.get_static_weights().values()), "float32")
         for name, w in weights.items():
-            if not np.isfinite(w) or w < 0:
+            try:
+                value = None if isinstance(w, (bool, np.bool_, str)) else float(w)
+            except (TypeError, ValueError):
+                value = None
+            if value is None or not np.isfinite(value) or value < 0:
                 raise ValueError(f"weight of term {name!r} must be a finite number ≥ 0, got {w!r}")
-            vec[self._index[name]] = w
+            vec[self._index[name]] = value
         if self.weighting is None:
             self.weights.assign(vec)
         else:
