@@ -108,3 +108,20 @@ def test_quickstart_into_a_file_is_refused_before_it_trains(tmp_path, capsys, mo
     assert f"error: --out {tmp_path / 'qs'} is a file; give a folder" in err
     assert (tmp_path / "qs").read_text() == "my notes"
 
+
+
+def test_describe_with_a_strategy_and_schedules_does_not_call_static_x_schedule_the_effective_weight(
+        tmp_path, capsys):
+    """With uncertainty, 'at step 0: 2' was headed "effective weight", while the first step logs c_weight
+    1.0 (½e^0·2): the strategy's factor multiplies the column, and describe says so."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("outputs:\n  a: {loss: mse, weight: 2}\n  c: {loss: mse, weight: 2}\nweighting: uncertainty\n"
+                    "schedules:\n  c: {kind: linear, start: 0.0, end: 1.0, steps: 10}\n")
+    assert main(["describe", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "effective weight  static" not in out and "static × schedule  static" in out
+    assert "is this × the weight uncertainty computes" in out
+    path.write_text("outputs:\n  a: {loss: mse, weight: 2}\n"
+                    "schedules:\n  a: {kind: linear, start: 0.0, end: 1.0, steps: 10}\n")
+    assert main(["describe", str(path)]) == 0
+    assert "effective weight  static" in capsys.readouterr().out     # no strategy: it is the effective weight

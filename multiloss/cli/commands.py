@@ -108,15 +108,16 @@ def cmd_describe(args) -> int:
     shared = "" if w is None or not w.shared else f"; shared layers: {', '.join(w.shared)}"
     note = ("weights fixed" if strategy == "static" and not spec.schedules else
             "weights follow the schedules" if strategy == "static" else
-            f"it multiplies each {'effective ' if spec.schedules else ''}weight during training")
+            f"it multiplies each {'static × schedule ' if spec.schedules else ''}weight during training")
     print(f"weighting: {strategy}{params}{shared} ({note})")
     if spec.schedules:
-        print(_schedule_table(spec, terms))
+        print(_schedule_table(spec, terms, strategy))
     return 0
 
 
-def _schedule_table(spec, terms) -> str:
-    """Each term's effective weight: static, its schedule's ramp, at step 0 and after the ramp."""
+def _schedule_table(spec, terms, strategy: str = "static") -> str:
+    """Each term's weight: static, its schedule's ramp, static × schedule at step 0 and after the ramp
+    (the effective weight without a strategy; a strategy's weight multiplies it, and is said so)."""
     from ..run.console import round_weight, table
 
     rows = []
@@ -130,7 +131,11 @@ def _schedule_table(spec, terms) -> str:
         ramp += f" in {s.stages} stages" if s.stages != 1 else ""
         rows.append([t.name, f"{round_weight(t.weight):g}", ramp, f"{round_weight(t.weight * s.start):g}",
                      f"{round_weight(t.weight * s.end):g}"])
-    return table(rows, ["effective weight", "static", "schedule (factor)", "at step 0", "after the ramp"])
+    if strategy == "static":
+        return table(rows, ["effective weight", "static", "schedule (factor)", "at step 0", "after the ramp"])
+    return (table(rows, ["static × schedule", "static", "schedule (factor)", "at step 0", "after the ramp"])
+            + f"\n(the effective weight, logged as <term>_weight, is this × the weight {strategy} computes "
+              "for the term during training)")
 
 
 def cmd_schema(args) -> int:
