@@ -672,6 +672,31 @@ def test_resume_counts_a_trial_that_finished_after_its_sweep_was_killed_and_fail
     assert trials[0].values == [0.75, 0.5] and "metrics.json" in trials[0].user_attrs["recovered"]
 
 
+def test_an_enqueued_point_whose_trial_a_kill_cut_short_is_queued_again(tmp_path):
+    """The sweep SIGKILLed while its enqueued point (the run's own weights) trained: --resume marked it
+    failed and never tried the point again, so it was missing beside the front."""
+    import socket
+
+    point = {"loss.outputs.class.weight": 1.0, "loss.outputs.parity.weight": 0.5}
+    sweep = load_sweep(write(tmp_path, enqueue=[point]), check_run=False)
+    folder = sweep.folder
+    folder.mkdir(parents=True)
+    study, storage = open_study(sweep, folder, resume=False, overwrite=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()                           # the enqueued point, first
+    assert sample(trial, sweep.config.space) == point
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("coordinator", dead.pid)
+    ended = fail_stale(sweep, study, storage, folder)
+    assert ended[0].endswith("marked failed (it had no folder yet); its enqueued point is queued again (it "
+                             "counts as a trial: give --set trials=N for more if the sweep has none left)")
+    again = study.ask()
+    assert again.number == 1 and sample(again, sweep.config.space) == point
+    plain = study.ask()                           # then sampled points, as before
+    assert sample(plain, sweep.config.space) != point
+
+
 @pytest.mark.slow
 def test_a_nan_trial_and_a_killed_trial_fail_the_sweep_goes_on_and_resume_continues(tmp_path, monkeypatch):
     (tmp_path / "nanloss.py").write_text(NAN_LOSS)

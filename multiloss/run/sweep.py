@@ -256,6 +256,11 @@ def fail_stale(sweep: Sweep, study, storage, folder: Path) -> dict[int, str]:
         storage.set_trial_user_attr(trial_id, "error", f"left running by a sweep that was stopped; {kept}")
         study.tell(t.number, state=opt.trial.TrialState.FAIL)
         ended[t.number] = f"left running by a stopped sweep; marked failed ({kept})"
+        fixed = t.system_attrs.get("fixed_params")
+        if fixed:       # an enqueued point (the packaged weights beside the front): not lost to the kill
+            study.enqueue_trial(dict(fixed))
+            ended[t.number] += ("; its enqueued point is queued again (it counts as a trial: give --set "
+                                "trials=N for more if the sweep has none left)")
     return ended
 
 
