@@ -79,6 +79,18 @@ def test_backward_and_forward_transfer_by_hand():
     assert forward_transfer(full, None) is None
 
 
+def test_a_task_without_test_samples_is_left_out_of_forgetting_and_transfer():
+    """Task 1 (a class with no test images) has NaN accuracies: the averages are over tasks 0 and 2,
+    by hand, where they were NaN (null in metrics.json)."""
+    from multiloss.incremental.metrics import backward_transfer
+
+    nan = float("nan")
+    a = np.array([[0.9, nan, nan, nan], [0.7, nan, nan, nan], [0.6, nan, 0.8, nan], [0.5, nan, 0.6, 0.9]])
+    assert forgetting(a) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.6)) / 2)
+    assert backward_transfer(a) == pytest.approx(((0.5 - 0.9) + (0.6 - 0.8)) / 2)
+    assert forgetting(a[:2, :2][:, 1:]) is None and backward_transfer(a[:2, 1:2]) is None   # none measured
+
+
 def test_task_aware_accuracy_by_hand():
     """Task id known: each sample classified among its task's classes only."""
     from multiloss.incremental.metrics import task_aware_accuracies

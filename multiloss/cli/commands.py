@@ -12,6 +12,7 @@ folder by the kind that recognises it.  Import strings (``--model mymodel:build`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -330,15 +331,36 @@ def _resume_hint(command: str) -> str:
     return get_kind(command).resume_hint
 
 
+@contextlib.contextmanager
+def own_warnings_in_one_line():
+    """User warnings (multiloss's, and Keras's) as ``warning: <message>`` on stderr: Python shows the file,
+    the line and the source line of the call, which mean nothing to a user of the command; other
+    categories (deprecations, runtime warnings) as Python does."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run parsed command-line arguments; user errors become one message and an exit status."""
-    import contextlib
-
     from ..spec.errors import run_guarded
     from ..spec.imports import importable_from
 
     quiet = open(os.devnull, "w") if getattr(args, "quiet", False) else None  # noqa: SIM115
-    with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext(), importable_from(os.getcwd()):
+    with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext(), importable_from(os.getcwd()), \
+            own_warnings_in_one_line():
         try:
             return run_guarded(lambda: COMMANDS.get(args.command, cmd_run)(args), _resume_hint(args.command))
         finally:

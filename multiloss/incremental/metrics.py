@@ -56,26 +56,29 @@ def forgetting(matrix: np.ndarray, step: int | None = None) -> float | None:
 
     For each task j learned before ``step``:
     f_j = max_{l ∈ [j, step−1]} A[l, j] − A[step, j]; the average over those
-    tasks.  None after the first step (nothing to forget yet).
+    tasks.  None after the first step (nothing to forget yet).  A task without test samples (its
+    accuracies NaN) is left out: the average is over the tasks measured (None if none is).
     """
     a = np.asarray(matrix, "float64")
     k = a.shape[0] - 1 if step is None else int(step)
     if k < 1:
         return None
-    f = [np.max(a[j:k, j]) - a[k, j] for j in range(k)]
-    return float(np.mean(f))
+    f = [np.max(a[j:k, j]) - a[k, j] for j in range(k) if np.isfinite(a[j:k + 1, j]).all()]
+    return float(np.mean(f)) if f else None
 
 
 def backward_transfer(matrix: np.ndarray) -> float | None:
     """Backward transfer (Lopez-Paz & Ranzato 2017, GEM): ``1/(T−1) Σ_{i<T} (R[T, i] − R[i, i])``.
 
     ``R[t, i]``: accuracy on task i after learning task t (rows: steps, columns: tasks; 0-based here, so
-    the last row is T−1).  Negative: forgetting.  None with fewer than two steps."""
+    the last row is T−1).  Negative: forgetting.  None with fewer than two steps; a task without test
+    samples (NaN) is left out, as in :func:`forgetting`."""
     r = np.asarray(matrix, "float64")
     last = r.shape[0] - 1
     if last < 1:
         return None
-    return float(np.mean([r[last, i] - r[i, i] for i in range(last)]))
+    d = [r[last, i] - r[i, i] for i in range(last) if np.isfinite(r[last, i]) and np.isfinite(r[i, i])]
+    return float(np.mean(d)) if d else None
 
 
 def forward_transfer(matrix: np.ndarray, baseline: Sequence[float] | None) -> float | None:

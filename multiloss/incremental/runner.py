@@ -337,7 +337,7 @@ def write_plots(run_dir: Path, summary: dict) -> list[Path]:
 def format_summary(summary: dict) -> str:
     rows = []
     for s in summary["steps"]:
-        tasks = " ".join(f"{a:.3f}" for a in s["task_accuracy"])
+        tasks = " ".join("n/a" if a is None or not np.isfinite(a) else f"{a:.3f}" for a in s["task_accuracy"])
         rows.append([str(s["step"]), str(s["num_classes"]), f"{s['accuracy']:.4f}", tasks,
                      f"{s['seconds']:.1f}"])
     text = table(rows, ["step", "classes", "accuracy", "per task", "seconds"])
