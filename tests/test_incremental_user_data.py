@@ -622,3 +622,17 @@ def test_resume_refuses_an_image_folder_whose_files_changed(tmp_path, monkeypatc
     extra.unlink()
     summary = runner.run_incremental(cfg, resume=True, quiet=True)
     assert len(summary["steps"]) == 2
+
+
+def test_class_order_by_the_folders_names(tmp_path):
+    """`class_order: [cat, ant, dog, bee]` was "Input should be a valid integer"; a folder user knows the
+    names, not the ids (the sorted folder names: ant 0, bee 1, cat 2, dog 3)."""
+    write_folders(tmp_path / "images")
+    cfg = incremental_config(tmp_path, folder_data(tmp_path / "images"),
+                             scenario={"class_order": ["cat", "ant", "dog", 1], "initial": 2, "increment": 2})
+    scenario = Scenario(load_incremental_config(cfg))
+    assert scenario.order == [2, 0, 3, 1] and scenario.class_names == ["cat", "ant", "dog", "bee"]
+    cfg["scenario"]["class_order"] = ["cat", "ant", "dgo", "bee"]
+    with pytest.raises(SpecError, match=r"scenario\.class_order\.2: the data has no class named 'dgo'; did you mean "
+                                        r"'dog'\? its classes \(name=id\): ant=0, bee=1, cat=2, dog=3"):
+        Scenario(load_incremental_config(cfg))

@@ -36,7 +36,9 @@ class ScenarioConfig(_Model):
 
     order_seed: Integer = Field(1993, description="Class order: np.random.seed(order_seed); "
                                               "np.random.permutation(num_classes).")
-    class_order: list[Integer] | None = Field(None, description="An explicit class order (overrides order_seed).")
+    class_order: list[Integer | str] | None = Field(
+        None, description="An explicit class order (overrides order_seed): class ids, or the data's class names "
+                          "(an image folder's folder names).")
     initial: Integer = Field(ge=1, description="Classes of the first step.")
     increment: Integer = Field(ge=1, description="Classes added by each later step.")
     steps: Integer | None = Field(None, ge=1, description="Stop after this many steps (default: all classes).")

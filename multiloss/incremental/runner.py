@@ -42,6 +42,7 @@ from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
 from ..run.rundir import RunDir
 from ..spec.errors import RunError, SpecError
+from ..spec.validation import did_you_mean
 from .config import IncrementalConfig, load_incremental_config
 from .inputs import MissingTarget, split_data
 from .learner import ClassData, Learner
@@ -101,7 +102,9 @@ class Scenario:
             raise cfg.error([(("data", "source"), f"class id {int(labels.max())} in the data, but its info gives "
                                                   f"num_classes {num_classes}")])
         sc = cfg.scenario
-        order = list(sc.class_order) if sc.class_order is not None else class_order(num_classes, sc.order_seed)
+        names = named or splits.info.get("class_names") or [str(i) for i in range(num_classes)]
+        order = class_ids_of(cfg, sc.class_order, names) if sc.class_order is not None else \
+            class_order(num_classes, sc.order_seed)
         if sorted(order) != list(range(num_classes)):
             raise cfg.error([(("scenario", "class_order"), f"must be a permutation of the {num_classes} "
                                                            f"class ids 0..{num_classes - 1}")])
@@ -127,7 +130,6 @@ class Scenario:
                               f"{seen} classes the steps learn: classes would be left with none (never "
                               f"replayed, and no class mean for a nearest-mean classifier); give budget ≥ "
                               f"{seen} or per_class")])
-        names = named or splits.info.get("class_names") or [str(i) for i in range(num_classes)]
         check_trained(cfg, data, order[: sum(self.groups)], names)
         check_evaluated(cfg, data, order[: self.groups[0]], names)
         self.class_names = [str(names[c]) for c in order]
@@ -144,6 +146,21 @@ class Scenario:
 
     def step(self, index: int) -> Step:
         return Step(index, tuple(self.groups[: index + 1]))
+
+
+def class_ids_of(cfg: IncrementalConfig, order: list, names: list) -> list[int]:
+    """``scenario.class_order`` as class ids: each entry an id, or one of the data's class names."""
+    by_name = {str(n): i for i, n in enumerate(names)}
+    out, problems = [], []
+    for i, c in enumerate(order):
+        if isinstance(c, str) and c not in by_name:
+            ids = ", ".join(f"{n}={j}" for n, j in by_name.items())
+            problems.append((("scenario", "class_order", i), f"the data has no class named {c!r}; "
+                             f"{did_you_mean(c, list(by_name))}its classes (name=id): {ids}"))
+        out.append(by_name.get(c, -1) if isinstance(c, str) else int(c))
+    if problems:
+        raise cfg.error(problems)
+    return out
 
 
 def check_trained(cfg: IncrementalConfig, data: dict[str, tuple], classes: list[int], names: list) -> None:
