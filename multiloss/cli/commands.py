@@ -333,24 +333,24 @@ def _resume_hint(command: str) -> str:
 
 @contextlib.contextmanager
 def own_warnings_in_one_line():
-    """User warnings (multiloss's, and Keras's) as ``warning: <message>`` on stderr: Python shows the file,
+    """User warnings (multiloss's, and Keras's) formatted as ``warning: <message>``: Python shows the file,
     the line and the source line of the call, which mean nothing to a user of the command; other
-    categories (deprecations, runtime warnings) as Python does."""
+    categories (deprecations, runtime warnings) as Python does.  Only the text changes: a caller's
+    ``warnings.catch_warnings(record=True)`` still records them."""
     import warnings
 
-    shown = warnings.showwarning
+    formatted = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def one_line(message, category, filename, lineno, line=None):
         if issubclass(category, UserWarning):
-            print(f"warning: {message}", file=file or sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
+            return f"warning: {message}\n"
+        return formatted(message, category, filename, lineno, line)
 
-    warnings.showwarning = show
+    warnings.formatwarning = one_line
     try:
         yield
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatted
 
 
 def run_command(args: argparse.Namespace) -> int:
