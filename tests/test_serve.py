@@ -364,3 +364,15 @@ def test_predict_in_a_folder_with_a_model_and_no_config(tmp_path):
     with np.load(folder / "predictions.npz") as got:
         np.testing.assert_array_equal(got["label_class"], model.predict(x, verbose=0).argmax(-1))
         assert "label_class_name" not in got.files
+
+
+def test_export_of_a_model_with_variable_sized_inputs(tmp_path):
+    """A fully convolutional model (inputs [B, None, None, 1]) exported before the named-output change;
+    calling it on zeros of its input shape to count its outputs raised a TypeError."""
+    folder = tmp_path / "fcn"
+    folder.mkdir()
+    x = keras.Input((None, None, 1))
+    model = keras.Model(x, keras.layers.Conv2D(2, 1, name="mask")(x))
+    model.save(folder / "model.keras")
+    assert main(["export", str(folder)]) == 0
+    assert (folder / "export" / "saved_model" / "saved_model.pb").is_file()

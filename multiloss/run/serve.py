@@ -144,7 +144,9 @@ def called_once(model: keras.Model) -> Any:
 def write_saved_model(model: keras.Model, folder: Path) -> None:
     """Keras's ``model.export`` to ``folder``; a model with one output tensor also gets a
     ``serving_default`` that returns it by the name ``predict`` gives it (Keras's calls it ``output_0``)."""
-    out = called_once(model)
+    # A Functional or Sequential model has its outputs (and may take variable sizes or strings, which
+    # zeros cannot stand for); a subclassed one is called once, as Keras exports only a called model.
+    out = model.outputs if getattr(model, "inputs", None) else called_once(model)
     if isinstance(out, dict) or len(keras.tree.flatten(out)) != 1:
         model.export(str(folder), format="tf_saved_model", verbose=False)
         return
