@@ -47,7 +47,7 @@ from .config import IncrementalConfig, load_incremental_config
 from .inputs import MissingTarget, split_data
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
-from .methods import Method, Step
+from .methods import Method, Step, get_method
 from .metrics import (
     average_incremental_accuracy,
     backward_transfer,
@@ -125,7 +125,7 @@ class Scenario:
         self.order = order
         self.groups = [sc.initial] + [sc.increment] * (n_steps - 1)
         memory, seen = cfg.memory, sum(self.groups)
-        if memory is not None and memory.budget is not None and memory.budget < seen and cfg.make_method().replay:
+        if memory is not None and memory.budget is not None and memory.budget < seen and get_method(cfg.method.name).replay:
             raise cfg.error([(("memory", "budget"), f"{memory.budget} exemplars cannot keep one of each of the "
                               f"{seen} classes the steps learn: classes would be left with none (never "
                               f"replayed, and no class mean for a nearest-mean classifier); give budget ≥ "
