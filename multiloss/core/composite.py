@@ -366,11 +366,7 @@ class CompositeLoss:
         sw = ops.convert_to_tensor(sw)
         flat = tf.reshape(tf.cast(sw, "float32"), [-1])
         ok = tf.logical_and(tf.math.is_finite(flat), flat >= 0)
-        msg = label_check_message(*self.spec.locate(t.path), f"term {t.name!r}: its sample weight holds {{}}; {rule}")
-        check = tf.debugging.Assert(tf.reduce_all(ok), [msg, tf.boolean_mask(flat, tf.logical_not(ok))[:1]],
-                                    summarize=1)
-        with tf.control_dependencies([check]):
-            return tf.identity(sw)
+        return self._asserted(t, sw, flat, ok, f"its sample weight holds {{}}; {rule}")
 
     def _check_labels(self, t: Term, ids, n_classes: int):
         rule = f"out of range for sparse loss {t.loss_label!r}: valid class ids are 0..{n_classes - 1}"
@@ -384,11 +380,16 @@ class CompositeLoss:
         # turns back into one SpecError line (with the first bad label).
         flat = tf.reshape(ids, [-1])
         ok = tf.logical_and(flat >= 0, flat < tf.cast(n_classes, flat.dtype))
-        msg = label_check_message(*self.spec.locate(t.path), f"term {t.name!r}: label {{}} {rule}")
+        return self._asserted(t, ids, flat, ok, f"label {{}} {rule}")
+
+    def _asserted(self, t: Term, value, flat, ok, message: str):
+        """``value`` after a graph assert that every ``ok`` holds, naming the first entry of ``flat`` that
+        fails in ``message`` (its ``{}``); ``core.model.guard_labels`` turns it into one SpecError line."""
+        msg = label_check_message(*self.spec.locate(t.path), f"term {t.name!r}: {message}")
         check = tf.debugging.Assert(tf.reduce_all(ok), [msg, tf.boolean_mask(flat, tf.logical_not(ok))[:1]],
                                     summarize=1)
         with tf.control_dependencies([check]):
-            return tf.identity(ids)
+            return tf.identity(value)
 
     @staticmethod
     def _weight_of(t: Term, sample_weight):
