@@ -247,6 +247,19 @@ def test_a_strategy_shorthand_takes_set_and_a_sweep_over_its_params(tmp_path):
     trial = load_run_config(sweep.run_path, sweep.trial_overrides(3, tmp_path, {"loss.weighting.params.temperature": 2.5}))
     assert trial.spec.weighting.strategy == "dwa" and trial.spec.weighting.params["temperature"] == 2.5
 
+
+def test_shorthands_belong_to_their_kind_of_config(tmp_path):
+    """A sweep file's `sampler: tpe` takes --set keys inside it; a run config's task `sampler:` is another
+    key, with no `name` mapping (it was expanded to {'name': 'proportional', ...} and refused as such)."""
+    sweep = load_sweep(write(tmp_path, sampler="tpe"), ["sampler.params.seed=5"])
+    assert sweep.config.sampler.name == "tpe" and sweep.config.sampler.params == {"seed": 5}
+    run = RUN.replace("data: {source: digits}", "tasks: {class: {data: {source: digits}}}\nsampler: proportional")
+    (tmp_path / "run.yaml").write_text(run)
+    with pytest.raises(SpecError) as exc:
+        load_run_config(tmp_path / "run.yaml", ["sampler.weighted.class=2"])
+    assert "sampler: is str 'proportional', not a mapping" in str(exc.value) and "name" not in str(exc.value)
+
+
 # --- the space and the trial's run config -----------------------------------------------------------
 
 class Draws:
@@ -305,6 +318,16 @@ def test_a_loss_spec_file_is_overridden_whole(tmp_path):
     assert text.startswith("loss={")
     cfg = load_run_config(sweep.run_path, [text])
     assert {t.name: t.weight for t in cfg.spec.resolve()}["parity"] == 3.0
+
+
+def test_a_key_inside_a_weighting_shorthand_of_a_loss_spec_file_keeps_the_strategy(tmp_path):
+    spec = {**yaml.safe_load(RUN)["loss"], "weighting": "dwa"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    path = write(tmp_path, run=RUN.split("loss:")[0] + "loss: spec.yaml\n" + "optimizer:" + RUN.split("optimizer:")[1])
+    sweep = load_sweep(path)
+    [text] = sweep.overrides({"loss.weighting.params.temperature": 4.0})
+    cfg = load_run_config(sweep.run_path, [text])
+    assert cfg.spec.weighting.strategy == "dwa" and cfg.spec.weighting.params == {"temperature": 4.0}
 
 
 @pytest.mark.parametrize("draws", [[0.0, 0.0, 0.0], [0.1, 0.5, 0.9], [1.0, 0.2, 0.3]])

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
-from ..spec.validation import Integer, Problems, did_you_mean, shorthand, unknown_key
+from ..spec.validation import SWEEP_SHORTHANDS, Integer, Problems, did_you_mean, shorthand, unknown_key
 from ..spec.yamlio import dump_yaml
 from .monitor import Mode, resolve_mode
 from .sweep_space import (
@@ -326,7 +326,7 @@ def load_sweep(source: str | os.PathLike | dict, overrides: list[str] | None = N
 
     ``check_run`` also loads the trials' run configs (importing the run layer and TensorFlow).
     """
-    data, cf = read_config(source, overrides, "sweep file")
+    data, cf = read_config(source, overrides, "sweep file", SWEEP_SHORTHANDS)
     try:
         cfg, problems = validate_rest(SweepConfig, data, cf)
     except SpecError as exc:      # the schema's problems only (the rest did not validate either)

@@ -209,10 +209,11 @@ def get(data: Any, parts) -> Any:
 
 
 def put(data: Any, parts: list, value: Any) -> None:
-    """Set ``value`` at a concrete path, creating missing mappings on the way."""
+    """Set ``value`` at a concrete path, creating missing mappings on the way (a shorthand's as its mapping)."""
     for part in parts[:-1]:
-        if isinstance(data, dict) and not isinstance(data.get(part), (dict, list)):
-            data[part] = {}
+        if isinstance(data, dict):
+            child = expand_shorthand(part, data.get(part))      # `weighting: dwa`: {strategy: dwa, ...}
+            data[part] = child if isinstance(child, (dict, list)) else {}
         data = data[part]
     data[parts[-1]] = value
 

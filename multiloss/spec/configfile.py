@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError
-from .validation import Problems, did_you_mean, expand_shorthand, pydantic_problems
+from .validation import SHORTHANDS, Problems, did_you_mean, expand_shorthand, pydantic_problems
 from .yamlio import Lines, line_of, load_yaml, read_source
 
 M = TypeVar("M", bound=BaseModel)
@@ -78,9 +78,11 @@ def list_item(node: list, part: str) -> int:
                    f"(0 to {len(node) - 1}) or an item's name: {', '.join(names) or 'none have one'}")
 
 
-def apply_overrides(data: dict, overrides: list[str], lines: Lines) -> dict[tuple, str]:
+def apply_overrides(data: dict, overrides: list[str], lines: Lines,
+                    shorthands: dict[str, str] = SHORTHANDS) -> dict[tuple, str]:
     """Set each ``key.path=value`` in ``data`` (a list's item by its index or its ``name``:
-    ``loss.terms.0.weight``, ``loss.terms.pair.weight``); return {concrete path: override text}."""
+    ``loss.terms.0.weight``, ``loss.terms.pair.weight``; a key inside one of ``shorthands`` into its
+    mapping); return {concrete path: override text}."""
     applied = {}
     for text in overrides:
         path, value = parse_override(text)
@@ -95,7 +97,7 @@ def apply_overrides(data: dict, overrides: list[str], lines: Lines) -> dict[tupl
             if i == len(path) - 1:
                 node[key] = value
                 break
-            child = expand_shorthand(key, node.get(key) if isinstance(node, dict) else node[key])
+            child = expand_shorthand(key, node.get(key) if isinstance(node, dict) else node[key], shorthands)
             if isinstance(child, dict):          # `weighting: dwa` set inside: {strategy: dwa, ...}
                 node[key] = child
             if child is None:
@@ -112,8 +114,9 @@ def apply_overrides(data: dict, overrides: list[str], lines: Lines) -> dict[tupl
 
 
 def read_config(source: str | os.PathLike | dict, overrides: list[str] | None = None,
-                what: str = "config") -> tuple[dict, ConfigFile]:
-    """Read a config's plain data and apply ``--set`` overrides; no validation yet."""
+                what: str = "config", shorthands: dict[str, str] = SHORTHANDS) -> tuple[dict, ConfigFile]:
+    """Read a config's plain data and apply ``--set`` overrides (through its kind's ``shorthands``);
+    no validation yet."""
     cf = ConfigFile()
     if isinstance(source, dict):
         data, cf.name = copy.deepcopy(source), "<dict>"     # --set must not reach into the caller's dict
@@ -127,7 +130,7 @@ def read_config(source: str | os.PathLike | dict, overrides: list[str] | None = 
     if not isinstance(data, dict):
         raise SpecError([((), 1, f"a {what} must be a mapping of keys to values, "
                                  f"got a {type(data).__name__}")], cf.name)
-    cf.applied = apply_overrides(data, list(overrides or []), cf.lines)
+    cf.applied = apply_overrides(data, list(overrides or []), cf.lines, shorthands)
     return data, cf
 
 

@@ -33,22 +33,26 @@ def _not_bool(value: Any) -> Any:
 Integer = Annotated[int, BeforeValidator(_not_bool)]
 
 
-#: The config keys whose plain value stands for a mapping of one field: ``weighting: pcgrad`` is
-#: ``weighting: {strategy: pcgrad}``, ``sampler: tpe``, ``pruning: false``, ``storage: URL``.
-SHORTHANDS = {"weighting": "strategy", "sampler": "name", "pruning": "enabled", "storage": "url"}
+#: The keys of a loss spec (so also of a run or incremental config's ``loss:``) whose plain value stands
+#: for a mapping of one field: ``weighting: pcgrad`` is ``weighting: {strategy: pcgrad}``.
+SHORTHANDS = {"weighting": "strategy"}
+#: A sweep file's: ``sampler: tpe``, ``pruning: false``, ``storage: URL``.  (A run config's ``sampler:``
+#: is another key: a task sampler, with no such mapping.)
+SWEEP_SHORTHANDS = {"sampler": "name", "pruning": "enabled", "storage": "url"}
 
 
-def expand_shorthand(key: Any, value: Any) -> Any:
-    """``value`` under config key ``key`` as its mapping where it is a shorthand (:data:`SHORTHANDS`)."""
-    if key in SHORTHANDS and value is not None and not isinstance(value, (dict, list, BaseModel)):
-        return {SHORTHANDS[key]: value}
+def expand_shorthand(key: Any, value: Any, shorthands: dict[str, str] = SHORTHANDS) -> Any:
+    """``value`` under config key ``key`` as its mapping where it is one of ``shorthands``."""
+    if key in shorthands and value is not None and not isinstance(value, (dict, list, BaseModel)):
+        return {shorthands[key]: value}
     return value
 
 
 def shorthand(key: str) -> BeforeValidator:
     """A before-validator that reads the plain value of config key ``key`` as its mapping
-    (:func:`expand_shorthand`)."""
-    return BeforeValidator(lambda value: expand_shorthand(key, value))
+    (:data:`SHORTHANDS`, :data:`SWEEP_SHORTHANDS`)."""
+    table = SHORTHANDS if key in SHORTHANDS else SWEEP_SHORTHANDS
+    return BeforeValidator(lambda value: expand_shorthand(key, value, table))
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -220,5 +224,5 @@ def check_params(fn: Callable, params: dict, path: tuple, skip: Iterable[str] = 
     return problems
 
 
-__all__ = ["Problems", "Integer", "SHORTHANDS", "expand_shorthand", "shorthand", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "error_message", "nonfinite_paths",
+__all__ = ["Problems", "Integer", "SHORTHANDS", "SWEEP_SHORTHANDS", "expand_shorthand", "shorthand", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "error_message", "nonfinite_paths",
            "signature_params", "bind_problem", "check_params"]
