@@ -3,6 +3,7 @@ an unknown rank); the losses equal those of a fresh model that sees the same cal
 
 import keras
 import numpy as np
+import pytest
 
 import multiloss as ml
 
@@ -39,39 +40,44 @@ def test_a_second_fit_with_per_pixel_weights_after_per_sample_ones_equals_a_fres
     assert retraced["image_loss"] != fit(fresh, per_sample)["image_loss"]     # the weights did change the loss
 
 
-def test_fit_again_after_a_fit_that_failed_while_tracing():
-    """A first fit whose data lacks a target fails while Keras traces its step; the same model's fit on
-    the fixed data trains (it raised "Creating variables on a non-first call to a function decorated
-    with tf.function": the failed trace had not made the head's accuracy variables), as a fresh one."""
-    import tensorflow as tf
+def _three_heads(seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((4, 4, 1), name="x")
+    h = keras.layers.Conv2D(2, 1, activation="tanh", name="trunk")(x)
+    flat = keras.layers.Flatten()(h)
+    model = keras.Model(x, {"image": keras.layers.Conv2D(1, 1, name="image")(h),
+                            "score": keras.layers.Dense(1, name="score")(flat),
+                            "kind": keras.layers.Dense(3, activation="softmax", name="kind")(flat)})
+    ml.compile(model, "outputs: {image: {loss: mse}, score: {loss: mse, weight: 0.5, metrics: [mae]}, "
+                      "kind: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}}",
+               optimizer=keras.optimizers.SGD(0.1))
+    return model
 
-    spec = ("outputs: {image: {loss: mse}, score: {loss: mse, weight: 0.5, metrics: [mae]}, "
-            "kind: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}}")
 
-    def model(seed=0):
-        keras.utils.set_random_seed(seed)
-        x = keras.Input((4, 4, 1), name="x")
-        h = keras.layers.Conv2D(2, 1, activation="tanh", name="trunk")(x)
-        flat = keras.layers.Flatten()(h)
-        return keras.Model(x, {"image": keras.layers.Conv2D(1, 1, name="image")(h),
-                               "score": keras.layers.Dense(1, name="score")(flat),
-                               "kind": keras.layers.Dense(3, activation="softmax", name="kind")(flat)})
-
+def _three_head_data():
     rng = np.random.default_rng(1)
     x = rng.random((16, 4, 4, 1)).astype("float32")
     y = {"image": rng.random((16, 4, 4, 1)).astype("float32"), "score": rng.random((16, 1)).astype("float32"),
          "kind": rng.integers(0, 3, 16)}
-    lacking = {k: v for k, v in y.items() if k != "score"}
-    failed, fresh = model(), model()
-    for m in (failed, fresh):
-        ml.compile(m, spec, optimizer=keras.optimizers.SGD(0.1))
-    try:
-        failed.fit(tf.data.Dataset.from_tensor_slices((x, lacking)).batch(8), epochs=1, verbose=0)
-    except ml.SpecError as exc:
-        assert "y has no target 'score'" in str(exc)
-    else:
-        raise AssertionError("a fit without the score target trained")
+    return x, y, {k: v for k, v in y.items() if k != "score"}
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_again_after_a_call_that_failed_while_tracing(method):
+    """A first fit (or evaluate) whose data lacks a target fails while Keras traces its step; the same
+    model's call on the fixed data works (it raised "Creating variables on a non-first call to a function
+    decorated with tf.function": the failed trace had not made the head's accuracy variables), as a
+    fresh model's."""
+    import tensorflow as tf
+
+    x, y, lacking = _three_head_data()
+    failed, fresh = _three_heads(), _three_heads()
+    with pytest.raises(ml.SpecError, match="y has no target 'score'"):
+        getattr(failed, method)(tf.data.Dataset.from_tensor_slices((x, lacking)).batch(8), verbose=0)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    again, first = (m.fit(data, epochs=2, verbose=0).history for m in (failed, fresh))
+    if method == "fit":
+        again, first = (m.fit(data, epochs=2, verbose=0).history for m in (failed, fresh))
+    else:
+        again, first = (m.evaluate(data, verbose=0, return_dict=True) for m in (failed, fresh))
     for key in ("loss", "score_mae", "kind_accuracy", "image_loss"):
         np.testing.assert_allclose(again[key], first[key], rtol=1e-6, err_msg=key)

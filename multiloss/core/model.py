@@ -121,13 +121,8 @@ class MultilossModel(TrainerOverrides):
                                                      ["sample_weight"])
             args, kwargs = call.args, call.kwargs
         try:
-            with guard_labels():
+            with guard_labels(self):
                 return super().fit(*args, **kwargs)
-        except BaseException:
-            # A step that raised while being traced (a target the data lacks) leaves a tf.function that
-            # cannot create the variables of its next trace: the fixed data's fit gets new ones.
-            self.train_function = self.test_function = None
-            raise
         finally:
             composite = compiled_loss(self)
             if isinstance(composite, CompositeLoss) and composite.guard is not None:
@@ -140,7 +135,7 @@ class MultilossModel(TrainerOverrides):
             args, kwargs = call.args, call.kwargs
         except TypeError:
             pass                         # Keras names the bad arguments itself
-        with guard_labels():
+        with guard_labels(self):
             return super().evaluate(*args, **kwargs)
 
     def test_step(self, data):
@@ -184,11 +179,17 @@ _LABEL = re.compile(re.escape(LABEL_CHECK) + r"\|(?P<source>[^|]*)\|(?P<path>[^|
 
 
 @contextlib.contextmanager
-def guard_labels():
-    """Turn TensorFlow's failed label assert (a long traceback) into one SpecError line."""
+def guard_labels(model: keras.Model | None = None):
+    """Turn TensorFlow's failed label assert (a long traceback) into one SpecError line; and after any
+    error, give ``model`` new train and test functions: a step that raised while being traced (a target
+    the data lacks) leaves a tf.function that cannot create the variables of its next trace."""
     try:
         yield
-    except tf.errors.InvalidArgumentError as exc:
+    except BaseException as exc:
+        if model is not None:
+            model.train_function = model.test_function = None
+        if not isinstance(exc, tf.errors.InvalidArgumentError):
+            raise
         found = _LABEL.search(exc.message or "")
         if found is None:
             raise
