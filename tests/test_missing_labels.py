@@ -278,6 +278,32 @@ def test_metrics_of_a_channels_first_head_read_its_class_axis():
     assert got["m_top_k_categorical_accuracy"] == pytest.approx(in_top5[kept].mean(), rel=1e-6)
 
 
+def test_a_channels_first_heads_sparse_targets_and_equal_axes_line_up():
+    """Sparse targets [B, H, W] of a channels-first head (loss axis 1, and -3 on another term: the
+    same axis at rank 4) are compared with the argmax over C per pixel; moving their axis 1 (H)
+    last, as the prediction's, made them [B, W, H]."""
+    rng = np.random.default_rng(23)
+    b, c, h, w = 5, 4, 3, 6
+    probs = rng.dirichlet(np.ones(c), (b, h, w)).transpose(0, 3, 1, 2).astype("float32")
+    labels = rng.integers(0, c, (b, h, w))
+    spec = {"outputs": {"m": {"loss": [{"name": "categorical_crossentropy", "params": {"axis": 1}},
+                                       {"loss": {"name": "cce", "params": {"axis": -3}}, "name": "again"}],
+                              "metrics": ["sparse_categorical_accuracy"]}}}
+    got = _head_metrics(spec, {"m": labels}, {"m": probs})
+    assert got["m_sparse_categorical_accuracy"] == pytest.approx((probs.argmax(1) == labels).mean(), rel=1e-6)
+
+
+def test_dice_axis_is_summed_not_a_class_axis():
+    """Dice's `axis: 1` sums over H of [B, H, W, C]: the metrics keep the classes on the last axis."""
+    rng = np.random.default_rng(24)
+    b, h, w, c = 4, 3, 5, 6
+    probs = rng.dirichlet(np.ones(c), (b, h, w)).astype("float32")
+    labels = rng.integers(0, c, (b, h, w))
+    spec = {"outputs": {"m": {"loss": {"name": "dice", "params": {"axis": 1}}, "metrics": ["accuracy"]}}}
+    got = _head_metrics(spec, {"m": np.eye(c, dtype="float32")[labels]}, {"m": probs})
+    assert got["m_accuracy"] == pytest.approx((probs.argmax(-1) == labels).mean(), rel=1e-6)
+
+
 def test_a_head_whose_losses_reduce_different_axes_is_refused_at_the_head():
     spec = {"outputs": {"m": {"loss": [{"name": "categorical_crossentropy", "params": {"axis": 1}},
                                        {"loss": {"name": "categorical_crossentropy", "params": {"axis": 2}}, "name": "ce2"}],

@@ -398,7 +398,7 @@ class CompositeLoss:
 
     def _check_sparse_axis(self, t: Term, pred) -> None:
         """Keras's sparse crossentropy on TensorFlow takes its classes from the last axis only."""
-        axis, rank = red.class_axis(t.loss.params), len(pred.shape)
+        axis, rank = red.class_axis(t.loss), len(pred.shape)
         if canonical_name(t.loss) == "sparse_categorical_crossentropy" and rank and axis % rank != rank - 1:
             raise self._where(
                 t, f"sparse_categorical_crossentropy with axis {axis} on a prediction of shape {tuple(pred.shape)}: "
@@ -416,7 +416,7 @@ class CompositeLoss:
         if sparse and not isinstance(pred, list):
             self._check_sparse_axis(t, pred)
         if sparse and "ignore_class" not in t.loss.params and not isinstance(pred, list):
-            axis = red.class_axis(t.loss.params)
+            axis = red.class_axis(t.loss)
             ids = self._check_labels(t, red.class_ids(target, pred, True, axis), pred.shape[axis])
             if not tf.executing_eagerly():
                 # The loss must consume the checked ids: otherwise TensorFlow may run
@@ -431,7 +431,7 @@ class CompositeLoss:
         if sw is not None:
             factors.append(("sample_weight", self._check_sample_weight(t, sw)))
         if t.class_weight:
-            ids = red.class_ids(target, pred, sparse, red.class_axis(t.loss.params))
+            ids = red.class_ids(target, pred, sparse, red.class_axis(t.loss))
             factors.append(("class_weight", red.class_weight_map(ids, t.class_weight, values.dtype)))
         if valid is not None:
             mask = red.reduce_axes_to(valid, len(values.shape), red.loss_axes(t.loss.params))

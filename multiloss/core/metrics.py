@@ -24,9 +24,9 @@ A sample whose ``sample_weight`` for a head is 0 has no label for it (the losses
 does :mod:`multiloss.run.tasks` for another task's batch) and is left out of the head's metrics the
 same way; other weights do not apply.
 
-Keras's metrics read the classes from the last axis.  A head whose loss reduces another one
+Keras's metrics read the classes from the last axis.  A head whose loss takes them from another one
 (``categorical_crossentropy`` with ``params: {axis: 1}`` on a channels-first ``[B, C, H, W]``)
-has that axis moved last in its targets and predictions before its metrics see them, so that
+has that axis moved last in its predictions and one-hot targets before its metrics see them, so that
 ``accuracy`` is the fraction of positions whose argmax over the classes is right.
 """
 
@@ -77,20 +77,24 @@ def masked_update(metric: keras.metrics.Metric, target, pred, valid) -> None:
         metric.update_state(target, pred, sample_weight=ops.cast(per_position, "float32"))
 
 
-def _class_axes(spec: LossSpec, heads) -> dict[str, int]:
-    """The axis each head's loss reduces where it is one axis other than the last (a channels-first
-    class axis); two of a head's losses that disagree are a SpecError at the head."""
+def _class_axes(spec: LossSpec, heads) -> dict[str, set[int]]:
+    """The axes each head's losses take their classes from where one is not the last (a channels-first
+    class axis: :func:`~multiloss.losses.reduction.class_axis`); axes that differ at every rank (1 and 2)
+    are a SpecError at the head."""
     axes: dict[str, set[int]] = {}
     for t in spec.resolve():
-        axis = red.class_axis(t.loss.params)
+        axis = red.class_axis(t.loss)
         if len(t.outputs) == 1 and t.outputs[0] in heads and axis != -1:
             axes.setdefault(t.outputs[0], set()).add(axis)
-    clash = {h: sorted(a) for h, a in axes.items() if len(a) > 1}
-    if clash:
-        head, found = next(iter(clash.items()))
-        raise spec.error([(("outputs", head), f"the losses of head {head!r} reduce different axes {found}, so "
-                                              "its metrics' class axis is ambiguous; give them one `axis`")])
-    return {h: a.pop() for h, a in axes.items()}
+    for head, found in axes.items():
+        if len({a for a in found if a >= 0}) > 1 or len({a for a in found if a < 0}) > 1:
+            raise _ambiguous(spec, head, found)
+    return axes
+
+
+def _ambiguous(spec: LossSpec, head: str, found) -> Exception:
+    return spec.error([(("outputs", head), f"the losses of head {head!r} reduce different axes {sorted(found)}, "
+                                           "so its metrics' class axis is ambiguous; give them one `axis`")])
 
 
 class HeadMetrics(keras.metrics.Metric):
@@ -129,11 +133,23 @@ class HeadMetrics(keras.metrics.Metric):
             target, pred = y_true.get(head), y_pred[head]
             if target is None:
                 continue
-            axis = self.class_axes.get(head)
-            if axis is not None and axis % len(pred.shape) not in (0, len(pred.shape) - 1):
-                target, pred = same_rank(target, pred)
-                target, pred = ops.moveaxis(target, axis, -1), ops.moveaxis(pred, axis, -1)
+            target, pred = self._classes_last(head, target, pred)
             self._update_head(head, metrics, target, pred, sample_weight)
+
+    def _classes_last(self, head: str, target, pred):
+        """``(target, pred)`` with the head's class axis moved last; a sparse target (one axis fewer)
+        has no class axis and already lines up with the moved prediction."""
+        rank = len(pred.shape)
+        found = {a % rank for a in self.class_axes.get(head, ())} if rank else set()
+        if len(found) > 1:
+            raise _ambiguous(self.spec, head, found)
+        axis = next(iter(found), rank - 1)
+        if axis in (0, rank - 1):
+            return target, pred
+        target, pred = same_rank(target, pred)
+        if len(target.shape) == rank:
+            target = ops.moveaxis(target, axis, -1)
+        return target, ops.moveaxis(pred, axis, -1)
 
     def _update_head(self, head: str, metrics: list, target, pred, sample_weight) -> None:
         mask_value = self.mask_values[head]

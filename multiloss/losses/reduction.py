@@ -56,7 +56,7 @@ import math
 from typing import NamedTuple
 
 from ..spec.lazy import keras, ops, tf
-from ..spec.loss_table import same_rank
+from ..spec.loss_table import SUMMED_AXES, canonical_name, same_rank
 from ..spec.reductions import REDUCTION_ALIASES, REDUCTIONS, Reduction, ReductionName, canonical_reduction
 
 
@@ -265,10 +265,11 @@ def loss_axes(params: dict) -> tuple[int, ...]:
     return tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
 
 
-def class_axis(params: dict) -> int:
-    """The prediction's class axis: a loss's int ``axis`` param (1 for channels first), else the last."""
-    axes = loss_axes(params)
-    return axes[0] if len(axes) == 1 else -1
+def class_axis(loss) -> int:
+    """The prediction's class axis under ``loss`` (a LossFn): its int ``axis`` param (1 for channels
+    first), else the last; also the last for the losses whose ``axis`` sums (Dice's, Tversky's)."""
+    axes = loss_axes(loss.params)
+    return axes[0] if len(axes) == 1 and canonical_name(loss) not in SUMMED_AXES else -1
 
 
 def reduce_axes_to(mask, rank: int, axes: tuple[int, ...] = (-1,)):

@@ -236,6 +236,8 @@ KERAS_FUNCTIONS: dict[str, TargetKind] = {
     # multiloss's own versions (losses/builtin.py): per-sample, see README "Names shared with Keras"
     "dice": "same", "tversky": "same",
 }
+#: The losses whose ``axis`` param names the axes they sum (a mask's or an image's), not a class axis.
+SUMMED_AXES = frozenset({"dice", "tversky"})
 #: Keras's losses that are a mean over the last axis of a function of each (target, prediction)
 #: pair: masked per element (tests/test_missing_labels.py checks each against its own values on
 #: ``[.., K, 1]``, and that every other ``same`` loss of this table is not).
