@@ -322,6 +322,9 @@ def test_a_memory_budget_below_the_classes_is_refused_and_a_bad_one_named_once(t
     with pytest.raises(SpecError) as err:
         load_incremental_config(cfg)
     assert [p[0] for p in err.value.problems] == [("memory", "budget")]
+    cfg["memory"] = None                   # no memory at all: what to add
+    with pytest.raises(SpecError, match=r"method\.name: method 'icarl' keeps exemplars: add `memory"):
+        load_incremental_config(cfg)
 
 
 def test_lucir_with_one_new_class_a_step_takes_it_as_its_hard_negative(tmp_path):

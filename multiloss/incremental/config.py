@@ -211,7 +211,8 @@ def load_incremental_config(source: str | os.PathLike | dict,
             method_cls.Params(**cfg.method.params)
         except ValidationError as exc:
             problems += [(("method", "params") + p, m) for p, m in pydantic_problems(exc, method_cls.Params)]
-        if method_cls.replay and cfg.memory is None and "memory" not in data:   # not a bad memory: named there
+        named = any(path[:1] == ("memory",) for path, _ in problems)     # a bad memory: named there
+        if method_cls.replay and cfg.memory is None and not named:
             problems.append((("method", "name"), f"method {method_cls.name!r} keeps exemplars: add "
                                                  "`memory: {budget: K}` or `memory: {per_class: m}`"))
     if cfg.train.lr_schedule != "constant" and cfg.optimizer.schedule is not None:
