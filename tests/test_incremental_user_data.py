@@ -191,6 +191,29 @@ def test_a_tf_data_source_is_read_into_arrays(tmp_path):
             tmp_path, {"source": "test_incremental_user_data:no_class_target"}, model={"builder": "mlp"})))
 
 
+def two_targets():
+    """y has the 4 classes (info's class names are theirs) and their parity."""
+    both = examples(3, 0).map(lambda x, y: (x, {"class": y["class"], "parity": y["class"] % 2}))
+    return {"train": both, "test": both, "info": {"class_names": ["w", "x", "y", "z"]}}
+
+
+def one_kind_target():
+    return {**no_class_target(), "info": {"class_names": ["w", "x", "y", "z"]}}
+
+
+def test_info_class_names_are_the_class_targets(tmp_path):
+    """A source's info `class_names` name its `class` target (or its only one): `data.target: parity`
+    has its own 2 classes, where the info's 4 names made a scenario of 4 classes, two never seen."""
+    cfg = incremental_config(tmp_path, {"source": "test_incremental_user_data:two_targets", "target": "parity"},
+                             model={"builder": "mlp", "params": {"hidden": [4]}},
+                             scenario={"initial": 1, "increment": 1})
+    scenario = Scenario(load_incremental_config(cfg))
+    assert sorted(scenario.class_names) == ["0", "1"] and scenario.groups == [1, 1]
+    cfg["data"] = {"source": "test_incremental_user_data:one_kind_target", "target": "kind"}
+    cfg["scenario"] = {"initial": 2, "increment": 2}
+    assert sorted(Scenario(load_incremental_config(cfg)).class_names) == ["w", "x", "y", "z"]
+
+
 def train_lacks_a_class():
     """Class 1 (``x``) in the test split only."""
     return {"train": examples(5, 0).filter(lambda x, y: y["class"] != 1), "test": examples(2, 1),

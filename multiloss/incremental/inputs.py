@@ -150,6 +150,14 @@ class MissingTarget(ValueError):
                          f"set `data.target` to the one that holds the class ids{fix}")
 
 
+def target_names(part: Part) -> list[str] | None:
+    """The names of a split's targets; None for a dataset whose y is one unnamed tensor."""
+    if not part.is_dataset:
+        return list(part.y)
+    y_spec = part.element_spec()[1]
+    return list(y_spec) if isinstance(y_spec, dict) else None
+
+
 def split_data(part: Part, split: str, target: str = "class") -> tuple[np.ndarray, np.ndarray, RecordReader | None]:
     """``(x, class ids, reader)`` of one split (see the module docstring); ``reader`` for records only.
 
@@ -159,7 +167,7 @@ def split_data(part: Part, split: str, target: str = "class") -> tuple[np.ndarra
             raise ValueError(f"the {split} split has several inputs ({', '.join(part.x)}); an incremental run's "
                              "network takes one")
         if target not in part.y:
-            raise MissingTarget(split, target, sorted(part.y))
+            raise MissingTarget(split, target, sorted(target_names(part)))
         return np.asarray(part.x), class_ids(part.y[target], split, target), None
     x_spec, y_spec, *weights = part.element_spec()
     if weights:
@@ -169,7 +177,7 @@ def split_data(part: Part, split: str, target: str = "class") -> tuple[np.ndarra
         raise ValueError(f"the {split} split has several inputs ({', '.join(x_spec)}); an incremental run's "
                          "network takes one")
     if not isinstance(y_spec, dict) or target not in y_spec:
-        targets = sorted(y_spec) if isinstance(y_spec, dict) else "one unnamed tensor"
+        targets = sorted(target_names(part) or []) if isinstance(y_spec, dict) else "one unnamed tensor"
         raise MissingTarget(split, target, targets, f", or yield (x, {{'{target}': id}}) examples")
     if part.decode is not None:
         records = records_of(part)

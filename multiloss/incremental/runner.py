@@ -44,7 +44,7 @@ from ..run.rundir import RunDir
 from ..spec.errors import RunError, SpecError
 from ..spec.validation import did_you_mean
 from .config import IncrementalConfig, load_incremental_config
-from .inputs import MissingTarget, split_data
+from .inputs import MissingTarget, split_data, target_names
 from .learner import ClassData, Learner
 from .memory import ExemplarMemory
 from .methods import Method, Step, get_method
@@ -97,12 +97,14 @@ class Scenario:
                         else None for s, (x, y) in data.items()}
         labels = np.concatenate([y for _, y in data.values()])
         named = (splits.info.get("classes") or {}).get(cfg.data.target)     # a table's, per target
-        num_classes = len(named) if named else int(splits.info.get("num_classes") or labels.max() + 1)
+        # Otherwise the info's num_classes and class_names are the `class` target's (or the only one's).
+        info = splits.info if cfg.data.target == "class" or len(target_names(splits.train) or []) == 1 else {}
+        num_classes = len(named) if named else int(info.get("num_classes") or labels.max() + 1)
         if labels.max() >= num_classes:
             raise cfg.error([(("data", "source"), f"class id {int(labels.max())} in the data, but its info gives "
                                                   f"num_classes {num_classes}")])
         sc = cfg.scenario
-        names = named or splits.info.get("class_names") or [str(i) for i in range(num_classes)]
+        names = named or info.get("class_names") or [str(i) for i in range(num_classes)]
         order = class_ids_of(cfg, sc.class_order, names) if sc.class_order is not None else \
             class_order(num_classes, sc.order_seed)
         if sorted(order) != list(range(num_classes)):
