@@ -7,6 +7,7 @@ class and index, and is not its own mirror image, so a horizontal flip shows.
 """
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -189,6 +190,33 @@ def test_a_tf_data_source_is_read_into_arrays(tmp_path):
                                         r"targets: \['kind'\]"):
         Scenario(load_incremental_config(incremental_config(
             tmp_path, {"source": "test_incremental_user_data:no_class_target"}, model={"builder": "mlp"})))
+
+
+def lacks_a_test_class():
+    """Class 3 (``z``) in the train split only."""
+    return {"train": examples(5, 0), "test": examples(2, 1).filter(lambda x, y: y["class"] != 3),
+            "info": {"class_names": ["w", "x", "y", "z"]}}
+
+
+def test_an_unmeasured_task_prints_n_a_and_is_left_out_of_backward_transfer(tmp_path, capsys):
+    """Task 1 is class z, which has no test examples: the step lines, the summary and `evaluate` print
+    n/a for it (the step line and evaluate printed nan), and the task-aware backward transfer is over
+    task 0 (it was null whenever a diagonal entry was unmeasured)."""
+    from multiloss.incremental import runner
+
+    cfg = incremental_config(tmp_path, {"source": "test_incremental_user_data:lacks_a_test_class"},
+                             model={"builder": "mlp", "params": {"hidden": [4]}},
+                             scenario={"class_order": [2, 0, 3, 1], "initial": 2, "increment": 1})
+    summary = runner.run_incremental(cfg)
+    out = capsys.readouterr().out
+    assert re.search(r"step 1: 3 classes.*\(tasks \d\.\d{3} n/a\)", out), out
+    assert re.search(r"step 2: 4 classes.*\(tasks \d\.\d{3} n/a \d\.\d{3}\)", out), out
+    assert "nan" not in out
+    aware = summary["task_incremental"]["accuracy_matrix"]
+    assert aware[1][1] is None and aware[2][1] is None
+    assert summary["task_incremental"]["backward_transfer"] == pytest.approx(aware[2][0] - aware[0][0])
+    runner.IncrementalKind().evaluate(tmp_path / "runs" / "mine")
+    assert re.search(r"\(tasks \d\.\d{3} n/a \d\.\d{3}\)", capsys.readouterr().out)
 
 
 def two_targets():

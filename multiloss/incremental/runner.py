@@ -317,8 +317,8 @@ def summarize(cfg: IncrementalConfig, scenario: Scenario, method: Method, steps:
             "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in aware],
             "accuracy": [float(np.nanmean(row[: t + 1])) if not np.isnan(row[: t + 1]).all() else None
                          for t, row in enumerate(aware)],
-            "backward_transfer": backward_transfer(aware) if len(steps) and not np.isnan(np.diag(aware)).any()
-            else None},
+            "backward_transfer": backward_transfer(aware)     # None where a step recorded before it existed
+            if steps and all("task_aware_accuracy" in s for s in steps) else None},
         "minutes": round(sum(s["seconds"] for s in steps) / 60, 3),
     }
     if steps and "val_accuracy" in steps[0]:
@@ -353,10 +353,15 @@ def write_plots(run_dir: Path, summary: dict) -> list[Path]:
     return files
 
 
+def task_figures(accuracies) -> str:
+    """Per-task accuracies as printed: ``n/a`` for a task the test split does not measure."""
+    return " ".join("n/a" if a is None or not np.isfinite(a) else f"{a:.3f}" for a in accuracies)
+
+
 def format_summary(summary: dict) -> str:
     rows = []
     for s in summary["steps"]:
-        tasks = " ".join("n/a" if a is None or not np.isfinite(a) else f"{a:.3f}" for a in s["task_accuracy"])
+        tasks = task_figures(s["task_accuracy"])
         rows.append([str(s["step"]), str(s["num_classes"]), f"{s['accuracy']:.4f}", tasks,
                      f"{s['seconds']:.1f}"])
     text = table(rows, ["step", "classes", "accuracy", "per task", "seconds"])
@@ -453,7 +458,7 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
             write_artifacts(run, summarize(cfg, scenario, method, steps, confusion), learner.history)
             new = f" (new: {', '.join(record['classes'])})" if len(record["classes"]) <= 10 else ""
             say(f"step {t}: {record['num_classes']} classes{new}, accuracy {record['accuracy']:.4f} "
-                f"(tasks {' '.join(f'{a:.3f}' for a in record['task_accuracy'])}), {record['seconds']:.1f} s")
+                f"(tasks {task_figures(record['task_accuracy'])}), {record['seconds']:.1f} s")
 
         summary = summarize(cfg, scenario, method, steps, confusion)
         write_artifacts(run, summary, learner.history)
@@ -612,7 +617,7 @@ class IncrementalKind(RunKind):
                "task_accuracy": test["task_accuracy"]}
         run.write_json("evaluation.json", out)
         print(f"{cfg.name}: after step {state['step']} ({step.num_total} classes): test accuracy "
-              f"{out['accuracy']:.4f} (tasks {' '.join(f'{a:.3f}' for a in out['task_accuracy'])})")
+              f"{out['accuracy']:.4f} (tasks {task_figures(out['task_accuracy'])})")
         return out
 
     def plot(self, run_dir: str | os.PathLike) -> list[Path]:
