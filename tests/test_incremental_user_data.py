@@ -343,16 +343,26 @@ def test_a_users_backbone_that_cannot_be_one_is_named_at_model_builder(tmp_path,
         IncrementalKind().check(cfg)
 
 
-@pytest.mark.parametrize("method, where, message", [
-    ("podnet", "method.name", "method 'podnet' cannot build its network on this backbone: POD distillation "
-                              "needs a backbone with 4-D feature maps"),
-    ("memo", "method.params.specialized_stages", "the backbone has 1 stage"),
+def tanh_features(info):
+    x = keras.Input(info["input_shape"])
+    return keras.Model(x, keras.layers.Dense(4, activation="tanh")(x))
+
+
+@pytest.mark.parametrize("method, builder, where, message", [
+    ("podnet", "mlp", "method.name", "method 'podnet' cannot build its network on this backbone: POD "
+                                     "distillation needs a backbone with 4-D feature maps"),
+    ("memo", "mlp", "method.params.specialized_stages", "the backbone has 1 stage"),
+    ("lucir", "test_incremental_user_data:tanh_features", "method.params.features",
+     "cannot take the features before the last ReLU of this backbone (its last layer is Dense"),
 ])
-def test_a_method_that_cannot_use_the_backbone_is_named_at_its_key(tmp_path, method, where, message):
+def test_a_method_that_cannot_use_the_backbone_is_named_at_its_key(tmp_path, method, builder, where, message):
+    """LUCIR's pre-ReLU features on a backbone without a last ReLU were named at method.name, though the
+    message's fix is method.params.features."""
     from multiloss.incremental.runner import IncrementalKind
 
     cfg = incremental_config(tmp_path, {"source": "test_incremental_user_data:tf_data_source"},
-                             model={"builder": "mlp", "params": {"hidden": [4]}}, method={"name": method})
+                             model={"builder": builder, "params": {"hidden": [4]} if builder == "mlp" else {}},
+                             method={"name": method})
     with pytest.raises(SpecError) as err:
         IncrementalKind().check(cfg)
     assert f"{where}: {message}" in str(err.value), str(err.value)

@@ -181,6 +181,15 @@ class BackboneError(ValueError):
         self.key = key
 
 
+class MethodParamError(ValueError):
+    """A backbone a method cannot use as one of its params asks; ``param`` is that ``method.params`` key.
+    Its text is ``method.params.<param>: <message>``."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"method.params.{param}: {message}")
+        self.param, self.message = param, message
+
+
 def backbone_problem(model: Any, input_shape) -> str | None:
     """What keeps a builder's result from being a backbone over inputs shaped ``input_shape``: not a
     Keras model, one with no inputs yet, not one feature vector ``[B, D]``, other inputs; or None."""
@@ -452,8 +461,9 @@ def pre_relu_backbone(backbone: keras.Model) -> keras.Model:
             (relu := _producer(backbone, last.input)) is not None and is_relu(relu):
         out = type(last).from_config(last.get_config())(relu.input)
     else:
-        raise ValueError(f"cannot take the features before the last ReLU of this backbone (its last layer is "
-                         f"{type(last).__name__} {last.name!r}); give method.params.features: post_relu")
+        raise MethodParamError("features", f"cannot take the features before the last ReLU of this backbone (its "
+                                           f"last layer is {type(last).__name__} {last.name!r}); give "
+                                           "method.params.features: post_relu")
     return keras.Model(backbone.inputs[0], out, name=backbone.name)
 
 
@@ -979,17 +989,18 @@ def split_backbone(backbone: keras.Model, split: str | None = None,
     ends = stage_ends(backbone)
     if split is None:
         if len(ends) <= specialized_stages:
-            raise ValueError(f"method.params.specialized_stages: the backbone has {len(ends)} stage(s) "
-                             f"({', '.join(ends) or 'none found'}); {specialized_stages} specialised leave none "
-                             "shared: lower it or name the last shared layer in method.params.split_layer")
+            raise MethodParamError("specialized_stages",
+                                   f"the backbone has {len(ends)} stage(s) ({', '.join(ends) or 'none found'}); "
+                                   f"{specialized_stages} specialised leave none shared: lower it or name the "
+                                   "last shared layer in method.params.split_layer")
         split = ends[-(specialized_stages + 1)]
     elif split not in names:
-        raise ValueError(f"method.params.split_layer: the backbone has no layer {split!r}; "
-                         f"{did_you_mean(split, names)}its stage ends: {', '.join(ends)}")
+        raise MethodParamError("split_layer", f"the backbone has no layer {split!r}; "
+                                              f"{did_you_mean(split, names)}its stage ends: {', '.join(ends)}")
     cut = backbone.get_layer(split).output
     if split == names[-1] or cut is backbone.outputs[0]:
-        raise ValueError(f"method.params.split_layer: {split!r} is the backbone's output; nothing would be "
-                         f"specialised (stage ends: {', '.join(ends)})")
+        raise MethodParamError("split_layer", f"{split!r} is the backbone's output; nothing would be "
+                                              f"specialised (stage ends: {', '.join(ends)})")
     shared = keras.Model(backbone.inputs[0], cut, name="shared")
     problem = None
     try:
@@ -1002,8 +1013,8 @@ def split_backbone(backbone: keras.Model, split: str | None = None,
                                          if not isinstance(layer, layers.InputLayer)):
             problem = "a later layer reads a tensor before the cut"
     if problem is not None:
-        raise ValueError(f"method.params.split_layer: the backbone cannot be cut after {split!r} ({problem}); "
-                         f"name a layer every path goes through, such as {', '.join(ends)}")
+        raise MethodParamError("split_layer", f"the backbone cannot be cut after {split!r} ({problem}); "
+                                              f"name a layer every path goes through, such as {', '.join(ends)}")
     return shared, block
 
 
@@ -1053,7 +1064,7 @@ def _batched(fn, x: np.ndarray, batch_size: int, reader: Callable | None = None)
 
 __all__ = ["IncrementalNet", "DERNet", "FOSTERNet", "MEMONet", "split_backbone", "stage_ends",
            "LocalSimilarityClassifier", "NearestMeanScores", "saved_backbone",
-           "BackboneError", "backbone_problem", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
+           "BackboneError", "MethodParamError", "backbone_problem", "vector_layers", "copy_model", "copy_layer", "expand_classifier", "expand_lsc",
            "align_weights", "feature_maps", "imprint_proxies", "kmeans", "pre_relu_backbone", "WithScale",
            "QuadraticPenalty", "PenaltyNet", "get_backbone", "register_backbone", "BACKBONES", "cnn", "mlp",
            "resnet18", "resnet32",

@@ -58,7 +58,7 @@ from .metrics import (
     task_accuracies,
     task_aware_accuracies,
 )
-from .network import BackboneError, backbone_problem, get_backbone, saved_backbone
+from .network import BackboneError, MethodParamError, backbone_problem, get_backbone, saved_backbone
 from .plots import plot_accuracy, plot_confusion
 
 # --- the scenario -------------------------------------------------------------
@@ -219,18 +219,16 @@ def backbone_builder(cfg: IncrementalConfig, info: dict):
 def build_net(cfg: IncrementalConfig, info: dict, method: Method, reader=None):
     """The method's network over the config's backbone (built by ``method.build_net``); ``reader`` reads
     records (an image folder's file paths) into inputs.  A backbone the method cannot use (PODNet's
-    feature maps on a dense one) is named at ``method`` (or the ``method.params`` key its message names)."""
+    feature maps on a dense one) is named at ``method.name``, or at the ``method.params`` key that asks for it."""
     try:
         net = method.build_net(backbone_builder(cfg, info))
     except SpecError:
         raise
+    except MethodParamError as exc:
+        raise cfg.error([(("method", "params", exc.param), exc.message)]) from None
     except ValueError as exc:
-        text = str(exc)
-        key, _, rest = text.partition(": ")
-        if key.startswith("method.params.") and rest:         # the message names the param at fault
-            raise cfg.error([(tuple(key.split(".")), rest)]) from None
         raise cfg.error([(("method", "name"), f"method {cfg.method.name!r} cannot build its network on this "
-                                              f"backbone: {text}")]) from None
+                                              f"backbone: {exc}")]) from None
     net.reader = reader
     return net
 
