@@ -155,6 +155,6 @@ def test_static_weights_round_trip_where_the_effective_ones_would_not():
     static = {"a": 2.0, "b": 0.5}
     assert model.loss.get_weights() == pytest.approx({k: before[k] ** 2 / static[k] for k in static}, rel=1e-5)
     assert before["b"] != pytest.approx(before["b"] ** 2 / static["b"])
-    for bad in ("big", True, float("nan"), -1.0):
+    for bad in ("big", b"2", True, float("nan"), -1.0, 1e39):      # 1e39: inf as the float32 weight
         with pytest.raises(ValueError, match="weight of term 'a' must be a finite number ≥ 0"):
             model.loss.set_weights({"a": bad})

@@ -284,10 +284,10 @@ class CompositeLoss:
         vec = np.asarray(list(self.get_static_weights().values()), "float32")
         for name, w in weights.items():
             try:
-                value = None if isinstance(w, (bool, np.bool_, str)) else float(w)
+                value = None if isinstance(w, (bool, np.bool_, str, bytes)) else float(w)
             except (TypeError, ValueError):
                 value = None
-            if value is None or not np.isfinite(value) or value < 0:
+            if value is None or not 0 <= value <= np.finfo(np.float32).max:     # a float32 weight, NaN out
                 raise ValueError(f"weight of term {name!r} must be a finite number ≥ 0, got {w!r}")
             vec[self._index[name]] = value
         if self.weighting is None:
