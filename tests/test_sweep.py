@@ -330,6 +330,22 @@ def test_a_key_inside_a_weighting_shorthand_of_a_loss_spec_file_keeps_the_strate
     assert cfg.spec.weighting.strategy == "dwa" and cfg.spec.weighting.params == {"temperature": 4.0}
 
 
+def test_resume_into_a_storage_without_the_study_of_the_folders_trials_is_refused(tmp_path):
+    """A sweep started from another folder with a relative `sqlite:///study.db` (relative to the cwd before
+    2aaaa5f, to the sweep file since): --resume opened an empty study and began again at trial 0."""
+    from multiloss.run.sweep import open_study
+
+    path = write(tmp_path, storage="sqlite:///study.db")
+    sweep = load_sweep(path, check_run=False)
+    (sweep.folder / "trial-0000").mkdir(parents=True)
+    with pytest.raises(RunError, match=r"holds no study named 'heads', but .*heads holds its trials.*"
+                                       r"relative to the sweep file"):
+        open_study(sweep, sweep.folder, resume=True, overwrite=False)
+    open_study(sweep, sweep.folder, resume=False, overwrite=True)      # a fresh start stays possible
+    study, _ = open_study(sweep, sweep.folder, resume=True, overwrite=False)
+    assert study.study_name == "heads"
+
+
 @pytest.mark.parametrize("draws", [[0.0, 0.0, 0.0], [0.1, 0.5, 0.9], [1.0, 0.2, 0.3]])
 def test_simplex_weights_are_non_negative_and_sum_to_the_total(draws):
     w = simplex_weights(draws, 3.0)

@@ -191,6 +191,10 @@ def open_study(sweep: Sweep, folder: Path, *, resume: bool, overwrite: bool):
         raise RunError(f"the storage already holds a study named {sweep.name!r}; continue it with "
                        f"`multiloss sweep {sweep.file.name} --resume`, replace it with --overwrite, or give this "
                        "sweep another `name`")
+    elif resume and not exists and any(folder.glob("trial-*")):
+        raise RunError(f"--resume: the storage holds no study named {sweep.name!r}, but {folder} holds its "
+                       "trials: point `storage:` at the database the sweep began with (a relative sqlite:/// path "
+                       "is relative to the sweep file, and the journal file too), or start again with --overwrite")
     directions = ["maximize" if sweep.modes[k] == "max" else "minimize" for k in sweep.objectives]
     study = opt.create_study(storage=storage, study_name=sweep.name, directions=directions,
                              sampler=sampler_of(sweep), pruner=pruner_of(sweep), load_if_exists=True)
