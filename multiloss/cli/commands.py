@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 
 def _load(path: str):
@@ -332,7 +333,7 @@ def _resume_hint(command: str) -> str:
 
 
 @contextlib.contextmanager
-def own_warnings_in_one_line():
+def own_warnings_in_one_line() -> Iterator[None]:
     """User warnings (multiloss's, and Keras's) formatted as ``warning: <message>``: Python shows the file,
     the line and the source line of the call, which mean nothing to a user of the command; other
     categories (deprecations, runtime warnings) as Python does.  Only the text changes: a caller's
@@ -341,7 +342,8 @@ def own_warnings_in_one_line():
 
     formatted = warnings.formatwarning
 
-    def one_line(message, category, filename, lineno, line=None):
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
         if issubclass(category, UserWarning):
             return f"warning: {message}\n"
         return formatted(message, category, filename, lineno, line)

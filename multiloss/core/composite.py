@@ -353,7 +353,7 @@ class CompositeLoss:
                 t, f"target shape {tuple(target.shape)} cannot match prediction shape {ps}: "
                    f"loss {t.loss_label!r} expects {rule}")
 
-    def _check_sample_weight(self, t: Term, sw):
+    def _check_sample_weight(self, t: Term, sw: Any) -> Any:
         """A sample weight is finite and ≥ 0: a negative one would maximise the term's loss on its examples
         (Keras accepts it), a NaN poison the total.  In a graph, one assert on the host, as for labels."""
         rule = "sample weights must be finite numbers ≥ 0 (a weight of 0 leaves the example out)"
@@ -382,7 +382,7 @@ class CompositeLoss:
         ok = tf.logical_and(flat >= 0, flat < tf.cast(n_classes, flat.dtype))
         return self._asserted(t, ids, flat, ok, f"label {{}} {rule}")
 
-    def _asserted(self, t: Term, value, flat, ok, message: str):
+    def _asserted(self, t: Term, value: Any, flat: Any, ok: Any, message: str) -> Any:
         """``value`` after a graph assert that every ``ok`` holds, naming the first entry of ``flat`` that
         fails in ``message`` (its ``{}``); ``core.model.guard_labels`` turns it into one SpecError line."""
         msg = label_check_message(*self.spec.locate(t.path), f"term {t.name!r}: {message}")

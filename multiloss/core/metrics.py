@@ -33,6 +33,7 @@ has that axis moved last in its predictions and one-hot targets before its metri
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -136,7 +137,7 @@ class HeadMetrics(keras.metrics.Metric):
             target, pred = self._classes_last(head, target, pred)
             self._update_head(head, metrics, target, pred, sample_weight)
 
-    def _classes_last(self, head: str, target, pred):
+    def _classes_last(self, head: str, target: Any, pred: Any) -> tuple[Any, Any]:
         """``(target, pred)`` with the head's class axis moved last; a sparse target (one axis fewer)
         has no class axis and already lines up with the moved prediction."""
         rank = len(pred.shape)

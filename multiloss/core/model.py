@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -179,7 +180,7 @@ _LABEL = re.compile(re.escape(LABEL_CHECK) + r"\|(?P<source>[^|]*)\|(?P<path>[^|
 
 
 @contextlib.contextmanager
-def guard_labels(model: keras.Model | None = None):
+def guard_labels(model: keras.Model | None = None) -> Iterator[None]:
     """Turn TensorFlow's failed label assert (a long traceback) into one SpecError line; and after any
     error, give ``model`` new train and test functions: a step that raised while being traced (a target
     the data lacks) leaves a tf.function that cannot create the variables of its next trace."""

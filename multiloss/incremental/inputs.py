@@ -144,7 +144,7 @@ class RecordReader:
 class MissingTarget(ValueError):
     """A split without the target that holds the class ids."""
 
-    def __init__(self, split: str, target: str, targets, fix: str = ""):
+    def __init__(self, split: str, target: str, targets: list[str] | str, fix: str = "") -> None:
         hint = did_you_mean(target, targets) if isinstance(targets, list) else ""
         super().__init__(f"the {split} split has no `{target}` target (class ids); {hint}its targets: {targets}; "
                          f"set `data.target` to the one that holds the class ids{fix}")

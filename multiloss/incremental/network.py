@@ -185,7 +185,7 @@ class MethodParamError(ValueError):
     """A backbone a method cannot use as one of its params asks; ``param`` is that ``method.params`` key.
     Its text is ``method.params.<param>: <message>``."""
 
-    def __init__(self, param: str, message: str):
+    def __init__(self, param: str, message: str) -> None:
         super().__init__(f"method.params.{param}: {message}")
         self.param, self.message = param, message
 
