@@ -173,3 +173,12 @@ def test_subclassed_models_use_gradient_connectivity_or_named_layers():
     assert model.loss.weighting.shared is None
     hist = model.fit(x, y, epochs=1, batch_size=8, verbose=0).history
     assert {"a_weight", "b_weight"} <= set(hist)
+
+
+def test_an_uncertainty_init_that_overflows_float32_is_refused_at_its_key():
+    """init −100 makes exp(−s) = e¹⁰⁰, inf in float32: the first step stopped on a non-finite total,
+    blamed on the regularization."""
+    text = _error(HEADS + "weighting: {strategy: uncertainty, params: {init: -100}}\n")
+    assert "weighting.params.init" in text and "-80" in text, text
+    assert ml.load_spec(HEADS + "weighting: {strategy: uncertainty, params: {init: -80}}\n").weighting.params == {
+        "init": -80}

@@ -35,7 +35,8 @@ Kind = Literal["regression", "classification"]
 class UncertaintyParams(Params):
     kinds: dict[str, Kind] = Field(default_factory=dict,
                                    description="Term -> regression | classification (default: from the loss).")
-    init: float = Field(0.0, description="Initial log-variance s = log σ².")
+    init: float = Field(0.0, ge=-80, le=80, description="Initial log-variance s = log σ² (|s| ≤ 80: the "
+                                                        "weight exp(−s) overflows float32 below −88).")
 
 
 def default_kind(term) -> str:
