@@ -133,3 +133,46 @@ def test_keras_applications_on_small_images_without_downloads(tmp_path, monkeypa
                                rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="unknown family 'resnet5'; did you mean 'resnet50'"):
         keras_application(info, "resnet5")
+
+
+def test_a_user_methods_broken_spec_is_named_at_the_method_and_step(clean_registry, tmp_path):
+    """A registered method whose step-1 spec names an unknown loss passed validate; the run then failed at
+    step 1 with `<dict>: terms.1.loss`, naming neither the method nor the step.  A spec that needs what
+    training makes (here: `prepare` ran) is checked when its step runs."""
+    from multiloss.incremental.runner import IncrementalKind, run_incremental
+
+    bad = {"name": "kd", "outputs": ["logits"], "target": "class", "loss": "msee"}
+
+    @register_method
+    class Broken(Method):
+        name = "broken"
+
+        def spec(self, step):
+            return {"terms": [classification_term(), *([bad] if step.num_old else [])]}
+
+    @register_method
+    class Late(Broken):
+        name = "late"
+
+        def prepare(self, learner, step):
+            self.ready = True
+
+        def spec(self, step):
+            if not getattr(self, "ready", False):
+                raise ValueError("the spec needs prepare")
+            return super().spec(step)
+
+    cfg = {**BASE, "name": "b", "method": {"name": "broken"}, "memory": None, "output_dir": str(tmp_path),
+           "model": {"builder": "mlp", "params": {"hidden": [4]}}, "scenario": {"initial": 2, "increment": 2,
+                                                                               "steps": 2},
+           "train": {"epochs": 1, "batch_size": 64}}
+    message = r"method\.name: method '{}': its loss spec for step 1 \(train stage\): terms\.1\.loss: .*'msee'"
+    with pytest.raises(SpecError, match=message.format("broken")):
+        IncrementalKind().check(cfg)
+    with pytest.raises(SpecError, match=message.format("broken")):
+        run_incremental(cfg, quiet=True)
+    assert not (tmp_path / "b").exists()                   # refused before the run folder is made
+    cfg["method"] = {"name": "late"}
+    IncrementalKind().check(cfg)                           # its specs need training: checked when they run
+    with pytest.raises(SpecError, match=message.format("late")):
+        run_incremental(cfg, quiet=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.compile import compile as ml_compile
 from ..run.data import Part
+from ..spec.errors import SpecError
 from .inputs import is_records, stage_batches
 from .losses import incremental_targets
 from .memory import ExemplarMemory
@@ -37,6 +38,14 @@ class ClassData:
     def of(self, positions: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         rows = np.flatnonzero(np.isin(self.y, np.fromiter(positions, "int64")))
         return self.x[rows], self.y[rows]
+
+
+class StageSpecError(SpecError):
+    """A method's loss spec for one stage of a step that does not validate (or fit the network)."""
+
+    def __init__(self, exc: SpecError, stage: str, step: Step) -> None:
+        super().__init__(exc.problems, f"its loss spec for step {step.index} ({stage} stage)")
+        self.stage, self.step = stage, step
 
 
 class Learner:
@@ -136,7 +145,10 @@ class Learner:
         model = self.net.model() if own else model
         epochs = self.epochs if epochs is None else epochs
         steps = -(-len(x) // self.batch_size) * epochs
-        ml_compile(model, spec, optimizer=self.optimizer(lr_scale, steps), nonfinite=self.nonfinite)
+        try:
+            ml_compile(model, spec, optimizer=self.optimizer(lr_scale, steps), nonfinite=self.nonfinite)
+        except SpecError as exc:
+            raise StageSpecError(exc, stage, step) from None
         if own and (augment is not None or is_records(x)):
             data = stage_batches(x, y, self.batch_size, self.stage_seed(step, stage), self.net.reader, augment, live)
             logs = model.fit(data, epochs=epochs, shuffle=False, verbose=self.verbose).history

@@ -42,10 +42,11 @@ from ..run.optim import build_optimizer
 from ..run.precision import dtype_policy
 from ..run.rundir import RunDir
 from ..spec.errors import RunError, SpecError
+from ..spec.loss_spec import load_spec
 from ..spec.validation import did_you_mean
 from .config import IncrementalConfig, load_incremental_config
 from .inputs import MissingTarget, split_data, target_names
-from .learner import ClassData, Learner
+from .learner import ClassData, Learner, StageSpecError
 from .memory import ExemplarMemory
 from .methods import Method, Step, get_method
 from .metrics import (
@@ -425,6 +426,7 @@ def _run_one(cfg: IncrementalConfig, resume: bool, quiet: bool, overwrite: bool)
     say = speaker(quiet)
     method = cfg.make_method()
     scenario = Scenario(cfg)  # loads the data and checks the scenario against it
+    check_method_specs(cfg, scenario, method)
     if overwrite:             # and builds the network: a run is replaced only by one that gets that far
         make_learner(cfg, scenario, method)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite)
@@ -470,13 +472,35 @@ def speaker(quiet: bool):
     return (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
 
+def method_spec_error(cfg: IncrementalConfig, method: Method, exc: StageSpecError) -> SpecError:
+    return cfg.error([(("method", "name"), f"method {method.name!r}: {exc}")])
+
+
+def check_method_specs(cfg: IncrementalConfig, scenario: Scenario, method: Method) -> None:
+    """Each step's loss spec that the method gives before training; one that needs what training
+    makes (FOSTER's class counts, PODNet's feature maps) is checked when its step runs."""
+    for t in range(len(scenario.groups)):
+        step = scenario.step(t)
+        try:
+            spec = method.spec(step)
+        except Exception:  # noqa: BLE001 - it needs the network or the data of its step
+            continue
+        try:
+            load_spec(spec)
+        except SpecError as exc:
+            raise method_spec_error(cfg, method, StageSpecError(exc, "train", step)) from None
+
+
 def learn_step(cfg: IncrementalConfig, scenario: Scenario, method: Method, learner: Learner,
                t: int) -> tuple[dict, np.ndarray]:
     """Step ``t``: train, then evaluate on the test (and validation) split; its record and test confusion."""
     step = scenario.step(t)
     start = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed * 7919 + t)  # each step alike, resumed or not
-    learner.run_step(method, step)
+    try:
+        learner.run_step(method, step)
+    except StageSpecError as exc:
+        raise method_spec_error(cfg, method, exc) from None
     test = evaluate(method, learner, scenario.parts["test"], step)
     record = {"step": t, "num_classes": step.num_total,
               "classes": scenario.class_names[step.num_old: step.num_total],
@@ -591,6 +615,7 @@ class IncrementalKind(RunKind):
         scenario = Scenario(cfg)
         backbone_builder(cfg, scenario.info)()   # a saved model cut at its layer (DER builds at its first step)
         make_learner(cfg, scenario, method)       # the network and train.augment on the data's inputs
+        check_method_specs(cfg, scenario, method)
         return (f"incremental config {cfg.name!r}: method {method.name!r}, {len(scenario.groups)} steps of "
                 f"{scenario.groups} classes, class order {scenario.order}")
 
