@@ -202,24 +202,44 @@ def test_a_relative_sqlite_file_is_beside_the_sweep_file_whatever_the_cwd(tmp_pa
 
 
 def test_enqueued_points_name_each_bad_key_and_value(tmp_path):
-    """A typo, a simplex and a choice of mappings (it raised AttributeError from the simplex), a value
-    out of its range or not among the choices: each at its enqueue path, in one pass."""
+    """A typo, a simplex (it raised AttributeError), a value out of its range or not among the choices
+    (an option, or its name for a choice of mappings): each at its enqueue path, in one pass."""
     space = {"loss.outputs.parity.weight": {"log_uniform": [0.05, 5]},
              "optimizer.name": {"choice": ["adam", "sgd"]},
              "heads": {"simplex": ["loss.outputs.class.weight", "loss.terms.class_again.weight"], "total": 2},
              "loss.weighting": {"choice": [{"strategy": "dwa"}, {"strategy": "rlw"}]}}
     path = write(tmp_path, space=space, enqueue=[
-        {"loss.outputs.parity.wieght": 0.5, "heads": 1.0},
+        {"loss.outputs.parity.wieght": 0.5, "heads": 1.0, "loss.weighting": "pcgrad"},
         {"loss.weighting": {"strategy": "dwa"}, "loss.outputs.parity.weight": 9.0, "optimizer.name": "rmsprop"}])
     got = {p: m for p, _, m in problems_of(path)}
     assert got["enqueue.0.loss.outputs.parity.wieght"].startswith(
         "unknown space key 'loss.outputs.parity.wieght'; did you mean 'loss.outputs.parity.weight'?")
     assert "space key 'heads' is a simplex, which cannot be enqueued" in got["enqueue.0.heads"]
-    assert "space key 'loss.weighting' is a choice of mappings or lists, which cannot be enqueued" \
-        in got["enqueue.1.loss.weighting"]
+    assert got["enqueue.0.loss.weighting"] == ("'pcgrad' is not one of the choices [{'strategy': 'dwa'}, "
+                                               "{'strategy': 'rlw'}] or their names ['dwa', 'rlw']")
     assert got["enqueue.1.loss.outputs.parity.weight"] == "give a number in [0.05, 5.0], got 9.0"
     assert got["enqueue.1.optimizer.name"] == "'rmsprop' is not one of the choices ['adam', 'sgd']"
     assert len(got) == 5
+
+
+def test_a_choice_of_mappings_is_enqueued_by_option_or_name(tmp_path):
+    """`loss.weighting: {strategy: rlw}` (or `rlw`) in an enqueue point is tried first, the keys inside the
+    other option sampled when it is drawn; it was refused ("cannot be enqueued")."""
+    from multiloss.run.sweep import open_study
+
+    space = {"loss.weighting": {"choice": [{"strategy": "dwa", "params": {"temperature": {"uniform": [1, 4]}}},
+                                           {"strategy": "rlw"}]},
+             "loss.outputs.parity.weight": {"log_uniform": [0.05, 5]}}
+    sweep = load_sweep(write(tmp_path, space=space, enqueue=[
+        {"loss.weighting": {"strategy": "rlw"}, "loss.outputs.parity.weight": 0.5}, {"loss.weighting": "dwa"}]),
+        check_run=False)
+    sweep.folder.mkdir(parents=True)
+    study, _ = open_study(sweep, sweep.folder, resume=False, overwrite=False)
+    first, second = study.ask(), study.ask()
+    assert sample(first, sweep.config.space) == {"loss.weighting": {"strategy": "rlw"},
+                                                 "loss.outputs.parity.weight": 0.5}
+    drawn = sample(second, sweep.config.space)
+    assert drawn["loss.weighting"]["strategy"] == "dwa" and 1 <= drawn["loss.weighting"]["params"]["temperature"] <= 4
 
 
 def test_a_misspelt_objective_is_named_as_such_whatever_its_mode(tmp_path):

@@ -41,7 +41,7 @@ from typing import Any, TextIO
 from ..spec.errors import RunError, SpecError
 from ..spec.validation import Problems
 from .rundir import RunDir
-from .sweep_config import Sweep, load_sweep, trial_name
+from .sweep_config import Sweep, enqueued_points, load_sweep, trial_name
 from .sweep_space import sample
 
 POLL_SECONDS = 0.5
@@ -206,7 +206,7 @@ def open_study(sweep: Sweep, folder: Path, *, resume: bool, overwrite: bool):
     new = sweep.fingerprint()
     if old is None:
         study.set_user_attr("sweep", new)
-        for point in sweep.config.enqueue:      # tried first, in order; keys left out are sampled
+        for point in enqueued_points(sweep.config):      # tried first, in order; keys left out are sampled
             study.enqueue_trial(point, skip_if_exists=True)
     elif old != new:
         changed = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]

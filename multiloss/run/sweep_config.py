@@ -42,6 +42,7 @@ from .sweep_space import (
     FixedPick,
     Param,
     Simplex,
+    choice_labels,
     choice_problems,
     get,
     locate,
@@ -252,13 +253,26 @@ def mode_problems(sweep: Sweep, logged: list[str] | None = None) -> Problems:
 
 
 def enqueueable(spec) -> bool:
-    """Whether a space entry can be enqueued: a range, or a choice of plain values."""
-    return not isinstance(spec, Simplex) and (not isinstance(spec, Choice) or all(
-        o is None or isinstance(o, (bool, int, float, str)) for o in spec.choice))
+    """Whether a space entry can be enqueued: a range or a choice (not a simplex)."""
+    return not isinstance(spec, Simplex)
+
+
+def enqueued_param(spec, value: Any) -> Any:
+    """What Optuna records for an enqueued ``value`` of ``spec``: a choice's option by its label (an option
+    given whole, or its label: ``pcgrad`` for ``{strategy: pcgrad}``); a range's value as given."""
+    if not isinstance(spec, Choice):
+        return value
+    labels = choice_labels(spec.choice)
+    return labels[spec.choice.index(value)] if value in spec.choice else value
+
+
+def enqueued_points(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """The ``enqueue`` points as Optuna's params (:func:`enqueued_param`)."""
+    return [{key: enqueued_param(cfg.space[key], value) for key, value in point.items()} for point in cfg.enqueue]
 
 
 def enqueue_problems(cfg: SweepConfig) -> Problems:
-    """Each enqueued point names ranges or plain choices of the space, with values inside them."""
+    """Each enqueued point names ranges or choices of the space, with values inside them."""
     problems: Problems = []
     if len(cfg.enqueue) > cfg.trials:
         problems.append((("enqueue",), f"{len(cfg.enqueue)} points to try first, but only {cfg.trials} trials"))
@@ -268,16 +282,18 @@ def enqueue_problems(cfg: SweepConfig) -> Problems:
             where = ("enqueue", i, key)
             if spec is None:
                 plain = [k for k, v in cfg.space.items() if enqueueable(v)]
-                problems.append((where, f"{unknown_key(key, plain, 'space key')} (ranges and choices of plain "
-                                        "values can be enqueued)"))
+                problems.append((where, f"{unknown_key(key, plain, 'space key')} (ranges and choices can be "
+                                        "enqueued)"))
             elif not enqueueable(spec):
-                what = "a simplex" if isinstance(spec, Simplex) else "a choice of mappings or lists"
-                problems.append((where, f"space key {key!r} is {what}, which cannot be enqueued (ranges and "
-                                        "choices of plain values can); leave it out of the point to have it "
-                                        "sampled"))
-            elif isinstance(spec, Choice) and value not in spec.choice:
-                problems.append((where, f"{value!r} is not one of the choices {spec.choice}"))
-            elif not isinstance(spec, Choice):
+                problems.append((where, f"space key {key!r} is a simplex, which cannot be enqueued (ranges and "
+                                        "choices can); leave it out of the point to have it sampled, or give "
+                                        "its members their own ranges"))
+            elif isinstance(spec, Choice):
+                labels = choice_labels(spec.choice)
+                if value not in spec.choice and (value not in labels or labels == spec.choice):
+                    named = "" if labels == spec.choice else f" or their names {labels}"
+                    problems.append((where, f"{value!r} is not one of the choices {spec.choice}{named}"))
+            else:
                 low, high = getattr(spec, "log_uniform", None) or getattr(spec, "uniform", None) or spec.int
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                     problems.append((where, f"give a number in [{low}, {high}], got {value!r}"))
