@@ -1,5 +1,6 @@
 """Loss semantics against numpy: shapes, element weights, masks, reductions."""
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -127,6 +128,19 @@ def test_class_weight_and_mask_follow_a_channels_first_class_axis(sparse):
         return
     total, _ = _total(spec, {"m": y}, {"m": probs})
     assert total == pytest.approx((w * per_pixel).sum() / w.sum(), rel=1e-5)
+
+
+def test_class_weight_ids_are_checked_along_a_channels_first_class_axis():
+    """[B, 4, 8, 8] with `axis: 1`: id 6 was accepted (the last axis has 8 entries) and weighted nothing;
+    id 9 was refused as one of 8 classes."""
+    x = keras.Input((8, 8, 3))
+    seg = keras.layers.Softmax(axis=1, name="seg")(keras.layers.Permute((3, 1, 2))(keras.layers.Conv2D(4, 1)(x)))
+    model = keras.Model(x, {"seg": seg})
+    spec = "outputs: {seg: {loss: {name: categorical_crossentropy, params: {axis: 1}}, class_weight: {%s: 3.0}}}"
+    with pytest.raises(ml.SpecError, match=r"outputs\.seg\.class_weight: class id\(s\) \[6\] out of range: output "
+                                           r"'seg' has 4 classes along axis 1 \(ids 0\.\.3\)"):
+        ml.compile(model, spec % 6, optimizer="sgd")
+    ml.compile(model, spec % 3, optimizer="sgd")
 
 
 def test_dice_over_spatial_axes_masks_the_class_whose_pixels_are_missing():

@@ -366,6 +366,28 @@ def test_predict_in_a_folder_with_a_model_and_no_config(tmp_path):
         assert "label_class_name" not in got.files
 
 
+def test_predict_takes_a_channels_first_heads_classes_from_its_loss_axis(tmp_path):
+    """`categorical_crossentropy` with `axis: 1` on [B, C, H, W] (written `cce`): the class per pixel is the
+    argmax over C, as the loss and the head's metrics read it; predict took it over W ([B, C, H])."""
+    import multiloss as ml
+
+    folder = tmp_path / "cf"
+    folder.mkdir()
+    keras.utils.set_random_seed(0)
+    x = keras.Input((3, 5, 2))
+    scores = keras.layers.Softmax(axis=1, name="seg")(keras.layers.Permute((3, 1, 2))(
+        keras.layers.Conv2D(4, 1)(x)))                                  # [B, 4, 3, 5]
+    model = keras.Model(x, scores)
+    ml.compile(model, "outputs: {seg: {loss: {name: cce, params: {axis: 1}}}}", optimizer="sgd")
+    model.save(folder / "model.keras")
+    xs = np.random.default_rng(0).normal(size=(6, 3, 5, 2)).astype("float32")
+    np.savez(tmp_path / "x.npz", x=xs)
+    assert main(["predict", str(folder), "--input", str(tmp_path / "x.npz")]) == 0
+    with np.load(folder / "predictions.npz") as got:
+        assert got["seg_class"].shape == (6, 3, 5)
+        np.testing.assert_array_equal(got["seg_class"], model.predict(xs, verbose=0).argmax(1))
+
+
 def test_export_of_a_model_with_variable_sized_inputs(tmp_path):
     """A fully convolutional model (inputs [B, None, None, 1]) exported before the named-output change;
     calling it on zeros of its input shape to count its outputs raised a TypeError."""

@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ..losses import reduction as red
 from ..spec.errors import SpecError
 from ..spec.imports import import_object, is_import_string
 from ..spec.loss_spec import LossSpec, load_spec
@@ -31,12 +32,14 @@ def _check_outputs(spec: LossSpec, output_names: list[str], model=None) -> None:
                              f"the model has no output {head!r}; its outputs are {output_names}"))
         elif h.class_weight and model is not None:
             shape = _output_shape(model, output_names.index(head))
-            n = shape[-1] if shape else None
+            axis = red.head_class_axis(spec.resolve(), head)     # channels first: the loss's `axis`
+            n = shape[axis] if shape and -len(shape) <= axis < len(shape) else None
             if n and n > 1:
                 bad = sorted(c for c in h.class_weight if not 0 <= c < n)
                 if bad:
+                    at = "" if axis == -1 else f" along axis {axis}"
                     problems.append((("outputs", head, "class_weight"),
-                                     f"class id(s) {bad} out of range: output {head!r} has {n} classes "
+                                     f"class id(s) {bad} out of range: output {head!r} has {n} classes{at} "
                                      f"(ids 0..{n - 1})"))
     for i, t in enumerate(spec.terms):
         for j, o in enumerate(t.outputs):

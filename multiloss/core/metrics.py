@@ -82,11 +82,7 @@ def _class_axes(spec: LossSpec, heads) -> dict[str, set[int]]:
     """The axes each head's losses take their classes from where one is not the last (a channels-first
     class axis: :func:`~multiloss.losses.reduction.class_axis`); axes that differ at every rank (1 and 2)
     are a SpecError at the head."""
-    axes: dict[str, set[int]] = {}
-    for t in spec.resolve():
-        axis = red.class_axis(t.loss)
-        if len(t.outputs) == 1 and t.outputs[0] in heads and axis != -1:
-            axes.setdefault(t.outputs[0], set()).add(axis)
+    axes = {h: a for h, a in red.head_class_axes(spec.resolve()).items() if h in heads}
     for head, found in axes.items():
         if len({a for a in found if a >= 0}) > 1 or len({a for a in found if a < 0}) > 1:
             raise _ambiguous(spec, head, found)

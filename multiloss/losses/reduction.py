@@ -272,6 +272,23 @@ def class_axis(loss) -> int:
     return axes[0] if len(axes) == 1 and canonical_name(loss) not in SUMMED_AXES else -1
 
 
+def head_class_axes(terms) -> dict[str, set[int]]:
+    """The class axes of each head's one-output terms where one is not the last (:func:`class_axis`):
+    ``{head: {axis, ...}}``; a head with none takes its classes from the last axis."""
+    axes: dict[str, set[int]] = {}
+    for t in terms:
+        axis = class_axis(t.loss)
+        if len(t.outputs) == 1 and axis != -1:
+            axes.setdefault(t.outputs[0], set()).add(axis)
+    return axes
+
+
+def head_class_axis(terms, head: str) -> int:
+    """The one class axis of ``head`` (:func:`head_class_axes`), or -1 (the last, or none agreed)."""
+    found = head_class_axes(terms).get(head, set())
+    return next(iter(found)) if len(found) == 1 else -1
+
+
 def reduce_axes_to(mask, rank: int, axes: tuple[int, ...] = (-1,)):
     """Collapse a boolean mask to ``rank`` axes: a position is valid when all its components are.
 

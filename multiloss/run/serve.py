@@ -30,7 +30,9 @@ import keras
 import numpy as np
 
 from ..core.keras_access import all_layers, export_input_signature
+from ..losses import reduction as red
 from ..spec.errors import RunError, SpecError
+from ..spec.loss_table import canonical_name
 from . import atomic
 from .config import load_data
 from .precision import dtype_policy
@@ -259,13 +261,17 @@ def predict_run(run_dir: str | os.PathLike, inputs: str | os.PathLike, out: str 
             result[f"{head}_class_name"] = np.asarray(classes["class_names"])[best]
         return _write_predictions(run, out, result)
     info = _data_info(cfg)
-    for term in spec.resolve():
+    terms = spec.resolve()
+    for term in terms:
         head = term.outputs[0]
-        if len(term.outputs) == 1 and term.loss.name in CLASSIFICATION and result[head].shape[-1] > 1:
-            ids = result[head].argmax(-1)
+        axis = red.head_class_axis(terms, head)          # channels first: the loss's `axis`
+        scores = result[head]
+        if len(term.outputs) == 1 and canonical_name(term.loss) in CLASSIFICATION and scores.ndim and \
+                -scores.ndim <= axis < scores.ndim and scores.shape[axis] > 1:
+            ids = scores.argmax(axis)
             result[f"{head}_class"] = ids
             names = _class_names(info, cfg, term.target or head)
-            if names and len(names) == result[head].shape[-1]:
+            if names and len(names) == scores.shape[axis]:
                 result[f"{head}_class_name"] = np.asarray(names)[ids]
     return _write_predictions(run, out, result)
 
