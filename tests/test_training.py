@@ -109,6 +109,32 @@ def test_one_per_pixel_weight_array_weights_every_head_in_fit_and_evaluate_on_ar
     assert hist["val_b_loss"][0] == pytest.approx(b, rel=1e-5)
 
 
+def test_a_dict_of_sample_weights_that_leaves_a_head_out_or_misspells_one_on_arrays():
+    """On arrays Keras's adapter wants one weight per target ("You should provide one `sample_weight`
+    array per output in `y`", then every array printed); as from a tf.data pipeline, a head left out is
+    unweighted and a misspelt key is named with a did-you-mean."""
+    keras.utils.set_random_seed(0)
+    r = np.random.default_rng(1)
+    x = r.normal(size=(8, 4, 4, 1)).astype("float32")
+    y = {"a": r.normal(size=(8, 4, 4, 2)).astype("float32"), "b": r.normal(size=(8, 1)).astype("float32")}
+    inp = keras.Input((4, 4, 1))
+    h = keras.layers.Conv2D(3, 1)(inp)
+    model = keras.Model(inp, {"a": keras.layers.Conv2D(2, 1, name="a")(h),
+                              "b": keras.layers.Dense(1, name="b")(keras.layers.Flatten()(h))})
+    ml.compile(model, "outputs: {a: {loss: mse}, b: {loss: mse}}", optimizer=keras.optimizers.SGD(0.0))
+    w = r.uniform(size=(8, 4, 4)).astype("float32")
+    p = model.predict(x, verbose=0)
+    a = (((y["a"] - p["a"]) ** 2).mean(-1) * w).mean()
+    b = ((y["b"] - p["b"]) ** 2).mean()
+    got = model.evaluate(x, y, sample_weight={"a": w}, batch_size=8, verbose=0, return_dict=True)
+    assert (got["a_loss"], got["b_loss"]) == (pytest.approx(a, rel=1e-5), pytest.approx(b, rel=1e-5))
+    hist = model.fit(x, y, sample_weight={"a": w}, validation_data=(x, y, {"a": w}), batch_size=8, epochs=1,
+                     verbose=0).history
+    assert hist["val_a_loss"][0] == pytest.approx(a, rel=1e-5)
+    with pytest.raises(ml.SpecError, match=r"sample_weight: unknown key 'aa'; did you mean 'a'\? valid: a, b"):
+        model.evaluate(x, y, sample_weight={"aa": w}, verbose=0)
+
+
 def test_weights_are_variables_changed_between_steps():
     model = _model()
     ml.compile(model, SPEC, optimizer="sgd")

@@ -114,12 +114,12 @@ class MultilossModel(TrainerOverrides):
             if ordered is not None and call is not None:
                 call.arguments["callbacks"] = ordered
         if call is not None:
-            _weights_per_output(call.arguments)
+            _weights_per_output(call.arguments, self)
             validation = call.arguments.get("validation_data")
             if isinstance(validation, tuple) and len(validation) == 3:
                 vx, vy, vw = validation
-                call.arguments["validation_data"] = (vx, vy, _weights_per_output({"y": vy, "sample_weight": vw})
-                                                     ["sample_weight"])
+                vw = _weights_per_output({"y": vy, "sample_weight": vw}, self)["sample_weight"]
+                call.arguments["validation_data"] = (vx, vy, vw)
             args, kwargs = call.args, call.kwargs
         try:
             with guard_labels(self):
@@ -132,7 +132,7 @@ class MultilossModel(TrainerOverrides):
     def evaluate(self, *args, **kwargs):
         try:
             call = inspect.signature(super().evaluate).bind(*args, **kwargs)
-            _weights_per_output(call.arguments)
+            _weights_per_output(call.arguments, self)
             args, kwargs = call.args, call.kwargs
         except TypeError:
             pass                         # Keras names the bad arguments itself
@@ -199,14 +199,23 @@ def guard_labels(model: keras.Model | None = None) -> Iterator[None]:
         raise SpecError([(path, None, msg)], found["source"]) from None
 
 
-def _weights_per_output(arguments: dict) -> dict:
-    """One sample-weight array of more than one axis (per pixel) with dict targets, given per output:
-    Keras's array adapter refuses it for a model with several outputs (it wants ``[B]``), while
-    multiloss applies one array to every term."""
+def _weights_per_output(arguments: dict, model: keras.Model) -> dict:
+    """Sample weights with dict targets, given per target as Keras's array adapter wants them: one array
+    of more than one axis (per pixel), which it refuses for a model with several outputs (it wants
+    ``[B]``) while multiloss applies one array to every term; and a dict that leaves targets out (they
+    are unweighted, as from a ``tf.data`` pipeline) or misspells one (refused by name, not by Keras's
+    dump of every array)."""
     weight, y = arguments.get("sample_weight"), arguments.get("y")
-    if isinstance(y, dict) and weight is not None and not isinstance(weight, dict) \
-            and len(getattr(weight, "shape", ())) > 1:
-        arguments["sample_weight"] = {key: weight for key in y}
+    if not isinstance(y, dict) or weight is None:
+        return arguments
+    if not isinstance(weight, dict):
+        if len(getattr(weight, "shape", ())) > 1:
+            arguments["sample_weight"] = {key: weight for key in y}
+        return arguments
+    composite = compiled_loss(model)
+    if isinstance(composite, CompositeLoss):
+        composite.check_weight_keys(weight, y)
+    arguments["sample_weight"] = {key: weight.get(key) for key in y}
     return arguments
 
 
