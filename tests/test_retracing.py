@@ -81,3 +81,28 @@ def test_again_after_a_call_that_failed_while_tracing(method):
         again, first = (m.evaluate(data, verbose=0, return_dict=True) for m in (failed, fresh))
     for key in ("loss", "score_mae", "kind_accuracy", "image_loss"):
         np.testing.assert_allclose(again[key], first[key], rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_second_call_with_another_target_rank_equals_a_fresh_models(method):
+    """Depth targets [B, 4, 4, 1], then [B, 4, 4] on the same model: the relaxed trace saw a target of
+    unknown rank ("Cannot iterate over a shape with unknown rank" from the shape check; Keras alone fails
+    too); a call whose ranks differ from the last one's now gets a new trace, as a fresh model."""
+    rng = np.random.default_rng(2)
+    x = rng.random((16, 4, 4, 1)).astype("float32")
+    y = {"image": rng.random((16, 4, 4, 1)).astype("float32"), "score": rng.random((16, 1)).astype("float32")}
+    flat = {**y, "image": y["image"][..., 0]}
+
+    def call(model, targets):
+        if method == "fit":
+            return model.fit(x, targets, epochs=2, batch_size=8, shuffle=False, verbose=0).history
+        return model.evaluate(x, targets, batch_size=8, verbose=0, return_dict=True)
+
+    seen, fresh = _model(), _model()
+    for m in (seen, fresh):
+        ml.compile(m, SPEC, optimizer=keras.optimizers.SGD(0.1))
+    call(seen, y)
+    fresh.set_weights(seen.get_weights())
+    again, first = call(seen, flat), call(fresh, flat)
+    for key in ("loss", "image_loss", "score_loss"):
+        np.testing.assert_allclose(again[key], first[key], rtol=1e-6, err_msg=key)

@@ -24,6 +24,7 @@ import contextlib
 import inspect
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -115,6 +116,7 @@ class MultilossModel(TrainerOverrides):
                 call.arguments["callbacks"] = ordered
         if call is not None:
             _weights_per_output(call.arguments, self)
+            _new_trace_for_new_ranks(self, "train", call.arguments)
             validation = call.arguments.get("validation_data")
             if isinstance(validation, tuple) and len(validation) == 3:
                 vx, vy, vw = validation
@@ -133,6 +135,7 @@ class MultilossModel(TrainerOverrides):
         try:
             call = inspect.signature(super().evaluate).bind(*args, **kwargs)
             _weights_per_output(call.arguments, self)
+            _new_trace_for_new_ranks(self, "test", call.arguments)
             args, kwargs = call.args, call.kwargs
         except TypeError:
             pass                         # Keras names the bad arguments itself
@@ -217,6 +220,30 @@ def _weights_per_output(arguments: dict, model: keras.Model) -> dict:
         composite.check_weight_keys(weight, y)
     arguments["sample_weight"] = {key: weight.get(key) for key in y}
     return arguments
+
+
+def _ranks(arguments: dict) -> Any:
+    """The rank of every array in a call's ``x``, ``y`` and ``sample_weight`` (a dataset's: its elements');
+    None where it is not known (a generator's)."""
+    def rank(value):
+        shape = getattr(value, "shape", None)
+        return shape.rank if isinstance(shape, tf.TensorShape) else len(shape) if shape is not None else None
+
+    data = arguments.get("x")
+    if isinstance(data, tf.data.Dataset):
+        return tf.nest.map_structure(rank, data.element_spec)
+    return tf.nest.map_structure(rank, [data, arguments.get("y"), arguments.get("sample_weight")])
+
+
+def _new_trace_for_new_ranks(model: keras.Model, function: str, arguments: dict) -> None:
+    """A train (or test) call whose targets or weights have other ranks than the last one's gets a new
+    function: TensorFlow would relax the traced one to inputs of unknown rank, where a target's shape
+    against its prediction (``[B, H, W]`` or ``[B, H, W, 1]``) cannot be told; a fresh model traces it."""
+    seen = model.__dict__.setdefault("_multiloss_ranks", {})
+    ranks = _ranks(arguments)
+    if function in seen and seen[function] != ranks:
+        setattr(model, f"{function}_function", None)
+    seen[function] = ranks
 
 
 def _weighting(model):
