@@ -44,6 +44,9 @@ Mode = Literal["stop", "skip"]
 MODES = ("stop", "skip")
 #: The message of the check that cuts a step short (see :meth:`GuardState.cut_short`).
 CUT_SHORT = "multiloss: non-finite step cut short"
+#: What a NonFiniteError asks the user to check.
+CHECK = ("Check the data (a NaN target is a missing label only under `mask_value: .nan` on its head) and the "
+         "loss (a log of 0, a division by 0, a learning rate too high)")
 
 
 class GuardState:
@@ -137,7 +140,7 @@ class GuardState:
             raise NonFiniteError(
                 f"non-finite values (NaN or Inf) in {self.describe()} in a train step outside `fit` "
                 "(train_on_batch); its update was not applied, so the weights are those of the last finite "
-                "step. Check the data and the loss, or compile with nonfinite='skip' to skip such batches")
+                f"step. {CHECK}, or compile with nonfinite='skip' to skip such batches")
         count = int(read(self.skipped) - skipped_before)
         if count:
             warnings.warn(f"skipped {count} batch(es) with non-finite values in {self.describe()} outside "
@@ -309,8 +312,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
             raise NonFiniteError(
                 f"non-finite values (NaN or Inf) in {self.state.describe()} at epoch {epoch + 1}, step "
                 f"{int(first - self.epoch_steps)}; training stopped: no update was applied from that step "
-                "on, so no weights are non-finite and a checkpoint saved before it is intact. Check the data and the "
-                "loss (a log of 0, a division by 0, a learning rate too high), or set "
+                f"on, so no weights are non-finite and a checkpoint saved before it is intact. {CHECK}, or set "
                 "`train.nonfinite: skip` to skip such batches")
         count = int(read(self.state.skipped) - self.epoch_skipped)
         if logs is not None and self.state.mode == "skip":
