@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +49,19 @@ def test_describe_a_run_config_describes_its_loss(capsys):
     assert rows["contrastive"][1:4] == ["emb_a,emb_b", "contrastive(margin=1.0)", "0.1"]
     assert main(["describe", "configs/incremental_digits.yaml"]) == 1
     err = capsys.readouterr().err
-    assert "an incremental config has no loss spec to describe" in err and "unknown key" not in err
+    assert "an incremental config has no loss spec of its own" in err and "unknown key" not in err
+
+
+def test_check_a_run_config_checks_its_loss(tmp_path, capsys):
+    """It read the whole run config as a loss spec: a line of `unknown key` per run key."""
+    run = tmp_path / "run.yaml"
+    run.write_text(f"name: d\ndata: {{source: digits}}\nmodel: {{builder: mlp}}\n"
+                   f"loss: {Path('configs/depth_segmentation.yaml').resolve()}\n")
+    assert main(["check", str(run), "--model", "multiloss.run.examples:depth_model", "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(3, 16, 16, 4)  (3,)" in next(line for line in out.splitlines() if line.startswith("segmentation_dice"))
+    assert main(["check", "configs/incremental_digits.yaml", "--model", "multiloss.run.examples:depth_model"]) == 1
+    assert "an incremental config has no loss spec of its own" in capsys.readouterr().err
 
 
 def test_schema_is_valid_json_and_names_fields(capsys):

@@ -70,7 +70,8 @@ def _loss_text(term) -> str:
 
 
 def _spec_of(path: str):
-    """The loss spec of a spec file, or of a run config (its ``loss:``); an incremental config has none."""
+    """The loss spec of a spec file, or of a run config (its ``loss:``): what ``describe`` and ``check``
+    read; an incremental config has none."""
     from ..spec.configfile import config_kind, read_config
     from ..spec.errors import SpecError
 
@@ -81,8 +82,8 @@ def _spec_of(path: str):
 
         return load_run_config(path).spec
     if kind != "spec":
-        raise SpecError([((), None, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} config has no loss spec to "
-                                    "describe: its loss is its method's "
+        raise SpecError([((), None, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} config has no loss spec of "
+                                    "its own: its loss is its method's "
                                     "(see `multiloss validate` for what the config holds)")], path)
     return _load(path)
 
@@ -195,7 +196,7 @@ def cmd_check(args) -> int:
     from ..core.compile import build_loss
     from ..run.console import table
 
-    spec = _load(args.spec)
+    spec = _spec_of(args.spec)
     model = _model(args.model)
     composite = build_loss(spec, model)
     rng = np.random.default_rng(0)
