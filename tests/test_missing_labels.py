@@ -1,6 +1,8 @@
 """Missing labels (``mask_value``) against numpy: per element for elementwise losses and metrics, per
 position otherwise; NaN masks; gradients exactly 0 on the missing entries; a fit on NaN targets."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -276,6 +278,30 @@ def test_metrics_of_a_channels_first_head_read_its_class_axis():
     top5 = np.argsort(-probs, axis=1)[:, :5]
     in_top5 = (top5 == labels[:, None]).any(1)
     assert got["m_top_k_categorical_accuracy"] == pytest.approx(in_top5[kept].mean(), rel=1e-6)
+
+
+class ThreeClassIoU(keras.metrics.MeanIoU):
+    """Mean IoU over 3 classes from probabilities (its confusion matrix counts in int)."""
+
+    def __init__(self, name="iou", **kwargs):
+        super().__init__(num_classes=3, sparse_y_pred=False, name=name, **kwargs)
+
+
+def test_an_integer_metric_gets_integer_mask_weights_and_counts_present_pixels():
+    """Mean IoU left missing pixels out with a float weight: Keras warned "You are passing weight as
+    `float`, but dtype is `int`" at every trace.  The value is numpy's IoU over the present pixels."""
+    rng = np.random.default_rng(25)
+    probs = rng.dirichlet(np.ones(3), (4, 3, 5)).astype("float32")
+    labels = rng.integers(0, 3, (4, 3, 5))
+    missing = rng.random((4, 3, 5)) < MISSING
+    spec = {"outputs": {"m": {"loss": "sparse_categorical_crossentropy", "mask_value": -1,
+                              "metrics": ["test_missing_labels:ThreeClassIoU"]}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = _head_metrics(spec, {"m": np.where(missing, -1, labels)}, {"m": probs})
+    t, p = labels[~missing], probs.argmax(-1)[~missing]
+    iou = [((t == c) & (p == c)).sum() / ((t == c) | (p == c)).sum() for c in range(3) if ((t == c) | (p == c)).any()]
+    assert got["m_iou"] == pytest.approx(np.mean(iou), rel=1e-6)
 
 
 def test_a_channels_first_heads_sparse_targets_and_equal_axes_line_up():

@@ -68,14 +68,17 @@ def masked_update(metric: keras.metrics.Metric, target, pred, valid) -> None:
     ``target`` holds no missing value any more (:func:`~multiloss.losses.reduction.mask_targets`);
     ``valid`` is its boolean map.
     """
+    # 0/1 weights, in the metric's own dtype where it counts in integers (IoU's confusion matrix warns
+    # of a float weight otherwise)
+    dtype = metric.dtype if "int" in str(metric.dtype) else "float32"
     if isinstance(metric, MEAN_OF_ELEMENTS):
         metric.update_state(ops.expand_dims(target, -1), ops.expand_dims(pred, -1),
-                            sample_weight=ops.cast(valid, "float32"))
+                            sample_weight=ops.cast(valid, dtype))
     elif isinstance(metric, PER_ENTRY):
-        metric.update_state(target, pred, sample_weight=ops.cast(valid, "float32"))
+        metric.update_state(target, pred, sample_weight=ops.cast(valid, dtype))
     else:
         per_position = red.reduce_axes_to(valid, len(pred.shape) - 1)
-        metric.update_state(target, pred, sample_weight=ops.cast(per_position, "float32"))
+        metric.update_state(target, pred, sample_weight=ops.cast(per_position, dtype))
 
 
 def _class_axes(spec: LossSpec, heads) -> dict[str, set[int]]:
