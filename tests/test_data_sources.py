@@ -488,8 +488,17 @@ def test_tfrecord_bad_spec_names_the_place(tmp_path):
     with pytest.raises(ValueError, match=r"^data\.params\.features\.value\.dtype: 'float64' is not a TFRecord "
                                          "dtype; valid: float32, int64, string"):
         load(path=path, features={**FEATURES, "value": {"dtype": "float64"}}, inputs=["image"])
-    with pytest.raises(ValueError, match=r"a\.tfrecord: the first record does not fit data\.params\.features"):
+    # Said in the config's terms (TensorFlow's was "Key: value.  Can't parse serialized Example" and its
+    # function and node names).
+    first = r"a\.tfrecord: the first record does not fit data\.params\.features: "
+    with pytest.raises(ValueError, match=first + r"feature 'value' holds 2 values; its shape \[3\] takes 3$"):
         load(path=path, features={**FEATURES, "value": {"dtype": "float32", "shape": [3]}}, inputs=["image"])
+    with pytest.raises(ValueError, match=first + r"feature 'label' holds int64 values, not float32 ones; give its "
+                                                 r"dtype: int64$"):
+        load(path=path, features={**FEATURES, "label": "float32"}, inputs=["image"])
+    with pytest.raises(ValueError, match=first + r"the record has no feature 'lable'; did you mean 'label' or 'value'\? "
+                                                 r"its features: \['image', 'label', 'value'\]$"):
+        load(path=path, features={"image": FEATURES["image"], "lable": "int64"}, inputs=["image"])
     with pytest.raises(ValueError, match=r"^data\.params\.path: no TFRecord file matches '.*nothing\*'"):
         load(path=str(tmp_path / "nothing*"), features=FEATURES, inputs=["image"])
     with pytest.raises(ValueError, match=r"^data\.params\.inputs: must list features of data\.params\.features "

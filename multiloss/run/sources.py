@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..spec.validation import did_you_mean
 from .data import Part, Splits, digest_arrays, draw_missing, param_error, register_data
 
 SPLITS = ("train", "val", "test")
@@ -513,6 +514,34 @@ def feature_parser(features: Any) -> tuple[dict, dict[str, Callable], dict[str, 
     return spec, convert, shapes
 
 
+def record_mismatch(serialized: bytes, features: dict, shapes: dict[str, tuple]) -> str | None:
+    """What keeps one ``tf.train.Example`` from the parse spec ``features`` (:func:`feature_parser`), said
+    in the config's terms (a feature missing, of another kind, or with another number of values than its
+    ``shape`` takes); None if it fits or the record is no Example."""
+    import tensorflow as tf
+
+    try:
+        stored = tf.train.Example.FromString(serialized).features.feature
+    except Exception:  # noqa: BLE001 - not an Example: TensorFlow's own reason stands
+        return None
+    kinds = {tf.int64: "int64_list", tf.float32: "float_list", tf.string: "bytes_list"}
+    dtypes = {"int64_list": "int64", "float_list": "float32", "bytes_list": "string"}
+    for name, spec in features.items():
+        if name not in stored:
+            if spec.default_value is None:
+                return f"the record has no feature {name!r}; {did_you_mean(name, list(stored))}its features: " \
+                       f"{sorted(stored)}"
+            continue
+        kind = stored[name].WhichOneof("kind")
+        if kind != kinds[spec.dtype]:
+            return f"feature {name!r} holds {dtypes.get(kind, kind)} values, not {spec.dtype.name} ones; give " \
+                   f"its dtype: {dtypes.get(kind, kind)}"
+        count, want = len(getattr(stored[name], kind).value), int(np.prod(spec.shape, dtype=np.int64))
+        if count != want:
+            return f"feature {name!r} holds {count} values; its shape {list(shapes[name])} takes {want}"
+    return None
+
+
 def rows_of(ds, keep: np.ndarray):
     """The elements of ``ds`` at the positions where ``keep`` is true, streamed, with their count known."""
     import tensorflow as tf
@@ -580,8 +609,10 @@ def tfrecord(seed: int = 0, path: Any = "", features: dict | None = None, inputs
         except StopIteration:
             raise ValueError(f"{groups[split][0]}: no records") from None
         except tf.errors.OpError as exc:
+            first = next(iter(ds.take(1))).numpy()
+            why = record_mismatch(first, spec, shapes) or exc.message.splitlines()[0]
             raise ValueError(f"{groups[split][0]}: the first record does not fit data.params.features: "
-                             f"{exc.message.splitlines()[0]}") from None
+                             f"{why}") from None
     def identity(files: list[str], rows=None) -> str:      # the files (names, sizes) and the rows drawn
         named = {"files": np.asarray(files, str), "sizes": np.asarray([os.path.getsize(f) for f in files])}
         return digest_arrays(named if rows is None else {**named, "rows": rows})
@@ -594,7 +625,8 @@ def tfrecord(seed: int = 0, path: Any = "", features: dict | None = None, inputs
                     try:
                         example(serialized)
                     except tf.errors.OpError as exc:
-                        found.append(f"{f}, record {i}: {op_reason(exc)}")
+                        why = record_mismatch(serialized.numpy(), spec, shapes) or op_reason(exc)
+                        found.append(f"{f}, record {i}: {why}")
             return found
 
         return problems
