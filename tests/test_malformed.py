@@ -154,6 +154,9 @@ CASES = [
     ("run-class-weight-range", "run", ("sparse_categorical_crossentropy, metrics",
                                        "sparse_categorical_crossentropy, class_weight: {12: 2.0}, metrics"), [],
      [":11: loss.outputs.class.class_weight: class id(s) [12] out of range: output 'class' has 10 classes"]),
+    ("run-class-weight-range-set", "run", None, ["--set", "loss.outputs.class.class_weight={12: 2.0}"],
+     ["loss.outputs.class.class_weight: class id(s) [12] out of range: output 'class' has 10 classes (ids 0..9) "
+      "(from --set loss.outputs.class.class_weight={12: 2.0})"]),
     ("run-shared-layer", "run", ("image: {loss: mse, weight: 0.5}", "image: {loss: mse, weight: 0.5}\n"
                                  "  weighting: {strategy: pcgrad, shared: [no_such_layer]}"), [],
      ["weighting.shared.0", "no_such_layer"]),

@@ -293,7 +293,7 @@ def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | Non
     spec_file = cf.resolve_path(cfg.loss) if isinstance(cfg.loss, str) else None
     try:
         if spec_file is None:
-            cfg._spec = spec_from_data(cfg.loss, cf.lines, cf.name, prefix=("loss",))
+            cfg._spec = spec_from_data(cfg.loss, cf.lines, cf.name, prefix=("loss",), file=cf)
         elif not spec_file.is_file():
             problems.append((("loss",), f"the loss spec file {spec_file} does not exist; give a spec file "
                                         "(relative to the working folder or to this config) or an inline "

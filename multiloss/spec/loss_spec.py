@@ -183,6 +183,7 @@ class LossSpec(_Model):
     _lines: Lines = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr("<spec>")
     _prefix: tuple = PrivateAttr(())  # where the spec sits in a larger file (a run config's `loss:`)
+    _file: Any = PrivateAttr(None)    # that file (a ConfigFile): its problems name the --set they came from
     _paths: dict[str, tuple] = PrivateAttr(default_factory=dict)
     _terms: list[Term] | None = PrivateAttr(None)
 
@@ -235,7 +236,10 @@ class LossSpec(_Model):
         return (f"{self._source}:{line}" if line else self._source), self._prefix + tuple(path)
 
     def error(self, problems) -> SpecError:
-        """Make a SpecError for ``[(path, message), ...]`` with source lines."""
+        """Make a SpecError for ``[(path, message), ...]`` with source lines (in a run config: or the
+        ``--set`` a value came from)."""
+        if self._file is not None:
+            return self._file.error([(self._prefix + tuple(p), m) for p, m in problems])
         return SpecError([(self._prefix + tuple(p), self.line(p), m) for p, m in problems], self._source)
 
     @property
@@ -550,8 +554,9 @@ def load_spec(source: str | os.PathLike | dict | LossSpec, *, name: str | None =
     return spec_from_data(data, lines, src)
 
 
-def spec_from_data(data: dict, lines: Lines, source: str, prefix: tuple = ()) -> LossSpec:
-    """Validate plain data into a LossSpec; ``prefix`` locates it in a larger file."""
+def spec_from_data(data: dict, lines: Lines, source: str, prefix: tuple = (), file: Any = None) -> LossSpec:
+    """Validate plain data into a LossSpec; ``prefix`` locates it in a larger file (``file``: that file's
+    ConfigFile, whose ``error`` names the ``--set`` of a value)."""
     shifted = {k[len(prefix):]: v for k, v in lines.items() if k[: len(prefix)] == prefix}
     try:
         spec = LossSpec.model_validate(data)
@@ -559,6 +564,6 @@ def spec_from_data(data: dict, lines: Lines, source: str, prefix: tuple = ()) ->
         problems = _pydantic_problems(exc)
         problems += _problems_beside(data, problems)
         raise SpecError([(prefix + p, line_of(shifted, p), m) for p, m in problems], source) from None
-    spec._lines, spec._source, spec._prefix = shifted, source, tuple(prefix)
+    spec._lines, spec._source, spec._prefix, spec._file = shifted, source, tuple(prefix), file
     spec.resolve()
     return spec
