@@ -68,7 +68,8 @@ class EarlyStoppingConfig(_Model):
         None, description="For several keys: each key's single-task baseline for delta_m; default: its "
                           "first-epoch value.")
     patience: Integer = Field(3, ge=0)
-    min_delta: float = 0.0
+    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False,
+                             description="The least change that counts as an improvement (≥ 0).")
     restore_best_weights: bool = True
 
 

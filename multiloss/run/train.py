@@ -94,12 +94,31 @@ def load_splits(cfg: RunConfig) -> Splits | TaskData:
     """The splits of ``data``, or (``tasks``) every task's, checked against each other (:mod:`.tasks`)."""
     extra = {} if cfg.train.validation_split is None else {"val_fraction": cfg.train.validation_split}
     if cfg.tasks is None:
-        return load_data(cfg, **extra)
-    splits = {name: load_data(cfg, t.data, ("tasks", name, "data"), **extra) for name, t in cfg.tasks.items()}
-    try:
-        return task_data(cfg, splits, label_targets(cfg)[0])
-    except TaskError as exc:
-        raise cfg.error([(exc.path, exc.message)]) from None
+        data = load_data(cfg, **extra)
+        vals = [data.val]
+    else:
+        splits = {name: load_data(cfg, t.data, ("tasks", name, "data"), **extra) for name, t in cfg.tasks.items()}
+        vals = [s.val for s in splits.values()]
+        try:
+            data = task_data(cfg, splits, label_targets(cfg)[0])
+        except TaskError as exc:
+            raise cfg.error([(exc.path, exc.message)]) from None
+    if all(v is None for v in vals):
+        check_monitor_without_val(cfg)
+    return data
+
+
+def check_monitor_without_val(cfg: RunConfig) -> None:
+    """A ``val_`` key monitored by early stopping needs a validation split: without one Keras warns that
+    it is not available and the run trains on, selecting nothing."""
+    es = cfg.train.callbacks.early_stopping
+    monitors = [] if es is None else [es.monitor] if isinstance(es.monitor, str) else list(es.monitor)
+    val = [k for k in monitors if k.startswith("val_")]
+    if val:
+        path = ("train", "callbacks", "early_stopping", "monitor") + ((val[0],) if len(monitors) > 1 else ())
+        raise cfg.error([(path, f"{val[0]!r} needs a validation split, and the data has none: give "
+                                "train.validation_split > 0 (or a source with a val split), or monitor a "
+                                f"training key ({val[0][4:]!r})")])
 
 
 def data_digests(data: Splits | TaskData) -> dict[str, str | None]:
