@@ -165,3 +165,19 @@ def test_an_import_string_metric_is_monitored_by_the_name_keras_logs_it_under(tm
     assert stop.monitor == "val_ctg_out_1_class_margin"
     with pytest.raises(ml.SpecError, match=r"val_ctg_out_1_test_early_stopping:class_margin"):
         _config(metric, f"{ES}.monitor=val_ctg_out_1_test_early_stopping:class_margin", f"{ES}.mode=max")
+
+
+def test_a_resume_that_changes_the_monitor_is_refused_and_one_that_changes_patience_goes_on(tmp_path):
+    """A resume under another monitor replayed the history with it and named its best epoch in
+    metrics.json, while best.keras (and so model.keras) stayed the old monitor's choice."""
+    args = [f"output_dir={tmp_path}", "train.epochs=2", "train.verbose=0", "data.params.pairs_per_image=0.25",
+            f"{ES}.monitor=val_ctg_out_1_accuracy", f"{ES}.patience=5"]
+    train(default_config_path(), args)
+    run = tmp_path / "siamese_digits"
+    before = (run / "config.yaml").read_text(), (run / "checkpoints" / "state.json").read_text()
+    with pytest.raises(ml.SpecError, match=rf"{ES}\.monitor: differs from the run being resumed "
+                                           r"\('val_ctg_out_1_accuracy' there\): its best.keras was chosen by it"):
+        train(default_config_path(), [*args, "train.epochs=3", f"{ES}.monitor=val_loss"], resume=True)
+    assert ((run / "config.yaml").read_text(), (run / "checkpoints" / "state.json").read_text()) == before
+    train(default_config_path(), [*args, "train.epochs=3", f"{ES}.patience=4"], resume=True)
+    assert [row["epoch"] for row in read_history(run)] == [1, 2, 3]

@@ -114,6 +114,28 @@ def monitored(es) -> tuple[str, str]:
     return DELTA_M, "min"
 
 
+def criterion(es) -> dict | None:
+    """What chooses the best epoch (``best.keras``): the monitor, its mode, the baselines and ``min_delta``;
+    a resumed run must keep it (patience and ``restore_best_weights`` may change)."""
+    if es is None:
+        return None
+    return {"monitor": es.monitor, "mode": es.mode, "baselines": es.baselines, "min_delta": es.min_delta}
+
+
+def resume_problems(es, state: dict | None) -> list[tuple[tuple, str]]:
+    """A resumed run whose best epoch was chosen by another criterion (its ``best.keras`` would stand for
+    the old monitor while ``metrics.json`` named the new one's epoch); nothing to compare for a run saved
+    before the criterion was recorded, or with early stopping added or removed."""
+    old, new = (state or {}).get("selection"), criterion(es)
+    if old is None or new is None or old == new:
+        return []
+    changed = [k for k in new if old.get(k) != new[k]]
+    return [(("train", "callbacks", "early_stopping", k),
+             f"differs from the run being resumed ({old.get(k)!r} there): its best.keras was chosen by it; resume "
+             "with the same monitor, mode, baselines and min_delta (patience and restore_best_weights may change), "
+             "or start another run (--set name=...)") for k in changed]
+
+
 def stopped_before(es, history: list[dict]) -> bool:
     """Whether a resumed run's history had already met its stopping rule (it then trains no further)."""
     monitor, mode = monitored(es)
@@ -149,5 +171,5 @@ def callbacks(es, run: RunDir, history: list[dict]) -> list[keras.callbacks.Call
                                min_delta=es.min_delta, restore_best_weights=es.restore_best_weights)]
 
 
-__all__ = ["summary", "BEST", "DELTA_M", "DeltaM", "SelectBest", "callbacks", "delta_m", "monitored", "replay",
-           "restore_best", "stopped_before"]
+__all__ = ["summary", "BEST", "DELTA_M", "DeltaM", "SelectBest", "callbacks", "criterion", "delta_m", "monitored",
+           "replay", "restore_best", "resume_problems", "stopped_before"]

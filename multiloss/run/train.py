@@ -192,10 +192,10 @@ class RunRecorder(keras.callbacks.Callback):
     """Each epoch: the history files; every N epochs: a checkpoint (the model, then ``state.json``)."""
 
     def __init__(self, run: RunDir, history: list[dict], every: int, keep: int, fingerprint: dict,
-                 data: dict[str, str | None] | None = None):
+                 data: dict[str, str | None] | None = None, selection: dict | None = None):
         super().__init__()
         self.run, self.history, self.every, self.keep = run, history, every, keep
-        self.fingerprint, self.data = fingerprint, data
+        self.fingerprint, self.data, self.selection = fingerprint, data, selection
 
     def on_epoch_end(self, epoch: int, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
@@ -207,7 +207,7 @@ class RunRecorder(keras.callbacks.Callback):
     def checkpoint(self, epoch: int) -> None:
         self.run.save_checkpoint(epoch, {f"epoch-{epoch:04d}.keras": self.model.save},
                                  {"epoch": epoch, "history": self.history, "fingerprint": self.fingerprint, "data": self.data,
-                                  "seed_states": keras_access.seed_states(self.model)},
+                                  "selection": self.selection, "seed_states": keras_access.seed_states(self.model)},
                                  keep=self.keep)
 
 
@@ -301,6 +301,10 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
         with strategy.scope():
             build_model(cfg, splits.info)
     run = KIND.folder(cfg, resume=resume, overwrite=overwrite, writer=chief)
+    if resume and run.holds_run():  # refused before the folder is touched, as a changed config is
+        problems = selection.resume_problems(cfg.train.callbacks.early_stopping, run.read_state())
+        if problems:
+            raise cfg.error(problems)
     with run:                       # the folder is locked from open() to the run's end
         digests = data_digests(splits)
         state = KIND.start(run, cfg, data=digests)
@@ -344,7 +348,8 @@ def run_callbacks(cfg: RunConfig, run: RunDir, history: list[dict], chief: bool,
     plain epoch lines."""
     ckpt = cfg.train.callbacks.checkpoint
     callbacks: list[keras.callbacks.Callback] = [
-        RunRecorder(run, history, ckpt.every, ckpt.keep, cfg.fingerprint(), data)]
+        RunRecorder(run, history, ckpt.every, ckpt.keep, cfg.fingerprint(), data,
+                    selection.criterion(cfg.train.callbacks.early_stopping))]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard"))))
     es = cfg.train.callbacks.early_stopping
