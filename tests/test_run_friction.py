@@ -27,6 +27,25 @@ def test_evaluate_on_a_run_without_a_test_split_says_so(tmp_path):
         KIND.evaluate(tmp_path / "runs" / "notest")
 
 
+def test_evaluate_on_a_run_that_stopped_before_model_keras_says_to_resume(tmp_path):
+    """A run stopped by a NaN holds its checkpoints but no model.keras; evaluate said "put back an intact
+    copy, or train the run again (--overwrite)", which deletes the good checkpoint."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}/{k}": v for split in ("train", "test")
+              for k, v in {"x": rng.normal(size=(16, 3)), "y": rng.normal(size=(16, 1))}.items()}
+    np.savez(tmp_path / "d.npz", **{k: v.astype("float32") for k, v in arrays.items()})
+    config = {"name": "nan", "data": {"source": "npz", "params": {"path": str(tmp_path / "d.npz"), "inputs": ["x"]}},
+              "model": {"builder": "mlp", "params": {"heads": {"y": {"kind": "regression", "units": 1}}, "hidden": [4]}},
+              "loss": {"outputs": {"y": {"loss": "mse"}}}, "train": {"epochs": 2, "verbose": 0},
+              "output_dir": str(tmp_path / "runs")}
+    train(config)
+    run = tmp_path / "runs" / "nan"
+    (run / "model.keras").unlink()            # as a run that stopped after its first checkpoint leaves it
+    with pytest.raises(ml.RunError, match=r"model\.keras is missing: the run stopped before writing it and holds "
+                                          r"a checkpoint: finish it with `multiloss train CONFIG --resume`"):
+        KIND.evaluate(run)
+
+
 def test_schema_into_a_closed_pipe_ends_quietly():
     """``| true`` has exited (and closed the pipe) long before the command writes: every write fails."""
     out = subprocess.run(f"{sys.executable} -m multiloss schema | true; echo \"status ${{PIPESTATUS[0]}}\"",

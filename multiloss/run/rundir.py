@@ -285,6 +285,14 @@ class RunDir:
                 problem = f"is damaged ({exc})"
         raise RunError(f"{path} {problem}: {fix or self.resume_fix}")
 
+    def model_fix(self) -> str:
+        """What to do about a ``model.keras`` that is gone or damaged: finish the run where it stopped
+        before writing it (a NaN, a kill) and holds a checkpoint, else put it back or train again."""
+        if not self.file("model.keras").exists() and self.read_state() is not None:
+            return (f"the run stopped before writing it and holds a checkpoint: finish it with "
+                    f"`{self.hint} --resume` (after fixing what stopped it), which writes model.keras")
+        return DAMAGED_MODEL
+
     @property
     def resume_fix(self) -> str:
         """What to do about a checkpoint that is gone or damaged."""

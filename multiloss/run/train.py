@@ -35,7 +35,7 @@ from .models import build_with, get_builder
 from .optim import build_optimizer
 from .plots import plot_history
 from .precision import dtype_policy
-from .rundir import DAMAGED_MODEL, RunDir
+from .rundir import RunDir
 from .tasks import TaskData, TaskError, label_targets, target_keys, task_data
 
 
@@ -445,7 +445,7 @@ class TrainKind(RunKind):
             raise cfg.error([(("data",) if cfg.tasks is None else ("tasks",),
                               f"the {source} no test split, so there is nothing to evaluate; give it one "
                               "(npz: test/<name> arrays; a user source: a 'test' entry)")])
-        model = run.read_archive(run.file("model.keras"), keras.saving.load_model, DAMAGED_MODEL)
+        model = run.read_archive(run.file("model.keras"), keras.saving.load_model, run.model_fix())
         with read_errors_named(splits.parts()):
             metrics = evaluate_splits(model, {"test": test}, cfg.train.batch_size)
         run.write_json("evaluation.json", metrics)
