@@ -11,16 +11,20 @@ import multiloss as ml
 from multiloss.run.train import KIND, train
 
 
-def test_evaluate_on_a_run_without_a_test_split_says_so(tmp_path):
+def _npz_config(tmp_path, name: str, splits: tuple[str, ...], epochs: int = 1) -> dict:
+    """A regression run on a small npz of the given splits."""
     rng = np.random.default_rng(0)
-    arrays = {f"{split}/{k}": v for split in ("train", "val")
+    arrays = {f"{split}/{k}": v for split in splits
               for k, v in {"x": rng.normal(size=(16, 3)), "y": rng.normal(size=(16, 1))}.items()}
     np.savez(tmp_path / "d.npz", **{k: v.astype("float32") for k, v in arrays.items()})
-    config = {"name": "notest", "data": {"source": "npz", "params": {"path": str(tmp_path / "d.npz"), "inputs": ["x"]}},
-              "model": {"builder": "mlp", "params": {"heads": {"y": {"kind": "regression", "units": 1}}, "hidden": [4]}},
-              "loss": {"outputs": {"y": {"loss": "mse"}}}, "train": {"epochs": 1, "verbose": 0},
-              "output_dir": str(tmp_path / "runs")}
-    metrics = train(config)
+    return {"name": name, "data": {"source": "npz", "params": {"path": str(tmp_path / "d.npz"), "inputs": ["x"]}},
+            "model": {"builder": "mlp", "params": {"heads": {"y": {"kind": "regression", "units": 1}}, "hidden": [4]}},
+            "loss": {"outputs": {"y": {"loss": "mse"}}}, "train": {"epochs": epochs, "verbose": 0},
+            "output_dir": str(tmp_path / "runs")}
+
+
+def test_evaluate_on_a_run_without_a_test_split_says_so(tmp_path):
+    metrics = train(_npz_config(tmp_path, "notest", ("train", "val")))
     assert "test" not in metrics and set(metrics) == {"train", "val"}
     with pytest.raises(ml.SpecError, match=r"data: the data source 'npz' gives no test split, so there is nothing "
                                            r"to evaluate"):
@@ -30,15 +34,7 @@ def test_evaluate_on_a_run_without_a_test_split_says_so(tmp_path):
 def test_evaluate_on_a_run_that_stopped_before_model_keras_says_to_resume(tmp_path):
     """A run stopped by a NaN holds its checkpoints but no model.keras; evaluate said "put back an intact
     copy, or train the run again (--overwrite)", which deletes the good checkpoint."""
-    rng = np.random.default_rng(0)
-    arrays = {f"{split}/{k}": v for split in ("train", "test")
-              for k, v in {"x": rng.normal(size=(16, 3)), "y": rng.normal(size=(16, 1))}.items()}
-    np.savez(tmp_path / "d.npz", **{k: v.astype("float32") for k, v in arrays.items()})
-    config = {"name": "nan", "data": {"source": "npz", "params": {"path": str(tmp_path / "d.npz"), "inputs": ["x"]}},
-              "model": {"builder": "mlp", "params": {"heads": {"y": {"kind": "regression", "units": 1}}, "hidden": [4]}},
-              "loss": {"outputs": {"y": {"loss": "mse"}}}, "train": {"epochs": 2, "verbose": 0},
-              "output_dir": str(tmp_path / "runs")}
-    train(config)
+    train(_npz_config(tmp_path, "nan", ("train", "test"), epochs=2))
     run = tmp_path / "runs" / "nan"
     (run / "model.keras").unlink()            # as a run that stopped after its first checkpoint leaves it
     with pytest.raises(ml.RunError, match=r"model\.keras is missing: the run stopped before writing it and holds "
