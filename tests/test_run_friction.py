@@ -1,5 +1,6 @@
 """What a new user met on the run layer: evaluate without a test split, `schema | head`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -223,3 +224,16 @@ def test_set_reaches_a_list_item_by_index_or_by_name():
         load_run_config(default_config_path(), ["loss.terms.contrastiv.weight=0.25"])
     with pytest.raises(ml.SpecError, match=r"loss\.terms\.0\.weight: .*\(from --set loss\.terms\.0\.weight=-1\)"):
         load_run_config(default_config_path(), ["loss.terms.0.weight=-1"])
+
+
+def test_a_finished_run_checkpoints_its_last_epoch_whatever_every_says(tmp_path):
+    """`checkpoint.every: 2` and 3 epochs: the last checkpoint was epoch 2, so a resume of the finished
+    run trained epoch 3 again and rewrote its model."""
+    config = _npz_config(tmp_path, "every", ("train", "test"), epochs=3)
+    config["train"]["callbacks"] = {"checkpoint": {"every": 2, "keep": 1}}
+    first = train(config)
+    run = tmp_path / "runs" / "every"
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 3
+    history = (run / "history.json").read_text()
+    again = train(config, resume=True)
+    assert again == first and (run / "history.json").read_text() == history

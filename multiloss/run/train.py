@@ -201,7 +201,10 @@ class RunRecorder(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         self.history[:] = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]
         self.run.write_history(self.history)
-        if (epoch + 1) % self.every == 0:
+        # The last epoch too (the epochs asked for, or early stopping's: its callback ran first), so a
+        # resume of a finished run does not train again the epochs after an `every`-th one.
+        last = epoch + 1 == self.params.get("epochs") or self.model.stop_training
+        if (epoch + 1) % self.every == 0 or last:
             self.checkpoint(epoch + 1)
 
     def checkpoint(self, epoch: int) -> None:
