@@ -234,6 +234,20 @@ def test_a_finished_run_checkpoints_its_last_epoch_whatever_every_says(tmp_path)
     first = train(config)
     run = tmp_path / "runs" / "every"
     assert json.loads((run / "checkpoints" / "state.json").read_text())["epoch"] == 3
-    history = (run / "history.json").read_text()
+    history, timing = (run / "history.json").read_text(), json.loads((run / "metrics.json").read_text())
     again = train(config, resume=True)
     assert again == first and (run / "history.json").read_text() == history
+    after = json.loads((run / "metrics.json").read_text())      # it was train_seconds 0.0, resumed_from_epoch 3
+    assert (after["train_seconds"], after["resumed_from_epoch"]) == (timing["train_seconds"], None)
+
+
+def test_evaluate_shows_its_figures_where_the_folder_cannot_take_evaluation_json(tmp_path, capsys):
+    """A read-only run folder: the figures were computed, then lost to the write error unprinted.
+    (A folder named evaluation.json stands for a folder that refuses the file: the tests run as root.)"""
+    train(_npz_config(tmp_path, "ro", ("train", "test")))
+    run = tmp_path / "runs" / "ro"
+    (run / "evaluation.json").mkdir()
+    capsys.readouterr()
+    with pytest.raises(ml.RunError, match=r"cannot write .*evaluation\.json"):
+        KIND.evaluate(run)
+    assert "test" in capsys.readouterr().out

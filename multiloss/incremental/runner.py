@@ -638,9 +638,9 @@ class IncrementalKind(RunKind):
             test = evaluate(method, learner, scenario.parts["test"], step)
         out = {"step": state["step"], "num_classes": step.num_total, "accuracy": test["accuracy"],
                "task_accuracy": test["task_accuracy"]}
-        run.write_json("evaluation.json", out)
         print(f"{cfg.name}: after step {state['step']} ({step.num_total} classes): test accuracy "
               f"{out['accuracy']:.4f} (tasks {task_figures(out['task_accuracy'])})")
+        run.write_json("evaluation.json", out)      # after the figures are shown, as train's evaluate
         return out
 
     def plot(self, run_dir: str | os.PathLike) -> list[Path]:

@@ -385,8 +385,11 @@ def write_results(cfg: RunConfig, run: RunDir, model: keras.Model, history: list
     run.write_with("model.keras", model.save)
     run.write_history(history)
     skipped = sum(int(row.get("nonfinite_skipped", 0)) for row in history)
-    summary = {"splits": metrics, "epochs": len(history), "train_seconds": round(seconds, 2),
-               "resumed_from_epoch": initial_epoch or None, "nonfinite_skipped_batches": skipped}
+    timing = {"train_seconds": round(seconds, 2), "resumed_from_epoch": initial_epoch or None}
+    if initial_epoch >= len(history) and run.file("metrics.json").is_file():     # a finished run resumed:
+        old = run.read_json("metrics.json")                                       # nothing trained now
+        timing = {k: old.get(k, v) for k, v in timing.items()}
+    summary = {"splits": metrics, "epochs": len(history), **timing, "nonfinite_skipped_batches": skipped}
     es = cfg.train.callbacks.early_stopping
     if es is not None:
         summary["selection"] = selection.summary(es, run, history)
@@ -451,8 +454,8 @@ class TrainKind(RunKind):
         model = run.read_archive(run.file("model.keras"), keras.saving.load_model, run.model_fix())
         with read_errors_named(splits.parts()):
             metrics = evaluate_splits(model, {"test": test}, cfg.train.batch_size)
+        print(summary_table(metrics, model.loss.term_names))    # shown even where the folder cannot take the file
         run.write_json("evaluation.json", metrics)
-        print(summary_table(metrics, model.loss.term_names))
         return metrics
 
     def plot(self, run_dir: str | os.PathLike) -> list[Path]:
