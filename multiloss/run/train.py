@@ -94,27 +94,23 @@ def load_splits(cfg: RunConfig) -> Splits | TaskData:
     """The splits of ``data``, or (``tasks``) every task's, checked against each other (:mod:`.tasks`)."""
     extra = {} if cfg.train.validation_split is None else {"val_fraction": cfg.train.validation_split}
     if cfg.tasks is None:
-        data = load_data(cfg, **extra)
-        vals = [data.val]
-    else:
-        splits = {name: load_data(cfg, t.data, ("tasks", name, "data"), **extra) for name, t in cfg.tasks.items()}
-        vals = [s.val for s in splits.values()]
-        try:
-            data = task_data(cfg, splits, label_targets(cfg)[0])
-        except TaskError as exc:
-            raise cfg.error([(exc.path, exc.message)]) from None
-    if all(v is None for v in vals):
-        check_monitor_without_val(cfg)
-    return data
+        return load_data(cfg, **extra)
+    splits = {name: load_data(cfg, t.data, ("tasks", name, "data"), **extra) for name, t in cfg.tasks.items()}
+    try:
+        return task_data(cfg, splits, label_targets(cfg)[0])
+    except TaskError as exc:
+        raise cfg.error([(exc.path, exc.message)]) from None
 
 
-def check_monitor_without_val(cfg: RunConfig) -> None:
+def check_monitor_has_val(cfg: RunConfig, data: Splits | TaskData) -> None:
     """A ``val_`` key monitored by early stopping needs a validation split: without one Keras warns that
-    it is not available and the run trains on, selecting nothing."""
+    it is not available and the run trains on, selecting nothing.  Checked before training (and by
+    ``validate``), not when a saved run is evaluated."""
     es = cfg.train.callbacks.early_stopping
     monitors = [] if es is None else [es.monitor] if isinstance(es.monitor, str) else list(es.monitor)
     val = [k for k in monitors if k.startswith("val_")]
-    if val:
+    parts = data.splits.values() if isinstance(data, TaskData) else [data]
+    if val and all(p.val is None for p in parts):
         path = ("train", "callbacks", "early_stopping", "monitor") + ((val[0],) if len(monitors) > 1 else ())
         raise cfg.error([(path, f"{val[0]!r} needs a validation split, and the data has none: give "
                                 "train.validation_split > 0 (or a source with a val split), or monitor a "
@@ -189,7 +185,8 @@ def prepare(part: Part | None, cfg: RunConfig, split: str) -> Any:
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Each epoch: the history files; every N epochs: a checkpoint (the model, then ``state.json``)."""
+    """Each epoch: the history files; every N epochs and after the last: a checkpoint (the model, then
+    ``state.json``)."""
 
     def __init__(self, run: RunDir, history: list[dict], every: int, keep: int, fingerprint: dict,
                  data: dict[str, str | None] | None = None, selection: dict | None = None):
@@ -266,6 +263,7 @@ def dry_run(cfg: RunConfig) -> dict[str, float]:
     a run is (before the data, again before the model), so it shows the run's first batch's values."""
     keras.utils.set_random_seed(cfg.seed)
     splits = load_splits(cfg)
+    check_monitor_has_val(cfg, splits)
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg, splits.info)
     x, y, *rest = next(iter(train_batches(splits, cfg, 0)[0]))     # the first training batch, as fit reads it
@@ -300,6 +298,7 @@ def _train(cfg: RunConfig, resume: bool, overwrite: bool) -> dict:
     strategy = make_strategy(cfg.distribute)
     keras.utils.set_random_seed(cfg.seed)   # as start() sets it again, for the model
     splits = load_splits(cfg)       # the data and (to overwrite) the model first: a run is replaced
+    check_monitor_has_val(cfg, splits)
     if overwrite:                   # only by one that gets as far as training
         with strategy.scope():
             build_model(cfg, splits.info)
@@ -429,6 +428,7 @@ class TrainKind(RunKind):
         """Everything ``train`` checks before it trains (config, data, model, loss, targets); writes nothing."""
         cfg = load_run_config(config, overrides)
         splits = load_splits(cfg)
+        check_monitor_has_val(cfg, splits)
         with dtype_policy(cfg.train.precision):
             model = build_model(cfg, splits.info)
         train_batches(splits, cfg, 0)                  # targets, augmentations
