@@ -127,6 +127,28 @@ def test_a_folder_no_kind_wrote_is_refused(tmp_path):
         kind_of_run(tmp_path)
 
 
+def test_a_run_folders_file_is_answered_with_the_folder(tmp_path):
+    kind = get_kind("train")
+    cfg = kind.load_config(_config("train", tmp_path))
+    run = kind.folder(cfg)
+    kind.start(run, cfg)
+    with pytest.raises(RunError, match=rf"config.yaml is a file; give the run folder that holds it \({run.path}\)"):
+        kind_of_run(run.path / "config.yaml")
+
+
+@pytest.mark.parametrize("name", ["train", "incremental"])
+def test_a_resume_of_a_folder_that_is_not_there_says_so(name, tmp_path):
+    kind = get_kind(name)
+    cfg = kind.load_config(_config(name, tmp_path))
+    said = []
+    with kind.folder(cfg, resume=True) as run:          # a misspelt name: nothing to resume
+        assert kind.start(run, cfg, said.append) is None
+    assert said == [f"{run.path} did not exist (is the run's name right?); --resume starts from scratch"]
+    with kind.folder(cfg, resume=True) as run:          # the folder is there now, with no checkpoint
+        kind.start(run, cfg, said.append)
+    assert said[1] == f"no checkpoint in {run.checkpoints}; --resume starts from scratch"
+
+
 def _checkpointed(kind: RunKind, path: Path):
     """The folder of ``path``'s run with a checkpoint whose fingerprint is the config's (no training)."""
     cfg = kind.load_config(path)

@@ -138,7 +138,9 @@ class RunKind(ABC):
         if state is not None and data is not None:
             check_same_data(run.path, state.get("data"), data)
         if run.resume and state is None:
-            say(f"no checkpoint in {run.checkpoints}; starting from scratch")
+            absent = f"{run.path} did not exist (is the run's name right?)" if run.created else \
+                f"no checkpoint in {run.checkpoints}"
+            say(f"{absent}; --resume starts from scratch")
         run.write_text("config.yaml", cfg.to_yaml())
         keras.utils.set_random_seed(cfg.seed)
         return state
@@ -219,6 +221,10 @@ def kind_of_run(run_dir: str | os.PathLike) -> RunKind:
         if kind.recognises(path):
             return kind
     commands = " or ".join(f"`multiloss {kind.name}`" for kind in all_kinds())
+    if path.is_file():
+        holder = path.parent if path.parent != Path() else Path(".")
+        raise RunError(f"{run_dir} is a file; give the run folder that holds it ({holder}), the folder "
+                       f"that {commands} wrote")
     if not (path / "config.yaml").is_file():
         raise RunError(f"{run_dir} is not a run folder: it has no config.yaml (give the folder that "
                        f"{commands} wrote, e.g. runs/NAME)")

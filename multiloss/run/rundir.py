@@ -118,6 +118,7 @@ class RunDir:
                            "in the folder, overwrite replaces it")
         self.path = Path(path)
         self.resume, self.overwrite, self.writer, self.hint = resume, overwrite, writer, hint
+        self.created = False    # by open(): whether the folder was not there
         #: Top-level names that are no work to lose (a failed start's config): a rerun is not refused for them.
         self.not_work = not_work
         self.checkpoints = self.path / "checkpoints"
@@ -168,6 +169,7 @@ class RunDir:
         """Check the folder may be used; create and lock it; return the state to resume from (or None)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path} exists and is not a folder; choose another `name` or `output_dir`")
+        self.created = not self.path.exists()
         if self.writer:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
