@@ -114,6 +114,19 @@ def test_several_keys_are_refused_with_their_path_and_what_would_be_valid():
         _config(f"{ES}.baselines={{val_loss: 1.0}}")
 
 
+
+def test_a_bad_mode_in_a_monitor_mapping_is_its_only_problem():
+    """`monitor: {val_loss: min, val_bin_out_loss: up}` was also told `monitor.str: Input should be a valid
+    string` (the union's other branch) and "give two or more keys" (the rest without the bad key)."""
+    with pytest.raises(ml.SpecError) as err:
+        _config(f"{ES}.monitor={{val_loss: min, val_bin_out_loss: up}}")
+    assert err.value.problems == [((*ES.split("."), "monitor", "val_bin_out_loss"), None,
+                                   f"Input should be 'auto', 'min' or 'max', got 'up' (from --set {ES}.monitor="
+                                   "{val_loss: min, val_bin_out_loss: up})")]
+    with pytest.raises(ml.SpecError, match=rf"{ES}\.monitor: Input should be a valid string or a valid dictionary, got 3 "):
+        _config(f"{ES}.monitor=3")            # no branch takes it: one problem, not one per branch
+
+
 @pytest.mark.slow
 def test_delta_m_over_two_heads_keeps_the_best_epochs_model_and_resume_respects_the_stop(tmp_path):
     """delta_m recomputed from the history by numpy; best.keras and model.keras evaluated on the

@@ -4,12 +4,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import multiloss as ml
 from multiloss.run.train import KIND, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _npz_config(tmp_path, name: str, splits: tuple[str, ...], epochs: int = 1) -> dict:
@@ -224,6 +227,14 @@ def test_set_reaches_a_list_item_by_index_or_by_name():
         load_run_config(default_config_path(), ["loss.terms.contrastiv.weight=0.25"])
     with pytest.raises(ml.SpecError, match=r"loss\.terms\.0\.weight: .*\(from --set loss\.terms\.0\.weight=-1\)"):
         load_run_config(default_config_path(), ["loss.terms.0.weight=-1"])
+    # A config without terms: "Input should be a valid list" alone did not say what to give.
+    with pytest.raises(ml.SpecError, match=r"loss\.terms: Input should be a valid list; --set cannot add an item "
+                                           r"to a list the config does not have: give the whole list, --set "
+                                           r"'loss\.terms=\[\.\.\.\]' \(from --set loss\.terms\.3\.weight=2\)"):
+        load_run_config(ROOT / "configs" / "digits_two_sets.yaml", ["loss.terms.3.weight=2"])
+    # A mapping with int keys is still made by --set (class_weight), with no such advice.
+    cfg = load_run_config(ROOT / "configs" / "digits_two_sets.yaml", ["loss.outputs.digit.class_weight.3=5"])
+    assert cfg.spec.outputs["digit"].class_weight == {3: 5.0}
 
 
 def test_a_finished_run_checkpoints_its_last_epoch_whatever_every_says(tmp_path):

@@ -306,8 +306,10 @@ def load_run_config(source: str | os.PathLike | dict, overrides: list[str] | Non
             raise
         problems += [(p, m) for p, _, m in exc.problems]
     problems += data_problems(cfg)
-    if cfg._spec is not None:
-        problems += early_stopping_problems(cfg)
+    if cfg._spec is not None:     # not about a monitor the schema refused (validate_rest left it out)
+        monitor = ("train", "callbacks", "early_stopping", "monitor")
+        refused = any(p[:4] == monitor for p, _ in problems)
+        problems += [(p, m) for p, m in early_stopping_problems(cfg) if not (refused and p[:4] == monitor)]
         if cfg.tasks:
             problems += label_targets(cfg)[1]
     if problems:

@@ -47,6 +47,9 @@ class ConfigFile:
         out = []
         for p, m in problems:
             origin = self.origin(p)
+            if origin and "valid list" in m and _indexes_below(origin, tuple(p)):
+                m += (f"; --set cannot add an item to a list the config does not have: give the whole list, "
+                      f"--set '{'.'.join(map(str, p))}=[...]'")
             out.append((p, None, f"{m} (from --set {origin})") if origin else (p, line_of(self.lines, p), m))
         return SpecError(out, self.name)
 
@@ -54,6 +57,13 @@ class ConfigFile:
         """A file named in the config: absolute, relative to the working folder, or to the config."""
         p = Path(path).expanduser()
         return p if p.is_absolute() or p.exists() else self.base / p
+
+
+def _indexes_below(override: str, path: tuple) -> bool:
+    """Whether the ``--set`` text reaches below ``path`` by a list index (``terms.3.weight``)."""
+    keys = parse_override(override)[0]
+    return len(keys) > len(path) + 1 and tuple(map(str, path)) == tuple(keys[: len(path)]) \
+        and keys[len(path)].lstrip("-").isdigit()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -118,6 +118,20 @@ _BOUNDS = {"greater_than_equal": ("≥", "ge"), "greater_than": (">", "gt"),
            "less_than": ("<", "lt"), "less_than_equal": ("≤", "le")}
 
 
+_SCALAR_BRANCHES = {"str", "int", "float", "bool", "none"}
+
+
+def _other_branch_fits_better(err: dict, errors: list[dict]) -> bool:
+    """A union's scalar branch refusing a mapping or a list (``monitor: {k: up}`` is not a ``str``) when
+    another branch of the same union says what is wrong inside it: that branch's errors are the news."""
+    loc = err["loc"]
+    if not (loc and loc[-1] in _SCALAR_BRANCHES and err["type"].endswith("_type")
+            and isinstance(err["input"], (dict, list))):
+        return False
+    return any(len(o["loc"]) > len(loc) - 1 and o["loc"][: len(loc) - 1] == loc[:-1]
+               and o["loc"][len(loc) - 1] not in _SCALAR_BRANCHES for o in errors)
+
+
 def pydantic_problems(exc: ValidationError, model: type[BaseModel] | None = None,
                       drop: set[str] = frozenset()) -> Problems:
     """One ``(path, message)`` per pydantic error; unknown keys get a did-you-mean.
@@ -126,8 +140,13 @@ def pydantic_problems(exc: ValidationError, model: type[BaseModel] | None = None
     discriminator tags to remove from error locations.
     """
     out, seen = [], set()
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        if _other_branch_fits_better(err, errors):
+            continue
         loc = _clean_loc(err["loc"], set(drop))
+        if loc and loc[-1] in _SCALAR_BRANCHES and err["type"].endswith("_type"):
+            loc = loc[:-1]                   # a union's branch tag (`monitor.str`) is no key of the file
         if err["type"] == "extra_forbidden":
             valid = fields_at(model, loc[:-1]) if model is not None and loc else None
             if valid is not None:
@@ -143,6 +162,20 @@ def pydantic_problems(exc: ValidationError, model: type[BaseModel] | None = None
         key = (loc, msg)
         if key not in seen:
             seen.add(key)
+            out.append((loc, msg))
+    return _union_types_joined(out)
+
+
+def _union_types_joined(problems: Problems) -> Problems:
+    """A value no branch of a union takes: one "should be a valid string or a valid dictionary, got 3"
+    at its key, not one problem per branch."""
+    out: Problems = []
+    for loc, msg in problems:
+        match = re.fullmatch(r"Input should be (a valid \w+), got (.*)", msg)
+        before = re.fullmatch(r"Input should be (.*), got (.*)", out[-1][1]) if out and out[-1][0] == loc else None
+        if match and before and before.group(2) == match.group(2):
+            out[-1] = (loc, f"Input should be {before.group(1)} or {match.group(1)}, got {match.group(2)}")
+        else:
             out.append((loc, msg))
     return out
 
