@@ -248,6 +248,27 @@ def test_per_pixel_weights_cannot_apply_to_per_sample_loss():
         _total(spec, {"s": y}, {"s": y}, np.ones((2, 4, 4), "float32"))
 
 
+def test_a_dice_term_beside_a_per_pixel_weighted_head_is_told_how_to_weight_it_apart():
+    """Cross-entropy weighted per pixel plus a Dice term on the same labels: the term took the head's
+    [B, H, W] weight and was refused with "give it shape [B]", which its key in the dict cannot be."""
+    r = np.random.default_rng(5)
+    p = r.dirichlet(np.ones(3), size=(2, 4, 4)).astype("float32")
+    t = np.eye(3, dtype="float32")[r.integers(0, 3, (2, 4, 4))]
+    w = r.uniform(size=(2, 4, 4)).astype("float32")
+    spec = {"outputs": {"s": {"loss": "categorical_crossentropy", "reduction": "weighted_mean"}},
+            "terms": [{"name": "dice", "outputs": ["s"], "target": "s", "loss": "dice", "weight": 0.5}]}
+    with pytest.raises(ml.SpecError, match=r"Term 'dice' is weighted by target 's''s sample weight; to weight it "
+                                           r"apart from that head, give the term a target of its own \(`target: "
+                                           r"dice_s`"):
+        _total(spec, {"s": t}, {"s": p}, {"s": w})
+    spec["terms"][0]["target"] = "dice_s"                          # the advice, followed
+    total, losses = _total(spec, {"s": t, "dice_s": t}, {"s": p}, {"s": w})
+    ce = (w * -(t * np.log(p)).sum(-1)).sum() / w.sum()
+    dice = 1 - (2 * (t * p).sum((1, 2, 3)) + 1e-6) / (t.sum((1, 2, 3)) + p.sum((1, 2, 3)) + 1e-6)
+    assert losses == pytest.approx({"s": ce, "dice": dice.mean()}, rel=1e-5)
+    assert total == pytest.approx(ce + 0.5 * dice.mean(), rel=1e-5)
+
+
 def test_binary_targets_without_class_axis_and_their_class_weights():
     """Targets [B] against a sigmoid output [B, 1] (as Keras allows); class 1 weighs 4."""
     p = np.array([[0.9], [0.2], [0.6], [0.3]], "float32")

@@ -396,6 +396,16 @@ class CompositeLoss:
         """The sample weight of term ``t``: its target's in a dict, or the one array for every term."""
         return sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
 
+    @staticmethod
+    def _own_target_hint(t: Term, sw, values) -> str:
+        """For a per-sample term (Dice) given its target's per-element weight: how to weight it apart."""
+        if sw is None or len(sw.shape) <= len(values.shape):
+            return ""
+        whose = f"target {t.target!r}'s sample weight" if t.target else "the one sample_weight of every term"
+        return (f". Term {t.name!r} is weighted by {whose}; to weight it apart from that head, give the term a "
+                f"target of its own (`target: {t.name}_{t.target or 'y'}`, the same labels under that key in y) "
+                "and sample_weight as a dict, where that key is left out (unweighted) or has a [B] weight")
+
     def _check_sparse_axis(self, t: Term, pred) -> None:
         """Keras's sparse crossentropy on TensorFlow takes its classes from the last axis only."""
         axis, rank = red.class_axis(t.loss), len(pred.shape)
@@ -447,7 +457,7 @@ class CompositeLoss:
         try:
             factors = [(k, red.align(f, values, k, described.get(k))) for k, f in factors]
         except ValueError as exc:
-            raise self._where(t, str(exc)) from None
+            raise self._where(t, str(exc) + self._own_target_hint(t, sw, values)) from None
         weights = None
         for _, f in factors:
             weights = f if weights is None else weights * f
