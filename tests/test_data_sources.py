@@ -621,3 +621,51 @@ def test_resume_refuses_an_image_folder_whose_files_changed(tmp_path, capsys):
     assert json.loads((tmp_path / "runs" / "folder" / "checkpoints" / "state.json").read_text())["epoch"] == 1
     (tmp_path / "images" / "dog" / "extra.png").unlink()
     assert main(["train", str(tmp_path / "run.yaml"), "--resume", "--set", "train.epochs=2"]) == 0
+
+
+WEIGHTED_SOURCE = """\
+import keras, numpy as np, tensorflow as tf
+def load(key="mask"):
+    r = np.random.default_rng(0)
+    x = r.random((40, 4, 4, 1)).astype("float32")
+    y, w = r.integers(0, 3, (40, 4, 4)), r.random((40, 4, 4)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, {"mask": y}, {key: w}))
+    return {"train": ds.take(24), "val": ds.skip(24), "info": {"input_shape": (4, 4, 1)}}
+def build(info):
+    i = keras.Input(info["input_shape"])
+    return keras.Model(i, {"seg": keras.layers.Conv2D(3, 1, activation="softmax", name="seg")(i)})
+"""
+
+
+@pytest.mark.parametrize("layout", ["data", "tasks"])
+def test_a_datasets_sample_weights_are_keyed_as_its_y_and_mapped_with_it(tmp_path, monkeypatch, layout):
+    """`targets: {seg: mask}` renamed y but not the weights: `multiloss train` then refused the weight key
+    'mask' from inside the step (`<spec>: sample_weight`), after validate had passed; a run of tasks left
+    such a head unweighted."""
+    module = f"weighted_source_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(WEIGHTED_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = run_config(tmp_path, {"source": f"{module}:load"}, batch_size=16, verbose=0)
+    raw.update(model={"builder": f"{module}:build"}, targets={"seg": "mask"},
+               loss={"outputs": {"seg": {"loss": "sparse_categorical_crossentropy", "reduction": "weighted_mean"}}})
+    if layout == "tasks":                        # one task labelled for seg (its name)
+        raw["tasks"] = {"seg": {"data": raw.pop("data")}}
+    data = raw["data"] if layout == "data" else raw["tasks"]["seg"]["data"]
+    from multiloss.run.train import train
+    train(raw)
+    import keras
+
+    src = sys.modules[module].load()
+    x, y, w = (np.stack([np.asarray(e[i]) if i == 0 else np.asarray(e[i]["mask"]) for e in src["val"]])
+               for i in range(3))
+    p = keras.saving.load_model(tmp_path / "runs" / "folder" / "model.keras").predict(x, verbose=0)["seg"]
+    ce = -np.log(np.take_along_axis(p.astype("float64"), y[..., None], -1)[..., 0])
+    metrics = json.loads((tmp_path / "runs" / "folder" / "history.json").read_text())[-1]
+    assert metrics["val_seg_loss"] == pytest.approx((w * ce).sum() / w.sum(), rel=1e-5)   # one val batch of 16
+    assert abs(metrics["val_seg_loss"] - ce.mean()) > 1e-3                               # the weights count
+    data["params"], raw["name"] = {"key": "msk"}, "typo"
+    with pytest.raises(SpecError, match=r"data(\.source)?: .*the train data's sample weights have the key 'msk', "
+                                        r"which is no data target: key them as its y is; did you mean 'mask'\?"):
+        train(raw)
+    data["params"] = {"key": "mask"}
+    train(raw)                                   # the fixed rerun is not refused

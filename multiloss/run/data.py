@@ -42,6 +42,7 @@ import numpy as np
 from ..spec.errors import RunError
 from ..spec.imports import is_import_string
 from ..spec.registry import Registry
+from ..spec.validation import did_you_mean
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -243,7 +244,9 @@ class Part:
 
         def example(*records):
             x, y, *rest = self.decode(*records) if self.decode is not None else records
-            return (x, {k: y[v] for k, v in targets.items()} if targets is not None else y, *rest)
+            if targets is None:
+                return (x, y, *rest)
+            return (x, {k: y[v] for k, v in targets.items()}, *[renamed(w, targets) for w in rest])
 
         base, size, cached = self.x, int(self.x.cardinality()), self.cache is not None   # size -1: infinite
         known = size if size > 0 else SHUFFLE_BUFFER
@@ -257,6 +260,30 @@ class Part:
             return ds if batch_size is None else ds.batch(batch_size)
 
         return concatenated([one(seed, skip if k == 0 else 0) for k, seed in enumerate(seeds)])
+
+
+def renamed(sample_weight: Any, targets: dict[str, str]) -> Any:
+    """A dataset's sample weights keyed like its ``y`` (by data target) under the ``targets`` keys;
+    one weight for every target stays as it is."""
+    if not isinstance(sample_weight, dict):
+        return sample_weight
+    return {k: sample_weight[v] for k, v in targets.items() if v in sample_weight}
+
+
+def weight_key_problem(part: Part, split: str) -> str | None:
+    """What is wrong with a dataset's dict of sample weights: a key that is no data target of its ``y``
+    (it would weight nothing)."""
+    if not part.is_dataset:
+        return None
+    _, y, *weights = part.element_spec()
+    if not (weights and isinstance(weights[0], dict) and isinstance(y, dict)):
+        return None
+    unknown = [k for k in weights[0] if k not in y]
+    if not unknown:
+        return None
+    return (f"the {split} data's sample weights have the key {unknown[0]!r}, which is no data target: key them "
+            f"as its y is; {did_you_mean(str(unknown[0]), [str(n) for n in y])}data targets: {sorted(y)} "
+            "(`targets:` maps heads to them, weights and labels alike)")
 
 
 @dataclass

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from ..spec.validation import Problems, did_you_mean
-from .data import Part, Splits, input_shapes
+from .data import Part, Splits, input_shapes, weight_key_problem
 
 SAMPLERS = ("round_robin", "proportional", "weighted")
 SPLITS = ("train", "val", "test")
@@ -282,6 +282,9 @@ def task_data(cfg, splits: dict[str, Splits], labels: dict[str, list[str]]) -> T
                     raise TaskError(where, f"task {task!r}'s data source gives no train split")
                 continue
             have = part_targets(part)
+            problem = weight_key_problem(part, split)
+            if problem:
+                raise TaskError(where, f"task {task!r}: {problem}")
             for k in labels[task]:
                 src = cfg.targets.get(k, k)
                 if src not in have:

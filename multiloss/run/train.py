@@ -28,7 +28,7 @@ from . import selection
 from .augment import augmenter_for
 from .config import RunConfig, load_data, load_run_config
 from .console import table
-from .data import Part, Splits, input_shapes, read_errors_named
+from .data import Part, Splits, input_shapes, read_errors_named, weight_key_problem
 from .epochlog import EpochLog
 from .kinds import RunKind, register_kind
 from .models import build_with, get_builder
@@ -138,6 +138,9 @@ def target_mapping(part: Part, cfg: RunConfig, split: str) -> dict[str, str] | N
     names = part.element_spec()[1] if part.is_dataset else part.y
     if not isinstance(names, dict):
         return None
+    problem = weight_key_problem(part, split)
+    if problem:
+        raise cfg.error([(("data", "source"), f"{cfg.data.source}: {problem}")])
     keys = {key: cfg.targets.get(key, key) for key in target_keys(cfg)}
     for key, source_key in keys.items():
         if source_key not in names:
