@@ -136,3 +136,25 @@ def test_train_and_incremental_runs_take_train_precision(tmp_path):
         f"output_dir={tmp_path}", "name=inc"], quiet=True)
     assert keras.config.dtype_policy().name == "float32"
     assert len(summary["accuracy"]) == 2 and summary["accuracy"][-1] > 0.3     # 10 classes: chance is 0.1
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
+def test_the_incremental_heads_normalise_in_float32_under_mixed_float16(policy):
+    """iCaRL's nearest-mean layer (in the saved model.keras) and LUCIR's/PODNet's cosine classifiers
+    normalised in float16: ‖f‖² of a feature of norm > 256 overflowed, so every class scored −1 and the
+    saved model's argmax was always class 0. Checked against numpy in float64."""
+    from multiloss.incremental.network import LocalSimilarityClassifier, NearestMeanScores
+
+    r = np.random.default_rng(0)
+    feats = (400 * r.normal(size=(6, 8)) / np.sqrt(8)).astype("float32")      # norms about 400
+    means = r.normal(size=(3, 8))
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    f = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    expected = -((f[:, None] - means[None]) ** 2).sum(-1)
+    got = keras.ops.convert_to_numpy(NearestMeanScores(means)(feats))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    cosine = LocalSimilarityClassifier(3, proxies=1)
+    out = keras.ops.convert_to_numpy(cosine(feats))
+    kernel = np.asarray(cosine.kernel, "float64")
+    np.testing.assert_allclose(out, f @ (kernel / np.linalg.norm(kernel, axis=0)), rtol=1e-5, atol=1e-6)

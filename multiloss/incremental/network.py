@@ -320,6 +320,7 @@ class LocalSimilarityClassifier(layers.Layer):
     """
 
     def __init__(self, units: int, proxies: int = 10, scale: float = 1.0, learn_scale: bool = True, **kwargs):
+        kwargs.setdefault("dtype", "float32")   # the norms: float16 overflows for a feature of norm > 256
         super().__init__(**kwargs)
         self.units, self.proxies, self.scale_init = int(units), int(proxies), float(scale)
         self.learn_scale = bool(learn_scale)
@@ -489,6 +490,7 @@ class NearestMeanScores(layers.Layer):
     without a mean (NaN) scores ``-1e30``."""
 
     def __init__(self, means=None, units: int | None = None, dim: int | None = None, **kwargs):
+        kwargs.setdefault("dtype", "float32")   # the norms and -1e30: beyond float16's range
         super().__init__(**kwargs)
         self.initial = None if means is None else np.asarray(means, "float32")
         self.units = int(units if units is not None else self.initial.shape[0])
