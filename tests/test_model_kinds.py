@@ -107,6 +107,25 @@ def test_subclassed_models_train_like_native(cls, strategy):
         assert np.isfinite(h["loss"]).all()
 
 
+def test_a_subclassed_models_class_weight_ids_are_checked_against_its_classes():
+    """A subclass has no static outputs for ml.compile to read: `class_weight: {7: 2.0}` on its 3 classes
+    trained and weighted nothing. Now refused when the step is traced; the ids it has still weigh."""
+    labels = (np.arange(32) % 3).astype("int32")
+    spec = ("outputs:\n  a: {loss: {name: sparse_categorical_crossentropy, params: {from_logits: true}}, "
+            "class_weight: {%d: 2.0}}\n  b: {loss: mse}\n")
+    model = _subclassed(DictHeads)
+    ml.compile(model, spec % 7, optimizer="sgd")
+    with pytest.raises(ml.SpecError, match=r"<string>:2: outputs\.a\.class_weight: class id\(s\) \[7\] out of range: "
+                                           r"output 'a' has 3 classes \(ids 0\.\.2\)"):
+        model.evaluate(X, {"a": labels, "b": YB}, verbose=0)
+    ml.compile(model, spec % 2, optimizer="sgd")
+    got = model.evaluate(X, {"a": labels, "b": YB}, batch_size=32, verbose=0, return_dict=True)["a_loss"]
+    logits = np.asarray(model(X)["a"], "float64")
+    ce = -(logits[np.arange(32), labels] - np.log(np.exp(logits).sum(1)))
+    w = np.where(labels == 2, 2.0, 1.0)
+    assert got == pytest.approx((w * ce).mean(), rel=1e-5)      # sum_over_batch_size: Σ W·L / B
+
+
 def test_a_subclassed_single_tensor_model_takes_the_specs_one_head():
     native = _subclassed(OneHead)
     native.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")

@@ -33,14 +33,9 @@ def _check_outputs(spec: LossSpec, output_names: list[str], model=None) -> None:
         elif h.class_weight and model is not None:
             shape = _output_shape(model, output_names.index(head))
             axis = red.head_class_axis(spec.resolve(), head)     # channels first: the loss's `axis`
-            n = shape[axis] if shape and -len(shape) <= axis < len(shape) else None
-            if n and n > 1:
-                bad = sorted(c for c in h.class_weight if not 0 <= c < n)
-                if bad:
-                    at = "" if axis == -1 else f" along axis {axis}"
-                    problems.append((("outputs", head, "class_weight"),
-                                     f"class id(s) {bad} out of range: output {head!r} has {n} classes{at} "
-                                     f"(ids 0..{n - 1})"))
+            problem = red.class_weight_problem(h.class_weight, shape, axis, f"output {head!r}")
+            if problem:
+                problems.append((("outputs", head, "class_weight"), problem))
     for i, t in enumerate(spec.terms):
         for j, o in enumerate(t.outputs):
             if o not in output_names:

@@ -396,6 +396,14 @@ class CompositeLoss:
         """The sample weight of term ``t``: its target's in a dict, or the one array for every term."""
         return sample_weight.get(t.target) if isinstance(sample_weight, dict) else sample_weight
 
+    def _check_class_weight_ids(self, t: Term, pred) -> None:
+        """Ids beyond the prediction's classes weight nothing: refused when tracing (``ml.compile``
+        refuses them earlier where the model's output shapes are known, not on a subclassed model)."""
+        head = t.outputs[0]
+        problem = red.class_weight_problem(t.class_weight, tuple(pred.shape), red.class_axis(t.loss), f"output {head!r}")
+        if problem:
+            raise self.spec.error([(self.spec.head_path(head, "class_weight"), problem)])
+
     @staticmethod
     def _own_target_hint(t: Term, sw, values) -> str:
         """For a per-sample term (Dice) given its target's per-element weight: how to weight it apart."""
@@ -441,6 +449,7 @@ class CompositeLoss:
         if sw is not None:
             factors.append(("sample_weight", self._check_sample_weight(t, sw)))
         if t.class_weight:
+            self._check_class_weight_ids(t, pred)
             ids = red.class_ids(target, pred, sparse, red.class_axis(t.loss))
             factors.append(("class_weight", red.class_weight_map(ids, t.class_weight, values.dtype)))
         if valid is not None:

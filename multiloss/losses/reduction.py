@@ -205,6 +205,17 @@ def class_ids(y_true, y_pred, sparse: bool, axis: int = -1):
     return ops.cast(ops.argmax(y_true, axis=axis), "int32")
 
 
+def class_weight_problem(table: dict[int, float], shape: tuple | None, axis: int, what: str) -> str | None:
+    """What is wrong with ``class_weight`` ids for a prediction of static ``shape`` whose classes lie
+    along ``axis``: an id beyond its classes weights nothing.  None when fine or the count is unknown."""
+    n = shape[axis] if shape and -len(shape) <= axis < len(shape) else None
+    bad = sorted(c for c in table if not 0 <= c < n) if n and n > 1 else []
+    if not bad:
+        return None
+    at = "" if axis == -1 else f" along axis {axis}"
+    return f"class id(s) {bad} out of range: {what} has {n} classes{at} (ids 0..{n - 1})"
+
+
 def class_weight_map(ids, table: dict[int, float], dtype):
     """Look ids up in ``table``; classes not in it weigh 1."""
     size = max(table) + 1
@@ -337,6 +348,6 @@ def cross_replica_sum(x):
 # The reduction names are re-exported: this was their home before the spec layer had them.
 __all__ = ["REDUCTIONS", "REDUCTION_ALIASES", "Reduction", "ReductionName", "canonical_reduction",
            "align", "static_shape", "LossShape", "check_loss_shape", "valid_loss_shapes",
-           "class_ids", "class_weight_map", "valid_mask", "mask_targets", "per_element", "per_element_values",
+           "class_ids", "class_weight_map", "class_weight_problem", "valid_mask", "mask_targets", "per_element", "per_element_values",
            "loss_axes", "class_axis", "reduce_axes_to", "numerator_denominator",
            "num_replicas", "cross_replica_sum"]
