@@ -425,9 +425,8 @@ def test_a_resumed_sweep_draws_new_points_and_each_session_is_reproducible(tmp_p
         sweep = load_sweep(write(root, objectives={"val_class_loss": "min"} if sampler == "tpe" else
                                  {"val_class_loss": "min", "val_parity_accuracy": "max"},
                                  sampler={"name": sampler}))
-        folder = open_folder(sweep, resume=resume, overwrite=False)
-        with study_lock(folder):
-            study, _ = open_study(sweep, folder, resume=resume, overwrite=False)
+        with open_folder(sweep, resume=resume, overwrite=False) as run_dir, study_lock(run_dir.path):
+            study, _ = open_study(sweep, run_dir.path, resume=resume, overwrite=False)
         draws = []
         for _ in range(2):
             trial = study.ask({"w": w})
@@ -448,12 +447,61 @@ def test_a_sweep_refused_before_its_study_leaves_nothing_that_blocks_the_fixed_r
     assert main(["sweep", str(bad)]) == 1
     assert "storage: Optuna cannot open the storage" in capsys.readouterr().err
     folder = tmp_path / "sweeps" / "heads"
-    assert sorted(p.name for p in folder.iterdir()) == ["study.lock", "sweep.yaml"]
+    assert sorted(p.name for p in folder.iterdir()) == ["run.lock", "study.lock", "sweep.yaml"]
     fixed = load_sweep(write(tmp_path))                        # the storage line removed: not refused
-    assert open_folder(fixed, resume=False, overwrite=False) == folder
+    with open_folder(fixed, resume=False, overwrite=False) as run_dir:
+        assert run_dir.path == folder
     (folder / "study.db").write_bytes(b"")                     # a study is work: a second sweep is refused
     with pytest.raises(RunError, match=r"already holds a run"):
         open_folder(fixed, resume=False, overwrite=False)
+
+
+def test_overwrite_is_refused_while_another_process_works_in_the_sweep_folder(tmp_path, capsys):
+    """A second `sweep --overwrite` deleted the study and the folders under a running worker (which then
+    died on Optuna's "Record does not exist"); workers that join with --resume still share the folder."""
+    from multiloss.run.sweep import open_folder
+
+    path = write(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        import time
+        from multiloss.run.sweep import open_folder
+        from multiloss.run.sweep_config import load_sweep
+        folder = open_folder(load_sweep({str(path)!r}), resume=False, overwrite=False)
+        (folder.path / "study.db").write_bytes(b"")      # its work
+        print("held", flush=True)
+        time.sleep(300)""")], stdout=subprocess.PIPE, text=True)
+    folder = tmp_path / "sweeps" / "heads"
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in folder.iterdir())
+        assert main(["sweep", str(path), "--overwrite"]) == 1
+        assert "is in use by another multiloss process" in capsys.readouterr().err
+        assert sorted(p.name for p in folder.iterdir()) == before and (folder / "study.db").exists()
+        with open_folder(load_sweep(path), resume=True, overwrite=False) as joined:   # a worker joining
+            assert joined.path == folder
+    finally:
+        holder.kill()
+        holder.wait(30)
+    with open_folder(load_sweep(path), resume=False, overwrite=True) as replaced:       # its process is gone
+        assert not (replaced.path / "study.db").exists()
+
+
+def test_an_enqueued_point_waiting_in_the_study_is_not_counted_as_a_trial_yet(tmp_path):
+    """`trials: 1` with one enqueued point: the waiting point filled the count, so no trial ran and the
+    sweep ended at once with exit 0 ("1 of 1 trials: 1 waiting")."""
+    from multiloss.run.sweep import open_folder, study_lock
+
+    sweep = load_sweep(write(tmp_path, trials=1, enqueue=[{"loss.outputs.class.weight": 2.0,
+                                                           "loss.outputs.parity.weight": 0.5}]))
+    with open_folder(sweep, resume=False, overwrite=False) as run_dir:
+        with study_lock(run_dir.path):
+            study, _ = open_study(sweep, run_dir.path, resume=False, overwrite=False)
+        scheduler = Scheduler(sweep, study, run_dir.path, 1, lambda result: None)
+        trial = scheduler.claim()
+        assert trial is not None and trial.number == 0
+        assert sample(trial, sweep.config.space) == {"loss.outputs.class.weight": 2.0,
+                                                     "loss.outputs.parity.weight": 0.5}
+        assert scheduler.claim() is None                         # the one trial is taken
 
 
 def test_pareto_front_of_a_hand_made_table():

@@ -134,9 +134,11 @@ class RunDir:
     def __exit__(self, *exc) -> None:
         self.release()
 
-    def lock(self) -> None:
-        """Hold the folder's lock, or raise RunError: another process is running in it.  A folder that
-        cannot take the lock file (read-only) is left to :meth:`check_writable` to report."""
+    def lock(self, shared: bool = False) -> None:
+        """Hold the folder's lock, or raise RunError: another process is running in it.  ``shared``: the
+        processes that share a folder (a sweep's workers) hold it together, and only against one that
+        replaces it (``--overwrite`` holds it alone).  A folder that cannot take the lock file (read-only)
+        is left to :meth:`check_writable` to report."""
         if self._lock is not None:
             return
         try:
@@ -144,13 +146,18 @@ class RunDir:
         except OSError:
             return
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             raise RunError(f"{self.path} is in use by another multiloss process (a run, --resume or --overwrite "
                            "of it that has not ended); nothing in it was changed. Wait for that process to end, "
                            "or give this run another `name` (--set name=...)") from None
         self._lock = fd
+
+    def share(self) -> None:
+        """Turn this process's lock into a shared one (after ``--overwrite`` replaced a shared folder)."""
+        if self._lock is not None:
+            fcntl.lockf(self._lock, fcntl.LOCK_SH)
 
     def release(self) -> None:
         """Let go of the folder's lock (the process's end does too)."""
@@ -176,8 +183,9 @@ class RunDir:
             except OSError as exc:
                 raise RunError(f"cannot create the run folder {self.path}: {exc.strerror}; choose a writable "
                                "`output_dir`") from None
-            if self.exclusive:
-                self.lock()             # before reading what the folder holds: no other process changes it now
+            # Before reading what the folder holds: no other process changes it now.  A shared folder's
+            # processes hold the lock together; one that replaces it holds it alone.
+            self.lock(shared=not (self.exclusive or self.overwrite))
         existing = self.holds_run()
         if existing and not (self.resume or self.overwrite):
             self.release()

@@ -361,8 +361,10 @@ class Scheduler:
 
     def claim(self):
         """A new trial, or None when the study has its number of trials (counted under the folder's lock)."""
+        waiting = optuna().trial.TrialState.WAITING      # an enqueued point not yet asked for: not a trial yet
         with study_lock(self.folder):
-            if len(self.study.get_trials(deepcopy=False)) >= self.sweep.config.trials:
+            begun = [t for t in self.study.get_trials(deepcopy=False) if t.state != waiting]
+            if len(begun) >= self.sweep.config.trials:
                 return None
             trial = self.study.ask()
             trial.set_user_attr("host", socket.gethostname())
@@ -471,36 +473,49 @@ class Scheduler:
 
 # --- the command ------------------------------------------------------------------------------
 
-def open_folder(sweep: Sweep, *, resume: bool, overwrite: bool) -> Path:
-    """The sweep folder, checked: a second sweep into a folder holding one is refused unless ``resume``
-    (which joins a sweep still running there: nothing in the folder is touched) or ``overwrite``."""
+def open_folder(sweep: Sweep, *, resume: bool, overwrite: bool) -> RunDir:
+    """The sweep folder, checked and locked (release it when the sweep ends): a second sweep into a
+    folder holding one is refused unless ``resume`` (which joins a sweep still running there: nothing in
+    the folder is touched) or ``overwrite``, which is refused while another process works in it."""
     hint = f"multiloss sweep {sweep.file.name}"
     folder = RunDir(sweep.folder, resume=resume, overwrite=overwrite, hint=hint,
                     not_work=("sweep.yaml", "study.lock"),    # a sweep refused before its study: nothing to lose
                     exclusive=False)        # workers that join with --resume share it: study.lock orders their asks
     if resume and folder.holds_run():
+        folder.lock(shared=True)
         folder.check_writable()
     else:
         folder.open()
-    folder.write_text("sweep.yaml", sweep.to_yaml())
-    return folder.path
+    try:
+        folder.write_text("sweep.yaml", sweep.to_yaml())
+    except BaseException:
+        folder.release()
+        raise
+    return folder
 
 
 def run_sweep(source: str | os.PathLike | dict, overrides: list[str] | None = None, *, workers: int = 1,
               resume: bool = False, overwrite: bool = False, say: Callable[[str], object] = print) -> dict:
     """A sweep end to end: its trials, then ``trials.csv``, ``summary.md`` and ``pareto.png``."""
-    from . import sweep_report
-
-    opt = optuna()
-    finished_states = tuple(getattr(opt.trial.TrialState, name) for name in FINISHED_STATES)
     if workers < 1:
         raise RunError(f"--workers must be 1 or more, got {workers}")
     sweep = load_sweep(source, overrides)
-    folder = open_folder(sweep, resume=resume, overwrite=overwrite)
+    run_dir = open_folder(sweep, resume=resume, overwrite=overwrite)
+    with run_dir:                   # its lock, shared with the workers that join: no --overwrite under them
+        return _run_study(sweep, run_dir, workers, resume, overwrite, say)
+
+
+def _run_study(sweep: Sweep, run_dir: RunDir, workers: int, resume: bool, overwrite: bool,
+               say: Callable[[str], object]) -> dict:
+    from . import sweep_report
+
+    folder = run_dir.path
+    finished_states = tuple(getattr(optuna().trial.TrialState, name) for name in FINISHED_STATES)
     with study_lock(folder):
         study, storage = open_study(sweep, folder, resume=resume, overwrite=overwrite)
         for number, what in fail_stale(sweep, study, storage, folder).items():
             say(f"{trial_name(number)}: {what}")
+    run_dir.share()                 # replaced: others may join it now
     done = len(study.get_trials(deepcopy=False, states=finished_states))
     progress = sweep_report.SweepProgress(sweep, done, say)
 
