@@ -1,5 +1,7 @@
 """The registry and multiloss's own losses against numpy formulas."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -76,6 +78,22 @@ def test_triplet():
     # 1 - 9 + 0.5 < 0 → 0 ; 4 - 1 + 0.5 = 3.5
     got = ml.losses.get("triplet", margin=0.5)(None, [a, p, n])
     np.testing.assert_allclose(np.asarray(got), [0.0, 3.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("terms: [{name: t, outputs: [a, b], loss: triplet}]", "terms.0.outputs: loss 'triplet' takes 3 model outputs, got 2"),
+    ("terms: [{name: c, outputs: [a, b, d], target: s, loss: contrastive}]",
+     "terms.0.outputs: loss 'contrastive' takes 1 or 2 model outputs, got 3"),
+    ("outputs: {a: {loss: triplet}}", "outputs.a.loss: loss 'triplet' takes 3 model outputs, a head is one; give it "
+                                      "as a term"),
+])
+def test_a_loss_over_several_outputs_is_given_as_many_as_it_takes(spec, problem):
+    """triplet on two outputs passed the spec and died in fit on "not enough values to unpack"; contrastive
+    on three silently left the third out."""
+    with pytest.raises(ml.SpecError, match=re.escape(problem)):
+        ml.load_spec(spec)
+    ml.load_spec("terms: [{name: t, outputs: [a, b, n], loss: triplet}, "
+                 "{name: c, outputs: [a, b], target: s, loss: contrastive}]")
 
 
 def _softmax(z):

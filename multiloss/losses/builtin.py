@@ -67,7 +67,7 @@ def _distance(a, b):
     return ops.sqrt(ops.maximum(ops.sum(ops.square(a - b), axis=-1), 1e-12))
 
 
-@register_loss("contrastive")
+@register_loss("contrastive", outputs=(1, 2))
 def contrastive(y_true, y_pred, margin: float = 1.0):
     """Contrastive loss for Siamese pairs (Hadsell et al. 2006); returns ``[B]``.
 
@@ -83,7 +83,7 @@ def contrastive(y_true, y_pred, margin: float = 1.0):
     return y * ops.square(d) + (1.0 - y) * ops.square(ops.maximum(margin - d, 0.0))
 
 
-@register_loss("triplet")
+@register_loss("triplet", outputs=(3,))
 def triplet(y_true, y_pred, margin: float = 1.0):
     """Triplet loss (Schroff et al. 2015) on ``[anchor, positive, negative]``.
 

@@ -356,6 +356,15 @@ def _resolve(spec: LossSpec) -> list[Term]:
 
     def add(name, outputs, target, ref, weight, reduction, cw, mask, path):
         fn = make(ref, path)
+        counts = losses.output_counts(fn.name) if fn is not None else None
+        if counts and len(outputs) not in counts:
+            head = path[0] != "terms"
+            problems.append((path if head else path[:-1] + ("outputs",),
+                             f"loss {fn.name!r} takes {' or '.join(map(str, counts))} model outputs, "
+                             f"{'a head is one' if head else f'got {len(outputs)}'}"
+                             + ("; give it as a term, `terms: [{name: ..., outputs: [...], loss: ...}]`"
+                                if head else "")))
+            fn = None
         if name in seen:
             problems.append((path, f"duplicate term name {name!r} (first defined at "
                                    f"{'.'.join(map(str, seen[name]))}); give each term a unique name"))

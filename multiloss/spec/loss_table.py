@@ -53,6 +53,7 @@ LOSSES: Registry[Callable | str] = Registry(
     "loss", providers=(BUILTIN, "multiloss.incremental.losses"),
     hint="use a registered name (see `multiloss.losses.names()`), or an import string 'package.module:function'")
 _KINDS: dict[str, tuple[TargetKind, bool]] = {}   # name -> (target kind, elementwise) it was registered with
+_OUTPUT_COUNTS: dict[str, tuple[int, ...]] = {}    # name -> how many model outputs it takes, where declared
 
 
 class LossFn:
@@ -123,7 +124,7 @@ def same_rank(y_true, y_pred):
 
 
 def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool = False,
-                  aliases: tuple[str, ...] = ()):
+                  aliases: tuple[str, ...] = (), outputs: tuple[int, ...] | None = None):
     """Decorator: register a loss function or class under ``name``.
 
     The function takes ``(y_true, y_pred, **params)`` and returns per-sample
@@ -134,7 +135,8 @@ def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool
     ``elementwise=True`` declares the loss a mean over the last axis of a
     function of each (target, prediction) pair (it needs ``target="same"``):
     on a head with ``mask_value`` it is then masked per element, not per
-    position (see the module's docstring).
+    position (see the module's docstring).  ``outputs``: the numbers of model outputs it takes
+    (``(3,)`` for ``[anchor, positive, negative]``), checked when a spec is loaded; None: any.
     """
     if elementwise and target != "same":
         raise ValueError(f"loss {name!r}: an elementwise loss takes targets shaped like the prediction; "
@@ -143,6 +145,8 @@ def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool
     def deco(obj):
         LOSSES.register(name, obj, aliases=aliases)
         _KINDS.update(dict.fromkeys((name, *aliases), (target, elementwise)))
+        if outputs is not None:
+            _OUTPUT_COUNTS.update(dict.fromkeys((name, *aliases), tuple(outputs)))
         return obj
 
     return deco
@@ -291,6 +295,14 @@ KERAS_PARAMS: dict[str, tuple[str, ...]] = {
     "categorical_focal_crossentropy": ("alpha", "gamma", "from_logits", "label_smoothing", "axis"),
     "circle": ("ref_labels", "ref_embeddings", "remove_diagonal", "gamma", "margin"),
 }
+
+
+def output_counts(name: str) -> tuple[int, ...] | None:
+    """How many model outputs the loss ``name`` (or import string) takes, as registered; None: any."""
+    if is_import_string(name):
+        canonical = _canonical_of(LOSSES.get(name))
+        return _OUTPUT_COUNTS.get(canonical) if canonical else None
+    return _OUTPUT_COUNTS.get(name)
 
 
 def _canonical_of(obj: Callable | str) -> str | None:
