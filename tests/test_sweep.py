@@ -504,6 +504,17 @@ def test_an_enqueued_point_waiting_in_the_study_is_not_counted_as_a_trial_yet(tm
         assert scheduler.claim() is None                         # the one trial is taken
 
 
+def test_sampler_params_optuna_refuses_are_refused_by_validate_and_before_the_folder(tmp_path, capsys):
+    """`sampler.params.popsize` passed validate; the sweep then refused it after making its folder and
+    its study."""
+    path = write(tmp_path, sampler={"name": "nsga2", "params": {"popsize": 4}})
+    for command in (["validate", str(path)], ["sweep", str(path)]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "sampler.params: the nsga2 sampler refuses these params:" in err and "popsize" in err, err
+    assert not (tmp_path / "sweeps").exists()
+
+
 def test_pareto_front_of_a_hand_made_table():
     rows = table()
     assert [r.number for r in sweep_report.pareto_front(rows, MODES)] == hand_front(rows, MODES) == [1, 2, 4, 5]

@@ -500,6 +500,7 @@ def run_sweep(source: str | os.PathLike | dict, overrides: list[str] | None = No
     if workers < 1:
         raise RunError(f"--workers must be 1 or more, got {workers}")
     sweep = load_sweep(source, overrides)
+    sampler_of(sweep)              # a sampler refusing its params: before the folder and the study are made
     run_dir = open_folder(sweep, resume=resume, overwrite=overwrite)
     with run_dir:                   # its lock, shared with the workers that join: no --overwrite under them
         return _run_study(sweep, run_dir, workers, resume, overwrite, say)
@@ -600,6 +601,7 @@ def check_sweep(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     problems = storage_problems(sweep)
     if problems:
         raise sweep.error(problems)
+    sampler_of(sweep)              # its params, as Optuna takes them
     run = get_kind("train").check(sweep.run_path, sweep.trial_overrides(0, sweep.folder, corner_values(sweep)[0]))
     objectives = ", ".join(f"{k} ({sweep.modes[k]})" for k in sweep.objectives)
     return (f"sweep {sweep.name!r}: {sweep.config.trials} trials over {len(sweep.paths())} config paths, "
