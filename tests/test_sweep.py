@@ -299,6 +299,23 @@ class Draws:
         return self.values[name]
 
 
+def test_set_reaches_a_space_entry_by_its_dotted_key(tmp_path):
+    """Space keys are dotted config paths, so `--set space.loss.outputs.parity.weight={...}` was read as
+    nested keys and refused ("space.loss: unknown search spec 'outputs'") whatever the value."""
+    path = write(tmp_path, enqueue=[{"loss.outputs.parity.weight": 1.0}])
+    sweep = load_sweep(path, ["space.loss.outputs.parity.weight={uniform: [0.5, 2]}",     # an entry it has
+                              "space.optimizer.params.learning_rate={log_uniform: [1e-4, 1e-2]}",  # a new one
+                              "enqueue.0.loss.outputs.parity.weight=1.5"])
+    space = sweep.config.space
+    assert (space["loss.outputs.parity.weight"].uniform, space["optimizer.params.learning_rate"].log_uniform) == \
+        ((0.5, 2.0), (1e-4, 1e-2))
+    assert set(space) == {"loss.outputs.class.weight", "loss.outputs.parity.weight", "optimizer.params.learning_rate"}
+    assert sweep.config.enqueue == [{"loss.outputs.parity.weight": 1.5}]
+    with pytest.raises(SpecError, match=r"space\.loss\.outputs\.parity\.weight: uniform: give \[low, high\] "
+                                        r"with low < high, got \[2\.0, 0\.5\] \(from --set"):
+        load_sweep(path, ["space.loss.outputs.parity.weight={uniform: [2, 0.5]}"])
+
+
 def test_overrides_set_list_items_by_name_and_the_run_config_gets_every_value(tmp_path):
     path = write(tmp_path, space={
         "loss.terms.class_again.weight": {"uniform": [0, 1]},

@@ -88,6 +88,16 @@ def list_item(node: list, part: str) -> int:
                    f"(0 to {len(node) - 1}) or an item's name: {', '.join(names) or 'none have one'}")
 
 
+def dotted_parts(node: dict, rest: list[str]) -> int:
+    """How many of the parts ``rest`` name one key of ``node``: the longest run of them, joined by dots,
+    that is a key; in a mapping keyed by dotted config paths (a sweep's ``space``, an ``enqueue`` point)
+    all of them when none is; else 1."""
+    for n in range(len(rest), 1, -1):
+        if ".".join(rest[:n]) in node:
+            return n
+    return len(rest) if any("." in str(k) for k in node) else 1
+
+
 def apply_overrides(data: dict, overrides: list[str], lines: Lines,
                     shorthands: dict[str, str] = SHORTHANDS) -> dict[tuple, str]:
     """Set each ``key.path=value`` in ``data`` (a list's item by its index or its ``name``:
@@ -98,13 +108,19 @@ def apply_overrides(data: dict, overrides: list[str], lines: Lines,
         path, value = parse_override(text)
         node: Any = data
         concrete: list = []
-        for i, part in enumerate(path):
+        i = 0
+        while i < len(path):
+            part = path[i]
+            if isinstance(node, dict):       # a mapping keyed by dotted paths (a sweep's space) takes several
+                n = dotted_parts(node, path[i:])
+                part, i = ".".join(path[i:i + n]), i + n - 1
             try:
                 key = list_item(node, part) if isinstance(node, list) else part
             except KeyError as exc:
                 raise SpecError([(tuple(concrete), None, f"{exc.args[0]} (--set {text})")], "--set") from None
             concrete.append(key)
-            if i == len(path) - 1:
+            i += 1
+            if i == len(path):
                 node[key] = value
                 break
             child = expand_shorthand(key, node.get(key) if isinstance(node, dict) else node[key], shorthands)
