@@ -126,6 +126,16 @@ def test_a_subclassed_models_class_weight_ids_are_checked_against_its_classes():
     assert got == pytest.approx((w * ce).mean(), rel=1e-5)      # sum_over_batch_size: Σ W·L / B
 
 
+def test_fit_class_weight_on_several_heads_points_to_the_spec():
+    """Keras alone says only "class_weight is only supported for Models with a single output"."""
+    model = _subclassed(DictHeads)
+    ml.compile(model, {"outputs": {"a": {"loss": "mse"}, "b": {"loss": "mse"}}}, optimizer="sgd")
+    with pytest.raises(ValueError, match=r"fit\(class_weight=\.\.\.\) weighs the classes of one output, and this "
+                                         r"model has 2 \(a, b\): give each head its own in the loss spec, "
+                                         r"`outputs: \{a: \{class_weight: \{3: 5\.0\}\}\}`"):
+        model.fit(X, {"a": YA, "b": YB}, class_weight={0: 1.0, 1: 2.0}, verbose=0)
+
+
 def test_a_subclassed_single_tensor_model_takes_the_specs_one_head():
     native = _subclassed(OneHead)
     native.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")

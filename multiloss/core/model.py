@@ -51,6 +51,19 @@ from .metrics import HeadMetrics
 PACKAGE = "multiloss"
 
 
+def _no_fit_class_weight(model, class_weight) -> None:
+    """``fit(class_weight=...)`` is Keras's for one output; several heads take theirs in the spec."""
+    composite = compiled_loss(model)
+    if class_weight is None or not isinstance(composite, CompositeLoss):
+        return
+    heads = list(composite.output_names or composite.spec.outputs)
+    if len(heads) < 2:
+        return
+    raise ValueError(f"fit(class_weight=...) weighs the classes of one output, and this model has {len(heads)} "
+                     f"({', '.join(heads)}): give each head its own in the loss spec, "
+                     f"`outputs: {{{heads[0]}: {{class_weight: {{3: 5.0}}}}}}` (class id: weight)")
+
+
 class MultilossModel(TrainerOverrides):
     """Mixin that runs the guarded train step and saves and restores the composite loss with the model.
 
@@ -115,6 +128,7 @@ class MultilossModel(TrainerOverrides):
             if ordered is not None and call is not None:
                 call.arguments["callbacks"] = ordered
         if call is not None:
+            _no_fit_class_weight(self, call.arguments.get("class_weight"))
             _weights_per_output(call.arguments, self)
             _new_trace_for_new_ranks(self, "train", call.arguments)
             validation = call.arguments.get("validation_data")
