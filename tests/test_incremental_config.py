@@ -87,8 +87,10 @@ def test_override_errors_name_the_override(tmp_path):
         load_incremental_config(_write(tmp_path, CONFIG), ["train.epochs=many"])
     with pytest.raises(SpecError, match=r"optimizer.name: unknown optimizer 'adamm'"):
         load_incremental_config(_write(tmp_path, CONFIG), ["optimizer.name=adamm"])
-    with pytest.raises(SpecError, match=r"scenario.class_order: class_order repeats a class"):
-        load_incremental_config(_write(tmp_path, CONFIG), ["scenario.class_order=[0, 0, 1]"])
+    with pytest.raises(SpecError, match=r"scenario.class_order: class_order repeats class 1 \(at positions 1, 3\)"):
+        load_incremental_config(_write(tmp_path, CONFIG), ["scenario.class_order=[0, 1, 2, 1]"])
+    with pytest.raises(SpecError, match=r"seeds: seeds repeats seed 3"):
+        load_incremental_config(_write(tmp_path, CONFIG), ["seeds=[3, 4, 3]"])
 
 
 def test_learning_rate_scale(tmp_path):

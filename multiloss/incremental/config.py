@@ -220,9 +220,12 @@ def load_incremental_config(source: str | os.PathLike | dict,
                                                    "optimizer.schedule: give one of them"))
     order = cfg.scenario.class_order
     if order is not None and len(set(order)) != len(order):
-        problems.append((("scenario", "class_order"), "class_order repeats a class"))
+        twice = next(c for i, c in enumerate(order) if c in order[:i])
+        problems.append((("scenario", "class_order"), f"class_order repeats class {twice!r} (at positions "
+                                                      f"{', '.join(str(i) for i, c in enumerate(order) if c == twice)})"))
     if cfg.seeds is not None and len(set(cfg.seeds)) != len(cfg.seeds):
-        problems.append((("seeds",), "seeds repeats a seed"))
+        twice = next(s for i, s in enumerate(cfg.seeds) if s in cfg.seeds[:i])
+        problems.append((("seeds",), f"seeds repeats seed {twice}"))
     if problems:
         raise cfg.error(problems)
     return cfg
