@@ -924,3 +924,32 @@ def test_sweep_integer_fields_refuse_booleans(tmp_path, override):
     key = override.split("=")[0]
     with pytest.raises(SpecError, match=rf"{key.replace('.', chr(92) + '.')}: Input should be a valid integer"):
         load_sweep(write(tmp_path), [override])
+
+
+@pytest.mark.slow
+def test_a_trial_whose_sweep_is_gone_says_why_in_its_log(tmp_path):
+    """A trial orphaned by the sweep's SIGKILL ended without a word in logs/trial-N.log."""
+    log, ready = tmp_path / "trial.log", tmp_path / "ready"
+    trial = ("import os, time; from multiloss.run.sweep_trial import end_with_parent; "
+             f"end_with_parent(os.getppid()); open({str(ready)!r}, 'w').close(); time.sleep(120)")
+    sweep = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", {trial!r}], stderr=open({str(log)!r}, "w"))
+        time.sleep(120)""")])
+    try:
+        for _ in range(300):
+            if ready.exists():
+                break
+            time.sleep(0.1)
+        sweep.kill()                                     # a real SIGKILL of the sweep
+        sweep.wait(30)
+        for _ in range(300):
+            if "is gone, so the trial stops" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert f"the sweep process {sweep.pid} that started this trial is gone, so the trial stops" in log.read_text()
+    finally:
+        sweep.kill()
+    gone = subprocess.run([sys.executable, "-m", "multiloss.run.sweep_trial", "1", "--help"], capture_output=True,
+                          text=True, timeout=120)                  # its sweep gone before it began
+    assert gone.returncode == 143 and "the sweep process 1 that started this trial is gone" in gone.stderr

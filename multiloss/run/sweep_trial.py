@@ -14,13 +14,27 @@ import signal
 import sys
 
 
+def _say_why(parent: int) -> None:
+    print(f"multiloss: the sweep process {parent} that started this trial is gone, so the trial stops; its "
+          "folder is kept, and `multiloss sweep SWEEP.yaml --resume` records it", file=sys.stderr, flush=True)
+
+
 def end_with_parent(parent: int) -> None:
-    """Ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG); exit now if it already has."""
+    """Ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG), which ends the process
+    after one line in its log saying why; exit now if the parent is already gone."""
+    def ended(signum, frame):
+        if os.getppid() != parent:                  # not a SIGTERM of the user's own
+            _say_why(parent)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)        # killed by SIGTERM, as before
+
+    signal.signal(signal.SIGTERM, ended)
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
     if os.getppid() != parent:
+        _say_why(parent)
         sys.exit(143)
 
 
