@@ -96,6 +96,24 @@ def test_a_loss_over_several_outputs_is_given_as_many_as_it_takes(spec, problem)
                  "{name: c, outputs: [a, b], target: s, loss: contrastive}]")
 
 
+def test_contrastive_refuses_pair_labels_other_than_0_and_1():
+    """−1/+1 pair labels (a common convention) gave y·d² + (1 − y)·max(m − d, 0)² < 0, which training
+    then maximised; refused in compute and inside fit, naming the term."""
+    spec = "terms: [{name: pair, outputs: [ea, eb], target: same, loss: contrastive}]"
+    emb = {"ea": np.ones((2, 3), "float32"), "eb": np.zeros((2, 3), "float32")}
+    rule = r"term 'pair': label -1 is not one of the labels 'contrastive' takes: 0, 1 \(1 for a same pair"
+    with pytest.raises(ml.SpecError, match=rule):
+        ml.build_loss(spec).compute({"same": np.array([1.0, -1.0])}, emb)
+    d = np.sqrt(3.0)                                            # ‖1 − 0‖ over 3 axes; margin 1
+    total = float(ml.build_loss(spec).compute({"same": np.array([1.0, 0.0])}, emb).total)
+    assert total == pytest.approx((d ** 2 + max(1 - d, 0) ** 2) / 2, rel=1e-6)
+    x = keras.Input((3,), name="x")
+    model = keras.Model(x, {"ea": keras.layers.Dense(3, name="ea")(x), "eb": keras.layers.Dense(3, name="eb")(x)})
+    ml.compile(model, spec, optimizer="sgd")
+    with pytest.raises(ml.SpecError, match=rule):
+        model.fit(np.ones((4, 3), "float32"), {"same": np.array([1, -1, 1, -1], "float32")}, verbose=0)
+
+
 def _softmax(z):
     e = np.exp(z - z.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)

@@ -20,7 +20,7 @@ from keras import ops
 from ..losses import reduction as red
 from ..spec.errors import SpecError
 from ..spec.loss_spec import LossSpec, Term, load_spec
-from ..spec.loss_table import canonical_name
+from ..spec.loss_table import canonical_name, contract
 from ..spec.validation import did_you_mean, unknown_key
 
 
@@ -382,6 +382,22 @@ class CompositeLoss:
         ok = tf.logical_and(flat >= 0, flat < tf.cast(n_classes, flat.dtype))
         return self._asserted(t, ids, flat, ok, f"label {{}} {rule}")
 
+    def _check_label_values(self, t: Term, target, labels: tuple[float, ...]):
+        """Targets a loss declared (contrastive's 0/1): a −1/+1 pair label gave a negative loss that
+        training then maximised."""
+        rule = f"is not one of the labels {t.loss_label!r} takes: {', '.join(f'{v:g}' for v in labels)}"
+        if canonical_name(t.loss) == "contrastive":
+            rule += " (1 for a same pair, 0 for a different one)"
+        if tf.executing_eagerly():
+            arr = np.asarray(ops.convert_to_numpy(target), "float64").ravel()
+            bad = arr[~np.isin(arr, labels)]
+            if bad.size:
+                raise self._where(t, f"label {bad[0]:g} {rule}")
+            return target
+        flat = tf.reshape(tf.cast(target, "float32"), [-1])
+        ok = tf.reduce_any(tf.equal(flat[:, None], tf.constant(labels, "float32")[None]), axis=1)
+        return self._asserted(t, target, flat, ok, f"label {{}} {rule}")
+
     def _asserted(self, t: Term, value: Any, flat: Any, ok: Any, message: str) -> Any:
         """``value`` after a graph assert that every ``ok`` holds, naming the first entry of ``flat`` that
         fails in ``message`` (its ``{}``); ``core.model.guard_labels`` turns it into one SpecError line."""
@@ -430,6 +446,9 @@ class CompositeLoss:
         if t.mask_value is not None:
             # Missing targets are replaced by 0 so that no NaN can leak through 0·L.
             target, valid = red.mask_targets(target, t.mask_value)
+        labels = contract(t.loss.name).labels
+        if labels is not None and target is not None:
+            target = self._check_label_values(t, target, labels)
         sparse = t.loss.target == "sparse"
         if sparse and not isinstance(pred, list):
             self._check_sparse_axis(t, pred)

@@ -356,7 +356,7 @@ def _resolve(spec: LossSpec) -> list[Term]:
 
     def add(name, outputs, target, ref, weight, reduction, cw, mask, path):
         fn = make(ref, path)
-        counts = losses.output_counts(fn.name) if fn is not None else None
+        counts = losses.contract(fn.name).outputs if fn is not None else None
         if counts and len(outputs) not in counts:
             head = path[0] != "terms"
             problems.append((path if head else path[:-1] + ("outputs",),

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .imports import REGISTRIES, is_import_string
 from .lazy import keras, ops
@@ -53,7 +53,17 @@ LOSSES: Registry[Callable | str] = Registry(
     "loss", providers=(BUILTIN, "multiloss.incremental.losses"),
     hint="use a registered name (see `multiloss.losses.names()`), or an import string 'package.module:function'")
 _KINDS: dict[str, tuple[TargetKind, bool]] = {}   # name -> (target kind, elementwise) it was registered with
-_OUTPUT_COUNTS: dict[str, tuple[int, ...]] = {}    # name -> how many model outputs it takes, where declared
+
+
+class Contract(NamedTuple):
+    """What a loss declares it takes, checked at the boundary: ``outputs``, the numbers of model outputs
+    (None: any); ``labels``, the values its targets may hold (None: any)."""
+
+    outputs: tuple[int, ...] | None = None
+    labels: tuple[float, ...] | None = None
+
+
+_CONTRACTS: dict[str, Contract] = {}     # name -> what it declared at registration
 
 
 class LossFn:
@@ -124,7 +134,8 @@ def same_rank(y_true, y_pred):
 
 
 def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool = False,
-                  aliases: tuple[str, ...] = (), outputs: tuple[int, ...] | None = None):
+                  aliases: tuple[str, ...] = (), outputs: tuple[int, ...] | None = None,
+                  labels: tuple[float, ...] | None = None):
     """Decorator: register a loss function or class under ``name``.
 
     The function takes ``(y_true, y_pred, **params)`` and returns per-sample
@@ -136,7 +147,8 @@ def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool
     function of each (target, prediction) pair (it needs ``target="same"``):
     on a head with ``mask_value`` it is then masked per element, not per
     position (see the module's docstring).  ``outputs``: the numbers of model outputs it takes
-    (``(3,)`` for ``[anchor, positive, negative]``), checked when a spec is loaded; None: any.
+    (``(3,)`` for ``[anchor, positive, negative]``), checked when a spec is loaded; ``labels``: the values
+    its targets may hold (``(0, 1)``: a same/different pair), checked on every batch; None: any.
     """
     if elementwise and target != "same":
         raise ValueError(f"loss {name!r}: an elementwise loss takes targets shaped like the prediction; "
@@ -145,8 +157,9 @@ def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool
     def deco(obj):
         LOSSES.register(name, obj, aliases=aliases)
         _KINDS.update(dict.fromkeys((name, *aliases), (target, elementwise)))
-        if outputs is not None:
-            _OUTPUT_COUNTS.update(dict.fromkeys((name, *aliases), tuple(outputs)))
+        if outputs is not None or labels is not None:
+            declared = Contract(None if outputs is None else tuple(outputs), None if labels is None else tuple(labels))
+            _CONTRACTS.update(dict.fromkeys((name, *aliases), declared))
         return obj
 
     return deco
@@ -297,12 +310,11 @@ KERAS_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def output_counts(name: str) -> tuple[int, ...] | None:
-    """How many model outputs the loss ``name`` (or import string) takes, as registered; None: any."""
+def contract(name: str) -> Contract:
+    """What the loss ``name`` (or import string) declared at registration (:class:`Contract`)."""
     if is_import_string(name):
-        canonical = _canonical_of(LOSSES.get(name))
-        return _OUTPUT_COUNTS.get(canonical) if canonical else None
-    return _OUTPUT_COUNTS.get(name)
+        name = _canonical_of(LOSSES.get(name)) or name
+    return _CONTRACTS.get(name, Contract())
 
 
 def _canonical_of(obj: Callable | str) -> str | None:
