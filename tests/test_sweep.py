@@ -165,6 +165,7 @@ def test_validate_checks_the_storage_and_creates_nothing(tmp_path, capsys):
         "journal": {"journal": "shraed/heads.journal"},
         "sqlite": f"sqlite:///{tmp_path}/no/such/folder/study.db",
         "url": "notaurl",
+        "dialect": "postgresq://user@host/db",
     }
     for kind, storage in bad.items():
         path = write(tmp_path, storage=storage)
@@ -172,7 +173,8 @@ def test_validate_checks_the_storage_and_creates_nothing(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "storage" in err and "Traceback" not in err, (kind, err)
         assert {"journal": "journal's folder", "sqlite": "does not exist",
-                "url": "not a SQLAlchemy URL"}[kind] in err, (kind, err)
+                "url": "not a SQLAlchemy URL",
+                "dialect": "SQLAlchemy has no database 'postgresq'; did you mean 'postgresql'?"}[kind] in err, (kind, err)
     assert not (tmp_path / "shraed").exists() and not (tmp_path / "no").exists()
     assert not (tmp_path / "sweeps").exists()
     (tmp_path / "shared").mkdir()

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..spec.errors import RunError, SpecError
-from ..spec.validation import Problems
+from ..spec.validation import Problems, did_you_mean
 from .rundir import RunDir
 from .sweep_config import Sweep, enqueued_points, load_sweep, trial_name
 from .sweep_space import sample
@@ -112,6 +112,14 @@ def storage_problems(sweep: Sweep) -> Problems:
     except sqlalchemy.exc.ArgumentError as exc:
         return [(where, f"not a SQLAlchemy URL ({exc}); give e.g. postgresql://user@host/db, "
                         "sqlite:///path/study.db or {journal: FILE}")]
+    backends = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+    if url.get_backend_name() not in backends:
+        try:
+            url.get_dialect()
+        except sqlalchemy.exc.NoSuchModuleError:
+            return [(where, f"SQLAlchemy has no database {url.get_backend_name()!r}; "
+                            f"{did_you_mean(url.get_backend_name(), backends)}give e.g. postgresql://user@host/db, "
+                            "sqlite:///path/study.db or {journal: FILE}")]
     if url.get_backend_name() == "sqlite":
         database = Path(url.database or "")
         if url.database and not database.parent.is_dir():
