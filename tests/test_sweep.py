@@ -183,6 +183,14 @@ def test_validate_checks_the_storage_and_creates_nothing(tmp_path, capsys):
 
 
 
+def test_a_journal_set_over_a_storage_url_says_both_were_given(tmp_path):
+    path = write(tmp_path, storage="sqlite:///study.db")
+    with pytest.raises(SpecError, match=r"storage: .*give a SQLAlchemy URL or a journal file, not both: the URL "
+                                        r"'sqlite:///study\.db' and the journal 'j\.journal'"):
+        load_sweep(path, ["storage.journal=j.journal"], check_run=False)
+    assert load_sweep(path, ["storage={journal: j.journal}"], check_run=False).config.storage.journal == "j.journal"
+
+
 def test_a_relative_sqlite_file_is_beside_the_sweep_file_whatever_the_cwd(tmp_path, monkeypatch, capsys):
     """As a journal file: `sqlite:///db/heads.db` is the sweep file's db/, so that a --resume from another
     folder opens the same study (it was the cwd's: a fresh, empty study there)."""

@@ -84,7 +84,11 @@ class StorageConfig(_Model):
 
     @model_validator(mode="after")
     def _one(self):
-        if (self.url is None) == (self.journal is None):
+        if self.url is not None and self.journal is not None:
+            raise ValueError(f"give a SQLAlchemy URL or a journal file, not both: the URL {self.url!r} and the "
+                             f"journal {self.journal!r} (a --set storage.journal=... over `storage: URL` keeps "
+                             "the URL; give --set 'storage={journal: FILE}')")
+        if self.url is None and self.journal is None:
             raise ValueError("give a SQLAlchemy URL (storage: postgresql://...) or a journal file "
                              "(storage: {journal: study.journal})")
         return self
