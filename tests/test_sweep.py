@@ -183,6 +183,16 @@ def test_validate_checks_the_storage_and_creates_nothing(tmp_path, capsys):
 
 
 
+def test_the_summary_names_the_run_config_as_sweep_show_does(tmp_path):
+    """summary.md said `configs/../run.yaml` when written by the sweep, the absolute path after `sweep show`."""
+    (tmp_path / "configs").mkdir()
+    path = write(tmp_path / "configs", run="")
+    path.write_text(path.read_text().replace("run: run.yaml", "run: ../run.yaml"))
+    write(tmp_path)                                              # run.yaml beside configs/
+    text = sweep_report.summary_text(load_sweep(path, check_run=False), [])
+    assert f"Run config: `{tmp_path / 'run.yaml'}`." in text
+
+
 def test_a_journal_set_over_a_storage_url_says_both_were_given(tmp_path):
     path = write(tmp_path, storage="sqlite:///study.db")
     with pytest.raises(SpecError, match=r"storage: .*give a SQLAlchemy URL or a journal file, not both: the URL "

@@ -132,7 +132,7 @@ def summary_text(sweep: Sweep, rows: list[TrialRow]) -> str:
     objectives = ", ".join(f"{k} ({sweep.modes[k]})" for k in sweep.objectives)
     lines = [f"# Sweep `{sweep.name}`", "",
              f"{len(rows)} of {sweep.config.trials} trials: {counts(rows)}. Objectives: {objectives}. "
-             f"Run config: `{sweep.run_path}`.", ""]
+             f"Run config: `{sweep.run_path.resolve()}`.", ""]
     title = "Pareto front" if len(sweep.objectives) > 1 else "Best trial"
     lines += [f"## {title} ({len(front)} of {len(done)} complete trials)", ""]
     if front:
