@@ -59,7 +59,8 @@ def write_error(path: Path, exc: Exception) -> RunError:
     """An OSError (or TensorFlow's error for a file it writes, a SavedModel's) writing ``path``."""
     reason = getattr(exc, "strerror", None) or getattr(exc, "message", None) or str(exc)
     return RunError(f"cannot write {path}: {reason}; the previous version of the file (if any) is intact. "
-                    "Free space, or write to a folder that can take it (a run's `output_dir`, an `--out`).")
+                    "Free space or make the folder writable, or write to one that can take it (a run's `output_dir`, "
+                    "or `--out` for the commands that have it).")
 
 
 @contextlib.contextmanager
