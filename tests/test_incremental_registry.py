@@ -35,6 +35,38 @@ def test_builtin_methods_and_did_you_mean():
         load_incremental_config({**BASE, "method": {"name": "podnet", "params": {"proxies": 0}}})
 
 
+def test_a_user_methods_params_refuse_a_misspelt_key(clean_registry):
+    """A user's `class Params(BaseModel)` ignores unknown keys (pydantic's default): `temprature: 3` was
+    dropped without a word and the method ran with its default temperature."""
+    from pydantic import BaseModel, ConfigDict
+
+    @register_method
+    class Soft(Method):
+        name = "soft"
+        replay = True
+
+        class Params(BaseModel):
+            temperature: float = 2.0
+
+        def spec(self, step):
+            return {"terms": [classification_term()]}
+
+    with pytest.raises(SpecError, match=r"method\.params\.temprature: unknown key 'temprature'; did you mean "
+                                        r"'temperature'\?"):
+        load_incremental_config({**BASE, "method": {"name": "soft", "params": {"temprature": 3}}})
+    assert load_incremental_config({**BASE, "method": {"name": "soft", "params": {"temperature": 3}}})
+
+    class Open(Soft):                    # extra keys allowed on purpose: left to the method
+        name = "open"
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="allow")
+            temperature: float = 2.0
+
+    register_method(Open)
+    assert load_incremental_config({**BASE, "method": {"name": "open", "params": {"anything": 1}}})
+
+
 def test_register_by_class_name_and_import_string(clean_registry, tmp_path, monkeypatch):
     @register_method
     class Mine(Method):

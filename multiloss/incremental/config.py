@@ -21,7 +21,7 @@ from ..run.optim import OptimizerConfig
 from ..run.precision import Precision
 from ..spec.configfile import ConfigFile, read_config, validate_rest
 from ..spec.errors import SpecError
-from ..spec.validation import Integer, pydantic_problems
+from ..spec.validation import Integer, pydantic_problems, unknown_key
 from ..spec.yamlio import dump_yaml
 from .methods import Method, get_method
 from .network import get_backbone, saved_backbone
@@ -211,6 +211,11 @@ def load_incremental_config(source: str | os.PathLike | dict,
             method_cls.Params(**cfg.method.params)
         except ValidationError as exc:
             problems += [(("method", "params") + p, m) for p, m in pydantic_problems(exc, method_cls.Params)]
+        fields = getattr(method_cls.Params, "model_fields", None)
+        # A user's Params that ignores extra keys (pydantic's default) would drop a misspelt one.
+        if fields is not None and method_cls.Params.model_config.get("extra") in (None, "ignore"):
+            problems += [(("method", "params", k), unknown_key(k, list(fields)))
+                         for k in cfg.method.params if k not in fields]
         named = any(path[:1] == ("memory",) for path, _ in problems)     # a bad memory: named there
         if method_cls.replay and cfg.memory is None and not named:
             problems.append((("method", "name"), f"method {method_cls.name!r} keeps exemplars: add "

@@ -109,8 +109,11 @@ class Scenario:
         order = class_ids_of(cfg, sc.class_order, names) if sc.class_order is not None else \
             class_order(num_classes, sc.order_seed)
         if sorted(order) != list(range(num_classes)):
+            missing = [f"{c} ({names[c]})" if names[c] != str(c) else str(c)
+                       for c in range(num_classes) if c not in order]
+            left = f"; it leaves out {', '.join(missing)}" if missing else ""
             raise cfg.error([(("scenario", "class_order"), f"must be a permutation of the {num_classes} "
-                                                           f"class ids 0..{num_classes - 1}")])
+                                                           f"class ids 0..{num_classes - 1}{left}")])
         if sc.initial > num_classes:
             raise cfg.error([(("scenario", "initial"), f"{sc.initial} initial classes, but the data has "
                                                        f"{num_classes}")])
