@@ -132,6 +132,12 @@ def test_shipped_incremental_configs_are_valid():
     assert (fm.data.source, fm.memory.budget, fm.memory.per_class) == ("fashion_mnist", 200, None)
 
 
+def test_a_quoted_number_is_no_integer(tmp_path):
+    """`epochs: "5"` (a YAML string) was read as 5, as schedule steps were in a loss spec."""
+    with pytest.raises(SpecError, match=r"train\.epochs: Input should be a valid integer, got '5'"):
+        load_incremental_config(_write(tmp_path, CONFIG), ["train.epochs='5'"])
+
+
 @pytest.mark.parametrize("override", ["train.epochs=true", "train.batch_size=false", "scenario.initial=true",
                                       "memory.budget=true", "seed=false", "seeds=[0,true]",
                                       "scenario.class_order=[1,0,true,2]"])

@@ -73,6 +73,11 @@ def test_a_spec_without_weighting_keeps_the_static_path():
     ("weighting: {strategy: dwa, vectorize: true}", "weighting.vectorize", "'dwa' has nothing to vectorize"),
     ("weighting: {strategy: rlw, shared: [trunk]}", "weighting.shared", "has no use for shared parameters"),
     ("weighting: {strategy: pcgrad, params: {seed: 1}, sharde: [trunk]}", "weighting.sharde", "unknown key"),
+    # A quoted number or a boolean was read as a number (pydantic's lax mode), as head weights are not.
+    ("weighting: {strategy: dwa, params: {temperature: '2.0'}}", "weighting.params.temperature",
+     "Input should be a valid number, got '2.0'"),
+    ("weighting: {strategy: pcgrad, params: {seed: true}}", "weighting.params.seed",
+     "Input should be a valid integer, got True"),
 ])
 def test_weighting_errors_name_the_yaml_path_and_the_valid_choices(tail, where, message):
     rendered = _error(HEADS + tail + "\n")

@@ -24,13 +24,26 @@ Problems = list[tuple[tuple, str]]
 
 
 def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):     # bool is an int subclass: pydantic's lax int takes true as 1
+    # bool is an int subclass (pydantic's lax int takes true as 1), and lax mode reads "5" as 5 too
+    if isinstance(value, (bool, str)):
         raise PydanticCustomError("int_type", "Input should be a valid integer")
     return value
 
 
-#: An ``int`` field that refuses ``true``/``false`` (``batch_size: true`` is no batch size).
+#: An ``int`` field that refuses ``true``/``false`` (``batch_size: true`` is no batch size) and text
+#: (``epochs: "5"``: a quoted number in YAML is a string).
 Integer = Annotated[int, BeforeValidator(_not_bool)]
+
+
+def plain_number(value: Any, annotation: Any) -> Any:
+    """``value`` for a field annotated ``annotation``: a field of numbers (int, float, or a union with one,
+    not with str or bool) refuses ``true``/``false`` and text, which pydantic's lax mode reads as numbers."""
+    args = set(typing.get_args(annotation)) or {annotation}
+    if args & {int, float} and not args & {str, bool} and isinstance(value, (bool, str)):
+        if float in args:
+            raise PydanticCustomError("float_type", "Input should be a valid number")
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
 
 
 #: The keys of a loss spec (so also of a run or incremental config's ``loss:``) whose plain value stands
@@ -257,5 +270,5 @@ def check_params(fn: Callable, params: dict, path: tuple, skip: Iterable[str] = 
     return problems
 
 
-__all__ = ["Problems", "Integer", "SHORTHANDS", "SWEEP_SHORTHANDS", "expand_shorthand", "shorthand", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "error_message", "nonfinite_paths",
+__all__ = ["Problems", "Integer", "plain_number", "SHORTHANDS", "SWEEP_SHORTHANDS", "expand_shorthand", "shorthand", "did_you_mean", "unknown_key", "fields_at", "pydantic_problems", "error_message", "nonfinite_paths",
            "signature_params", "bind_problem", "check_params"]

@@ -49,15 +49,22 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from ..spec.lazy import keras, ops
+from ..spec.validation import plain_number
 
 
 class Params(BaseModel):
-    """Base of every strategy's parameters: unknown keys are refused."""
+    """Base of every strategy's parameters: unknown keys are refused, and so are ``true``/``false`` or
+    text for a number (``temperature: "2.0"``)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return plain_number(value, cls.model_fields[info.field_name].annotation)
 
 
 @dataclass(frozen=True)
