@@ -85,6 +85,12 @@ def test_weighting_errors_name_the_yaml_path_and_the_valid_choices(tail, where, 
     assert message in rendered, rendered
 
 
+def test_a_nan_param_is_one_problem():
+    """`init: .nan` was told "must be a finite number" and "must be ≤ 80.0, got nan"."""
+    assert _error(HEADS + "weighting: {strategy: uncertainty, params: {init: .nan}}\n") == \
+        "<string>:4: weighting.params.init: must be a finite number"
+
+
 def test_a_strategy_name_alone_is_the_strategy_with_its_defaults():
     short = ml.load_spec(HEADS + "weighting: pcgrad\n")
     assert short.weighting == ml.load_spec(HEADS + "weighting: {strategy: pcgrad}\n").weighting

@@ -443,7 +443,7 @@ def _resolve(spec: LossSpec) -> list[Term]:
     for check in SECTION_CHECKS.values():
         problems += check(spec, terms, list(seen))
     if problems:
-        raise spec.error(problems)
+        raise spec.error(list(dict.fromkeys(problems)))     # a value two checks refuse: said once
     return terms
 
 

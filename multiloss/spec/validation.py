@@ -206,6 +206,8 @@ def error_message(err: dict, loc: tuple = ()) -> str:
         msg = f"weight must be a non-negative number, got {err['input']!r}"
     elif kind == "finite_number":
         msg = f"must be a finite number, got {err['input']!r}"
+    elif kind in _BOUNDS and isinstance(err["input"], float) and not math.isfinite(err["input"]):
+        msg = "must be a finite number"          # as the finite check says it: one problem, not two
     elif kind in _BOUNDS:
         symbol, key = _BOUNDS[kind]
         msg = f"must be {symbol} {err['ctx'][key]}, got {err['input']!r}"
