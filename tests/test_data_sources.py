@@ -665,7 +665,11 @@ def test_a_datasets_sample_weights_are_keyed_as_its_y_and_mapped_with_it(tmp_pat
     assert abs(metrics["val_seg_loss"] - ce.mean()) > 1e-3                               # the weights count
     data["params"], raw["name"] = {"key": "msk"}, "typo"
     with pytest.raises(SpecError, match=r"data(\.source)?: .*the train data's sample weights have the key 'msk', "
-                                        r"which is no data target: key them as its y is; did you mean 'mask'\?"):
+                                        r"which is no data target or head: key them as its y is .*did you mean 'mask'\?"):
         train(raw)
-    data["params"] = {"key": "mask"}
+    data["params"], raw["name"] = {"key": "seg"}, "by_head"      # keyed by the head: as before, taken
+    train(raw)
+    by_head = json.loads((tmp_path / "runs" / "by_head" / "history.json").read_text())[-1]
+    assert by_head["val_seg_loss"] == pytest.approx(metrics["val_seg_loss"], rel=1e-6)
+    data["params"], raw["name"] = {"key": "mask"}, "typo"
     train(raw)                                   # the fixed rerun is not refused

@@ -89,7 +89,7 @@ def test_override_errors_name_the_override(tmp_path):
         load_incremental_config(_write(tmp_path, CONFIG), ["optimizer.name=adamm"])
     with pytest.raises(SpecError, match=r"scenario.class_order: class_order repeats class 1 \(at positions 1, 3\)"):
         load_incremental_config(_write(tmp_path, CONFIG), ["scenario.class_order=[0, 1, 2, 1]"])
-    with pytest.raises(SpecError, match=r"seeds: seeds repeats seed 3"):
+    with pytest.raises(SpecError, match=r"seeds: seeds repeats seed 3 \(at positions 0, 2\)"):
         load_incremental_config(_write(tmp_path, CONFIG), ["seeds=[3, 4, 3]"])
 
 

@@ -101,12 +101,14 @@ def test_contrastive_refuses_pair_labels_other_than_0_and_1():
     then maximised; refused in compute and inside fit, naming the term."""
     spec = "terms: [{name: pair, outputs: [ea, eb], target: same, loss: contrastive}]"
     emb = {"ea": np.ones((2, 3), "float32"), "eb": np.zeros((2, 3), "float32")}
-    rule = r"term 'pair': label -1 is not one of the labels 'contrastive' takes: 0, 1 \(1 for a same pair"
+    rule = r"term 'pair': label -1 is not in 0\.\.1, the labels 'contrastive' takes \(1 for a same pair"
     with pytest.raises(ml.SpecError, match=rule):
         ml.build_loss(spec).compute({"same": np.array([1.0, -1.0])}, emb)
     d = np.sqrt(3.0)                                            # ‖1 − 0‖ over 3 axes; margin 1
     total = float(ml.build_loss(spec).compute({"same": np.array([1.0, 0.0])}, emb).total)
     assert total == pytest.approx((d ** 2 + max(1 - d, 0) ** 2) / 2, rel=1e-6)
+    soft = float(ml.build_loss(spec).compute({"same": np.array([0.9, 0.1])}, emb).total)   # soft pairs: taken
+    assert soft == pytest.approx((0.9 * d ** 2 + 0.1 * d ** 2) / 2, rel=1e-6)              # max(1 − d, 0) = 0
     x = keras.Input((3,), name="x")
     model = keras.Model(x, {"ea": keras.layers.Dense(3, name="ea")(x), "eb": keras.layers.Dense(3, name="eb")(x)})
     ml.compile(model, spec, optimizer="sgd")

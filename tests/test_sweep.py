@@ -331,6 +331,9 @@ def test_set_reaches_a_space_entry_by_its_dotted_key(tmp_path):
         ((0.5, 2.0), (1e-4, 1e-2))
     assert set(space) == {"loss.outputs.class.weight", "loss.outputs.parity.weight", "optimizer.params.learning_rate"}
     assert sweep.config.enqueue == [{"loss.outputs.parity.weight": 1.5}]
+    space = {"seed": {"choice": [1, 2]}, "loss.outputs.class.weight": {"log_uniform": [0.05, 5]}}
+    seeded = load_sweep(write(tmp_path, space=space), ["space.seed.choice=[3, 4]"], check_run=False)
+    assert seeded.config.space["seed"].choice == [3, 4] and set(seeded.config.space) == set(space)   # a plain key
     with pytest.raises(SpecError, match=r"space\.loss\.outputs\.parity\.weight: uniform: give \[low, high\] "
                                         r"with low < high, got \[2\.0, 0\.5\] \(from --set"):
         load_sweep(path, ["space.loss.outputs.parity.weight={uniform: [2, 0.5]}"])

@@ -85,6 +85,22 @@ def test_weighting_errors_name_the_yaml_path_and_the_valid_choices(tail, where, 
     assert message in rendered, rendered
 
 
+def test_a_number_field_that_also_takes_words_keeps_them():
+    """A user strategy's `t: float | Literal["auto"]` takes "auto"; an optional constrained float does not
+    take "2.0" (pydantic nests it one level down)."""
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from multiloss.spec.validation import plain_number
+
+    assert plain_number("auto", float | Literal["auto"]) == "auto"
+    assert plain_number(2, float) == 2 and plain_number(None, float | None) is None
+    for value, annotation in (("2.0", Annotated[float, Field(gt=0)] | None), (True, int | None), ("5", int)):
+        with pytest.raises(Exception, match="Input should be a valid"):
+            plain_number(value, annotation)
+
+
 def test_a_nan_param_is_one_problem():
     """`init: .nan` was told "must be a finite number" and "must be ≤ 80.0, got nan"."""
     assert _error(HEADS + "weighting: {strategy: uncertainty, params: {init: .nan}}\n") == \

@@ -382,21 +382,21 @@ class CompositeLoss:
         ok = tf.logical_and(flat >= 0, flat < tf.cast(n_classes, flat.dtype))
         return self._asserted(t, ids, flat, ok, f"label {{}} {rule}")
 
-    def _check_label_values(self, t: Term, target, labels: tuple[float, ...]):
-        """Targets a loss declared (contrastive's 0/1): a −1/+1 pair label gave a negative loss that
-        training then maximised."""
-        rule = f"is not one of the labels {t.loss_label!r} takes: {', '.join(f'{v:g}' for v in labels)}"
+    def _check_label_range(self, t: Term, target, label_range: tuple[float, float]):
+        """Targets outside the range a loss declared (contrastive's [0, 1]): a −1/+1 pair label gave a
+        negative loss that training then maximised."""
+        low, high = label_range
+        rule = f"is not in {low:g}..{high:g}, the labels {t.loss_label!r} takes"     # no "]": see guard_labels
         if canonical_name(t.loss) == "contrastive":
             rule += " (1 for a same pair, 0 for a different one)"
         if tf.executing_eagerly():
-            arr = np.asarray(ops.convert_to_numpy(target), "float64").ravel()
-            bad = arr[~np.isin(arr, labels)]
+            arr = np.asarray(ops.convert_to_numpy(target), "float32").ravel()
+            bad = arr[~((arr >= low) & (arr <= high))]
             if bad.size:
                 raise self._where(t, f"label {bad[0]:g} {rule}")
             return target
         flat = tf.reshape(tf.cast(target, "float32"), [-1])
-        ok = tf.reduce_any(tf.equal(flat[:, None], tf.constant(labels, "float32")[None]), axis=1)
-        return self._asserted(t, target, flat, ok, f"label {{}} {rule}")
+        return self._asserted(t, target, flat, (flat >= low) & (flat <= high), f"label {{}} {rule}")
 
     def _asserted(self, t: Term, value: Any, flat: Any, ok: Any, message: str) -> Any:
         """``value`` after a graph assert that every ``ok`` holds, naming the first entry of ``flat`` that
@@ -423,7 +423,7 @@ class CompositeLoss:
     @staticmethod
     def _own_target_hint(t: Term, sw, values) -> str:
         """For a per-sample term (Dice) given its target's per-element weight: how to weight it apart."""
-        if sw is None or len(sw.shape) <= len(values.shape):
+        if sw is None or len(getattr(sw, "shape", np.shape(sw))) <= len(values.shape):
             return ""
         whose = f"target {t.target!r}'s sample weight" if t.target else "the one sample_weight of every term"
         return (f". Term {t.name!r} is weighted by {whose}; to weight it apart from that head, give the term a "
@@ -446,9 +446,9 @@ class CompositeLoss:
         if t.mask_value is not None:
             # Missing targets are replaced by 0 so that no NaN can leak through 0·L.
             target, valid = red.mask_targets(target, t.mask_value)
-        labels = contract(t.loss.name).labels
-        if labels is not None and target is not None:
-            target = self._check_label_values(t, target, labels)
+        label_range = contract(t.loss.name).label_range
+        if label_range is not None and target is not None:
+            target = self._check_label_range(t, target, label_range)
         sparse = t.loss.target == "sparse"
         if sparse and not isinstance(pred, list):
             self._check_sparse_axis(t, pred)

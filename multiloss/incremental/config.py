@@ -214,8 +214,9 @@ def load_incremental_config(source: str | os.PathLike | dict,
         fields = getattr(method_cls.Params, "model_fields", None)
         # A user's Params that ignores extra keys (pydantic's default) would drop a misspelt one.
         if fields is not None and method_cls.Params.model_config.get("extra") in (None, "ignore"):
+            names = [*fields, *(f.alias for f in fields.values() if f.alias)]
             problems += [(("method", "params", k), unknown_key(k, list(fields)))
-                         for k in cfg.method.params if k not in fields]
+                         for k in cfg.method.params if k not in names]
         named = any(path[:1] == ("memory",) for path, _ in problems)     # a bad memory: named there
         if method_cls.replay and cfg.memory is None and not named:
             problems.append((("method", "name"), f"method {method_cls.name!r} keeps exemplars: add "
@@ -230,7 +231,8 @@ def load_incremental_config(source: str | os.PathLike | dict,
                                                       f"{', '.join(str(i) for i, c in enumerate(order) if c == twice)})"))
     if cfg.seeds is not None and len(set(cfg.seeds)) != len(cfg.seeds):
         twice = next(s for i, s in enumerate(cfg.seeds) if s in cfg.seeds[:i])
-        problems.append((("seeds",), f"seeds repeats seed {twice}"))
+        problems.append((("seeds",), f"seeds repeats seed {twice} (at positions "
+                                     f"{', '.join(str(i) for i, s in enumerate(cfg.seeds) if s == twice)})"))
     if problems:
         raise cfg.error(problems)
     return cfg

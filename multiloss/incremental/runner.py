@@ -109,7 +109,7 @@ class Scenario:
         order = class_ids_of(cfg, sc.class_order, names) if sc.class_order is not None else \
             class_order(num_classes, sc.order_seed)
         if sorted(order) != list(range(num_classes)):
-            missing = [f"{c} ({names[c]})" if names[c] != str(c) else str(c)
+            missing = [f"{c} ({names[c]})" if c < len(names) and names[c] != str(c) else str(c)
                        for c in range(num_classes) if c not in order]
             left = f"; it leaves out {', '.join(missing)}" if missing else ""
             raise cfg.error([(("scenario", "class_order"), f"must be a permutation of the {num_classes} "

@@ -67,7 +67,7 @@ def _distance(a, b):
     return ops.sqrt(ops.maximum(ops.sum(ops.square(a - b), axis=-1), 1e-12))
 
 
-@register_loss("contrastive", outputs=(1, 2), labels=(0, 1))
+@register_loss("contrastive", outputs=(1, 2), label_range=(0, 1))
 def contrastive(y_true, y_pred, margin: float = 1.0):
     """Contrastive loss for Siamese pairs (Hadsell et al. 2006); returns ``[B]``.
 

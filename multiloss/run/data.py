@@ -246,7 +246,8 @@ class Part:
             x, y, *rest = self.decode(*records) if self.decode is not None else records
             if targets is None:
                 return (x, y, *rest)
-            return (x, {k: y[v] for k, v in targets.items()}, *[renamed(w, targets) for w in rest])
+            weights = [weights_renamed(w, targets) for w in rest]
+            return (x, {k: y[v] for k, v in targets.items()}, *[w for w in weights if not (isinstance(w, dict) and not w)])
 
         base, size, cached = self.x, int(self.x.cardinality()), self.cache is not None   # size -1: infinite
         known = size if size > 0 else SHUFFLE_BUFFER
@@ -262,28 +263,32 @@ class Part:
         return concatenated([one(seed, skip if k == 0 else 0) for k, seed in enumerate(seeds)])
 
 
-def renamed(sample_weight: Any, targets: dict[str, str]) -> Any:
-    """A dataset's sample weights keyed like its ``y`` (by data target) under the ``targets`` keys;
-    one weight for every target stays as it is."""
+def weights_renamed(sample_weight: Any, targets: dict[str, str]) -> Any:
+    """A dataset's sample weights under the ``targets`` keys: a weight keyed like its ``y`` (by data
+    target) goes to each key mapped to that target, one keyed by the key itself (a head) stays; one
+    weight for every target stays as it is."""
     if not isinstance(sample_weight, dict):
         return sample_weight
-    return {k: sample_weight[v] for k, v in targets.items() if v in sample_weight}
+    out = {k: sample_weight[k] for k in targets if k in sample_weight}
+    out.update({k: sample_weight[v] for k, v in targets.items() if v in sample_weight})
+    return out
 
 
-def weight_key_problem(part: Part, split: str) -> str | None:
-    """What is wrong with a dataset's dict of sample weights: a key that is no data target of its ``y``
-    (it would weight nothing)."""
+def weight_key_problem(part: Part, split: str, keys: Iterable[str]) -> str | None:
+    """What is wrong with a dataset's dict of sample weights: a key that is neither a data target of its
+    ``y`` nor one of the target ``keys`` (heads) it is mapped to: it would weight nothing."""
     if not part.is_dataset:
         return None
     _, y, *weights = part.element_spec()
     if not (weights and isinstance(weights[0], dict) and isinstance(y, dict)):
         return None
-    unknown = [k for k in weights[0] if k not in y]
+    valid = list(dict.fromkeys([*map(str, y), *keys]))
+    unknown = [k for k in weights[0] if k not in valid]
     if not unknown:
         return None
-    return (f"the {split} data's sample weights have the key {unknown[0]!r}, which is no data target: key them "
-            f"as its y is; {did_you_mean(str(unknown[0]), [str(n) for n in y])}data targets: {sorted(y)} "
-            "(`targets:` maps heads to them, weights and labels alike)")
+    return (f"the {split} data's sample weights have the key {unknown[0]!r}, which is no data target or head: "
+            f"key them as its y is (`targets:` maps heads to them, weights and labels alike) or by head; "
+            f"{did_you_mean(str(unknown[0]), valid)}valid: {', '.join(valid)}")
 
 
 @dataclass

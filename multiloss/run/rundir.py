@@ -149,6 +149,10 @@ class RunDir:
             fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
+            if shared:                  # only a process that replaces the folder holds it alone
+                raise RunError(f"{self.path} is being replaced by another multiloss process (--overwrite); "
+                               "nothing in it was changed. Join it with --resume once it has begun its "
+                               "trials (a few seconds)") from None
             raise RunError(f"{self.path} is in use by another multiloss process (a run, --resume or --overwrite "
                            "of it that has not ended); nothing in it was changed. Wait for that process to end, "
                            "or give this run another `name` (--set name=...)") from None

@@ -282,7 +282,7 @@ def task_data(cfg, splits: dict[str, Splits], labels: dict[str, list[str]]) -> T
                     raise TaskError(where, f"task {task!r}'s data source gives no train split")
                 continue
             have = part_targets(part)
-            problem = weight_key_problem(part, split)
+            problem = weight_key_problem(part, split, labels[task])
             if problem:
                 raise TaskError(where, f"task {task!r}: {problem}")
             for k in labels[task]:

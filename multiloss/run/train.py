@@ -138,10 +138,10 @@ def target_mapping(part: Part, cfg: RunConfig, split: str) -> dict[str, str] | N
     names = part.element_spec()[1] if part.is_dataset else part.y
     if not isinstance(names, dict):
         return None
-    problem = weight_key_problem(part, split)
+    keys = {key: cfg.targets.get(key, key) for key in target_keys(cfg)}
+    problem = weight_key_problem(part, split, keys)
     if problem:
         raise cfg.error([(("data", "source"), f"{cfg.data.source}: {problem}")])
-    keys = {key: cfg.targets.get(key, key) for key in target_keys(cfg)}
     for key, source_key in keys.items():
         if source_key not in names:
             path = ("targets", key) if key in cfg.targets else \

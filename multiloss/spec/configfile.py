@@ -95,6 +95,8 @@ def dotted_parts(node: dict, rest: list[str]) -> int:
     for n in range(len(rest), 1, -1):
         if ".".join(rest[:n]) in node:
             return n
+    if rest[0] in node:                  # a plain key it has (a space's `seed`)
+        return 1
     return len(rest) if any("." in str(k) for k in node) else 1
 
 

@@ -57,10 +57,10 @@ _KINDS: dict[str, tuple[TargetKind, bool]] = {}   # name -> (target kind, elemen
 
 class Contract(NamedTuple):
     """What a loss declares it takes, checked at the boundary: ``outputs``, the numbers of model outputs
-    (None: any); ``labels``, the values its targets may hold (None: any)."""
+    (None: any); ``label_range``, the ``(low, high)`` its targets lie in (None: any)."""
 
     outputs: tuple[int, ...] | None = None
-    labels: tuple[float, ...] | None = None
+    label_range: tuple[float, float] | None = None
 
 
 _CONTRACTS: dict[str, Contract] = {}     # name -> what it declared at registration
@@ -135,7 +135,7 @@ def same_rank(y_true, y_pred):
 
 def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool = False,
                   aliases: tuple[str, ...] = (), outputs: tuple[int, ...] | None = None,
-                  labels: tuple[float, ...] | None = None):
+                  label_range: tuple[float, float] | None = None):
     """Decorator: register a loss function or class under ``name``.
 
     The function takes ``(y_true, y_pred, **params)`` and returns per-sample
@@ -147,8 +147,9 @@ def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool
     function of each (target, prediction) pair (it needs ``target="same"``):
     on a head with ``mask_value`` it is then masked per element, not per
     position (see the module's docstring).  ``outputs``: the numbers of model outputs it takes
-    (``(3,)`` for ``[anchor, positive, negative]``), checked when a spec is loaded; ``labels``: the values
-    its targets may hold (``(0, 1)``: a same/different pair), checked on every batch; None: any.
+    (``(3,)`` for ``[anchor, positive, negative]``), checked when a spec is loaded; ``label_range``: the
+    ``(low, high)`` its targets lie in (``(0, 1)``: a same/different pair, or a soft one), checked on every
+    batch; None: any.
     """
     if elementwise and target != "same":
         raise ValueError(f"loss {name!r}: an elementwise loss takes targets shaped like the prediction; "
@@ -157,9 +158,9 @@ def register_loss(name: str, *, target: TargetKind = "custom", elementwise: bool
     def deco(obj):
         LOSSES.register(name, obj, aliases=aliases)
         _KINDS.update(dict.fromkeys((name, *aliases), (target, elementwise)))
-        if outputs is not None or labels is not None:
-            declared = Contract(None if outputs is None else tuple(outputs), None if labels is None else tuple(labels))
-            _CONTRACTS.update(dict.fromkeys((name, *aliases), declared))
+        declared = Contract(None if outputs is None else tuple(outputs),
+                            None if label_range is None else (float(label_range[0]), float(label_range[1])))
+        _CONTRACTS.update(dict.fromkeys((name, *aliases), declared))    # registered anew: what it says now
         return obj
 
     return deco

@@ -38,8 +38,10 @@ Integer = Annotated[int, BeforeValidator(_not_bool)]
 def plain_number(value: Any, annotation: Any) -> Any:
     """``value`` for a field annotated ``annotation``: a field of numbers (int, float, or a union with one,
     not with str or bool) refuses ``true``/``false`` and text, which pydantic's lax mode reads as numbers."""
-    args = set(typing.get_args(annotation)) or {annotation}
-    if args & {int, float} and not args & {str, bool} and isinstance(value, (bool, str)):
+    args = {typing.get_args(a)[0] if typing.get_origin(a) is Annotated else a
+            for a in (typing.get_args(annotation) or (annotation,))}
+    texts = any(a in (str, bool) or typing.get_origin(a) is typing.Literal for a in args)   # "auto" is an option
+    if args & {int, float} and not texts and isinstance(value, (bool, str)):
         if float in args:
             raise PydanticCustomError("float_type", "Input should be a valid number")
         raise PydanticCustomError("int_type", "Input should be a valid integer")
