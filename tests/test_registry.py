@@ -132,6 +132,11 @@ def test_import_strings_resolve_under_the_safe_mode_trust_model():
     assert things.get("os.path:join") is os.path.join
     with pytest.raises(LookupError, match="does not import"):
         things.get("no_such_module_for_tests:f")
+    # A misspelt attribute gets a did-you-mean, a wrongly cased one first (`ReplayKd` for `ReplayKD`).
+    with pytest.raises(LookupError, match=r"'collections' has no attribute 'ordereddict'; did you mean 'OrderedDict'\?"):
+        things.get("collections:ordereddict")
+    with pytest.raises(LookupError, match=r"'os\.path' has no attribute 'joinn'; did you mean 'join'\?"):
+        things.get("os.path:joinn")
     ref = f"{__name__}:gamma"
     with imports.restricted():
         with pytest.raises(imports.UnsafeImportError):

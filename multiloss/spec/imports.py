@@ -21,6 +21,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
+from .validation import did_you_mean
+
 _TRUSTED: set[str] = set()  # registry: import strings this process has trusted
 _RESTRICTED = contextvars.ContextVar("multiloss_restricted_imports", default=False)
 #: Callables that say whether an object is registered somewhere: each
@@ -116,7 +118,11 @@ def import_object(ref: str) -> Callable:
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise LookupError(f"import string {ref!r} does not import: {module_name!r} has no attribute {attr!r}")
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            cased = [n for n in names if n.lower() == part.lower()]       # `ReplayKd` for `ReplayKD`
+            close = f"did you mean {cased[0]!r}? " if cased else did_you_mean(part, names)
+            raise LookupError(f"import string {ref!r} does not import: {module_name!r} has no attribute {attr!r}"
+                              + (f"; {close.strip()}" if close else ""))
         obj = getattr(obj, part)
     if not callable(obj):
         raise LookupError(f"import string {ref!r} names a {type(obj).__name__}, not a function or class")
