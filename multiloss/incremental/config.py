@@ -194,6 +194,12 @@ class IncrementalConfig(_Model):
         return None if self.model.path is None else str(self._file.resolve_path(self.model.path))
 
 
+def _repeated(items: list) -> str:
+    """The first item given twice, with its positions: ``3 (at positions 0, 2)``."""
+    twice = next(x for i, x in enumerate(items) if x in items[:i])
+    return f"{twice!r} (at positions {', '.join(str(i) for i, x in enumerate(items) if x == twice)})"
+
+
 def load_incremental_config(source: str | os.PathLike | dict,
                             overrides: list[str] | None = None) -> IncrementalConfig:
     """Load, override and validate an incremental config; raise SpecError naming path and line."""
@@ -226,13 +232,9 @@ def load_incremental_config(source: str | os.PathLike | dict,
                                                    "optimizer.schedule: give one of them"))
     order = cfg.scenario.class_order
     if order is not None and len(set(order)) != len(order):
-        twice = next(c for i, c in enumerate(order) if c in order[:i])
-        problems.append((("scenario", "class_order"), f"class_order repeats class {twice!r} (at positions "
-                                                      f"{', '.join(str(i) for i, c in enumerate(order) if c == twice)})"))
+        problems.append((("scenario", "class_order"), f"class_order repeats class {_repeated(order)}"))
     if cfg.seeds is not None and len(set(cfg.seeds)) != len(cfg.seeds):
-        twice = next(s for i, s in enumerate(cfg.seeds) if s in cfg.seeds[:i])
-        problems.append((("seeds",), f"seeds repeats seed {twice} (at positions "
-                                     f"{', '.join(str(i) for i, s in enumerate(cfg.seeds) if s == twice)})"))
+        problems.append((("seeds",), f"seeds repeats seed {_repeated(cfg.seeds)}"))
     if problems:
         raise cfg.error(problems)
     return cfg

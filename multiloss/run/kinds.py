@@ -222,8 +222,7 @@ def kind_of_run(run_dir: str | os.PathLike) -> RunKind:
             return kind
     commands = " or ".join(f"`multiloss {kind.name}`" for kind in all_kinds())
     if path.is_file():
-        holder = path.parent if path.parent != Path() else Path(".")
-        raise RunError(f"{run_dir} is a file; give the run folder that holds it ({holder}), the folder "
+        raise RunError(f"{run_dir} is a file; give the run folder that holds it ({path.parent}), the folder "
                        f"that {commands} wrote")
     if not (path / "config.yaml").is_file():
         raise RunError(f"{run_dir} is not a run folder: it has no config.yaml (give the folder that "
